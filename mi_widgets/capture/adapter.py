@@ -1,0 +1,185 @@
+"""Model adapter: one duck-typed face over TransformerLens 4.x and 2.x models.
+
+Widgets never touch a model directly. The adapter validates input, tokenizes,
+runs the model with only the hooks a view needs under ``torch.no_grad()`` and
+leaves results on the model's device, so the same code serves a CPU laptop and
+a GPU in Colab.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+import weakref
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+PATTERN_HOOK = "blocks.{layer}.attn.hook_pattern"
+
+# One forward at a time per model: TransformerLens hooks are module state, so two
+# views running the same model from two threads would see each other's hooks.
+_model_locks: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+class _StopForward(Exception):
+    """Raised from the last hook a run needs, to skip the rest of the forward pass."""
+
+
+def model_lock(model: Any) -> threading.RLock:
+    with _locks_guard:
+        lock = _model_locks.get(model)
+        if lock is None:
+            lock = _model_locks[model] = threading.RLock()
+        return lock
+
+
+class ModelAdapter:
+    """Uniform access to a TransformerLens model (``TransformerBridge`` or ``HookedTransformer``)."""
+
+    def __init__(self, model: Any) -> None:
+        cfg = getattr(model, "cfg", None)
+        missing = [a for a in ("n_layers", "n_heads", "n_ctx") if not hasattr(cfg, a)]
+        if cfg is None or missing or not callable(getattr(model, "run_with_hooks", None)):
+            raise TypeError(
+                "expected a TransformerLens model (4.x TransformerBridge or 2.x HookedTransformer) "
+                f"with .cfg (n_layers, n_heads, n_ctx) and .run_with_hooks, got {type(model).__module__}."
+                f"{type(model).__qualname__}"
+            )
+        self.model = model
+        self.cfg = cfg
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.cfg.n_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.cfg.n_heads)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.cfg.n_ctx)
+
+    @property
+    def device(self) -> torch.device:
+        try:
+            return next(self.model.parameters()).device
+        except (AttributeError, StopIteration, TypeError):
+            return torch.device(getattr(self.cfg, "device", None) or "cpu")
+
+    @property
+    def has_tokenizer(self) -> bool:
+        return getattr(self.model, "tokenizer", None) is not None
+
+    def hook_names(self) -> list[str]:
+        hook_dict = getattr(self.model, "hook_dict", None)
+        return sorted(hook_dict) if isinstance(hook_dict, dict) else []
+
+    def resolve_hook(self, name: str) -> str:
+        """Check that ``name`` is a hook point of this model (legacy 2.x aliases included)."""
+        names = self.hook_names()
+        if not names or name in names:
+            return name
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; it has {len(names)} hooks, e.g. {names[:3]}"
+        raise ValueError(f"unknown hook name {name!r} for this model{hint}")
+
+    def check_layer_head(self, layer: int, head: int) -> None:
+        if not 0 <= int(layer) < self.n_layers:
+            raise IndexError(f"layer must be in 0..{self.n_layers - 1}, got {layer}")
+        if not 0 <= int(head) < self.n_heads:
+            raise IndexError(f"head must be in 0..{self.n_heads - 1}, got {head}")
+
+    def to_tokens(self, prompt: str | torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """Tokens ``[1, seq]`` on the model's device, from a prompt string or token ids."""
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise ValueError("prompt is empty: expected some text to run the model on")
+            if not self.has_tokenizer:
+                raise ValueError(
+                    "this model has no tokenizer, so it cannot read a text prompt: pass token ids "
+                    "(a 1-D tensor or list of ints) instead, or attach a tokenizer to the model"
+                )
+            tokens = self.model.to_tokens(prompt)
+        else:
+            tokens = torch.as_tensor(prompt)
+            if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+                raise TypeError(f"token ids must be integers, got dtype {tokens.dtype}")
+            if tokens.ndim == 2 and tokens.shape[0] == 1:
+                tokens = tokens[0]
+            if tokens.ndim != 1:
+                raise ValueError(f"expected token ids of shape [seq] or [1, seq], got shape {list(tokens.shape)}")
+            if tokens.numel() == 0:
+                raise ValueError("token ids are empty: expected at least one token")
+            d_vocab = getattr(self.cfg, "d_vocab", None)
+            if d_vocab is not None and (int(tokens.min()) < 0 or int(tokens.max()) >= int(d_vocab)):
+                raise ValueError(f"token ids must be in 0..{int(d_vocab) - 1}, got {int(tokens.min())}..{int(tokens.max())}")
+            tokens = tokens[None]
+        seq = int(tokens.shape[-1])
+        if seq > self.n_ctx:
+            raise ValueError(
+                f"prompt is {seq} tokens long but the model's context (n_ctx) is {self.n_ctx}: shorten it"
+            )
+        return tokens.to(self.device)
+
+    def token_labels(self, tokens: torch.Tensor) -> list[str]:
+        """Readable token strings; ``<id>`` labels when the model has no tokenizer."""
+        ids = tokens.reshape(-1)
+        if self.has_tokenizer:
+            try:
+                return [str(s) for s in self.model.to_str_tokens(ids)]
+            except Exception:  # a tokenizer that cannot decode some id still gets labels
+                pass
+        return [f"<{int(i)}>" for i in ids.tolist()]
+
+    def attention_patterns(
+        self,
+        tokens: torch.Tensor,
+        layers: Iterable[int] | None = None,
+        on_layer: Callable[[int], None] | None = None,
+    ) -> list[torch.Tensor]:
+        """Attention patterns ``[n_heads, query, key]`` per layer, for batch item 0.
+
+        Hooks only the pattern of each requested layer and stops the forward
+        pass right after the last one. ``on_layer(layer)`` runs as each layer's
+        pattern arrives (progress, cancellation: an exception it raises aborts
+        the run and removes the hooks).
+        """
+        wanted = sorted(set(range(self.n_layers) if layers is None else layers))
+        for layer in wanted:
+            self.check_layer_head(layer, 0)
+        names = {self.resolve_hook(PATTERN_HOOK.format(layer=l)): l for l in wanted}
+        found: dict[int, torch.Tensor] = {}
+        last = wanted[-1] if wanted else None
+
+        def keep(pattern: torch.Tensor, hook: Any, layer: int) -> None:
+            found[layer] = pattern[0].detach()
+            if on_layer is not None:
+                on_layer(layer)
+            if layer == last:
+                raise _StopForward()
+
+        hooks = [(name, _bind(keep, layer)) for name, layer in names.items()]
+        with model_lock(self.model), torch.no_grad():
+            try:
+                self.model.run_with_hooks(tokens, return_type=None, fwd_hooks=hooks)
+            except _StopForward:
+                pass
+        missing = [l for l in wanted if l not in found]
+        if missing:
+            raise RuntimeError(
+                f"the model ran but its attention-pattern hooks did not fire for layers {missing}; "
+                "expected TransformerLens hook points named like 'blocks.0.attn.hook_pattern'"
+            )
+        return [found[l] for l in wanted]
+
+
+def _bind(fn: Callable[..., None], layer: int) -> Callable[[torch.Tensor, Any], None]:
+    """A hook function that remembers which layer it was registered for (``hook.name`` may be an alias)."""
+
+    def hook_fn(tensor: torch.Tensor, hook: Any) -> None:
+        fn(tensor, hook, layer)
+
+    return hook_fn

@@ -1,0 +1,261 @@
+"""AttentionView: every head's attention pattern, served on demand from the kernel.
+
+The patterns stay where they were computed (GPU or CPU). The view gets a
+layer x head grid of max-pooled thumbnails up front and one head's full
+pattern per request, in float16, so a 1024-token prompt costs about 2 MiB per
+head instead of the whole tensor as JSON.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import traitlets
+
+from ..analysis.attention import check_patterns, pattern_thumbnails
+from ..capture.adapter import ModelAdapter
+from ..transport.protocol import Context, Reply
+from .base import ProtocolWidget, static_asset
+
+_revisions = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """Everything one prompt produced; swapped whole so a request never mixes two prompts."""
+
+    revision: int
+    prompt: str
+    tokens: list[str]
+    layers: list[torch.Tensor]  # per layer [heads, query, key], on the model's device
+    thumbnails: torch.Tensor  # [layers, heads, s, s]
+
+
+class AttentionView(ProtocolWidget):
+    """Interactive attention patterns of every layer and head.
+
+    ``AttentionView(model, prompt)`` runs a TransformerLens model (4.x or 2.x, any
+    device) and lets the prompt be edited in the view; ``AttentionView.from_cache``
+    and :func:`attention_heads` show patterns you already have. Clicks in the
+    view land in :attr:`selected`.
+    """
+
+    _esm = static_asset("attention.js")
+    _css = static_asset("attention.css")
+
+    n_layers = traitlets.Int(0).tag(sync=True)
+    n_heads = traitlets.Int(0).tag(sync=True)
+    tokens = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
+    prompt = traitlets.Unicode("").tag(sync=True)
+    can_rerun = traitlets.Bool(False, read_only=True).tag(sync=True)
+    revision = traitlets.Int(0, read_only=True).tag(sync=True)
+    selected = traitlets.Dict().tag(sync=True)
+
+    def __init__(
+        self,
+        model: Any = None,
+        prompt: str | torch.Tensor | Sequence[int] | None = None,
+        *,
+        layer: int = 0,
+        head: int = 0,
+        _snapshot: _Snapshot | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._adapter: ModelAdapter | None = None
+        self._applying = threading.Lock()
+        if _snapshot is None:
+            if model is None:
+                raise TypeError(
+                    "AttentionView(model, prompt) needs a TransformerLens model; to show patterns you "
+                    "already have use mw.attention_heads(attention, tokens) or AttentionView.from_cache(cache, tokens)"
+                )
+            if prompt is None:
+                raise TypeError("AttentionView(model, prompt) needs a prompt: a string or token ids")
+            self._adapter = ModelAdapter(model)
+            _snapshot = self._compute(prompt)
+        self._snapshot = _snapshot
+        n_layers, n_heads = len(_snapshot.layers), int(_snapshot.layers[0].shape[0])
+        super().__init__(n_layers=n_layers, n_heads=n_heads, **kwargs)
+        self._set_snapshot_traits(_snapshot)
+        self.set_trait("can_rerun", self._adapter is not None)
+        self.selected = {"layer": layer, "head": head, "query": None, "key": None}
+        self._serve("overview", self._serve_overview)
+        self._serve("pattern", self._serve_pattern)
+        self._serve("run", self._serve_run, background=True)
+
+    # ----- other ways in -------------------------------------------------------------------
+
+    @classmethod
+    def from_patterns(
+        cls, attention: Any, tokens: Sequence[str], *, layer: int = 0, head: int = 0
+    ) -> "AttentionView":
+        """Show patterns ``[heads, query, key]`` or ``[layers, heads, query, key]`` (torch or numpy)."""
+        labels = _token_labels(tokens)
+        patterns = check_patterns(_as_tensor(attention), len(labels))
+        layers = list(patterns.unbind(0))
+        snapshot = _Snapshot(next(_revisions), "", labels, layers, pattern_thumbnails(layers))
+        return cls(_snapshot=snapshot, layer=layer, head=head)
+
+    @classmethod
+    def from_cache(
+        cls, cache: Any, tokens: Sequence[str] | Any, *, batch_index: int = 0, layer: int = 0, head: int = 0
+    ) -> "AttentionView":
+        """Show the attention patterns stored in a TransformerLens ``ActivationCache``."""
+        keys = set(cache.keys())
+        layers = []
+        for index in itertools.count():
+            name = f"blocks.{index}.attn.hook_pattern"
+            if name not in keys:
+                break
+            pattern = cache[name]
+            if pattern.ndim != 4:
+                raise ValueError(f"expected {name} as [batch, heads, query, key], got shape {list(pattern.shape)}")
+            if not 0 <= batch_index < pattern.shape[0]:
+                raise IndexError(f"batch_index must be in 0..{pattern.shape[0] - 1}, got {batch_index}")
+            layers.append(pattern[batch_index])
+        if not layers:
+            raise ValueError(
+                "the cache holds no attention patterns (keys like 'blocks.0.attn.hook_pattern'); run "
+                "model.run_with_cache(tokens, names_filter=lambda name: name.endswith('hook_pattern'))"
+            )
+        if not isinstance(tokens, (list, tuple)):  # token ids: label them with the cache's model
+            ids = torch.as_tensor(tokens)
+            ids = ids[batch_index] if ids.ndim == 2 else ids
+            model = getattr(cache, "model", None)
+            tokens = ModelAdapter(model).token_labels(ids) if model is not None else [f"<{i}>" for i in ids.tolist()]
+        return cls.from_patterns(torch.stack(layers), tokens, layer=layer, head=head)
+
+    # ----- Python API ------------------------------------------------------------------
+
+    @property
+    def patterns(self) -> torch.Tensor:
+        """All patterns as ``[layers, heads, query, key]``, on the device they were computed on."""
+        return torch.stack(self._snapshot.layers)
+
+    def pattern(self, layer: int, head: int) -> torch.Tensor:
+        """One head's pattern ``[query, key]``."""
+        self._check_head(layer, head)
+        return self._snapshot.layers[layer][head]
+
+    @traitlets.validate("prompt")
+    def _rerun_on_prompt(self, proposal: dict[str, Any]) -> str:
+        """Setting ``view.prompt`` from Python re-runs the model; a bad prompt raises and changes nothing."""
+        value = proposal["value"]
+        if value == self._snapshot.prompt:  # also how _apply's own write passes through
+            return value
+        if self._adapter is None:
+            raise traitlets.TraitError("this view shows fixed patterns (no model attached), so the prompt cannot change")
+        self._apply(self._compute(value))
+        return value
+
+    @traitlets.validate("selected")
+    def _check_selected(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        value = dict(proposal["value"])
+        unknown = set(value) - {"layer", "head", "query", "key"}
+        if unknown:
+            raise traitlets.TraitError(f"selected takes keys layer, head, query, key; got unknown {sorted(unknown)}")
+        layer, head = int(value.get("layer", 0)), int(value.get("head", 0))
+        self._check_head(layer, head, error=traitlets.TraitError)
+        seq = len(self.tokens)
+        out: dict[str, Any] = {"layer": layer, "head": head}
+        for axis in ("query", "key"):
+            position = value.get(axis)
+            if position is not None and not 0 <= int(position) < seq:
+                raise traitlets.TraitError(f"selected {axis} must be in 0..{seq - 1} or None, got {position}")
+            out[axis] = None if position is None else int(position)
+        return out
+
+    # ----- request handlers --------------------------------------------------------------
+
+    def _serve_overview(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        snap = self._snapshot
+        reply = Reply({"revision": snap.revision, "n_layers": len(snap.layers), "n_heads": int(snap.layers[0].shape[0]),
+                       "seq": len(snap.tokens), "size": int(snap.thumbnails.shape[-1])})
+        reply.result["thumbnails"] = reply.add_array(snap.thumbnails, "uint8", value_range=(0.0, 1.0))
+        return reply
+
+    def _serve_pattern(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        snap = self._snapshot
+        layer, head = _int_param(params, "layer"), _int_param(params, "head")
+        self._check_head(layer, head)
+        pattern = snap.layers[layer][head].to(torch.float16)
+        reply = Reply({"revision": snap.revision, "layer": layer, "head": head})
+        reply.result["pattern"] = reply.add_array(pattern, "float16")
+        return reply
+
+    def _serve_run(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        if self._adapter is None:
+            raise ValueError("this view shows fixed patterns (no model attached), so it cannot re-run")
+        prompt = params.get("prompt")
+        if not isinstance(prompt, str):
+            raise TypeError(f"run expects a text prompt, got {type(prompt).__name__}")
+        snapshot = self._compute(prompt, ctx)
+        ctx.raise_if_cancelled()  # a newer prompt arrived: never show this one
+        self._apply(snapshot)
+        return Reply({"revision": snapshot.revision, "tokens": snapshot.tokens, "prompt": snapshot.prompt})
+
+    # ----- internals ---------------------------------------------------------------------
+
+    def _compute(self, prompt: str | torch.Tensor | Sequence[int], ctx: Context | None = None) -> _Snapshot:
+        adapter = self._adapter
+        assert adapter is not None
+        tokens = adapter.to_tokens(prompt)
+        total = adapter.n_layers
+
+        def on_layer(layer: int) -> None:
+            if ctx is not None:
+                ctx.progress(layer + 1, total, f"layer {layer + 1}/{total}")
+
+        layers = adapter.attention_patterns(tokens, on_layer=on_layer)
+        text = prompt if isinstance(prompt, str) else ""
+        return _Snapshot(next(_revisions), text, adapter.token_labels(tokens[0]), layers, pattern_thumbnails(layers))
+
+    def _apply(self, snapshot: _Snapshot) -> None:
+        with self._applying, self.hold_sync():
+            self._snapshot = snapshot
+            self._set_snapshot_traits(snapshot)
+            sel = dict(self.selected or {})
+            self.selected = {"layer": sel.get("layer", 0), "head": sel.get("head", 0), "query": None, "key": None}
+
+    def _set_snapshot_traits(self, snapshot: _Snapshot) -> None:
+        self.set_trait("tokens", list(snapshot.tokens))
+        self.set_trait("revision", snapshot.revision)
+        self.prompt = snapshot.prompt  # equals the snapshot's prompt, so no re-run
+
+    def _check_head(self, layer: int, head: int, error: type[Exception] = IndexError) -> None:
+        n_layers, n_heads = len(self._snapshot.layers), int(self._snapshot.layers[0].shape[0])
+        if not 0 <= layer < n_layers:
+            raise error(f"layer must be in 0..{n_layers - 1}, got {layer}")
+        if not 0 <= head < n_heads:
+            raise error(f"head must be in 0..{n_heads - 1}, got {head}")
+
+
+def attention_heads(attention: Any, tokens: Sequence[str], *, layer: int = 0, head: int = 0) -> AttentionView:
+    """CircuitsVis-compatible entry point: ``attention`` is ``[heads, query, key]`` (torch or numpy)."""
+    return AttentionView.from_patterns(attention, tokens, layer=layer, head=head)
+
+
+def _as_tensor(attention: Any) -> torch.Tensor:
+    if isinstance(attention, torch.Tensor):
+        return attention.detach()
+    if isinstance(attention, np.ndarray):
+        return torch.from_numpy(attention)
+    raise TypeError(f"expected attention as a torch.Tensor or numpy.ndarray, got {type(attention).__name__}")
+
+
+def _token_labels(tokens: Sequence[str]) -> list[str]:
+    if isinstance(tokens, str) or not isinstance(tokens, Sequence):
+        raise TypeError(f"expected tokens as a list of strings, got {type(tokens).__name__}")
+    return [str(t) for t in tokens]
+
+
+def _int_param(params: dict[str, Any], name: str) -> int:
+    value = params.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"request parameter {name!r} must be an integer, got {value!r}")
+    return value

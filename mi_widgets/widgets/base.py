@@ -1,0 +1,59 @@
+"""Shared plumbing for widgets: the front-end bundle and the request protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anywidget
+
+from ..transport.protocol import Buffer, Handler, RequestRouter
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+_NOT_BUILT = """
+export default { render({ el }) {
+  const p = document.createElement("pre");
+  p.textContent = %s;
+  el.appendChild(p);
+} };
+"""
+
+
+def static_asset(name: str) -> Path | str:
+    """Path of a built front-end file; an explanatory stand-in view when the JS is not built."""
+    path = STATIC / name
+    if path.exists():
+        return path
+    if name.endswith(".css"):
+        return ""
+    message = (
+        f"mi_widgets: the front end ({path}) is not built. From a clone run `npm install && npm run build` "
+        "(or `bash .ci/setup`), then restart the kernel."
+    )
+    return _NOT_BUILT % json.dumps(message)
+
+
+class ProtocolWidget(anywidget.AnyWidget):
+    """An anywidget that answers view requests through a :class:`RequestRouter`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._router = RequestRouter(self._send_message)
+        self.on_msg(self._on_custom_msg)
+
+    def _serve(self, method: str, handler: Handler, *, background: bool = False) -> None:
+        self._router.add(method, handler, background=background)
+
+    def _send_message(self, content: dict[str, Any], buffers: list[Buffer]) -> None:
+        self.send(content, buffers or None)
+
+    def _on_custom_msg(self, _widget: Any, content: Any, buffers: list[Buffer]) -> None:
+        self._router.handle(content, buffers)
+
+    def close(self) -> None:
+        router = getattr(self, "_router", None)
+        if router is not None:
+            router.close()
+        super().close()
