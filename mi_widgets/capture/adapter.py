@@ -102,17 +102,17 @@ class ModelAdapter:
                     "this model has no tokenizer, so it cannot read a text prompt: pass token ids "
                     "(a 1-D tensor or list of ints) instead, or attach a tokenizer to the model"
                 )
-            tokens = self.model.to_tokens(prompt)
+            tokens = self.model.to_tokens(prompt, truncate=False)  # TL truncates to n_ctx by default
         else:
             tokens = torch.as_tensor(prompt)
+            if tokens.numel() == 0:
+                raise ValueError("token ids are empty: expected at least one token")
             if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
                 raise TypeError(f"token ids must be integers, got dtype {tokens.dtype}")
             if tokens.ndim == 2 and tokens.shape[0] == 1:
                 tokens = tokens[0]
             if tokens.ndim != 1:
                 raise ValueError(f"expected token ids of shape [seq] or [1, seq], got shape {list(tokens.shape)}")
-            if tokens.numel() == 0:
-                raise ValueError("token ids are empty: expected at least one token")
             d_vocab = getattr(self.cfg, "d_vocab", None)
             if d_vocab is not None and (int(tokens.min()) < 0 or int(tokens.max()) >= int(d_vocab)):
                 raise ValueError(f"token ids must be in 0..{int(d_vocab) - 1}, got {int(tokens.min())}..{int(tokens.max())}")

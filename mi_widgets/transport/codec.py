@@ -94,7 +94,7 @@ def decode_array(header: ArrayHeader, buffers: list[bytes | memoryview]) -> np.n
     if dtype != "uint8":
         return values.astype(np.dtype(dtype), copy=False)
     lo, hi = (float(v) for v in header["range"])
-    decoded = lo + values.astype(np.float32) * np.float32((hi - lo) / MAX_CODE)
+    decoded = np.asarray(lo + values.astype(np.float32) * np.float32((hi - lo) / MAX_CODE), dtype=np.float32)
     decoded[values == NONFINITE_CODE] = np.nan
     return decoded
 
@@ -117,6 +117,6 @@ def _quantise(
     if span > 0:
         np.subtract(values, lo, out=scaled, where=finite)
         scaled *= MAX_CODE / span
-    codes = np.clip(np.rint(scaled), 0, MAX_CODE).astype(np.uint8)
+    codes = np.asarray(np.clip(np.rint(scaled), 0, MAX_CODE), dtype=np.uint8)
     codes[~finite] = NONFINITE_CODE
     return codes, lo, hi

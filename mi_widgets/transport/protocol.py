@@ -200,7 +200,7 @@ def split_reply(
     for view in views:
         offset = 0
         while True:
-            if room == 0:
+            if room == 0 and offset < view.nbytes:  # an empty buffer needs no room of its own
                 messages.append([])
                 room = max_message_bytes
             take = min(room, view.nbytes - offset)
