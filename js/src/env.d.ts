@@ -1,0 +1,2 @@
+/** Views import their CSS for esbuild to bundle into `<view>.css`. */
+declare module "*.css";

@@ -1,0 +1,780 @@
+/**
+ * AttentionView front end: prompt box, layer x head overview grid, the selected head's pattern
+ * as a heatmap, and the prompt's tokens coloured by attention.
+ *
+ * Bulk data comes by request (overview, pattern, run); every result carries the revision it was
+ * computed for, and results for any other revision are dropped, so a stale head or prompt is
+ * never shown. All state lives in one AttentionView per render() call.
+ */
+
+import "../lib/base.css";
+import "./attention.css";
+
+import { decodeArray, type ArrayHeader } from "../lib/codec";
+import { type Colormap, type Theme, detectTheme, sequentialColormap, watchTheme } from "../lib/colormap";
+import { CanvasHeatmap, type Cell, colourPixels } from "../lib/heatmap";
+import { RequestClient, isCancelled, type Progress, type Response, type WidgetModelLike } from "../lib/protocol";
+import { TokenStrip, displayToken } from "../lib/tokens";
+
+export interface Selected {
+  layer: number;
+  head: number;
+  query: number | null;
+  key: number | null;
+}
+
+/** The part of an anywidget model this view uses. */
+export interface AttentionModel extends WidgetModelLike {
+  get(name: string): any;
+  set(name: string, value: unknown): void;
+  save_changes(): void;
+  on(ev: string, cb: (...args: any[]) => void): void;
+  off(ev: string, cb: (...args: any[]) => void): void;
+}
+
+type Mode = "to" | "by";
+type State = "loading" | "ready" | "running" | "error";
+
+interface Overview {
+  revision: number;
+  nLayers: number;
+  nHeads: number;
+  size: number;
+  thumbs: Float32Array;
+}
+
+interface Pattern {
+  revision: number;
+  layer: number;
+  head: number;
+  seq: number;
+  data: Float32Array;
+}
+
+const PATTERN_CACHE = 16;
+const STALE_RETRIES = 3;
+const GRID_MARGIN_LEFT = 30;
+const GRID_MARGIN_TOP = 16;
+
+function intOr<T>(v: unknown, fallback: T): number | T {
+  return typeof v === "number" && Number.isInteger(v) ? v : fallback;
+}
+
+function clamp(v: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, v));
+}
+
+function formatValue(v: number): string {
+  if (Number.isNaN(v)) return "NaN";
+  if (!Number.isFinite(v)) return v > 0 ? "inf" : "-inf";
+  return v.toFixed(3);
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, testid?: string): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  node.className = cls;
+  if (testid) node.dataset.testid = testid;
+  return node;
+}
+
+class AttentionView {
+  private readonly model: AttentionModel;
+  private readonly root: HTMLDivElement;
+  private readonly client: RequestClient;
+  private readonly cleanups: Array<() => void> = [];
+
+  private readonly prompt: HTMLTextAreaElement;
+  private readonly runButton: HTMLButtonElement;
+  private readonly status: HTMLSpanElement;
+  private readonly progress: HTMLProgressElement;
+  private readonly errorBox: HTMLDivElement;
+  private readonly errorText: HTMLSpanElement;
+  private readonly grid: HTMLCanvasElement;
+  private readonly gridSource: HTMLCanvasElement;
+  private readonly heatmap: CanvasHeatmap;
+  private readonly strip: TokenStrip;
+  private readonly modeButton: HTMLButtonElement;
+  private readonly readout: HTMLDivElement;
+
+  private theme: Theme;
+  private cmap: Colormap;
+  private revision: number;
+  private tokens: string[] = [];
+  private overview: Overview | null = null;
+  private pattern: Pattern | null = null;
+  private readonly cache = new Map<string, Pattern>();
+  private hover: { query: number | null; key: number | null } = { query: null, key: null };
+  private mode: Mode = "to";
+  /** Progress of the run in flight; null when no run is pending. */
+  private running: Progress | null = null;
+  private runTicket = 0;
+  /** Ticket of the latest request (or scheduled retry) per kind; 0 = none in flight. */
+  private readonly pending = { overview: 0, pattern: 0 };
+  private tickets = 0;
+  /** `revision:layer:head` of the pattern request in flight, so an echo of `selected` does not refetch. */
+  private patternWanted: string | null = null;
+  private readonly staleRetries = { overview: 0, pattern: 0 };
+  private readonly errors = new Map<string, string>();
+  private gridPitch = 0;
+  private readonly timers = new Set<ReturnType<typeof setTimeout>>();
+
+  constructor(model: AttentionModel, host: HTMLElement) {
+    this.model = model;
+    this.theme = detectTheme(host);
+    this.cmap = sequentialColormap(this.theme);
+    this.revision = intOr(model.get("revision"), 0);
+    this.client = new RequestClient(model);
+
+    this.root = el("div", "miw-root miw-attn", "attention-view");
+
+    const header = el("div", "miw-attn-header");
+    this.prompt = el("textarea", "miw-attn-prompt", "prompt-input");
+    this.prompt.rows = 2;
+    this.prompt.placeholder = "Prompt (Enter runs, Shift+Enter for a new line)";
+    this.prompt.setAttribute("aria-label", "prompt");
+    this.runButton = el("button", "miw-button miw-button-primary", "run-button");
+    this.runButton.type = "button";
+    this.runButton.textContent = "Run";
+    const statusBox = el("div", "miw-attn-status");
+    this.status = el("span", "", "status");
+    this.status.setAttribute("role", "status");
+    this.progress = el("progress", "", "progress");
+    this.progress.hidden = true;
+    statusBox.append(this.status, this.progress);
+    header.append(this.prompt, this.runButton, statusBox);
+
+    this.errorBox = el("div", "miw-error");
+    this.errorBox.setAttribute("role", "alert");
+    this.errorBox.hidden = true;
+    this.errorText = el("span", "miw-error-text", "error");
+    const dismiss = el("button", "miw-button miw-button-small");
+    dismiss.type = "button";
+    dismiss.textContent = "×";
+    dismiss.title = "Dismiss";
+    dismiss.setAttribute("aria-label", "Dismiss error");
+    dismiss.addEventListener("click", () => {
+      this.errors.clear();
+      this.renderErrors();
+    });
+    this.errorBox.append(this.errorText, dismiss);
+
+    const body = el("div", "miw-attn-body");
+    const gridPanel = el("div", "miw-attn-grid-panel");
+    this.grid = el("canvas", "miw-attn-grid", "head-grid");
+    this.grid.tabIndex = 0;
+    this.grid.setAttribute("role", "grid");
+    this.grid.setAttribute("aria-label", "attention heads: arrows move, left/right = head, up/down = layer");
+    this.gridSource = document.createElement("canvas");
+    const gridHint = el("span", "miw-muted");
+    gridHint.textContent = "layers × heads";
+    gridPanel.append(this.grid, gridHint);
+
+    const main = el("div", "miw-attn-main");
+    this.heatmap = new CanvasHeatmap(this.cmap, { label: "attention pattern: query rows, key columns" });
+    this.heatmap.focusElement.dataset.testid = "pattern-heatmap";
+    this.readout = el("div", "miw-attn-readout", "readout");
+    this.readout.setAttribute("aria-live", "polite");
+    const stripBar = el("div", "miw-attn-strip-bar");
+    this.modeButton = el("button", "miw-button", "strip-mode");
+    this.modeButton.type = "button";
+    stripBar.append(this.modeButton, this.readout);
+    this.strip = new TokenStrip({ label: "prompt tokens" });
+    this.strip.element.dataset.testid = "token-strip";
+    main.append(this.heatmap.element, stripBar, this.strip.element);
+    body.append(gridPanel, main);
+
+    this.root.append(header, this.errorBox, body);
+    host.append(this.root);
+    this.cleanups.push(() => this.root.remove());
+
+    this.wire();
+    this.syncPromptBox();
+    this.syncTokens();
+    this.syncMode();
+    this.renderErrors();
+    this.drawGrid();
+    this.fetchOverview();
+    this.fetchPattern();
+    this.updateSelection();
+    // The host may attach `el` after render(): look at the theme again once it is on the page.
+    const frame = requestAnimationFrame(() => this.applyTheme(detectTheme(this.root)));
+    this.cleanups.push(() => cancelAnimationFrame(frame));
+  }
+
+  dispose(): void {
+    this.client.dispose();
+    for (const t of this.timers) clearTimeout(t);
+    this.heatmap.dispose();
+    for (const c of this.cleanups.splice(0)) c();
+  }
+
+  // ---- wiring ---------------------------------------------------------------------------
+
+  /** Run a handler; anything it throws goes to the error banner instead of the host. */
+  private guard<A extends unknown[]>(source: string, fn: (...args: A) => void): (...args: A) => void {
+    return (...args: A) => {
+      try {
+        fn(...args);
+      } catch (e) {
+        this.fail(source, e);
+      }
+    };
+  }
+
+  private wire(): void {
+    const onModel = (ev: string, fn: () => void) => {
+      const cb = this.guard("view", fn);
+      this.model.on(ev, cb);
+      this.cleanups.push(() => this.model.off(ev, cb));
+    };
+    onModel("change:revision", () => this.syncRevision());
+    onModel("change:tokens", () => this.syncTokens());
+    onModel("change:selected", () => this.syncSelected());
+    onModel("change:n_layers", () => this.syncShape());
+    onModel("change:n_heads", () => this.syncShape());
+    onModel("change:error", () => this.renderErrors());
+    onModel("change:prompt", () => this.syncPromptBox());
+    onModel("change:can_rerun", () => this.syncPromptBox());
+
+    this.runButton.addEventListener("click", this.guard("run", () => this.run()));
+    this.prompt.addEventListener("keydown", (ev) => {
+      // Text input belongs to the prompt, not to notebook shortcuts (Shift+Enter runs the cell there).
+      ev.stopPropagation();
+      if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        this.guard("run", () => this.run())();
+      }
+    });
+
+    this.grid.addEventListener("click", this.guard("view", (ev: MouseEvent) => this.gridClick(ev)));
+    this.grid.addEventListener("keydown", this.guard("view", (ev: KeyboardEvent) => this.gridKey(ev)));
+    this.grid.addEventListener("mousemove", (ev) => {
+      const hit = this.gridHit(ev);
+      this.grid.title = hit ? `L${hit.layer}H${hit.head}` : "";
+    });
+
+    this.heatmap.onHover(this.guard("view", (cell: Cell | null) => this.setHover(cell ? { query: cell.row, key: cell.col } : null)));
+    this.heatmap.onClick(this.guard("view", (cell: Cell) => this.toggleLock(cell.row, cell.col)));
+    this.heatmap.onClear(this.guard("view", () => this.unlock()));
+    this.heatmap.onPaint((tag) => {
+      if (tag === null) delete this.root.dataset.painted;
+      else this.root.dataset.painted = tag;
+    });
+
+    this.strip.onHover(
+      this.guard("view", (i: number | null) =>
+        this.setHover(i === null ? null : this.mode === "to" ? { query: i, key: null } : { query: null, key: i }),
+      ),
+    );
+    this.strip.onClick(this.guard("view", (i: number) => (this.mode === "to" ? this.toggleLock(i, null) : this.toggleLock(null, i))));
+    this.strip.onClear(this.guard("view", () => this.unlock()));
+
+    this.modeButton.addEventListener(
+      "click",
+      this.guard("view", () => {
+        this.mode = this.mode === "to" ? "by" : "to";
+        this.syncMode();
+      }),
+    );
+
+    this.cleanups.push(watchTheme(this.root, (t) => this.guard("view", () => this.applyTheme(t))()));
+    if (typeof IntersectionObserver === "function") {
+      // Windowed notebooks wipe canvases of cells scrolled out of view.
+      const io = new IntersectionObserver((entries) => {
+        if (entries.some((e) => e.isIntersecting)) this.drawGrid();
+      });
+      io.observe(this.grid);
+      this.cleanups.push(() => io.disconnect());
+    }
+  }
+
+  // ---- model state ----------------------------------------------------------------------
+
+  private nLayers(): number {
+    return Math.max(0, intOr(this.model.get("n_layers"), 0));
+  }
+
+  private nHeads(): number {
+    return Math.max(0, intOr(this.model.get("n_heads"), 0));
+  }
+
+  /** `selected` cleaned up: layer/head inside the model, query/key inside the prompt or null. */
+  private selected(): Selected {
+    const raw = (this.model.get("selected") ?? {}) as Partial<Selected>;
+    const seq = this.pattern?.seq ?? this.tokens.length;
+    const pos = (v: unknown) => {
+      const i = intOr(v, null);
+      return i !== null && i >= 0 && i < seq ? i : null;
+    };
+    return {
+      layer: clamp(intOr(raw.layer, 0), 0, Math.max(0, this.nLayers() - 1)),
+      head: clamp(intOr(raw.head, 0), 0, Math.max(0, this.nHeads() - 1)),
+      query: pos(raw.query),
+      key: pos(raw.key),
+    };
+  }
+
+  private select(patch: Partial<Selected>): void {
+    this.model.set("selected", { ...this.selected(), ...patch });
+    this.model.save_changes();
+  }
+
+  private syncRevision(): void {
+    const rev = intOr(this.model.get("revision"), 0);
+    if (rev === this.revision) return;
+    this.revision = rev;
+    this.overview = null;
+    this.pattern = null;
+    this.cache.clear();
+    this.staleRetries.overview = this.staleRetries.pattern = 0;
+    this.heatmap.setData(null, 0, 0);
+    this.drawGrid();
+    this.syncTokens();
+    this.fetchOverview();
+    this.fetchPattern();
+  }
+
+  private syncTokens(): void {
+    const raw = this.model.get("tokens");
+    const tokens = Array.isArray(raw) ? raw.map(String) : [];
+    if (tokens.length === this.tokens.length && tokens.every((t, i) => t === this.tokens[i]) && this.strip.length === tokens.length) {
+      return;
+    }
+    this.tokens = tokens;
+    this.strip.setTokens(this.tokens);
+    this.strip.invalidateColours();
+    this.syncLabels();
+    this.updateSelection();
+  }
+
+  /** Heatmap axis labels; falls back to indices where the pattern is longer than the tokens. */
+  private syncLabels(): void {
+    const seq = this.pattern?.seq ?? this.tokens.length;
+    const labels = Array.from({ length: seq }, (_, i) => (i < this.tokens.length ? displayToken(this.tokens[i]) : `#${i}`));
+    this.heatmap.setLabels(labels, labels);
+  }
+
+  private syncShape(): void {
+    this.drawGrid();
+    if (this.pattern === null) this.fetchPattern();
+  }
+
+  private syncSelected(): void {
+    const sel = this.selected();
+    const p = this.pattern;
+    if (p === null || p.layer !== sel.layer || p.head !== sel.head) this.fetchPattern();
+    this.drawGrid();
+    this.updateSelection();
+  }
+
+  private syncPromptBox(): void {
+    const canRerun = this.model.get("can_rerun") !== false;
+    this.prompt.hidden = !canRerun;
+    this.runButton.hidden = !canRerun;
+    this.prompt.disabled = !canRerun;
+    this.runButton.disabled = !canRerun;
+    if (document.activeElement !== this.prompt) this.prompt.value = String(this.model.get("prompt") ?? "");
+  }
+
+  private syncMode(): void {
+    this.modeButton.textContent = this.mode === "to" ? "attends to" : "attended by";
+    this.modeButton.dataset.mode = this.mode;
+    this.modeButton.title =
+      this.mode === "to"
+        ? "Tokens coloured by how much the hovered token (as query) attends to them. Click to switch."
+        : "Tokens coloured by how much they (as queries) attend to the hovered token. Click to switch.";
+    this.updateSelection();
+  }
+
+  private applyTheme(theme: Theme): void {
+    if (theme === this.theme) return;
+    this.theme = theme;
+    this.cmap = sequentialColormap(theme);
+    this.heatmap.setColormap(this.cmap, 0, 1);
+    this.strip.invalidateColours();
+    this.renderThumbs();
+    this.drawGrid();
+    this.updateSelection();
+  }
+
+  // ---- requests -------------------------------------------------------------------------
+
+  private fail(source: string, e: unknown): void {
+    if (isCancelled(e)) return;
+    this.errors.set(source, errorText(e));
+    this.renderErrors();
+  }
+
+  /** A result computed for another revision: drop it and ask again (bounded, in case Python is ahead). */
+  private retryStale(kind: "overview" | "pattern"): void {
+    if (this.staleRetries[kind]++ >= STALE_RETRIES) {
+      this.fail(kind, new Error(`the kernel keeps answering ${kind} for another revision than ${this.revision}`));
+      return;
+    }
+    this.pending[kind] = ++this.tickets;
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      if (kind === "overview") this.fetchOverview();
+      else this.fetchPattern();
+    }, 50 * this.staleRetries[kind]);
+    this.timers.add(t);
+  }
+
+  /**
+   * Track the latest request of a kind: only its outcome is shown and only it ends the "loading"
+   * state. An older one answered just before being superseded goes to `superseded` instead.
+   */
+  private track<T>(
+    kind: "overview" | "pattern",
+    promise: Promise<T>,
+    done: (value: T) => void,
+    superseded: (value: T) => void = () => {},
+  ): void {
+    const ticket = (this.pending[kind] = ++this.tickets);
+    this.updateState();
+    const settle = (outcome: () => void) => {
+      if (ticket !== this.pending[kind]) return false;
+      this.pending[kind] = 0;
+      try {
+        outcome();
+      } catch (e) {
+        this.fail(kind, e);
+      }
+      this.renderErrors();
+      return true;
+    };
+    promise.then(
+      (value) => {
+        const latest = settle(() => {
+          this.errors.delete(kind);
+          done(value);
+        });
+        if (!latest) superseded(value);
+      },
+      (e) => settle(() => this.fail(kind, e)),
+    );
+  }
+
+  private fetchOverview(): void {
+    const revision = this.revision;
+    this.track("overview", this.client.request("overview", { revision }, { supersede: "overview" }), ({ result, buffers }) => {
+      if (result.revision !== this.revision) return this.retryStale("overview");
+      this.staleRetries.overview = 0;
+      const thumbs = decodeArray(result.thumbnails as ArrayHeader, buffers);
+      const [nLayers, nHeads, size] = thumbs.shape;
+      if (thumbs.shape.length !== 4 || thumbs.shape[3] !== size) {
+        throw new Error(`thumbnails must have shape [layers, heads, size, size], got [${thumbs.shape.join(", ")}]`);
+      }
+      this.overview = { revision, nLayers, nHeads, size, thumbs: thumbs.data as Float32Array };
+      this.renderThumbs();
+      this.drawGrid();
+    });
+  }
+
+  private fetchPattern(): void {
+    if (this.nLayers() === 0 || this.nHeads() === 0) return;
+    const { layer, head } = this.selected();
+    const revision = this.revision;
+    const wanted = `${revision}:${layer}:${head}`;
+    if (wanted === this.patternWanted && this.pending.pattern) return;
+    const cached = this.cache.get(wanted);
+    if (cached !== undefined) {
+      this.client.cancel("pattern");
+      this.pending.pattern = 0;
+      this.patternWanted = null;
+      this.showPattern(cached);
+      this.updateState();
+      return;
+    }
+    const request = this.client.request("pattern", { revision, layer, head }, { supersede: "pattern" });
+    this.patternWanted = wanted;
+    this.track(
+      "pattern",
+      request,
+      (response) => {
+        if (this.patternWanted === wanted) this.patternWanted = null;
+        if (response.result.revision !== this.revision) return this.retryStale("pattern");
+        this.staleRetries.pattern = 0;
+        const p = this.keepPattern(response);
+        const sel = this.selected();
+        if (p.layer === sel.layer && p.head === sel.head) this.showPattern(p);
+      },
+      (response) => {
+        // Answered just before the user moved on: worth keeping for when they come back.
+        if (response.result.revision === this.revision) this.keepPattern(response);
+      },
+    );
+  }
+
+  /** Decode a pattern reply into the cache. */
+  private keepPattern({ result, buffers }: Response): Pattern {
+    const decoded = decodeArray(result.pattern as ArrayHeader, buffers);
+    const [seq, seq2] = decoded.shape;
+    if (decoded.shape.length !== 2 || seq !== seq2) {
+      throw new Error(`pattern must have shape [seq, seq], got [${decoded.shape.join(", ")}]`);
+    }
+    const p: Pattern = { revision: result.revision, layer: result.layer, head: result.head, seq, data: decoded.data as Float32Array };
+    this.cache.set(`${p.revision}:${p.layer}:${p.head}`, p);
+    if (this.cache.size > PATTERN_CACHE) this.cache.delete(this.cache.keys().next().value!);
+    return p;
+  }
+
+  private showPattern(p: Pattern): void {
+    const resized = this.pattern?.seq !== p.seq;
+    this.pattern = p;
+    if (resized) this.syncLabels();
+    this.heatmap.setData(p.data, p.seq, p.seq, `${p.revision}:${p.layer}:${p.head}`);
+    this.updateSelection();
+  }
+
+  private run(): void {
+    if (this.model.get("can_rerun") === false) return;
+    const prompt = this.prompt.value;
+    const ticket = ++this.tickets;
+    this.runTicket = ticket;
+    this.errors.delete("run");
+    this.running = { done: 0, total: Math.max(1, this.nLayers()), label: "" };
+    this.renderErrors();
+    const onProgress = (p: Progress) => {
+      this.running = p;
+      this.updateState();
+    };
+    this.client.request("run", { prompt }, { supersede: "run", onProgress }).then(
+      // The kernel also bumps `revision`, whose change handler fetches the new overview and pattern.
+      () => this.endRun(ticket),
+      (e) => this.endRun(ticket, e),
+    );
+  }
+
+  /** Only the latest run ends the "running" state; a superseded one just goes away. */
+  private endRun(ticket: number, error?: unknown): void {
+    if (ticket !== this.runTicket) return;
+    this.running = null;
+    if (error !== undefined) this.fail("run", error);
+    this.updateState();
+  }
+
+  // ---- rendering ------------------------------------------------------------------------
+
+  private renderErrors(): void {
+    const fromPython = String(this.model.get("error") ?? "");
+    const messages = [fromPython, ...this.errors.values()].filter((m) => m !== "");
+    this.errorText.textContent = messages.join("\n");
+    this.errorBox.hidden = messages.length === 0;
+    this.updateState();
+  }
+
+  private updateState(): void {
+    const sel = this.selected();
+    let state: State;
+    if (this.running !== null) state = "running";
+    else if (this.pending.overview || this.pending.pattern) state = "loading";
+    else if (!this.errorBox.hidden) state = "error";
+    else state = "ready";
+    const d = this.root.dataset;
+    d.state = state;
+    d.revision = String(this.revision);
+    d.layer = String(sel.layer);
+    d.head = String(sel.head);
+
+    const running = this.running;
+    this.progress.hidden = running === null;
+    if (running !== null) {
+      this.progress.max = Math.max(1, running.total);
+      this.progress.value = clamp(running.done, 0, running.total);
+      this.status.textContent = `running: layer ${running.done}/${running.total}`;
+      this.status.title = running.label;
+    } else {
+      this.status.title = "";
+      this.status.textContent =
+        state === "loading" ? "loading…" : state === "error" ? "error" : `${this.tokens.length} tokens · ${this.nLayers()}×${this.nHeads()} heads`;
+    }
+  }
+
+  /** Propagate lock/hover to the heatmap crosshair, token colours, marks and the readout. */
+  private updateSelection(): void {
+    const sel = this.selected();
+    const locked = sel.query !== null || sel.key !== null;
+    const focus = locked ? { query: sel.query, key: sel.key } : this.hover;
+    const p = this.pattern;
+    this.heatmap.setLocked(sel.query !== null && sel.key !== null ? { row: sel.query, col: sel.key } : null);
+    this.heatmap.highlight(focus.query, focus.key);
+    this.strip.setLocked(this.mode === "to" ? sel.query : sel.key);
+    this.strip.setMarks(focus.query, focus.key);
+
+    let weights: Float32Array | null = null;
+    if (p !== null) {
+      if (this.mode === "to" && focus.query !== null && focus.query < p.seq) {
+        weights = p.data.subarray(focus.query * p.seq, (focus.query + 1) * p.seq);
+      } else if (this.mode === "by" && focus.key !== null && focus.key < p.seq) {
+        weights = new Float32Array(p.seq);
+        for (let q = 0; q < p.seq; q++) weights[q] = p.data[q * p.seq + focus.key];
+      }
+    }
+    this.strip.setWeights(weights, this.cmap, 0, 1);
+
+    const tok = (i: number) => JSON.stringify(this.tokens[i] ?? "");
+    let text = `L${sel.layer}H${sel.head}`;
+    if (focus.query !== null) text += `  query ${focus.query} ${tok(focus.query)}`;
+    if (focus.key !== null) text += `${focus.query !== null ? " ->" : " "} key ${focus.key} ${tok(focus.key)}`;
+    if (focus.query !== null && focus.key !== null && p !== null && focus.query < p.seq && focus.key < p.seq) {
+      text += `: ${formatValue(p.data[focus.query * p.seq + focus.key])}`;
+    }
+    if (focus.query === null && focus.key === null) text += "  hover a cell or token; click to lock";
+    this.readout.textContent = text;
+    this.updateState();
+  }
+
+  private setHover(h: { query: number | null; key: number | null } | null): void {
+    this.hover = h ?? { query: null, key: null };
+    this.updateSelection();
+  }
+
+  /** Click on what is locked unlocks; anything else locks it. */
+  private toggleLock(query: number | null, key: number | null): void {
+    const sel = this.selected();
+    if (sel.query === query && sel.key === key) this.unlock();
+    else this.select({ query, key });
+  }
+
+  private unlock(): void {
+    const sel = this.selected();
+    if (sel.query !== null || sel.key !== null) this.select({ query: null, key: null });
+  }
+
+  // ---- head grid ------------------------------------------------------------------------
+
+  /** Colour the overview thumbnails into one source image: heads across, layers down. */
+  private renderThumbs(): void {
+    const o = this.overview;
+    const ctx = this.gridSource.getContext("2d");
+    if (o === null || ctx === null || o.size === 0 || o.nLayers === 0 || o.nHeads === 0) return;
+    const { nLayers: L, nHeads: H, size: s, thumbs } = o;
+    const width = H * s;
+    const arranged = new Float32Array(L * H * s * s);
+    for (let l = 0; l < L; l++) {
+      for (let h = 0; h < H; h++) {
+        const src = (l * H + h) * s * s;
+        for (let i = 0; i < s; i++) arranged.set(thumbs.subarray(src + i * s, src + (i + 1) * s), (l * s + i) * width + h * s);
+      }
+    }
+    this.gridSource.width = width;
+    this.gridSource.height = L * s;
+    const image = ctx.createImageData(width, L * s);
+    colourPixels(arranged, this.cmap, 0, 1, image.data);
+    ctx.putImageData(image, 0, 0);
+  }
+
+  private drawGrid(): void {
+    const L = this.nLayers();
+    const H = this.nHeads();
+    const pitch = clamp(Math.floor(Math.min(300 / Math.max(H, 1), 520 / Math.max(L, 1))), 8, 36);
+    this.gridPitch = pitch;
+    const width = GRID_MARGIN_LEFT + H * pitch;
+    const height = GRID_MARGIN_TOP + L * pitch;
+    const c = this.grid;
+    const d = c.dataset;
+    d.originX = String(GRID_MARGIN_LEFT);
+    d.originY = String(GRID_MARGIN_TOP);
+    d.cellWidth = String(pitch);
+    d.cellHeight = String(pitch);
+    c.style.width = `${width}px`;
+    c.style.height = `${height}px`;
+    const dpr = window.devicePixelRatio || 1;
+    if (c.width !== Math.round(width * dpr)) c.width = Math.round(width * dpr);
+    if (c.height !== Math.round(height * dpr)) c.height = Math.round(height * dpr);
+    const ctx = c.getContext("2d");
+    if (ctx === null) return;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    const style = getComputedStyle(this.root);
+    const text = style.color || "#333";
+    const accent = style.getPropertyValue("--jp-brand-color1").trim() || "#1976d2";
+    const muted = style.getPropertyValue("--jp-layout-color2").trim() || "rgba(128,128,128,0.2)";
+    const gap = pitch >= 12 ? 1 : 0;
+    const o = this.overview?.revision === this.revision ? this.overview : null;
+    const thumbsReady = o !== null && o.nLayers === L && o.nHeads === H && o.size > 0;
+    if (thumbsReady) ctx.imageSmoothingEnabled = o.size > pitch;
+    for (let l = 0; l < L; l++) {
+      for (let h = 0; h < H; h++) {
+        const x = GRID_MARGIN_LEFT + h * pitch;
+        const y = GRID_MARGIN_TOP + l * pitch;
+        if (thumbsReady) ctx.drawImage(this.gridSource, h * o.size, l * o.size, o.size, o.size, x, y, pitch - gap, pitch - gap);
+        else {
+          ctx.fillStyle = muted;
+          ctx.fillRect(x, y, pitch - gap, pitch - gap);
+        }
+      }
+    }
+    ctx.fillStyle = text;
+    ctx.font = `10px ${style.getPropertyValue("--jp-ui-font-family").trim() || "sans-serif"}`;
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "right";
+    const rowStride = Math.ceil(12 / pitch);
+    for (let l = 0; l < L; l += rowStride) ctx.fillText(`L${l}`, GRID_MARGIN_LEFT - 4, GRID_MARGIN_TOP + (l + 0.5) * pitch);
+    ctx.textAlign = "center";
+    const colStride = Math.ceil(22 / pitch);
+    for (let h = 0; h < H; h += colStride) ctx.fillText(`H${h}`, GRID_MARGIN_LEFT + (h + 0.5) * pitch, GRID_MARGIN_TOP / 2);
+    if (L > 0 && H > 0) {
+      const { layer, head } = this.selected();
+      ctx.strokeStyle = accent;
+      ctx.lineWidth = 2;
+      ctx.strokeRect(GRID_MARGIN_LEFT + head * pitch - 1, GRID_MARGIN_TOP + layer * pitch - 1, pitch + 1, pitch + 1);
+    }
+  }
+
+  private gridHit(ev: MouseEvent): { layer: number; head: number } | null {
+    const rect = this.grid.getBoundingClientRect();
+    const pitch = this.gridPitch;
+    if (pitch <= 0) return null;
+    const head = Math.floor((ev.clientX - rect.left - GRID_MARGIN_LEFT) / pitch);
+    const layer = Math.floor((ev.clientY - rect.top - GRID_MARGIN_TOP) / pitch);
+    if (layer < 0 || head < 0 || layer >= this.nLayers() || head >= this.nHeads()) return null;
+    return { layer, head };
+  }
+
+  private gridClick(ev: MouseEvent): void {
+    const hit = this.gridHit(ev);
+    if (hit !== null) this.select(hit);
+  }
+
+  private gridKey(ev: KeyboardEvent): void {
+    const { layer, head } = this.selected();
+    const moves: Record<string, [number, number]> = {
+      ArrowUp: [-1, 0],
+      ArrowDown: [1, 0],
+      ArrowLeft: [0, -1],
+      ArrowRight: [0, 1],
+    };
+    const move = moves[ev.key];
+    if (move === undefined) return;
+    ev.preventDefault();
+    ev.stopPropagation();
+    const next = {
+      layer: clamp(layer + move[0], 0, Math.max(0, this.nLayers() - 1)),
+      head: clamp(head + move[1], 0, Math.max(0, this.nHeads() - 1)),
+    };
+    if (next.layer !== layer || next.head !== head) this.select(next);
+  }
+}
+
+/** anywidget entry point: one AttentionView per rendered output; returns its cleanup. */
+function render({ model, el: host }: { model: AttentionModel; el: HTMLElement }): () => void {
+  try {
+    const view = new AttentionView(model, host);
+    return () => view.dispose();
+  } catch (e) {
+    const box = document.createElement("div");
+    box.className = "miw-root miw-error";
+    box.dataset.testid = "error";
+    box.textContent = `AttentionView failed to start: ${errorText(e)}`;
+    host.replaceChildren(box);
+    return () => box.remove();
+  }
+}
+
+export default { render };

@@ -1,0 +1,134 @@
+import { describe, expect, test } from "vitest";
+import { sequentialColormap } from "../src/lib/colormap";
+import {
+  CanvasHeatmap,
+  type Layout,
+  cellAt,
+  colourPixels,
+  fitCell,
+  maxPool,
+  moveCursor,
+  origin,
+  scrollToReveal,
+  truncateLabel,
+  visibleRange,
+  zoomScroll,
+} from "../src/lib/heatmap";
+
+const layout: Layout = {
+  rows: 1024,
+  cols: 1024,
+  cell: 16,
+  gutterLeft: 80,
+  gutterTop: 60,
+  scrollLeft: 320,
+  scrollTop: 1600,
+  width: 600,
+  height: 400,
+};
+
+describe("viewport maths", () => {
+  test("visibleRange covers partially visible cells only", () => {
+    expect(visibleRange(0, 100, 10, 1000)).toEqual([0, 10]);
+    expect(visibleRange(5, 100, 10, 1000)).toEqual([0, 11]);
+    expect(visibleRange(9990, 100, 10, 1000)).toEqual([999, 1000]);
+    expect(visibleRange(0, 100, 10, 3)).toEqual([0, 3]);
+    expect(visibleRange(0, 0, 10, 3)).toEqual([0, 0]);
+    // 1024 tokens at 16 px: only ~33 x 22 cells are drawn, whatever the scroll.
+    const [c0, c1] = visibleRange(layout.scrollLeft, layout.width - layout.gutterLeft, 16, 1024);
+    expect(c1 - c0).toBeLessThanOrEqual(34);
+  });
+
+  test("cellAt and origin agree, including scroll and gutters", () => {
+    const o = origin(layout);
+    expect(o).toEqual({ x: 80 - 320, y: 60 - 1600 });
+    for (const [row, col] of [[100, 20], [101, 40], [120, 50]]) {
+      const x = o.x + (col + 0.5) * layout.cell;
+      const y = o.y + (row + 0.5) * layout.cell;
+      expect(cellAt(layout, x, y)).toEqual({ row, col });
+    }
+    expect(cellAt(layout, 10, 200)).toBeNull(); // row-label gutter
+    expect(cellAt(layout, 200, 10)).toBeNull(); // column-label gutter
+    expect(cellAt({ ...layout, rows: 3, cols: 3, scrollLeft: 0, scrollTop: 0 }, 500, 300)).toBeNull();
+  });
+
+  test("fitCell fits the whole matrix, capped", () => {
+    expect(fitCell(1024, 1024, 600, 500)).toBeCloseTo(500 / 1024);
+    expect(fitCell(4, 4, 600, 500)).toBe(48);
+  });
+
+  test("zoomScroll keeps the content under the pointer still", () => {
+    const scroll = 300;
+    const pointer = 120;
+    const next = zoomScroll(scroll, pointer, 10, 15);
+    expect((next + pointer) / 15).toBeCloseTo((scroll + pointer) / 10);
+    expect(zoomScroll(0, 0, 10, 5)).toBe(0);
+  });
+
+  test("scrollToReveal moves only as much as needed", () => {
+    expect(scrollToReveal(5, 10, 0, 100)).toBe(0);
+    expect(scrollToReveal(12, 10, 0, 100)).toBe(30);
+    expect(scrollToReveal(2, 10, 50, 100)).toBe(20);
+  });
+
+  test("moveCursor clamps to the matrix", () => {
+    expect(moveCursor(null, "ArrowDown", 3, 3)).toEqual({ row: 0, col: 0 });
+    expect(moveCursor({ row: 0, col: 0 }, "ArrowUp", 3, 3)).toEqual({ row: 0, col: 0 });
+    expect(moveCursor({ row: 1, col: 1 }, "ArrowRight", 3, 3)).toEqual({ row: 1, col: 2 });
+    expect(moveCursor({ row: 1, col: 1 }, "End", 3, 3)).toEqual({ row: 1, col: 2 });
+    expect(moveCursor({ row: 1, col: 1 }, "x", 3, 3)).toBeNull();
+  });
+
+  test("truncateLabel cuts to width with an ellipsis", () => {
+    const measure = (s: string) => s.length * 7;
+    expect(truncateLabel("short", 70, measure)).toBe("short");
+    const cut = truncateLabel("a very long token label", 70, measure);
+    expect(cut.endsWith("…")).toBe(true);
+    expect(measure(cut)).toBeLessThanOrEqual(70);
+  });
+
+  test("colourPixels paints NaN and inf in the NaN colour", () => {
+    const cmap = sequentialColormap("light");
+    const out = new Uint8ClampedArray(16);
+    colourPixels([0, 1, NaN, Infinity], cmap, 0, 1, out);
+    expect([...out]).toEqual([255, 255, 255, 255, 8, 48, 107, 255, 255, 0, 255, 255, 255, 0, 255, 255]);
+  });
+});
+
+describe("CanvasHeatmap without a canvas (happy-dom)", () => {
+  test("builds, is focusable, reports paints and keyboard", () => {
+    const h = new CanvasHeatmap(sequentialColormap("light"));
+    document.body.append(h.element);
+    const tags: Array<string | null> = [];
+    const hovered: unknown[] = [];
+    const clicked: unknown[] = [];
+    h.onPaint((t) => tags.push(t));
+    h.onHover((c) => hovered.push(c));
+    h.onClick((c) => clicked.push(c));
+    h.setLabels(["a", "b"], ["a", "b"]);
+    h.setData(new Float32Array([1, 0, 0.5, 0.5]), 2, 2, "t1");
+    expect(tags).toContain("t1");
+    expect(h.focusElement.tabIndex).toBe(0);
+    expect(h.focusElement.dataset.cellWidth).toBeDefined();
+    const key = (k: string) => h.focusElement.dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true }));
+    key("ArrowRight");
+    key("ArrowDown");
+    key("Enter");
+    expect(hovered.at(-1)).toEqual({ row: 1, col: 0 });
+    expect(clicked).toEqual([{ row: 1, col: 0 }]);
+    expect(() => h.setData(new Float32Array(3), 2, 2)).toThrow("needs 4");
+    h.dispose();
+    expect(h.element.isConnected).toBe(false);
+  });
+});
+
+describe("maxPool", () => {
+  test("keeps peaks and non-finite values of each block", () => {
+    // 3 x 3 pooled by 2 -> 2 x 2 (ragged edge blocks)
+    const v = [0, 0.9, 0, 0, 0, 0, NaN, 0.1, 0.2];
+    const p = maxPool(v, 3, 3, 2);
+    expect([p.rows, p.cols]).toEqual([2, 2]);
+    expect([...p.data]).toEqual([0.9, 0, NaN, 0.2].map(Math.fround));
+    expect([...maxPool([Infinity, 1], 1, 2, 2).data]).toEqual([NaN]);
+  });
+});

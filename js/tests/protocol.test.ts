@@ -1,0 +1,147 @@
+// @vitest-environment node
+import { describe, expect, test } from "vitest";
+import { CancelledError, RemoteError, RequestClient, isCancelled, reassemble } from "../src/lib/protocol";
+import { FakeModel, b64, fixture, offsetView } from "./helpers";
+
+interface ProtocolCase {
+  max_message_bytes: number;
+  buffers: string[];
+  messages: Array<{ content: any; buffers: string[] }>;
+}
+
+const cases = fixture<ProtocolCase[]>("protocol_vectors.json");
+
+function bytesOf(view: DataView): number[] {
+  return [...new Uint8Array(view.buffer, view.byteOffset, view.byteLength)];
+}
+
+describe.each(cases)("split reply with max_message_bytes=$max_message_bytes", (c) => {
+  test("reassembles the original buffers", async () => {
+    const model = new FakeModel();
+    const client = new RequestClient(model, { clientId: "c1" });
+    const progress: number[] = [];
+    const promise = client.request("pattern", { layer: 1 }, { onProgress: (p) => progress.push(p.done) });
+    const id = model.sent[0].content.id;
+    expect(model.sent[0].content).toEqual({ type: "request", id, method: "pattern", params: { layer: 1 } });
+    model.emit("msg:custom", { type: "progress", id, done: 1, total: 2, label: "layer 1" }, []);
+    for (const m of c.messages) {
+      model.emit("msg:custom", { ...m.content, id }, m.buffers.map((s) => offsetView(b64(s))));
+    }
+    const response = await promise;
+    expect(response.result).toEqual({ answer: 42 });
+    expect(response.buffers.map(bytesOf)).toEqual(c.buffers.map((s) => [...b64(s)]));
+    expect(progress).toEqual([1]);
+  });
+});
+
+describe("RequestClient", () => {
+  test("ids carry the client id; replies to other clients are ignored", async () => {
+    const model = new FakeModel();
+    const a = new RequestClient(model, { clientId: "a" });
+    const b = new RequestClient(model, { clientId: "b" });
+    const pa = a.request("m");
+    const pb = b.request("m");
+    const [ida, idb] = model.sent.map((s) => s.content.id);
+    expect(ida).toBe("a:1");
+    expect(idb).toBe("b:1");
+    model.reply(idb, { who: "b" });
+    model.reply("zz:1", { who: "nobody" });
+    model.reply(ida, { who: "a" });
+    expect((await pa).result).toEqual({ who: "a" });
+    expect((await pb).result).toEqual({ who: "b" });
+  });
+
+  test("random client ids differ between clients", () => {
+    const model = new FakeModel();
+    new RequestClient(model).request("m");
+    new RequestClient(model).request("m");
+    const [x, y] = model.sent.map((s) => s.content.id.split(":")[0]);
+    expect(x).not.toBe(y);
+  });
+
+  test("a request with the same supersede key cancels the older one", async () => {
+    const model = new FakeModel();
+    const client = new RequestClient(model, { clientId: "c" });
+    const first = client.request("pattern", { head: 0 }, { supersede: "pattern" });
+    const other = client.request("overview", {}, { supersede: "overview" });
+    const second = client.request("pattern", { head: 1 }, { supersede: "pattern" });
+    await expect(first).rejects.toBeInstanceOf(CancelledError);
+    expect(model.sent.map((s) => s.content)).toContainEqual({ type: "cancel", id: "c:1" });
+    model.reply("c:1", { head: 0 }); // late answer for the cancelled request: ignored
+    model.reply("c:3", { head: 1 });
+    model.reply("c:2", {});
+    expect((await second).result).toEqual({ head: 1 });
+    await expect(other).resolves.toBeTruthy();
+  });
+
+  test("cancel(key) rejects and tells the kernel", async () => {
+    const model = new FakeModel();
+    const client = new RequestClient(model, { clientId: "c" });
+    const p = client.request("run", {}, { supersede: "run" });
+    client.cancel("run");
+    client.cancel("run"); // nothing left: no second cancel message
+    await expect(p).rejects.toSatisfy(isCancelled);
+    expect(model.sent.filter((s) => s.content.type === "cancel")).toHaveLength(1);
+  });
+
+  test("error replies become RemoteError; Cancelled becomes CancelledError", async () => {
+    const model = new FakeModel();
+    const client = new RequestClient(model, { clientId: "c" });
+    const p1 = client.request("run");
+    const p2 = client.request("run");
+    model.replyError("c:1", "ValueError", "prompt is too long: 2000 tokens, context is 1024");
+    model.replyError("c:2", "Cancelled", "request c:2 (run) was cancelled");
+    const e1 = await p1.catch((e) => e);
+    expect(e1).toBeInstanceOf(RemoteError);
+    expect(e1.type).toBe("ValueError");
+    expect(e1.message).toContain("prompt is too long");
+    await expect(p2).rejects.toBeInstanceOf(CancelledError);
+  });
+
+  test("refuses requests over maxRequestBytes without sending", async () => {
+    const model = new FakeModel();
+    const client = new RequestClient(model, { maxRequestBytes: 1000 });
+    await expect(client.request("run", { prompt: "x".repeat(2000) })).rejects.toThrow(/over the 1000-byte limit/);
+    await expect(client.request("m", {}, { buffers: [new ArrayBuffer(1001)] })).rejects.toThrow(/limit/);
+    expect(model.sent).toHaveLength(0);
+    await expect(new RequestClient(model).request("m", {}, { buffers: [new ArrayBuffer(1 << 20)] })).rejects.toThrow(/1048576-byte/);
+  });
+
+  test("sends request buffers along", () => {
+    const model = new FakeModel();
+    const buf = new ArrayBuffer(8);
+    new RequestClient(model).request("m", {}, { buffers: [buf] });
+    expect(model.sent[0].buffers).toEqual([buf]);
+  });
+
+  test("a single-slice buffer is passed through without copying", async () => {
+    const model = new FakeModel();
+    const client = new RequestClient(model, { clientId: "c" });
+    const p = client.request("m");
+    const view = offsetView(new Uint8Array([1, 2, 3]));
+    model.emit("msg:custom", { type: "response", id: "c:1", part: 0, parts: 1, ok: true, result: {}, buffer_lengths: [3] }, [view]);
+    const { buffers } = await p;
+    expect(buffers[0].buffer).toBe(view.buffer);
+    expect(buffers[0].byteOffset).toBe(view.byteOffset);
+  });
+
+  test("inconsistent parts reject with a clear error", async () => {
+    const model = new FakeModel();
+    const client = new RequestClient(model, { clientId: "c" });
+    const p = client.request("m");
+    model.emit("msg:custom", { type: "response", id: "c:1", part: 0, parts: 1, ok: true, result: {}, buffer_lengths: [5] }, [new DataView(new ArrayBuffer(3))]);
+    await expect(p).rejects.toThrow("response parts hold 3 bytes, but buffer_lengths add up to 5");
+    expect(() => reassemble([], [1])).toThrow();
+  });
+
+  test("dispose cancels pending requests and stops listening", async () => {
+    const model = new FakeModel();
+    const client = new RequestClient(model, { clientId: "c" });
+    const p = client.request("m");
+    client.dispose();
+    await expect(p).rejects.toBeInstanceOf(CancelledError);
+    expect(model.sent.map((s) => s.content)).toContainEqual({ type: "cancel", id: "c:1" });
+    expect(model.listenerCount()).toBe(0);
+    await expect(client.request("m")).rejects.toBeInstanceOf(CancelledError);
+  });
+});

@@ -1,0 +1,178 @@
+"""A real JupyterLab on 127.0.0.1 driven by Debian's headless Chromium through Playwright.
+
+Shared by the end-to-end tests and ``benchmarks/``. Nothing here downloads a
+browser: Playwright launches ``/usr/bin/chromium``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+CHROMIUM = os.environ.get("MIW_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_notebook(path: Path, cells: list[str]) -> Path:
+    """A minimal nbformat-4 notebook with one code cell per source string."""
+    nb = {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
+            for src in cells
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path.write_text(json.dumps(nb))
+    return path
+
+
+class JupyterLab:
+    """A JupyterLab server process with its own config, data and runtime folders."""
+
+    def __init__(self, root_dir: Path) -> None:
+        self.root_dir = root_dir
+        self.port = _free_port()
+        self.token = secrets.token_hex(16)
+        self._home = Path(tempfile.mkdtemp(prefix="miw-lab-"))
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self._home / "server.log"
+
+    def start(self, timeout: float = 60.0) -> "JupyterLab":
+        env = dict(os.environ)
+        env.update(
+            JUPYTER_CONFIG_DIR=str(self._home / "config"),
+            JUPYTER_RUNTIME_DIR=str(self._home / "runtime"),
+            JUPYTERLAB_SETTINGS_DIR=str(self._home / "settings"),
+            JUPYTERLAB_WORKSPACES_DIR=str(self._home / "workspaces"),
+            IPYTHONDIR=str(self._home / "ipython"),
+            PYTHONUNBUFFERED="1",
+        )
+        cmd = [
+            sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
+            f"--port={self.port}", f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root_dir}", "--LabApp.expose_app_in_browser=True",
+        ]
+        log = self.log_path.open("wb")
+        self._proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root_dir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited early:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/api/status?token={self.token}", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError(f"JupyterLab did not answer within {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def notebook_url(self, notebook: str, workspace: str = "miw") -> str:
+        return f"{self.base_url}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={self.token}"
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        shutil.rmtree(self._home, ignore_errors=True)
+
+
+@contextmanager
+def running_lab(root_dir: Path) -> Iterator[JupyterLab]:
+    lab = JupyterLab(root_dir).start()
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+@contextmanager
+def chromium_browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:  # Playwright gives each launch a fresh temporary profile
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class NotebookPage:
+    """One notebook open in JupyterLab: run cells, talk to its kernel."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+
+    def open(self, lab: JupyterLab, notebook: str, timeout_ms: int = 60_000) -> "NotebookPage":
+        self.page.goto(lab.notebook_url(notebook))
+        self.wait_kernel_idle(timeout_ms)
+        return self
+
+    def wait_kernel_idle(self, timeout_ms: int = 60_000) -> None:
+        self.page.wait_for_function(
+            "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
+            timeout=timeout_ms,
+        )
+
+    def run_all(self) -> None:
+        self.page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+    def execute(self, code: str, timeout_ms: int = 60_000) -> str:
+        """Run ``code`` in the notebook's kernel and return what it printed (raises on error)."""
+        result = self.page.evaluate(
+            """async ([code, timeout]) => {
+              const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+              const future = kernel.requestExecute({ code, silent: false, store_history: false });
+              let out = "", err = "";
+              future.onIOPub = (msg) => {
+                const t = msg.header.msg_type;
+                if (t === "stream") out += msg.content.text;
+                if (t === "error") err += msg.content.ename + ": " + msg.content.evalue;
+              };
+              await Promise.race([future.done, new Promise((_, rej) => setTimeout(() => rej(new Error("kernel timeout")), timeout))]);
+              return { out, err };
+            }""",
+            [code, timeout_ms],
+        )
+        if result["err"]:
+            raise AssertionError(f"kernel error running {code!r}: {result['err']}")
+        return str(result["out"])
+
+    def python_value(self, expression: str) -> Any:
+        """Evaluate a Python expression in the kernel, returned through JSON."""
+        out = self.execute(f"import json as _json; print(_json.dumps({expression}))")
+        return json.loads(out.strip().splitlines()[-1])
