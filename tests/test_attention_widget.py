@@ -458,6 +458,21 @@ def test_big_pattern_reply_is_split_and_reassembles(capture: Any, ask: Any) -> N
     np.testing.assert_array_equal(pattern, data[0].astype(np.float16))
 
 
+def test_causal_patterns_travel_as_lower_triangle_and_others_dense(capture: Any, ask: Any) -> None:
+    rng = np.random.default_rng(1)
+    causal = np.tril(rng.random((2, 300, 300), dtype=np.float32))
+    full = rng.random((2, 300, 300), dtype=np.float32)
+    for data, layout, nbytes in ((causal, "lower", 300 * 301), (full, None, 300 * 300 * 2)):
+        w = attention_heads(data, [str(i) for i in range(300)])
+        sent = capture(w)
+        rid = ask(w, "pattern", {"layer": 0, "head": 1})
+        sent.wait(rid, 10)
+        content, buffers = sent.reply(rid)
+        assert content["result"]["pattern"].get("layout") == layout
+        assert content["buffer_lengths"] == [nbytes]
+        np.testing.assert_array_equal(decode_array(content["result"]["pattern"], buffers), data[1].astype(np.float16))
+
+
 # ----- from_cache ---------------------------------------------------------------------------
 
 

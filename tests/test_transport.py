@@ -469,3 +469,27 @@ def test_big_replies_are_split() -> None:
     assert messages[0][0]["buffer_lengths"] == [25, 3] and messages[0][0]["result"] == {"n": 25}
     blob = b"".join(bytes(s) for _, b in messages for s in b)
     assert blob == payload + b"xyz"
+
+
+# ----- lower-triangle layout (causal patterns travel at half the bytes) ---------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 12), batch=st.integers(1, 3), dtype=st.sampled_from(["float32", "float16"]))
+def test_lower_layout_round_trips_causal_matrices(n: int, batch: int, dtype: str) -> None:
+    rng = np.random.default_rng(n * 7 + batch)
+    dense = np.tril(rng.random((batch, n, n))).astype(np.float32)
+    header, data = encode_array(dense, dtype, layout="lower")
+    assert header["layout"] == "lower" and header["shape"] == [batch, n, n]
+    assert len(data) == batch * n * (n + 1) // 2 * np.dtype(dtype).itemsize
+    np.testing.assert_array_equal(decode_array(header, [data]), dense.astype(dtype))
+
+
+def test_lower_layout_rejects_non_square_and_wrong_sizes() -> None:
+    with pytest.raises(ValueError, match="square trailing dimensions"):
+        encode_array(np.zeros((2, 3)), "float16", layout="lower")
+    header, data = encode_array(np.tril(np.ones((4, 4))), "float16", layout="lower")
+    with pytest.raises(ValueError, match="lower-triangle layout of shape \\[4, 4\\] needs 20"):
+        decode_array(header, [data[:-2]])
+    with pytest.raises(ValueError, match="layout must be"):
+        decode_array({**header, "layout": "upper"}, [data])

@@ -9,6 +9,7 @@ interface CodecCase {
   shape: number[];
   dtype: WireDtype;
   range: [number, number] | null;
+  layout: "dense" | "lower";
   header: ArrayHeader;
   bytes: string;
   decoded: Array<number | string>;
@@ -36,7 +37,10 @@ describe.each(cases)("vector $name", (c) => {
   });
 
   test("encodes to exactly the Python bytes and header", () => {
-    const { header, buffer } = encodeArray(c.values.map(num), c.shape, c.dtype, c.range ? { range: c.range } : {});
+    const { header, buffer } = encodeArray(c.values.map(num), c.shape, c.dtype, {
+      ...(c.range ? { range: c.range } : {}),
+      ...(c.layout === "lower" ? { layout: "lower" as const } : {}),
+    });
     expect([...new Uint8Array(buffer)]).toEqual([...b64(c.bytes)]);
     expect(header).toEqual(c.header);
   });

@@ -9,13 +9,19 @@ Header fields::
     {"dtype": "float32" | "float16" | "uint8" | "int32",
      "shape": [d0, d1, ...],          # C order
      "buffer": i,                     # index into the message's buffers
-     "range": [lo, hi]}               # only for quantised uint8, see below
+     "range": [lo, hi],               # only for quantised uint8, see below
+     "layout": "lower"}               # optional, see below
 
 Buffers are little-endian. ``float16`` is IEEE half precision (NaN and inf kept).
 Quantised ``uint8`` maps ``[lo, hi]`` linearly onto codes ``0..254``
 (``value = lo + code * (hi - lo) / 254``) and reserves code ``255`` for
 non-finite values (NaN, +inf, -inf), so broken inputs stay visible instead of
 silently turning into a colour.
+
+``layout: "lower"`` is for stacks of square matrices that are zero above the
+diagonal (causal attention): ``shape`` stays the logical ``[..., n, n]`` and the
+buffer carries only each lower triangle, row by row (``n(n+1)/2`` values per
+matrix), halving the bytes; decoders fill the upper triangle with zeros.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ def encode_array(
     *,
     value_range: tuple[float, float] | None = None,
     buffer_index: int = 0,
+    layout: Literal["dense", "lower"] = "dense",
 ) -> tuple[ArrayHeader, bytes]:
     """Encode ``array`` as ``(header, buffer)``.
 
@@ -62,6 +69,11 @@ def encode_array(
         raise ValueError(f"wire dtype must be one of {WIRE_DTYPES}, got {dtype!r}")
     values = to_numpy(array)
     header: ArrayHeader = {"dtype": dtype, "shape": [int(d) for d in values.shape], "buffer": buffer_index}
+    if layout == "lower":
+        values = values[..., _lower_mask(values.shape)]  # the caller vouches that the rest is zero
+        header["layout"] = "lower"
+    elif layout != "dense":
+        raise ValueError(f"layout must be 'dense' or 'lower', got {layout!r}")
     if dtype == "uint8":
         codes, lo, hi = _quantise(values.astype(np.float32, copy=False), value_range)
         header["range"] = [lo, hi]
@@ -85,18 +97,35 @@ def decode_array(header: ArrayHeader, buffers: list[bytes | memoryview]) -> np.n
         raise ValueError(f"header points at buffer {index}, but the message has {len(buffers)} buffer(s)")
     raw = memoryview(buffers[index]).cast("B")
     itemsize = np.dtype(dtype).itemsize
-    expected = int(np.prod(shape, dtype=np.int64)) * itemsize
+    layout = header.get("layout", "dense")
+    if layout not in ("dense", "lower"):
+        raise ValueError(f"header layout must be 'lower' or absent, got {layout!r}")
+    if layout == "lower":
+        mask = _lower_mask(shape)
+        stored_shape = shape[:-2] + (int(mask.sum()),)
+    else:
+        stored_shape = shape
+    expected = int(np.prod(stored_shape, dtype=np.int64)) * itemsize
     if raw.nbytes != expected:
-        raise ValueError(
-            f"buffer holds {raw.nbytes} bytes, but dtype {dtype} with shape {list(shape)} needs {expected}"
-        )
-    values = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+        what = f"lower-triangle layout of shape {list(shape)}" if layout == "lower" else f"shape {list(shape)}"
+        raise ValueError(f"buffer holds {raw.nbytes} bytes, but dtype {dtype} with {what} needs {expected}")
+    values = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(stored_shape)
+    if layout == "lower":
+        dense = np.zeros(shape, dtype=values.dtype)
+        dense[..., mask] = values
+        values = dense
     if dtype != "uint8":
         return values.astype(np.dtype(dtype), copy=False)
     lo, hi = (float(v) for v in header["range"])
     decoded = np.asarray(lo + values.astype(np.float32) * np.float32((hi - lo) / MAX_CODE), dtype=np.float32)
     decoded[values == NONFINITE_CODE] = np.nan
     return decoded
+
+
+def _lower_mask(shape: tuple[int, ...]) -> np.ndarray:
+    if len(shape) < 2 or shape[-1] != shape[-2]:
+        raise ValueError(f"lower-triangle layout needs square trailing dimensions, got shape {list(shape)}")
+    return np.tri(shape[-1], dtype=bool)
 
 
 def _quantise(

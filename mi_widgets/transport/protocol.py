@@ -34,7 +34,7 @@ import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Callable, Literal, Union
 
 from .codec import ArrayHeader, WireDtype, encode_array
 
@@ -59,10 +59,17 @@ class Reply:
     buffers: list[Buffer] = field(default_factory=list)
 
     def add_array(
-        self, array: Any, dtype: WireDtype = "float16", *, value_range: tuple[float, float] | None = None
+        self,
+        array: Any,
+        dtype: WireDtype = "float16",
+        *,
+        value_range: tuple[float, float] | None = None,
+        layout: Literal["dense", "lower"] = "dense",
     ) -> ArrayHeader:
         """Encode ``array`` into this reply's buffers and return its header."""
-        header, data = encode_array(array, dtype, value_range=value_range, buffer_index=len(self.buffers))
+        header, data = encode_array(
+            array, dtype, value_range=value_range, buffer_index=len(self.buffers), layout=layout
+        )
         self.buffers.append(data)
         return header
 

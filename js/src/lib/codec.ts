@@ -13,13 +13,15 @@ export interface ArrayHeader {
   buffer: number;
   /** Only for quantised uint8: codes 0..254 map linearly onto [lo, hi]. */
   range?: [number, number];
+  /** "lower": square trailing matrices whose buffer holds only the lower triangle, row by row (zeros above). */
+  layout?: "lower";
 }
 
 export interface DecodedArray {
   dtype: WireDtype;
   shape: number[];
   data: Float32Array | Int32Array;
-  /** The raw codes of a quantised uint8 array (255 = non-finite). */
+  /** The raw codes of a quantised uint8 array as on the wire (255 = non-finite; stored triangle only for layout "lower"). */
   codes?: Uint8Array;
 }
 
@@ -102,12 +104,44 @@ export function decodeArray(header: ArrayHeader, buffers: ReadonlyArray<BufferLi
   if (!(index >= 0 && index < buffers.length)) {
     throw new Error(`header points at buffer ${index}, but the message has ${buffers.length} buffer(s)`);
   }
-  const count = shape.reduce((a, b) => a * b, 1);
+  const lower = header.layout === "lower";
+  if (header.layout !== undefined && !lower) throw new Error(`header layout must be "lower" or absent, got ${JSON.stringify(header.layout)}`);
+  const count = lower ? lowerCount(shape) : shape.reduce((a, b) => a * b, 1);
   const bytes = asBytes(buffers[index]);
   const expected = count * ITEM_SIZE[dtype];
   if (bytes.byteLength !== expected) {
-    throw new Error(`buffer holds ${bytes.byteLength} bytes, but dtype ${dtype} with shape [${shape.join(", ")}] needs ${expected}`);
+    const what = lower ? `lower-triangle layout of shape [${shape.join(", ")}]` : `shape [${shape.join(", ")}]`;
+    throw new Error(`buffer holds ${bytes.byteLength} bytes, but dtype ${dtype} with ${what} needs ${expected}`);
   }
+  const flat = decodeDense(dtype, header, shape, count, bytes);
+  return lower ? { ...flat, shape, data: expandLower(flat.data, shape) } : flat;
+}
+
+/** Number of stored values for the lower-triangle layout of `shape` (trailing dims must be square). */
+export function lowerCount(shape: number[]): number {
+  const n = shape[shape.length - 1];
+  if (shape.length < 2 || shape[shape.length - 2] !== n) {
+    throw new Error(`lower-triangle layout needs square trailing dimensions, got shape [${shape.join(", ")}]`);
+  }
+  return shape.slice(0, -2).reduce((a, b) => a * b, 1) * ((n * (n + 1)) / 2);
+}
+
+/** Lower-triangle values (row by row) -> dense matrices with zeros above the diagonal. */
+function expandLower<T extends Float32Array | Int32Array>(stored: T, shape: number[]): T {
+  const n = shape[shape.length - 1];
+  const matrices = shape.slice(0, -2).reduce((a, b) => a * b, 1);
+  const out = new (stored.constructor as { new (n: number): T })(matrices * n * n);
+  let src = 0;
+  for (let m = 0; m < matrices; m++) {
+    for (let i = 0; i < n; i++) {
+      out.set(stored.subarray(src, src + i + 1), m * n * n + i * n);
+      src += i + 1;
+    }
+  }
+  return out;
+}
+
+function decodeDense(dtype: WireDtype, header: ArrayHeader, shape: number[], count: number, bytes: Uint8Array): DecodedArray {
   switch (dtype) {
     case "float32":
       return { dtype, shape, data: LITTLE_ENDIAN ? copyInto(new Float32Array(count), bytes) : readSlow(bytes, count, "f32") };
@@ -160,12 +194,15 @@ export function encodeArray(
   values: ArrayLike<number>,
   shape: number[],
   dtype: WireDtype,
-  opts: { range?: [number, number]; bufferIndex?: number } = {},
+  opts: { range?: [number, number]; bufferIndex?: number; layout?: "lower" } = {},
 ): { header: ArrayHeader; buffer: ArrayBuffer } {
   if (!isWireDtype(dtype)) throw new Error(`wire dtype must be one of float32, float16, uint8, int32, got ${JSON.stringify(dtype)}`);
-  const count = shape.reduce((a, b) => a * b, 1);
-  if (values.length !== count) throw new Error(`shape [${shape.join(", ")}] needs ${count} values, got ${values.length}`);
+  const total = shape.reduce((a, b) => a * b, 1);
+  if (values.length !== total) throw new Error(`shape [${shape.join(", ")}] needs ${total} values, got ${values.length}`);
+  if (opts.layout === "lower") values = selectLower(values, shape);
+  const count = values.length;
   const header: ArrayHeader = { dtype, shape: [...shape], buffer: opts.bufferIndex ?? 0 };
+  if (opts.layout === "lower") header.layout = "lower";
   const buffer = new ArrayBuffer(count * ITEM_SIZE[dtype]);
   const view = new DataView(buffer);
   switch (dtype) {
@@ -186,6 +223,18 @@ export function encodeArray(
     }
   }
   return { header, buffer };
+}
+
+/** The lower triangle (diagonal included) of each trailing square matrix, row by row. */
+function selectLower(values: ArrayLike<number>, shape: number[]): number[] {
+  const n = shape[shape.length - 1];
+  const out: number[] = new Array(lowerCount(shape));
+  const matrices = shape.slice(0, -2).reduce((a, b) => a * b, 1);
+  let k = 0;
+  for (let m = 0; m < matrices; m++) {
+    for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) out[k++] = values[m * n * n + i * n + j];
+  }
+  return out;
 }
 
 /** Codes 0..254 over [lo, hi] (default: finite min/max as float32), 255 for non-finite; float32 maths like numpy. */
