@@ -64,6 +64,7 @@ INDUCTION_2L_CONFIG: dict[str, Any] = dict(
     n_ctx=128,
     d_vocab=VOCAB_SIZE,
     attn_only=True,
+    positional_embedding_type="rotary",
 )
 
 DEFAULT_SEED = 0
@@ -73,13 +74,22 @@ LR = 1e-3
 MIN_L, MAX_L = 8, 30
 
 RECIPE = (
-    "Attention-only 2-layer transformer trained from random init on synthetic repeated sequences. "
-    "Each sequence is [BOS, r, x, x]: x is L uniformly random non-special tokens with L drawn per "
-    f"batch from {MIN_L}..{MAX_L} (a fixed L lets the model use a positional shortcut instead of "
-    "induction); r is a random filler of P random tokens, P drawn per batch from 0..n_ctx-1-2L with "
-    "P=0 half of the time, so that every position of n_ctx is trained (without it, positions past "
-    f"2*{MAX_L}+1 keep random position embeddings and the heads break there). Next-token "
-    f"cross-entropy on all positions, batch {BATCH}, Adam lr {LR}."
+    "Attention-only 2-layer transformer with rotary position embeddings, trained from random init "
+    "on synthetic repeated sequences packed to the full context: [BOS, x1, x1, x2, x2, ...] cut "
+    "at n_ctx, each x_k of L_k uniformly random non-special tokens, L_k drawn from "
+    f"{MIN_L}..{MAX_L} (varying L avoids a positional shortcut). Next-token cross-entropy on all "
+    f"positions, batch {BATCH}, Adam lr {LR}. Why not the plain [BOS, x, x] recipe with learned "
+    "absolute positions: its heads only work at the positions it was trained on (the "
+    "previous-token head fades after position ~40, induction is gone past ~60); with random "
+    "fillers or packing, learned absolute positions fell into a non-induction positional "
+    "solution; rotary without packing still failed past the trained length. Rotary plus packing "
+    "gives the same circuit at every position up to n_ctx."
+)
+
+CLASSIC_RECIPE = (
+    "Classic recipe (--classic): learned absolute position embeddings, each sequence [BOS, x, x] "
+    f"with L drawn per batch from {MIN_L}..{MAX_L}, next-token loss on all positions, batch "
+    f"{BATCH}, Adam lr {LR}. Circuit only works for prompts up to ~40 tokens."
 )
 
 
@@ -133,44 +143,60 @@ def build_tokenizer(out: Path, n_ctx: int) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def repeated_batch(
-    batch: int,
-    length: int,
-    bos_id: int,
-    d_vocab: int,
-    generator: torch.Generator,
-    prefix: int = 0,
+def _random_ids(
+    batch: int, n: int, bos_id: int, d_vocab: int, gen: torch.Generator
 ) -> torch.Tensor:
-    """[BOS, r, x, x] with r (``prefix`` tokens) and x (``length`` tokens) random non-BOS ids."""
+    ids = torch.randint(0, d_vocab - 1, (batch, n), generator=gen)
+    return ids + (ids >= bos_id).long()  # uniform over every id except BOS
 
-    def rand(n: int) -> torch.Tensor:
-        ids = torch.randint(1, d_vocab, (batch, n), generator=generator)
-        return ids if bos_id == 0 else torch.where(ids == bos_id, torch.zeros_like(ids), ids)
 
-    x = rand(length)
-    bos = torch.full((batch, 1), bos_id, dtype=torch.long)
-    return torch.cat([bos, rand(prefix), x, x], dim=1)
+def repeated_batch(
+    batch: int, length: int, bos_id: int, d_vocab: int, generator: torch.Generator
+) -> torch.Tensor:
+    """[BOS, x, x] with x ``length`` random non-BOS ids per row."""
+    x = _random_ids(batch, length, bos_id, d_vocab, generator)
+    return torch.cat([torch.full((batch, 1), bos_id, dtype=torch.long), x, x], dim=1)
+
+
+def packed_batch(
+    batch: int, n_ctx: int, bos_id: int, d_vocab: int, generator: torch.Generator
+) -> torch.Tensor:
+    """[BOS, x1, x1, x2, x2, ...] cut at ``n_ctx``; each segment length drawn from MIN_L..MAX_L."""
+    parts = [torch.full((batch, 1), bos_id, dtype=torch.long)]
+    n = 1
+    while n < n_ctx:
+        length = int(torch.randint(MIN_L, MAX_L + 1, (1,), generator=generator))
+        x = _random_ids(batch, length, bos_id, d_vocab, generator)
+        parts += [x, x]
+        n += 2 * length
+    return torch.cat(parts, dim=1)[:, :n_ctx]
 
 
 @torch.no_grad()
-def measure(model: Any, length: int = 20, batch: int = 64, seed: int = 12345) -> dict[str, Any]:
-    """Per-head induction/previous-token scores and losses on fresh [BOS, x, x] sequences.
+def measure(
+    model: Any, length: int = 20, batch: int = 64, seed: int = 12345, offset: int = 0
+) -> dict[str, Any]:
+    """Per-head induction/previous-token scores and losses on fresh [BOS, r, x, x] sequences.
 
+    r is ``offset`` random tokens (none by default), x is ``length`` random tokens.
     induction[l][h]: mean attention from each query i in the second copy to key i-L+1 (the token
     after the previous occurrence of the current token). prev_token[l][h]: mean attention from
-    each query i >= 1 to key i-1. loss_first: mean loss predicting the first copy's tokens;
-    loss_repeat: mean loss predicting the second copy's tokens 2..L (the first is unpredictable).
+    each query i >= 1 (i > offset with a prefix) to key i-1. loss_first: mean loss predicting the
+    first copy's tokens; loss_repeat: mean loss predicting the second copy's tokens 2..L (the
+    first is unpredictable).
     """
     cfg = model.cfg
     gen = torch.Generator().manual_seed(seed)
     bos_id = int(model.tokenizer.bos_token_id) if model.tokenizer is not None else 0
-    tokens = repeated_batch(batch, length, bos_id, cfg.d_vocab, gen)
+    x = repeated_batch(batch, length, bos_id, cfg.d_vocab, gen)
+    r = _random_ids(batch, offset, bos_id, cfg.d_vocab, gen)
+    tokens = torch.cat([x[:, :1], r, x[:, 1:]], dim=1)
     device = next(model.parameters()).device
     tokens = tokens.to(device)
     logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
-    L = length
-    q_ind = torch.arange(L + 1, 2 * L + 1, device=device)
-    q_prev = torch.arange(1, 2 * L + 1, device=device)
+    L, s = length, 1 + offset  # s: position of the first copy's first token
+    q_ind = torch.arange(s + L, s + 2 * L, device=device)
+    q_prev = torch.arange(s, s + 2 * L, device=device)
     induction: list[list[float]] = []
     prev_token: list[list[float]] = []
     for layer in range(cfg.n_layers):
@@ -180,11 +206,11 @@ def measure(model: Any, length: int = 20, batch: int = 64, seed: int = 12345) ->
     logp = F.log_softmax(logits.float(), dim=-1)
     nll = -logp[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0]  # nll[:, t] predicts token t+1
     return {
-        "eval": f"[BOS, x, x], x random, L={L}, batch={batch}, seed={seed}",
-        "loss_first": float(nll[:, 0:L].mean()),
-        "loss_repeat": float(nll[:, L + 1 : 2 * L].mean()),
-        "induction": [[round(s, 4) for s in row] for row in induction],
-        "prev_token": [[round(s, 4) for s in row] for row in prev_token],
+        "eval": f"[BOS, r, x, x], |r|={offset}, |x|=L={L}, batch={batch}, seed={seed}",
+        "loss_first": round(float(nll[:, s - 1 : s - 1 + L].mean()), 4),
+        "loss_repeat": round(float(nll[:, s + L : s + 2 * L - 1].mean()), 4),
+        "induction": [[round(v, 4) for v in row] for row in induction],
+        "prev_token": [[round(v, 4) for v in row] for row in prev_token],
     }
 
 
@@ -206,13 +232,7 @@ def format_scores(m: dict[str, Any]) -> str:
 
 
 def train_induction_2l(
-    out: Path,
-    steps: int,
-    seed: int,
-    device: str = "cpu",
-    prefix_prob: float = 0.5,
-    prefix_from: int = 0,
-    max_len: int = MAX_L,
+    out: Path, steps: int, seed: int, device: str = "cpu", classic: bool = False
 ) -> dict[str, Any]:
     """Train ``induction-2l`` and write tokenizer, weights, config.json and README.md to ``out``."""
     from safetensors.torch import save_file
@@ -222,7 +242,10 @@ def train_induction_2l(
     torch.set_num_threads(1)  # measured ~6x faster than 2 threads for this tiny model on CPU
 
     cfg_kwargs = dict(INDUCTION_2L_CONFIG, seed=seed)
+    if classic:
+        del cfg_kwargs["positional_embedding_type"]
     n_ctx = int(cfg_kwargs["n_ctx"])
+    d_vocab = int(cfg_kwargs["d_vocab"])
     tokenizer = build_tokenizer(out, n_ctx)
     bos_id = int(tokenizer.bos_token_id)
     model = TransformerBridge.boot_native(
@@ -234,10 +257,11 @@ def train_induction_2l(
 
     t0 = time.time()
     for step in range(1, steps + 1):
-        L = int(torch.randint(MIN_L, max_len + 1, (1,), generator=gen))
-        use_prefix = step > prefix_from and bool(torch.rand((), generator=gen) < prefix_prob)
-        P = int(torch.randint(0, n_ctx - 2 * L, (1,), generator=gen)) if use_prefix else 0
-        tokens = repeated_batch(BATCH, L, bos_id, cfg_kwargs["d_vocab"], gen, prefix=P)
+        if classic:
+            length = int(torch.randint(MIN_L, MAX_L + 1, (1,), generator=gen))
+            tokens = repeated_batch(BATCH, length, bos_id, d_vocab, gen)
+        else:
+            tokens = packed_batch(BATCH, n_ctx, bos_id, d_vocab, gen)
         tokens = tokens.to(device)
         logits = model(tokens)
         loss = F.cross_entropy(
@@ -251,15 +275,20 @@ def train_induction_2l(
             m = measure(model)
             model.train()
             print(
-                f"step {step:5d}  loss {loss.item():.3f}  eval first {m['loss_first']:.3f}"
-                f"  repeated {m['loss_repeat']:.3f}  ({time.time() - t0:.0f}s)",
+                f"step {step:5d}  train loss {loss.item():.3f}  eval loss first copy "
+                f"{m['loss_first']:.3f}  repeated copy {m['loss_repeat']:.3f}"
+                f"  ({time.time() - t0:.0f}s)",
                 flush=True,
             )
     train_s = time.time() - t0
 
     model.eval()
     metrics = measure(model)
+    # The same test placed at the end of the context, after n_ctx - 1 - 2L random tokens.
+    metrics["late"] = measure(model, offset=n_ctx - 1 - 2 * 20)
     print(format_scores(metrics))
+    print("at the end of the context:")
+    print(format_scores(metrics["late"]))
 
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
@@ -270,7 +299,7 @@ def train_induction_2l(
         "lr": LR,
         "optimizer": "Adam",
         "seq_len_range": [MIN_L, MAX_L],
-        "recipe": RECIPE,
+        "recipe": CLASSIC_RECIPE if classic else RECIPE,
         "train_seconds": round(train_s, 1),
         "torch": torch.__version__,
         "tokenizer": (
@@ -288,53 +317,71 @@ def train_induction_2l(
 
 
 def readme(cfg: dict[str, Any], training: dict[str, Any]) -> str:
-    m = training["metrics"]
+    m, late = training["metrics"], training["metrics"]["late"]
     rows = []
     for layer in range(cfg["n_layers"]):
         for head in range(cfg["n_heads"]):
             rows.append(
                 f"| L{layer}H{head} | {m['induction'][layer][head]:.3f} "
-                f"| {m['prev_token'][layer][head]:.3f} |"
+                f"| {m['prev_token'][layer][head]:.3f} "
+                f"| {late['induction'][layer][head]:.3f} "
+                f"| {late['prev_token'][layer][head]:.3f} |"
             )
     table = "\n".join(rows)
+    pos = cfg.get("positional_embedding_type", "standard")
+    rotary_note = (
+        "With rotary positions there is no `pos_embed` / `hook_pos_embed`; position enters through "
+        "the\nrotation of queries and keys in every attention layer.\n\n"
+        if pos == "rotary"
+        else ""
+    )
+    cmd = (
+        "python -m mi_widgets.zoo.train induction-2l "
+        f"--steps {training['steps']} --seed {training['seed']}"
+    )
+    if pos != "rotary":
+        cmd += " --classic"
     return f"""# induction-2l
 
 A tiny attention-only transformer (2 layers x 4 heads, d_model {cfg['d_model']}, d_head
-{cfg['d_head']}, n_ctx {cfg['n_ctx']}, vocab {cfg['d_vocab']}) trained from scratch to copy
-repeated random token sequences. It forms the textbook two-layer induction circuit: a
-previous-token head in layer 0 and induction heads in layer 1. Load it offline with:
+{cfg['d_head']}, n_ctx {cfg['n_ctx']}, vocab {cfg['d_vocab']}, {pos} positions) trained from
+scratch to copy repeated random token sequences. It forms the textbook two-layer induction
+circuit: a previous-token head in layer 0 and induction heads in layer 1. Load it offline with:
 
 ```python
 from mi_widgets import zoo
 model = zoo.load("induction-2l")  # a TransformerLens TransformerBridge
 ```
 
-## Training
+{rotary_note}## Training
 
 {training['recipe']}
 
 Seed {training['seed']}, {training['steps']} steps, {training['train_seconds']} s on one CPU thread
-(torch {training['torch']}). Tokenizer: {training['tokenizer']}. Because the tokenizer was trained
-on code and a few sentences, English text splits into short pieces; the model knows nothing about
+(torch {training['torch']}). Tokenizer: {training['tokenizer']}. The tokenizer was trained on
+code and a few sentences, so English splits into short pieces; the model knows nothing about
 language, only how to copy.
 
-Regenerate (deterministic on CPU for the same library versions):
+Regenerate (deterministic on CPU for the same library versions; the tokenizer depends on the
+stdlib files of the Python that runs it):
 
 ```
-python -m mi_widgets.zoo.train induction-2l --steps {training['steps']} --seed {training['seed']}
+{cmd}
 ```
 
 ## Measured scores
 
-On fresh sequences {m['eval']}: loss on the first copy {m['loss_first']:.3f} (chance is
-ln 511 = {math.log(511):.3f}), on the repeated copy {m['loss_repeat']:.3f}.
-
 Induction score: mean attention from query i in the second copy to key i-L+1 (the token after
 the previous occurrence of the current token). Previous-token score: mean attention from query
-i >= 1 to key i-1.
+i to key i-1 over the x x part.
 
-| head | induction | previous-token |
-|------|-----------|----------------|
+- start: {m['eval']}. Loss on the first copy {m['loss_first']:.3f} (chance ln 511 =
+  {math.log(511):.3f}), on the repeated copy {m['loss_repeat']:.3f}.
+- end: {late['eval']} (the repeat sits at the end of the context). Loss on the first copy
+  {late['loss_first']:.3f}, on the repeated copy {late['loss_repeat']:.3f}.
+
+| head | induction (start) | prev-token (start) | induction (end) | prev-token (end) |
+|------|-------------------|--------------------|-----------------|------------------|
 {table}
 """
 
@@ -344,16 +391,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("name", choices=["induction-2l"])
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="default: the zoo's own folder")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--prefix-prob", type=float, default=0.5)
-    parser.add_argument("--prefix-from", type=int, default=0)
-    parser.add_argument("--max-len", type=int, default=MAX_L)
+    parser.add_argument(
+        "--classic",
+        action="store_true",
+        help="learned absolute positions, unpacked [BOS, x, x]: works for short prompts only",
+    )
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else MODELS_DIR / args.name
     train_induction_2l(
-        out, steps=args.steps, seed=args.seed, device=args.device, prefix_prob=args.prefix_prob,
-        prefix_from=args.prefix_from, max_len=args.max_len,
+        out, steps=args.steps, seed=args.seed, device=args.device, classic=args.classic
     )
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(f"wrote {out} ({size / 1024:.0f} KB)")
