@@ -142,38 +142,57 @@ class ModelAdapter:
     ) -> list[torch.Tensor]:
         """Attention patterns ``[n_heads, query, key]`` per layer, for batch item 0.
 
-        Hooks only the pattern of each requested layer and stops the forward
-        pass right after the last one. ``on_layer(layer)`` runs as each layer's
-        pattern arrives (progress, cancellation: an exception it raises aborts
-        the run and removes the hooks).
+        ``on_layer(layer)`` runs as each layer's pattern arrives (progress,
+        cancellation: an exception it raises aborts the run and removes the hooks).
+        """
+        found: dict[int, torch.Tensor] = {}
+
+        def keep(layer: int, pattern: torch.Tensor) -> None:
+            found[layer] = pattern[0].detach()
+            if on_layer is not None:
+                on_layer(layer)
+
+        wanted = self.each_pattern(tokens, keep, layers)
+        return [found[l] for l in wanted]
+
+    def each_pattern(
+        self,
+        tokens: torch.Tensor,
+        fn: Callable[[int, torch.Tensor], None],
+        layers: Iterable[int] | None = None,
+    ) -> list[int]:
+        """Run the model and call ``fn(layer, pattern [batch, heads, query, key])`` inside each pattern hook.
+
+        Only the pattern hooks are registered, under ``torch.no_grad()``, and the
+        forward pass stops right after the last wanted layer, so ``fn`` can reduce
+        on the device and nothing else is kept. Returns the layers visited, in order.
         """
         wanted = sorted(set(range(self.n_layers) if layers is None else layers))
         for layer in wanted:
             self.check_layer_head(layer, 0)
         names = {self.resolve_hook(PATTERN_HOOK.format(layer=l)): l for l in wanted}
-        found: dict[int, torch.Tensor] = {}
+        seen: list[int] = []
         last = wanted[-1] if wanted else None
 
-        def keep(pattern: torch.Tensor, hook: Any, layer: int) -> None:
-            found[layer] = pattern[0].detach()
-            if on_layer is not None:
-                on_layer(layer)
+        def call(pattern: torch.Tensor, hook: Any, layer: int) -> None:
+            fn(layer, pattern)
+            seen.append(layer)
             if layer == last:
                 raise _StopForward()
 
-        hooks = [(name, _bind(keep, layer)) for name, layer in names.items()]
+        hooks = [(name, _bind(call, layer)) for name, layer in names.items()]
         with model_lock(self.model), torch.no_grad():
             try:
                 self.model.run_with_hooks(tokens, return_type=None, fwd_hooks=hooks)
             except _StopForward:
                 pass
-        missing = [l for l in wanted if l not in found]
+        missing = [l for l in wanted if l not in seen]
         if missing:
             raise RuntimeError(
                 f"the model ran but its attention-pattern hooks did not fire for layers {missing}; "
                 "expected TransformerLens hook points named like 'blocks.0.attn.hook_pattern'"
             )
-        return [found[l] for l in wanted]
+        return wanted
 
 
 def _bind(fn: Callable[..., None], layer: int) -> Callable[[torch.Tensor, Any], None]:

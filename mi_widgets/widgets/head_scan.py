@@ -1,0 +1,221 @@
+"""HeadScan: previous-token, duplicate-token and induction scores of every head, streamed.
+
+The scan runs on a worker thread, batch by batch, reducing each layer's
+patterns to running sums inside the hook (nothing else is kept), so the kernel
+stays free, the heatmaps fill in as batches finish, and Stop takes effect at
+the next batch with the partial scores kept in Python.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import ipywidgets
+import torch
+import traitlets
+
+from ..analysis.head_scores import HEAD_TYPES, RunningHeadScores, check_detection_pattern, detection_patterns
+from ..capture.adapter import PATTERN_HOOK, ModelAdapter
+from ..transport.protocol import Context, Reply
+from .attention import AttentionView
+from .base import ProtocolWidget, static_asset
+
+MIN_REPEAT = 8
+MAX_REPEAT = 32
+
+
+class HeadScan(ProtocolWidget):
+    """Scores every head of a TransformerLens model on repeated random tokens (or your sequences).
+
+    ``scan.scores[name]`` is ``[n_layers, n_heads]``; ``scan.top(name, k)`` ranks heads.
+    Clicking a head opens its pattern on the scan sequence in ``scan.attention``.
+    Score definitions: :mod:`mi_widgets.analysis.head_scores`.
+    """
+
+    _esm = static_asset("head_scan.js")
+    _css = static_asset("head_scan.css")
+
+    n_layers = traitlets.Int(0, read_only=True).tag(sync=True)
+    n_heads = traitlets.Int(0, read_only=True).tag(sync=True)
+    score_names = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
+    status = traitlets.Unicode("idle", read_only=True).tag(sync=True)
+    progress = traitlets.Dict(read_only=True).tag(sync=True)
+    error = traitlets.Unicode("", read_only=True).tag(sync=True)
+    revision = traitlets.Int(0, read_only=True).tag(sync=True)
+    selected = traitlets.Dict().tag(sync=True)
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        sequences: torch.Tensor | Sequence[str] | None = None,
+        detection_pattern: torch.Tensor | None = None,
+        n_batches: int = 8,
+        batch_size: int = 16,
+        seed: int = 0,
+        autostart: bool = True,
+    ) -> None:
+        adapter = ModelAdapter(model)
+        for layer in range(adapter.n_layers):  # fail now, not in the worker, if patterns cannot be hooked
+            adapter.resolve_hook(PATTERN_HOOK.format(layer=layer))
+        self._adapter = adapter
+        self._batches = self._plan_batches(adapter, sequences, n_batches, batch_size, seed)
+        names = HEAD_TYPES
+        self._custom: torch.Tensor | None = None
+        if detection_pattern is not None:
+            seq = int(self._batches[0].shape[-1])
+            if any(int(b.shape[-1]) != seq for b in self._batches):
+                raise ValueError("a detection pattern needs sequences of one length: pass `sequences` as one [n, seq] tensor")
+            self._custom = check_detection_pattern(torch.as_tensor(detection_pattern), seq).to(adapter.device)
+            names = names + ("custom",)
+        self._names: tuple[str, ...] = names
+        self._running = RunningHeadScores(adapter.n_layers, adapter.n_heads, names, adapter.device)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.attention = AttentionView(model, self._batches[0][0], layer=adapter.n_layers - 1, head=0)
+        super().__init__()
+        self.set_trait("n_layers", adapter.n_layers)
+        self.set_trait("n_heads", adapter.n_heads)
+        self.set_trait("score_names", list(names))
+        self.set_trait("progress", {"done": 0, "total": len(self._batches)})
+        self.selected = {"score": "induction", "layer": None, "head": None}
+        self._serve("scores", self._serve_scores)
+        self._serve("start", lambda p, b, c: (self.start(), Reply())[1])
+        self._serve("stop", lambda p, b, c: (self.stop(), Reply())[1])
+        if autostart:
+            self.start()
+
+    # ----- Python API ------------------------------------------------------------------
+
+    @property
+    def scores(self) -> dict[str, torch.Tensor]:
+        """Scores so far, ``{name: [n_layers, n_heads]}`` (NaN before the first batch)."""
+        return {name: s.cpu() for name, s in self._running.scores().items()}
+
+    def top(self, name: str = "induction", k: int = 5) -> list[tuple[int, int, float]]:
+        """The ``k`` highest-scoring heads as ``(layer, head, score)``."""
+        if name not in self._names:
+            raise ValueError(f"unknown score {name!r}; this scan has {', '.join(self._names)}")
+        scores = self.scores[name]
+        flat = torch.nan_to_num(scores.flatten(), nan=float("-inf"))
+        order = flat.argsort(descending=True)[: max(0, int(k))]
+        n_heads = scores.shape[1]
+        return [(int(i) // n_heads, int(i) % n_heads, float(scores.flatten()[i])) for i in order if flat[i] > float("-inf")]
+
+    def start(self) -> None:
+        """Start (or restart) the scan on a worker thread; scores begin from zero."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._running = RunningHeadScores(self.n_layers, self.n_heads, self._names, self._adapter.device)
+        self.set_trait("error", "")
+        self.set_trait("status", "running")
+        self.set_trait("progress", {"done": 0, "total": len(self._batches)})
+        self._thread = threading.Thread(target=self._scan, name="mi_widgets-head-scan", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop at the next batch; the scores so far stay in ``scores``."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> "HeadScan":
+        """Block until the scan ends (for scripts and tests)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """Show the score heatmaps above the pattern of the selected head."""
+        return ipywidgets.VBox([self, self.attention])._repr_mimebundle_(**kwargs)
+
+    @traitlets.validate("selected")
+    def _check_selected(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        value = dict(proposal["value"])
+        score = value.get("score", "induction")
+        if score not in self._names:
+            raise traitlets.TraitError(f"selected score must be one of {', '.join(self._names)}, got {score!r}")
+        layer, head = value.get("layer"), value.get("head")
+        if (layer is None) != (head is None):
+            raise traitlets.TraitError("selected layer and head must both be set or both be None")
+        if layer is not None:
+            self._adapter.check_layer_head(int(layer), int(head))
+            layer, head = int(layer), int(head)
+        return {"score": score, "layer": layer, "head": head}
+
+    @traitlets.observe("selected")
+    def _open_head(self, change: dict[str, Any]) -> None:
+        layer, head = change["new"]["layer"], change["new"]["head"]
+        if layer is not None:
+            self.attention.selected = {"layer": layer, "head": head, "query": None, "key": None}
+
+    # ----- internals ---------------------------------------------------------------------
+
+    def _serve_scores(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        revision, scores = self.revision, self._running.scores()
+        reply = Reply({"revision": revision, "names": list(self._names)})
+        reply.result["scores"] = reply.add_array(torch.stack([scores[n] for n in self._names]), "float32")
+        return reply
+
+    def _scan(self) -> None:
+        total = len(self._batches)
+        done = 0
+        try:
+            for tokens in self._batches:
+                if self._stop.is_set():
+                    break
+                targets = detection_patterns(tokens)
+                if self._custom is not None:
+                    targets["custom"] = self._custom.expand(tokens.shape[0], -1, -1)
+                running = self._running
+                self._adapter.each_pattern(tokens, lambda layer, p: running.update(layer, p, targets))
+                done += 1
+                with self.hold_sync():
+                    self.set_trait("progress", {"done": done, "total": total})
+                    self.set_trait("revision", self.revision + 1)
+            self.set_trait("status", "done" if done == total else "stopped")
+        except Exception as exc:  # shown in the view; the kernel and the partial scores survive
+            self.set_trait("error", f"{type(exc).__name__}: {exc}")
+            self.set_trait("status", "error")
+
+    @staticmethod
+    def _plan_batches(
+        adapter: ModelAdapter, sequences: Any, n_batches: int, batch_size: int, seed: int
+    ) -> list[torch.Tensor]:
+        if sequences is not None:
+            if isinstance(sequences, torch.Tensor):
+                tokens = sequences if sequences.ndim == 2 else sequences[None]
+                rows = [adapter.to_tokens(row)[0] for row in tokens]
+            else:
+                rows = [adapter.to_tokens(text)[0] for text in sequences]
+            if not rows:
+                raise ValueError("sequences is empty: expected at least one sequence to scan")
+            if any(int(r.shape[-1]) < 2 for r in rows):
+                raise ValueError("every sequence needs at least 2 tokens")
+            groups = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+            for group in groups:
+                lengths = sorted({int(r.shape[-1]) for r in group})
+                if len(lengths) > 1:
+                    raise ValueError(f"sequences in one batch must have one length, got lengths {lengths}")
+            return [torch.stack(group) for group in groups]
+        if n_batches < 1 or batch_size < 1:
+            raise ValueError(f"n_batches and batch_size must be at least 1, got {n_batches} and {batch_size}")
+        bos = _bos_id(adapter.model)
+        longest = min(MAX_REPEAT, (adapter.n_ctx - (bos is not None)) // 2)
+        if longest < 2:
+            raise ValueError(f"the model's context (n_ctx={adapter.n_ctx}) is too short for repeated sequences")
+        d_vocab = int(getattr(adapter.cfg, "d_vocab", 0))
+        gen = torch.Generator().manual_seed(seed)
+        batches = []
+        for _ in range(n_batches):
+            repeat = int(torch.randint(min(MIN_REPEAT, longest), longest + 1, (1,), generator=gen))
+            x = torch.randint(1, d_vocab, (batch_size, repeat), generator=gen)
+            parts = [x, x] if bos is None else [torch.full((batch_size, 1), bos), x, x]
+            batches.append(torch.cat(parts, dim=1).to(adapter.device))
+        return batches
+
+
+def _bos_id(model: Any) -> int | None:
+    tokenizer = getattr(model, "tokenizer", None)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return int(bos) if bos is not None else None
