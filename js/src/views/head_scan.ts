@@ -1,0 +1,485 @@
+/**
+ * HeadScan front end: Start/Stop toolbar with progress, then one small layer x head heatmap per
+ * score (previous token, duplicate token, induction, ...), filled in as the scan's partial scores
+ * arrive. Cells are DOM buttons (at most a few hundred), coloured with the sequential colormap;
+ * cells not yet scored (NaN) are hatched.
+ *
+ * Scores come by request (`scores`), fetched on render and after every `revision` bump. At most
+ * one request is in flight: bumps that arrive meanwhile are folded into one refetch when it
+ * settles, so fast scans cannot starve the view. A reply older than the scores drawn is dropped.
+ */
+
+import "../lib/base.css";
+import "./head_scan.css";
+
+import { decodeArray, type ArrayHeader } from "../lib/codec";
+import { type Colormap, type Theme, colorIndex, detectTheme, luminance, rgbAt, sequentialColormap, watchTheme } from "../lib/colormap";
+import { RequestClient, isCancelled, type WidgetModelLike } from "../lib/protocol";
+
+export type Status = "idle" | "running" | "done" | "stopped" | "error";
+
+export interface Selected {
+  score: string;
+  layer: number | null;
+  head: number | null;
+}
+
+/** The part of an anywidget model this view uses. */
+export interface HeadScanModel extends WidgetModelLike {
+  get(name: string): any;
+  set(name: string, value: unknown): void;
+  save_changes(): void;
+  on(ev: string, cb: (...args: any[]) => void): void;
+  off(ev: string, cb: (...args: any[]) => void): void;
+}
+
+interface Scores {
+  revision: number;
+  names: string[];
+  nLayers: number;
+  nHeads: number;
+  data: Float32Array;
+}
+
+interface Panel {
+  name: string;
+  grid: HTMLDivElement;
+  cells: HTMLButtonElement[];
+  cursor: { layer: number; head: number };
+}
+
+/** Cells at least this wide (px) show their value as text. */
+const TEXT_MIN_CELL = 28;
+
+function intOr<T>(v: unknown, fallback: T): number | T {
+  return typeof v === "number" && Number.isInteger(v) ? v : fallback;
+}
+
+function clamp(v: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, v));
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, testid?: string): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  node.className = cls;
+  if (testid) node.dataset.testid = testid;
+  return node;
+}
+
+function button(label: string, cls: string, testid: string): HTMLButtonElement {
+  const b = el("button", cls, testid);
+  b.type = "button";
+  b.textContent = label;
+  return b;
+}
+
+/** "previous_token" -> "previous token". */
+export function readableName(name: string): string {
+  return name.replace(/[_-]+/g, " ").trim();
+}
+
+class HeadScanView {
+  private readonly model: HeadScanModel;
+  private readonly root: HTMLDivElement;
+  private readonly client: RequestClient;
+  private readonly cleanups: Array<() => void> = [];
+
+  private readonly startButton: HTMLButtonElement;
+  private readonly stopButton: HTMLButtonElement;
+  private readonly progress: HTMLProgressElement;
+  private readonly status: HTMLSpanElement;
+  private readonly errorBox: HTMLDivElement;
+  private readonly errorText: HTMLSpanElement;
+  private readonly panelBox: HTMLDivElement;
+
+  private theme: Theme;
+  private cmap: Colormap;
+  private panels: Panel[] = [];
+  private scores: Scores | null = null;
+  private fetching = false;
+  private refetch = false;
+  private disposed = false;
+  /** Requests in flight that disable their button until they settle. */
+  private readonly busy = { start: false, stop: false };
+  private readonly errors = new Map<string, string>();
+
+  constructor(model: HeadScanModel, host: HTMLElement) {
+    this.model = model;
+    this.theme = detectTheme(host);
+    this.cmap = sequentialColormap(this.theme);
+    this.client = new RequestClient(model);
+
+    this.root = el("div", "miw-root miw-scan", "head-scan");
+
+    const toolbar = el("div", "miw-scan-toolbar");
+    this.startButton = button("Start", "miw-button miw-button-primary", "start-button");
+    this.stopButton = button("Stop", "miw-button", "stop-button");
+    this.progress = el("progress", "", "progress");
+    this.status = el("span", "miw-scan-status", "status");
+    this.status.setAttribute("role", "status");
+    toolbar.append(this.startButton, this.stopButton, this.progress, this.status);
+
+    this.errorBox = el("div", "miw-error");
+    this.errorBox.setAttribute("role", "alert");
+    this.errorText = el("span", "miw-error-text", "error");
+    const dismiss = button("×", "miw-button miw-button-small", "error-dismiss");
+    dismiss.title = "Dismiss";
+    dismiss.setAttribute("aria-label", "Dismiss error");
+    dismiss.addEventListener("click", () => {
+      this.errors.clear();
+      this.renderErrors();
+    });
+    this.errorBox.append(this.errorText, dismiss);
+
+    this.panelBox = el("div", "miw-scan-panels");
+    this.root.append(toolbar, this.errorBox, this.panelBox);
+    host.append(this.root);
+    this.cleanups.push(() => this.root.remove());
+
+    this.wire();
+    this.buildPanels();
+    this.renderStatus();
+    this.renderErrors();
+    this.fetchScores();
+    // The host may attach `el` after render(): look at the theme again once it is on the page.
+    const frame = requestAnimationFrame(() => this.applyTheme(detectTheme(this.root)));
+    this.cleanups.push(() => cancelAnimationFrame(frame));
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    this.client.dispose();
+    for (const c of this.cleanups.splice(0)) c();
+  }
+
+  // ---- wiring ---------------------------------------------------------------------------
+
+  /** Run a handler; anything it throws goes to the error banner instead of the host. */
+  private guard<A extends unknown[]>(source: string, fn: (...args: A) => void): (...args: A) => void {
+    return (...args: A) => {
+      try {
+        fn(...args);
+      } catch (e) {
+        this.fail(source, e);
+      }
+    };
+  }
+
+  private wire(): void {
+    const onModel = (ev: string, fn: () => void) => {
+      const cb = this.guard("view", fn);
+      this.model.on(ev, cb);
+      this.cleanups.push(() => this.model.off(ev, cb));
+    };
+    onModel("change:revision", () => this.fetchScores());
+    onModel("change:status", () => this.renderStatus());
+    onModel("change:progress", () => this.renderStatus());
+    onModel("change:error", () => this.renderErrors());
+    onModel("change:selected", () => this.syncSelected());
+    onModel("change:n_layers", () => this.buildPanels());
+    onModel("change:n_heads", () => this.buildPanels());
+    onModel("change:score_names", () => this.buildPanels());
+
+    this.startButton.addEventListener("click", this.guard("start", () => this.command("start")));
+    this.stopButton.addEventListener("click", this.guard("stop", () => this.command("stop")));
+    this.cleanups.push(watchTheme(this.root, (t) => this.guard("view", () => this.applyTheme(t))()));
+  }
+
+  // ---- model state ----------------------------------------------------------------------
+
+  private nLayers(): number {
+    return Math.max(0, intOr(this.model.get("n_layers"), 0));
+  }
+
+  private nHeads(): number {
+    return Math.max(0, intOr(this.model.get("n_heads"), 0));
+  }
+
+  private scoreNames(): string[] {
+    const raw = this.model.get("score_names");
+    const names = Array.isArray(raw) ? raw.map(String) : [];
+    return names.length > 0 ? names : (this.scores?.names ?? []);
+  }
+
+  private statusValue(): Status {
+    const s = this.model.get("status");
+    return s === "running" || s === "done" || s === "stopped" || s === "error" ? s : "idle";
+  }
+
+  private selected(): Selected {
+    const raw = (this.model.get("selected") ?? {}) as Partial<Selected>;
+    return { score: String(raw.score ?? ""), layer: intOr(raw.layer, null), head: intOr(raw.head, null) };
+  }
+
+  private select(score: string, layer: number, head: number): void {
+    this.model.set("selected", { score, layer, head });
+    this.model.save_changes();
+  }
+
+  private applyTheme(theme: Theme): void {
+    if (theme === this.theme) return;
+    this.theme = theme;
+    this.cmap = sequentialColormap(theme);
+    this.paintCells();
+  }
+
+  // ---- requests -------------------------------------------------------------------------
+
+  private fail(source: string, e: unknown): void {
+    if (isCancelled(e)) return;
+    this.errors.set(source, errorText(e));
+    this.renderErrors();
+  }
+
+  private fetchScores(): void {
+    if (this.fetching) {
+      this.refetch = true;
+      return;
+    }
+    this.fetching = true;
+    this.refetch = false;
+    const settle = () => {
+      this.fetching = false;
+      if (this.refetch && !this.disposed) this.fetchScores();
+    };
+    this.client.request("scores", {}, { supersede: "scores" }).then(
+      ({ result, buffers }) => {
+        try {
+          this.errors.delete("scores");
+          this.takeScores(result, buffers);
+        } catch (e) {
+          this.fail("scores", e);
+        }
+        this.renderErrors();
+        settle();
+      },
+      (e) => {
+        this.fail("scores", e);
+        settle();
+      },
+    );
+  }
+
+  private takeScores(result: any, buffers: DataView[]): void {
+    const revision = Number(result?.revision);
+    if (!Number.isFinite(revision)) throw new Error(`scores reply has no revision: ${JSON.stringify(result?.revision)}`);
+    if (this.scores !== null && revision < this.scores.revision) return; // older than what is drawn
+    const decoded = decodeArray(result.scores as ArrayHeader, buffers);
+    const names = Array.isArray(result.names) ? result.names.map(String) : [];
+    const [n, nLayers, nHeads] = decoded.shape;
+    if (decoded.shape.length !== 3 || n !== names.length) {
+      throw new Error(`scores must have shape [${names.length} names, layers, heads], got [${decoded.shape.join(", ")}]`);
+    }
+    this.scores = { revision, names, nLayers, nHeads, data: decoded.data as Float32Array };
+    this.root.dataset.revision = String(revision);
+    // Without `score_names` the panels follow the reply's names.
+    if (this.scoreNames().join("\n") !== this.panels.map((p) => p.name).join("\n")) this.buildPanels();
+    else this.paintCells();
+  }
+
+  private command(method: "start" | "stop"): void {
+    this.errors.delete(method);
+    this.busy[method] = true;
+    this.renderStatus();
+    this.client.request(method, {}).then(
+      () => this.endCommand(method),
+      (e) => this.endCommand(method, e),
+    );
+  }
+
+  private endCommand(method: "start" | "stop", error?: unknown): void {
+    this.busy[method] = false;
+    if (error !== undefined) this.fail(method, error);
+    this.renderStatus();
+  }
+
+  // ---- rendering ------------------------------------------------------------------------
+
+  private renderErrors(): void {
+    const fromPython = String(this.model.get("error") ?? "");
+    const messages = [fromPython, ...this.errors.values()].filter((m) => m !== "");
+    this.errorText.textContent = messages.join("\n");
+    this.errorBox.hidden = messages.length === 0;
+  }
+
+  private renderStatus(): void {
+    const status = this.statusValue();
+    const raw = (this.model.get("progress") ?? {}) as { done?: unknown; total?: unknown };
+    const total = Math.max(0, Number(raw.total) || 0);
+    const done = clamp(Number(raw.done) || 0, 0, total || Infinity);
+    const running = status === "running";
+    this.startButton.disabled = running || this.busy.start;
+    this.stopButton.disabled = !running || this.busy.stop;
+
+    if (total > 0) {
+      this.progress.max = total;
+      this.progress.value = done;
+    } else if (running) {
+      this.progress.removeAttribute("value"); // indeterminate until the total is known
+    } else {
+      this.progress.max = 1;
+      this.progress.value = 0;
+    }
+    const text: Record<Status, string> = {
+      idle: "idle",
+      running: `running: batch ${done}/${total || "?"}`,
+      done: `done: ${done} batch${done === 1 ? "" : "es"}`,
+      stopped: `stopped after ${done}/${total} batches`,
+      error: `error after ${done}/${total} batches`,
+    };
+    this.status.textContent = text[status];
+    const d = this.root.dataset;
+    d.status = status;
+    d.done = String(done);
+  }
+
+  /** (Re)build one heatmap per score name for the current shape. */
+  private buildPanels(): void {
+    const L = this.nLayers();
+    const H = this.nHeads();
+    const cell = clamp(Math.floor(Math.min(336 / Math.max(H, 1), 400 / Math.max(L, 1))), 14, 40);
+    const sel = this.selected();
+    this.panels = this.scoreNames().map((name) => {
+      const panel = el("div", "miw-scan-panel");
+      const title = el("div", "miw-scan-title");
+      title.textContent = readableName(name);
+      const grid = el("div", "miw-scan-grid", "score-heatmap");
+      grid.dataset.score = name;
+      grid.tabIndex = 0;
+      grid.setAttribute("role", "group");
+      grid.setAttribute("aria-label", `${readableName(name)} scores, layers by heads: arrows move, Enter selects`);
+      grid.style.gridTemplateColumns = `auto repeat(${H}, ${cell}px)`;
+      grid.style.gridTemplateRows = `auto repeat(${L}, ${cell}px)`;
+      grid.classList.toggle("miw-scan-text", cell >= TEXT_MIN_CELL);
+      grid.append(el("span", ""));
+      for (let h = 0; h < H; h++) grid.append(this.label(`H${h}`, "miw-scan-col"));
+      const cells: HTMLButtonElement[] = [];
+      for (let l = 0; l < L; l++) {
+        grid.append(this.label(`L${l}`, "miw-scan-row"));
+        for (let h = 0; h < H; h++) {
+          const c = el("button", "miw-scan-cell", "score-cell");
+          c.type = "button";
+          c.tabIndex = -1;
+          c.dataset.layer = String(l);
+          c.dataset.head = String(h);
+          c.addEventListener("click", this.guard("view", () => this.cellClick(p, l, h)));
+          cells.push(c);
+          grid.append(c);
+        }
+      }
+      const here = sel.score === name && sel.layer !== null && sel.head !== null;
+      const p: Panel = { name, grid, cells, cursor: here ? { layer: sel.layer!, head: sel.head! } : { layer: 0, head: 0 } };
+      grid.addEventListener("keydown", this.guard("view", (ev: KeyboardEvent) => this.gridKey(p, ev)));
+      panel.append(title, grid);
+      return p;
+    });
+    this.panelBox.replaceChildren(...this.panels.map((p) => p.grid.parentElement!));
+    this.paintCells();
+  }
+
+  private label(text: string, cls: string): HTMLSpanElement {
+    const s = el("span", `miw-scan-label ${cls}`);
+    s.textContent = text;
+    return s;
+  }
+
+  private value(name: string, layer: number, head: number): number {
+    const s = this.scores;
+    const k = s === null ? -1 : s.names.indexOf(name);
+    if (s === null || k < 0 || layer >= s.nLayers || head >= s.nHeads) return NaN;
+    return s.data[(k * s.nLayers + layer) * s.nHeads + head];
+  }
+
+  private paintCells(): void {
+    const H = this.nHeads();
+    for (const p of this.panels) {
+      p.cells.forEach((c, i) => {
+        const layer = Math.floor(i / H);
+        const head = i % H;
+        const v = this.value(p.name, layer, head);
+        const known = Number.isFinite(v);
+        c.dataset.value = known ? String(v) : "";
+        c.classList.toggle("miw-scan-nan", !known);
+        c.textContent = known ? v.toFixed(2) : "";
+        c.title = `${readableName(p.name)} L${layer}H${head}: ${known ? v.toFixed(3) : "not scored yet"}`;
+        if (known) {
+          const rgb = rgbAt(this.cmap, colorIndex(v, 0, 1));
+          c.style.background = `rgb(${rgb.join(", ")})`;
+          c.style.color = luminance(rgb) < 0.5 ? "#fff" : "#000";
+        } else {
+          c.style.background = "";
+          c.style.color = "";
+        }
+      });
+    }
+    this.markSelection();
+  }
+
+  /** Outline the selected cell, and each heatmap's keyboard cursor. */
+  private markSelection(): void {
+    const sel = this.selected();
+    const H = this.nHeads();
+    for (const p of this.panels) {
+      const mine = sel.score === p.name;
+      p.cells.forEach((c, i) => {
+        const layer = Math.floor(i / H);
+        const head = i % H;
+        const selected = mine && sel.layer === layer && sel.head === head;
+        c.classList.toggle("miw-scan-selected", selected);
+        c.setAttribute("aria-pressed", String(selected));
+        c.classList.toggle("miw-scan-cursor", p.cursor.layer === layer && p.cursor.head === head);
+      });
+    }
+  }
+
+  private syncSelected(): void {
+    const sel = this.selected();
+    const p = this.panels.find((q) => q.name === sel.score);
+    if (p !== undefined && sel.layer !== null && sel.head !== null) p.cursor = { layer: sel.layer, head: sel.head };
+    this.markSelection();
+  }
+
+  private cellClick(p: Panel, layer: number, head: number): void {
+    p.cursor = { layer, head };
+    this.select(p.name, layer, head);
+  }
+
+  private gridKey(p: Panel, ev: KeyboardEvent): void {
+    const moves: Record<string, [number, number]> = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
+    const move = moves[ev.key];
+    if (move === undefined && ev.key !== "Enter" && ev.key !== " ") return;
+    ev.preventDefault();
+    ev.stopPropagation(); // keep notebook shortcuts out of the heatmap
+    if (this.nLayers() === 0 || this.nHeads() === 0) return;
+    if (move === undefined) {
+      this.select(p.name, p.cursor.layer, p.cursor.head);
+      return;
+    }
+    p.cursor = {
+      layer: clamp(p.cursor.layer + move[0], 0, this.nLayers() - 1),
+      head: clamp(p.cursor.head + move[1], 0, this.nHeads() - 1),
+    };
+    this.markSelection();
+  }
+}
+
+/** anywidget entry point: one HeadScanView per rendered output; returns its cleanup. */
+function render({ model, el: host }: { model: HeadScanModel; el: HTMLElement }): () => void {
+  try {
+    const view = new HeadScanView(model, host);
+    return () => view.dispose();
+  } catch (e) {
+    const box = document.createElement("div");
+    box.className = "miw-root miw-error";
+    box.dataset.testid = "error";
+    box.textContent = `HeadScan failed to start: ${errorText(e)}`;
+    host.replaceChildren(box);
+    return () => box.remove();
+  }
+}
+
+export default { render };
