@@ -22,4 +22,4 @@ def test_tutorial_runs(path: Path) -> None:
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     widgets = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    assert len(widgets) >= 3, "each AttentionView cell should display a widget"
+    assert widgets, "a tutorial should display at least one widget"
