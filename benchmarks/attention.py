@@ -30,16 +30,15 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.e2e.lab import CHROMIUM, CHROMIUM_ARGS, JupyterLab, NotebookPage, running_lab, write_notebook  # noqa: E402
+from tests.e2e.lab import JupyterLab, NotebookPage, chromium_browser, running_lab, write_notebook  # noqa: E402
 
 OUTPUT = REPO / "benchmarks" / "output"
 RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
@@ -168,23 +167,6 @@ window.__bench = {
   },
 };
 """
-
-
-@contextmanager
-def chromium() -> Iterator[Any]:
-    """Debian's headless Chromium with the harness's flags (never a downloaded browser).
-
-    ``tests.e2e.lab.chromium_browser`` passes ``--user-data-dir``, which Playwright 1.65 refuses in
-    ``launch``; Playwright already gives each launch a fresh temporary profile.
-    """
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def new_page(browser: Any) -> tuple[Any, Any, Any]:
@@ -794,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
     summaries: list[Summary] = []
     lab_root = Path(tempfile.mkdtemp(prefix="lab-", dir=OUTPUT))
     try:
-        with running_lab(lab_root) as lab, chromium() as browser:
+        with running_lab(lab_root) as lab, chromium_browser() as browser:
             facts.update(browser_facts(browser))
             for seq in seqs:
                 if "circuitsvis" in tools:

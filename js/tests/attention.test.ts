@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test } from "vitest";
 import { encodeArray } from "../src/lib/codec";
 import widget from "../src/views/attention";
-import { FakeModel } from "./helpers";
+import { FakeModel, mountView } from "./helpers";
 
 const SEQ = 3;
 
@@ -32,14 +32,7 @@ function overviewReply(revision: number) {
   return { result: { revision, n_layers: 2, n_heads: 3, seq: SEQ, size, thumbnails: header }, buffers: [buffer] };
 }
 
-function mount(model: FakeModel) {
-  const el = document.createElement("div");
-  document.body.append(el);
-  const cleanup = widget.render({ model, el });
-  const root = el.querySelector<HTMLElement>("[data-testid=attention-view]")!;
-  const q = <T extends HTMLElement = HTMLElement>(id: string) => el.querySelector<T>(`[data-testid=${id}]`)!;
-  return { el, root, q, cleanup };
-}
+const mount = (model: FakeModel) => mountView(widget, model, "attention-view");
 
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
 

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test } from "vitest";
 import { encodeArray } from "../src/lib/codec";
 import widget from "../src/views/head_scan";
-import { FakeModel } from "./helpers";
+import { FakeModel, mountView } from "./helpers";
 
 const NAMES = ["previous_token", "duplicate_token", "induction"];
 const L = 2;
@@ -32,16 +32,13 @@ function scoresReply(revision: number, nanFrom = L * H) {
 }
 
 function mount(model: FakeModel) {
-  const el = document.createElement("div");
-  document.body.append(el);
-  const cleanup = widget.render({ model, el });
-  const root = el.querySelector<HTMLElement>("[data-testid=head-scan]")!;
-  const q = <T extends HTMLElement = HTMLElement>(id: string) => el.querySelector<T>(`[data-testid=${id}]`)!;
+  const mounted = mountView(widget, model, "head-scan");
+  const { el } = mounted;
   const cell = (score: string, layer: number, head: number) =>
     el.querySelector<HTMLButtonElement>(
       `[data-testid=score-heatmap][data-score=${score}] [data-testid=score-cell][data-layer='${layer}'][data-head='${head}']`,
     )!;
-  return { el, root, q, cell, cleanup };
+  return { ...mounted, cell };
 }
 
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));

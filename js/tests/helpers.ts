@@ -79,3 +79,17 @@ export class FakeModel {
     this.emit("msg:custom", { type: "response", id, part: 0, parts: 1, ok: false, error: { type, message } }, []);
   }
 }
+
+/** Render a view into a fresh element on the page; `q(testid)` finds its parts. */
+export function mountView(
+  view: { render(props: { model: any; el: HTMLElement }): () => void },
+  model: FakeModel,
+  rootTestid: string,
+) {
+  const el = document.createElement("div");
+  document.body.append(el);
+  const cleanup = view.render({ model, el });
+  const root = el.querySelector<HTMLElement>(`[data-testid=${rootTestid}]`)!;
+  const q = <T extends HTMLElement = HTMLElement>(id: string) => el.querySelector<T>(`[data-testid=${id}]`)!;
+  return { el, root, q, cleanup };
+}

@@ -46,7 +46,7 @@ def check_patterns(attention: torch.Tensor, n_tokens: int | None = None) -> torc
             "expected attention of shape [heads, query, key] or [layers, heads, query, key], "
             f"got shape {list(attention.shape)}"
         )
-    if attention.dtype.is_complex or not (attention.dtype.is_floating_point):
+    if not attention.dtype.is_floating_point:
         raise TypeError(f"expected floating-point attention weights, got dtype {attention.dtype}")
     _, heads, queries, keys = attention.shape
     if heads == 0 or queries == 0:

@@ -43,7 +43,7 @@ def detection_patterns(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     induction[:, :, 1:] = duplicate[:, :, :-1]  # key j is a target when key j-1 repeats the query token
     batch = tokens.shape[0]
     return {
-        "previous_token": previous.expand(batch, seq, seq).float(),
+        "previous_token": previous.float().expand(batch, seq, seq),  # one [seq, seq] shared by the batch
         "duplicate_token": duplicate.float(),
         "induction": induction.float(),
     }

@@ -74,6 +74,7 @@ class HeadScan(ProtocolWidget):
         self._running = RunningHeadScores(adapter.n_layers, adapter.n_heads, names, adapter.device)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._display: ipywidgets.VBox | None = None
         self.attention = AttentionView(model, self._batches[0][0], layer=adapter.n_layers - 1, head=0)
         super().__init__()
         self.set_trait("n_layers", adapter.n_layers)
@@ -82,8 +83,8 @@ class HeadScan(ProtocolWidget):
         self.set_trait("progress", {"done": 0, "total": len(self._batches)})
         self.selected = {"score": "induction", "layer": None, "head": None}
         self._serve("scores", self._serve_scores)
-        self._serve("start", lambda p, b, c: (self.start(), Reply())[1])
-        self._serve("stop", lambda p, b, c: (self.stop(), Reply())[1])
+        self._serve("start", self._serve_start)
+        self._serve("stop", self._serve_stop)
         if autostart:
             self.start()
 
@@ -132,7 +133,9 @@ class HeadScan(ProtocolWidget):
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """Show the score heatmaps above the pattern of the selected head."""
-        return ipywidgets.VBox([self, self.attention])._repr_mimebundle_(**kwargs)
+        if self._display is None:
+            self._display = ipywidgets.VBox([self, self.attention])
+        return self._display._repr_mimebundle_(**kwargs)
 
     @traitlets.validate("selected")
     def _check_selected(self, proposal: dict[str, Any]) -> dict[str, Any]:
@@ -161,6 +164,14 @@ class HeadScan(ProtocolWidget):
         reply = Reply({"revision": revision, "names": list(self._names)})
         reply.result["scores"] = reply.add_array(torch.stack([scores[n] for n in self._names]), "float32")
         return reply
+
+    def _serve_start(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        self.start()
+        return Reply()
+
+    def _serve_stop(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        self.stop()
+        return Reply()
 
     def _scan(self) -> None:
         total = len(self._batches)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 CHROMIUM = os.environ.get("MIW_CHROMIUM", "/usr/bin/chromium")
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "e2e"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -176,3 +177,25 @@ class NotebookPage:
         """Evaluate a Python expression in the kernel, returned through JSON."""
         out = self.execute(f"import json as _json; print(_json.dumps({expression}))")
         return json.loads(out.strip().splitlines()[-1])
+
+
+@contextmanager
+def notebook_in_lab(root: Path, name: str, cells: list[str], height: int = 1100) -> Iterator[NotebookPage]:
+    """Write a notebook into ``root``, open it in a fresh JupyterLab in Chromium and run all its cells.
+
+    On exit, fails if the page raised an error coming from mi_widgets' front end.
+    """
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(
+            f"Debian's chromium ({CHROMIUM}) is needed for the end-to-end tests: run `bash .ci/test`, which installs it"
+        )
+    write_notebook(root / name, cells)
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    with running_lab(root) as lab, chromium_browser() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": height})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        nb = NotebookPage(page).open(lab, name)
+        nb.run_all()
+        yield nb
+        assert not [e for e in errors if "mi_widgets" in e or "miw" in e], errors

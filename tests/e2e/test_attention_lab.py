@@ -2,47 +2,30 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from .lab import NotebookPage, chromium_browser, running_lab, write_notebook
+from .lab import OUTPUT, NotebookPage, notebook_in_lab
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-OUTPUT = REPO / "test-output" / "e2e"
 PROMPT = "The cat sat on the mat. The cat sat on the"
 VIEW = "[data-testid=attention-view]"
 
 
 @pytest.fixture(scope="module")
 def notebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookPage]:
-    if not Path("/usr/bin/chromium").exists() and "MIW_CHROMIUM" not in os.environ:
-        pytest.fail("Debian's chromium is needed for the end-to-end tests: run `bash .ci/test`, which installs it")
-    root = tmp_path_factory.mktemp("lab")
-    write_notebook(
-        root / "attention.ipynb",
-        [
-            "import mi_widgets as mw\n"
-            'model = mw.zoo.load("induction-2l")\n'
-            f"view = mw.AttentionView(model, {PROMPT!r}, layer=1, head=0)\n"
-            "view",
-        ],
-    )
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    with running_lab(root) as lab, chromium_browser() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        nb = NotebookPage(page).open(lab, "attention.ipynb")
-        nb.run_all()
-        page.wait_for_selector(f"{VIEW}[data-painted='{_revision(nb)}:1:0']", timeout=60_000)
+    cells = [
+        "import mi_widgets as mw\n"
+        'model = mw.zoo.load("induction-2l")\n'
+        f"view = mw.AttentionView(model, {PROMPT!r}, layer=1, head=0)\n"
+        "view",
+    ]
+    with notebook_in_lab(tmp_path_factory.mktemp("lab"), "attention.ipynb", cells, height=1000) as nb:
+        nb.page.wait_for_selector(f"{VIEW}[data-painted='{_revision(nb)}:1:0']", timeout=60_000)
         yield nb
-        page.screenshot(path=str(OUTPUT / "attention_final.png"))
-        assert not [e for e in errors if "mi_widgets" in e or "miw" in e], errors
+        nb.page.screenshot(path=str(OUTPUT / "attention_final.png"))
 
 
 def _revision(nb: NotebookPage) -> int:

@@ -2,41 +2,27 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from .lab import NotebookPage, chromium_browser, running_lab, write_notebook
+from .lab import OUTPUT, NotebookPage, notebook_in_lab
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-OUTPUT = REPO / "test-output" / "e2e"
 SCAN = "[data-testid=head-scan]"
 
 
 @pytest.fixture(scope="module")
 def notebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookPage]:
-    if not Path("/usr/bin/chromium").exists() and "MIW_CHROMIUM" not in os.environ:
-        pytest.fail("Debian's chromium is needed for the end-to-end tests: run `bash .ci/test`, which installs it")
-    root = tmp_path_factory.mktemp("lab")
-    write_notebook(
-        root / "scan.ipynb",
-        [
-            "import mi_widgets as mw\n"
-            'model = mw.zoo.load("induction-2l")\n'
-            "scan = mw.HeadScan(model, n_batches=400, batch_size=32)  # long enough to watch and stop\n"
-            "scan",
-        ],
-    )
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    with running_lab(root) as lab, chromium_browser() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        nb = NotebookPage(page).open(lab, "scan.ipynb")
-        nb.run_all()
-        page.wait_for_selector(SCAN, timeout=60_000)
+    cells = [
+        "import mi_widgets as mw\n"
+        'model = mw.zoo.load("induction-2l")\n'
+        "scan = mw.HeadScan(model, n_batches=400, batch_size=32)  # long enough to watch and stop\n"
+        "scan",
+    ]
+    with notebook_in_lab(tmp_path_factory.mktemp("lab"), "scan.ipynb", cells) as nb:
+        nb.page.wait_for_selector(SCAN, timeout=60_000)
         yield nb
 
 

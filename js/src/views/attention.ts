@@ -13,8 +13,9 @@ import "./attention.css";
 import { decodeArray, type ArrayHeader } from "../lib/codec";
 import { type Colormap, type Theme, detectTheme, sequentialColormap, watchTheme } from "../lib/colormap";
 import { CanvasHeatmap, type Cell, colourPixels } from "../lib/heatmap";
-import { RequestClient, isCancelled, type Progress, type Response, type WidgetModelLike } from "../lib/protocol";
+import { RequestClient, type Progress, type Response } from "../lib/protocol";
 import { TokenStrip, displayToken } from "../lib/tokens";
+import { ErrorBanner, type ViewModel, button, clamp, el, guard, intOr, renderView } from "../lib/view";
 
 export interface Selected {
   layer: number;
@@ -23,14 +24,7 @@ export interface Selected {
   key: number | null;
 }
 
-/** The part of an anywidget model this view uses. */
-export interface AttentionModel extends WidgetModelLike {
-  get(name: string): any;
-  set(name: string, value: unknown): void;
-  save_changes(): void;
-  on(ev: string, cb: (...args: any[]) => void): void;
-  off(ev: string, cb: (...args: any[]) => void): void;
-}
+export type AttentionModel = ViewModel;
 
 type Mode = "to" | "by";
 type State = "loading" | "ready" | "running" | "error";
@@ -56,29 +50,10 @@ const STALE_RETRIES = 3;
 const GRID_MARGIN_LEFT = 30;
 const GRID_MARGIN_TOP = 16;
 
-function intOr<T>(v: unknown, fallback: T): number | T {
-  return typeof v === "number" && Number.isInteger(v) ? v : fallback;
-}
-
-function clamp(v: number, lo: number, hi: number): number {
-  return Math.min(hi, Math.max(lo, v));
-}
-
 function formatValue(v: number): string {
   if (Number.isNaN(v)) return "NaN";
   if (!Number.isFinite(v)) return v > 0 ? "inf" : "-inf";
   return v.toFixed(3);
-}
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, testid?: string): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  node.className = cls;
-  if (testid) node.dataset.testid = testid;
-  return node;
 }
 
 class AttentionView {
@@ -91,8 +66,7 @@ class AttentionView {
   private readonly runButton: HTMLButtonElement;
   private readonly status: HTMLSpanElement;
   private readonly progress: HTMLProgressElement;
-  private readonly errorBox: HTMLDivElement;
-  private readonly errorText: HTMLSpanElement;
+  private readonly banner: ErrorBanner;
   private readonly grid: HTMLCanvasElement;
   private readonly gridSource: HTMLCanvasElement;
   private readonly heatmap: CanvasHeatmap;
@@ -118,7 +92,6 @@ class AttentionView {
   /** `revision:layer:head` of the pattern request in flight, so an echo of `selected` does not refetch. */
   private patternWanted: string | null = null;
   private readonly staleRetries = { overview: 0, pattern: 0 };
-  private readonly errors = new Map<string, string>();
   private gridPitch = 0;
   private readonly timers = new Set<ReturnType<typeof setTimeout>>();
 
@@ -136,9 +109,7 @@ class AttentionView {
     this.prompt.rows = 2;
     this.prompt.placeholder = "Prompt (Enter runs, Shift+Enter for a new line)";
     this.prompt.setAttribute("aria-label", "prompt");
-    this.runButton = el("button", "miw-button miw-button-primary", "run-button");
-    this.runButton.type = "button";
-    this.runButton.textContent = "Run";
+    this.runButton = button("Run", "miw-button miw-button-primary", "run-button");
     const statusBox = el("div", "miw-attn-status");
     this.status = el("span", "", "status");
     this.status.setAttribute("role", "status");
@@ -147,20 +118,7 @@ class AttentionView {
     statusBox.append(this.status, this.progress);
     header.append(this.prompt, this.runButton, statusBox);
 
-    this.errorBox = el("div", "miw-error");
-    this.errorBox.setAttribute("role", "alert");
-    this.errorBox.hidden = true;
-    this.errorText = el("span", "miw-error-text", "error");
-    const dismiss = el("button", "miw-button miw-button-small");
-    dismiss.type = "button";
-    dismiss.textContent = "×";
-    dismiss.title = "Dismiss";
-    dismiss.setAttribute("aria-label", "Dismiss error");
-    dismiss.addEventListener("click", () => {
-      this.errors.clear();
-      this.renderErrors();
-    });
-    this.errorBox.append(this.errorText, dismiss);
+    this.banner = new ErrorBanner(model, () => this.updateState());
 
     const body = el("div", "miw-attn-body");
     const gridPanel = el("div", "miw-attn-grid-panel");
@@ -187,7 +145,7 @@ class AttentionView {
     main.append(this.heatmap.element, stripBar, this.strip.element);
     body.append(gridPanel, main);
 
-    this.root.append(header, this.errorBox, body);
+    this.root.append(header, this.banner.element, body);
     host.append(this.root);
     this.cleanups.push(() => this.root.remove());
 
@@ -195,7 +153,7 @@ class AttentionView {
     this.syncPromptBox();
     this.syncTokens();
     this.syncMode();
-    this.renderErrors();
+    this.banner.render();
     this.drawGrid();
     this.fetchOverview();
     this.fetchPattern();
@@ -216,13 +174,7 @@ class AttentionView {
 
   /** Run a handler; anything it throws goes to the error banner instead of the host. */
   private guard<A extends unknown[]>(source: string, fn: (...args: A) => void): (...args: A) => void {
-    return (...args: A) => {
-      try {
-        fn(...args);
-      } catch (e) {
-        this.fail(source, e);
-      }
-    };
+    return guard((e) => this.banner.fail(source, e), fn);
   }
 
   private wire(): void {
@@ -236,7 +188,7 @@ class AttentionView {
     onModel("change:selected", () => this.syncSelected());
     onModel("change:n_layers", () => this.syncShape());
     onModel("change:n_heads", () => this.syncShape());
-    onModel("change:error", () => this.renderErrors());
+    onModel("change:error", () => this.banner.render());
     onModel("change:prompt", () => this.syncPromptBox());
     onModel("change:can_rerun", () => this.syncPromptBox());
 
@@ -403,16 +355,10 @@ class AttentionView {
 
   // ---- requests -------------------------------------------------------------------------
 
-  private fail(source: string, e: unknown): void {
-    if (isCancelled(e)) return;
-    this.errors.set(source, errorText(e));
-    this.renderErrors();
-  }
-
   /** A result computed for another revision: drop it and ask again (bounded, in case Python is ahead). */
   private retryStale(kind: "overview" | "pattern"): void {
     if (this.staleRetries[kind]++ >= STALE_RETRIES) {
-      this.fail(kind, new Error(`the kernel keeps answering ${kind} for another revision than ${this.revision}`));
+      this.banner.fail(kind, new Error(`the kernel keeps answering ${kind} for another revision than ${this.revision}`));
       return;
     }
     this.pending[kind] = ++this.tickets;
@@ -442,20 +388,20 @@ class AttentionView {
       try {
         outcome();
       } catch (e) {
-        this.fail(kind, e);
+        this.banner.fail(kind, e);
       }
-      this.renderErrors();
+      this.updateState();
       return true;
     };
     promise.then(
       (value) => {
         const latest = settle(() => {
-          this.errors.delete(kind);
+          this.banner.clear(kind);
           done(value);
         });
         if (!latest) superseded(value);
       },
-      (e) => settle(() => this.fail(kind, e)),
+      (e) => settle(() => this.banner.fail(kind, e)),
     );
   }
 
@@ -536,9 +482,9 @@ class AttentionView {
     const prompt = this.prompt.value;
     const ticket = ++this.tickets;
     this.runTicket = ticket;
-    this.errors.delete("run");
+    this.banner.clear("run");
     this.running = { done: 0, total: Math.max(1, this.nLayers()), label: "" };
-    this.renderErrors();
+    this.updateState();
     const onProgress = (p: Progress) => {
       this.running = p;
       this.updateState();
@@ -554,26 +500,18 @@ class AttentionView {
   private endRun(ticket: number, error?: unknown): void {
     if (ticket !== this.runTicket) return;
     this.running = null;
-    if (error !== undefined) this.fail("run", error);
+    if (error !== undefined) this.banner.fail("run", error);
     this.updateState();
   }
 
   // ---- rendering ------------------------------------------------------------------------
-
-  private renderErrors(): void {
-    const fromPython = String(this.model.get("error") ?? "");
-    const messages = [fromPython, ...this.errors.values()].filter((m) => m !== "");
-    this.errorText.textContent = messages.join("\n");
-    this.errorBox.hidden = messages.length === 0;
-    this.updateState();
-  }
 
   private updateState(): void {
     const sel = this.selected();
     let state: State;
     if (this.running !== null) state = "running";
     else if (this.pending.overview || this.pending.pattern) state = "loading";
-    else if (!this.errorBox.hidden) state = "error";
+    else if (this.banner.visible) state = "error";
     else state = "ready";
     const d = this.root.dataset;
     d.state = state;
@@ -762,19 +700,5 @@ class AttentionView {
   }
 }
 
-/** anywidget entry point: one AttentionView per rendered output; returns its cleanup. */
-function render({ model, el: host }: { model: AttentionModel; el: HTMLElement }): () => void {
-  try {
-    const view = new AttentionView(model, host);
-    return () => view.dispose();
-  } catch (e) {
-    const box = document.createElement("div");
-    box.className = "miw-root miw-error";
-    box.dataset.testid = "error";
-    box.textContent = `AttentionView failed to start: ${errorText(e)}`;
-    host.replaceChildren(box);
-    return () => box.remove();
-  }
-}
-
-export default { render };
+/** anywidget entry point: one AttentionView per rendered output. */
+export default renderView<AttentionModel>("AttentionView", (model, host) => new AttentionView(model, host));

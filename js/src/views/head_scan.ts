@@ -14,7 +14,8 @@ import "./head_scan.css";
 
 import { decodeArray, type ArrayHeader } from "../lib/codec";
 import { type Colormap, type Theme, colorIndex, detectTheme, luminance, rgbAt, sequentialColormap, watchTheme } from "../lib/colormap";
-import { RequestClient, isCancelled, type WidgetModelLike } from "../lib/protocol";
+import { RequestClient } from "../lib/protocol";
+import { ErrorBanner, type ViewModel, button, clamp, el, guard, intOr, renderView } from "../lib/view";
 
 export type Status = "idle" | "running" | "done" | "stopped" | "error";
 
@@ -24,14 +25,7 @@ export interface Selected {
   head: number | null;
 }
 
-/** The part of an anywidget model this view uses. */
-export interface HeadScanModel extends WidgetModelLike {
-  get(name: string): any;
-  set(name: string, value: unknown): void;
-  save_changes(): void;
-  on(ev: string, cb: (...args: any[]) => void): void;
-  off(ev: string, cb: (...args: any[]) => void): void;
-}
+export type HeadScanModel = ViewModel;
 
 interface Scores {
   revision: number;
@@ -51,32 +45,6 @@ interface Panel {
 /** Cells at least this wide (px) show their value as text. */
 const TEXT_MIN_CELL = 28;
 
-function intOr<T>(v: unknown, fallback: T): number | T {
-  return typeof v === "number" && Number.isInteger(v) ? v : fallback;
-}
-
-function clamp(v: number, lo: number, hi: number): number {
-  return Math.min(hi, Math.max(lo, v));
-}
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, testid?: string): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  node.className = cls;
-  if (testid) node.dataset.testid = testid;
-  return node;
-}
-
-function button(label: string, cls: string, testid: string): HTMLButtonElement {
-  const b = el("button", cls, testid);
-  b.type = "button";
-  b.textContent = label;
-  return b;
-}
-
 /** "previous_token" -> "previous token". */
 export function readableName(name: string): string {
   return name.replace(/[_-]+/g, " ").trim();
@@ -92,8 +60,7 @@ class HeadScanView {
   private readonly stopButton: HTMLButtonElement;
   private readonly progress: HTMLProgressElement;
   private readonly status: HTMLSpanElement;
-  private readonly errorBox: HTMLDivElement;
-  private readonly errorText: HTMLSpanElement;
+  private readonly banner: ErrorBanner;
   private readonly panelBox: HTMLDivElement;
 
   private theme: Theme;
@@ -105,7 +72,6 @@ class HeadScanView {
   private disposed = false;
   /** Requests in flight that disable their button until they settle. */
   private readonly busy = { start: false, stop: false };
-  private readonly errors = new Map<string, string>();
 
   constructor(model: HeadScanModel, host: HTMLElement) {
     this.model = model;
@@ -123,27 +89,17 @@ class HeadScanView {
     this.status.setAttribute("role", "status");
     toolbar.append(this.startButton, this.stopButton, this.progress, this.status);
 
-    this.errorBox = el("div", "miw-error");
-    this.errorBox.setAttribute("role", "alert");
-    this.errorText = el("span", "miw-error-text", "error");
-    const dismiss = button("×", "miw-button miw-button-small", "error-dismiss");
-    dismiss.title = "Dismiss";
-    dismiss.setAttribute("aria-label", "Dismiss error");
-    dismiss.addEventListener("click", () => {
-      this.errors.clear();
-      this.renderErrors();
-    });
-    this.errorBox.append(this.errorText, dismiss);
+    this.banner = new ErrorBanner(model);
 
     this.panelBox = el("div", "miw-scan-panels");
-    this.root.append(toolbar, this.errorBox, this.panelBox);
+    this.root.append(toolbar, this.banner.element, this.panelBox);
     host.append(this.root);
     this.cleanups.push(() => this.root.remove());
 
     this.wire();
     this.buildPanels();
     this.renderStatus();
-    this.renderErrors();
+    this.banner.render();
     this.fetchScores();
     // The host may attach `el` after render(): look at the theme again once it is on the page.
     const frame = requestAnimationFrame(() => this.applyTheme(detectTheme(this.root)));
@@ -160,13 +116,7 @@ class HeadScanView {
 
   /** Run a handler; anything it throws goes to the error banner instead of the host. */
   private guard<A extends unknown[]>(source: string, fn: (...args: A) => void): (...args: A) => void {
-    return (...args: A) => {
-      try {
-        fn(...args);
-      } catch (e) {
-        this.fail(source, e);
-      }
-    };
+    return guard((e) => this.banner.fail(source, e), fn);
   }
 
   private wire(): void {
@@ -178,7 +128,7 @@ class HeadScanView {
     onModel("change:revision", () => this.fetchScores());
     onModel("change:status", () => this.renderStatus());
     onModel("change:progress", () => this.renderStatus());
-    onModel("change:error", () => this.renderErrors());
+    onModel("change:error", () => this.banner.render());
     onModel("change:selected", () => this.syncSelected());
     onModel("change:n_layers", () => this.buildPanels());
     onModel("change:n_heads", () => this.buildPanels());
@@ -229,12 +179,6 @@ class HeadScanView {
 
   // ---- requests -------------------------------------------------------------------------
 
-  private fail(source: string, e: unknown): void {
-    if (isCancelled(e)) return;
-    this.errors.set(source, errorText(e));
-    this.renderErrors();
-  }
-
   private fetchScores(): void {
     if (this.fetching) {
       this.refetch = true;
@@ -249,16 +193,15 @@ class HeadScanView {
     this.client.request("scores", {}, { supersede: "scores" }).then(
       ({ result, buffers }) => {
         try {
-          this.errors.delete("scores");
+          this.banner.clear("scores");
           this.takeScores(result, buffers);
         } catch (e) {
-          this.fail("scores", e);
+          this.banner.fail("scores", e);
         }
-        this.renderErrors();
         settle();
       },
       (e) => {
-        this.fail("scores", e);
+        this.banner.fail("scores", e);
         settle();
       },
     );
@@ -282,7 +225,7 @@ class HeadScanView {
   }
 
   private command(method: "start" | "stop"): void {
-    this.errors.delete(method);
+    this.banner.clear(method);
     this.busy[method] = true;
     this.renderStatus();
     this.client.request(method, {}).then(
@@ -293,18 +236,11 @@ class HeadScanView {
 
   private endCommand(method: "start" | "stop", error?: unknown): void {
     this.busy[method] = false;
-    if (error !== undefined) this.fail(method, error);
+    if (error !== undefined) this.banner.fail(method, error);
     this.renderStatus();
   }
 
   // ---- rendering ------------------------------------------------------------------------
-
-  private renderErrors(): void {
-    const fromPython = String(this.model.get("error") ?? "");
-    const messages = [fromPython, ...this.errors.values()].filter((m) => m !== "");
-    this.errorText.textContent = messages.join("\n");
-    this.errorBox.hidden = messages.length === 0;
-  }
 
   private renderStatus(): void {
     const status = this.statusValue();
@@ -467,19 +403,5 @@ class HeadScanView {
   }
 }
 
-/** anywidget entry point: one HeadScanView per rendered output; returns its cleanup. */
-function render({ model, el: host }: { model: HeadScanModel; el: HTMLElement }): () => void {
-  try {
-    const view = new HeadScanView(model, host);
-    return () => view.dispose();
-  } catch (e) {
-    const box = document.createElement("div");
-    box.className = "miw-root miw-error";
-    box.dataset.testid = "error";
-    box.textContent = `HeadScan failed to start: ${errorText(e)}`;
-    host.replaceChildren(box);
-    return () => box.remove();
-  }
-}
-
-export default { render };
+/** anywidget entry point: one HeadScanView per rendered output. */
+export default renderView<HeadScanModel>("HeadScan", (model, host) => new HeadScanView(model, host));

@@ -1,0 +1,123 @@
+/**
+ * What every view shares: small DOM helpers, the model interface, the error banner, and the
+ * anywidget entry point. A failure anywhere in a view ends up in its banner, never in the host.
+ */
+
+import { isCancelled, type WidgetModelLike } from "./protocol";
+
+/** The part of an anywidget model a view uses. */
+export interface ViewModel extends WidgetModelLike {
+  get(name: string): any;
+  set(name: string, value: unknown): void;
+  save_changes(): void;
+  on(ev: string, cb: (...args: any[]) => void): void;
+  off(ev: string, cb: (...args: any[]) => void): void;
+}
+
+export function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, testid?: string): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  node.className = cls;
+  if (testid) node.dataset.testid = testid;
+  return node;
+}
+
+export function button(label: string, cls: string, testid?: string): HTMLButtonElement {
+  const b = el("button", cls, testid);
+  b.type = "button";
+  b.textContent = label;
+  return b;
+}
+
+export function intOr<T>(v: unknown, fallback: T): number | T {
+  return typeof v === "number" && Number.isInteger(v) ? v : fallback;
+}
+
+export function clamp(v: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, v));
+}
+
+export function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Wrap a handler so that anything it throws goes to `onError` instead of the host. */
+export function guard<A extends unknown[]>(onError: (e: unknown) => void, fn: (...args: A) => void): (...args: A) => void {
+  return (...args: A) => {
+    try {
+      fn(...args);
+    } catch (e) {
+      onError(e);
+    }
+  };
+}
+
+/**
+ * One dismissible banner for the errors of a view: the Python `error` trait plus one message per
+ * source (a request kind, "view", ...), each cleared when that source next succeeds.
+ */
+export class ErrorBanner {
+  readonly element: HTMLDivElement;
+  private readonly text: HTMLSpanElement;
+  private readonly errors = new Map<string, string>();
+
+  constructor(
+    private readonly model: ViewModel,
+    private readonly onChange: () => void = () => {},
+  ) {
+    this.element = el("div", "miw-error");
+    this.element.setAttribute("role", "alert");
+    this.element.hidden = true;
+    this.text = el("span", "miw-error-text", "error");
+    const dismiss = button("×", "miw-button miw-button-small", "error-dismiss");
+    dismiss.title = "Dismiss";
+    dismiss.setAttribute("aria-label", "Dismiss error");
+    dismiss.addEventListener("click", () => {
+      this.errors.clear();
+      this.render();
+    });
+    this.element.append(this.text, dismiss);
+  }
+
+  get visible(): boolean {
+    return !this.element.hidden;
+  }
+
+  /** Show an error from `source`; a cancelled (superseded) request is not an error. */
+  fail(source: string, e: unknown): void {
+    if (isCancelled(e)) return;
+    this.errors.set(source, errorText(e));
+    this.render();
+  }
+
+  clear(source: string): void {
+    if (this.errors.delete(source)) this.render();
+  }
+
+  render(): void {
+    const fromPython = String(this.model.get("error") ?? "");
+    const messages = [fromPython, ...this.errors.values()].filter((m) => m !== "");
+    this.text.textContent = messages.join("\n");
+    this.element.hidden = messages.length === 0;
+    this.onChange();
+  }
+}
+
+/** The anywidget entry point of a view class; a view that fails to start says so in the cell. */
+export function renderView<M extends ViewModel>(
+  name: string,
+  create: (model: M, host: HTMLElement) => { dispose(): void },
+): { render(props: { model: M; el: HTMLElement }): () => void } {
+  return {
+    render({ model, el: host }) {
+      try {
+        const view = create(model, host);
+        return () => view.dispose();
+      } catch (e) {
+        const box = el("div", "miw-root miw-error", "error");
+        box.textContent = `${name} failed to start: ${errorText(e)}`;
+        host.replaceChildren(box);
+        return () => box.remove();
+      }
+    },
+  };
+}
