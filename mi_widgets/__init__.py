@@ -8,7 +8,7 @@ Quickstart::
 """
 
 from . import zoo
-from .widgets import AttentionView, HeadScan, attention_heads
+from .widgets import AttentionView, CompositionView, HeadScan, attention_heads
 
 __version__ = "0.1.0"
-__all__ = ["AttentionView", "HeadScan", "attention_heads", "zoo", "__version__"]
+__all__ = ["AttentionView", "CompositionView", "HeadScan", "attention_heads", "zoo", "__version__"]

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, test } from "vitest";
 import {
   colorIndex,
+  withEmptyCells,
   cssColor,
   detectTheme,
   divergingColormap,
@@ -100,5 +101,19 @@ describe("theme detection", () => {
     document.body.setAttribute("data-jp-theme-light", "true");
     await new Promise((r) => setTimeout(r, 0));
     expect(seen).toEqual(["dark"]);
+  });
+});
+
+describe("withEmptyCells", () => {
+  test("keeps the colours and swaps the loud NaN colour for a muted background per theme", () => {
+    for (const theme of ["light", "dark"] as const) {
+      const base = divergingColormap(theme);
+      const empty = withEmptyCells(base, theme);
+      expect(empty.lut).toBe(base.lut);
+      expect(empty.nan).not.toEqual(base.nan);
+      expect(Math.max(...empty.nan) - Math.min(...empty.nan)).toBe(0); // grey
+    }
+    expect(withEmptyCells(divergingColormap("light"), "light").nan[0]).toBeGreaterThan(200);
+    expect(withEmptyCells(divergingColormap("dark"), "dark").nan[0]).toBeLessThan(80);
   });
 });

@@ -20,7 +20,7 @@ import traitlets
 from ..analysis.attention import check_patterns, pattern_thumbnails
 from ..capture.adapter import ModelAdapter
 from ..transport.protocol import Context, Reply
-from .base import ProtocolWidget, static_asset
+from .base import ProtocolWidget, int_param, static_asset
 
 _revisions = itertools.count(1)
 
@@ -181,7 +181,7 @@ class AttentionView(ProtocolWidget):
 
     def _serve_pattern(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         snap = self._snapshot
-        layer, head = _int_param(params, "layer"), _int_param(params, "head")
+        layer, head = int_param(params, "layer"), int_param(params, "head")
         self._check_head(layer, head)
         pattern = snap.layers[layer][head]
         causal = not bool(torch.triu(pattern, diagonal=1).any())  # NaN above the diagonal counts as non-zero
@@ -255,10 +255,3 @@ def _token_labels(tokens: Sequence[str]) -> list[str]:
     if isinstance(tokens, str) or not isinstance(tokens, Sequence):
         raise TypeError(f"expected tokens as a list of strings, got {type(tokens).__name__}")
     return [str(t) for t in tokens]
-
-
-def _int_param(params: dict[str, Any], name: str) -> int:
-    value = params.get(name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"request parameter {name!r} must be an integer, got {value!r}")
-    return value

@@ -57,3 +57,11 @@ class ProtocolWidget(anywidget.AnyWidget):
         if router is not None:
             router.close()
         super().close()
+
+
+def int_param(params: dict[str, Any], name: str) -> int:
+    """An integer request parameter, or a TypeError that names it (JS numbers may arrive as anything)."""
+    value = params.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"request parameter {name!r} must be an integer, got {value!r}")
+    return value

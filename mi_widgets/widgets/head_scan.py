@@ -15,7 +15,6 @@ import ipywidgets
 import torch
 import traitlets
 
-from ..analysis.composition import composition_scores
 from ..analysis.head_scores import HEAD_TYPES, RunningHeadScores, check_detection_pattern, detection_patterns
 from ..capture.adapter import PATTERN_HOOK, ModelAdapter
 from ..transport.protocol import Context, Reply
@@ -104,10 +103,6 @@ class HeadScan(ProtocolWidget):
         order = flat.argsort(descending=True)[: max(0, int(k))]
         n_heads = scores.shape[1]
         return [(int(i) // n_heads, int(i) % n_heads, float(scores.flatten()[i])) for i in order if flat[i] > float("-inf")]
-
-    def composition(self, mode: str = "K") -> torch.Tensor:
-        """Composition scores ``[layers, heads, layers, heads]`` of the scanned model (see analysis.composition)."""
-        return composition_scores(self._adapter.model, mode).cpu()
 
     def start(self) -> None:
         """Start (or restart) the scan on a worker thread; scores begin from zero."""

@@ -50,6 +50,14 @@ export function divergingColormap(theme: Theme): Colormap {
   return { lut: buildLut(stops), nan: [...NAN_COLOUR] };
 }
 
+/**
+ * The same map with non-finite cells drawn as a muted background, for views whose NaN cells mean
+ * "no value by construction" (e.g. head pairs that cannot compose), not bad data.
+ */
+export function withEmptyCells(cmap: Colormap, theme: Theme): Colormap {
+  return { lut: cmap.lut, nan: theme === "light" ? [238, 238, 238] : [45, 45, 45] };
+}
+
 /** Lookup index 0..255 for `v` on [lo, hi] (clamped), or -1 for NaN/inf. */
 export function colorIndex(v: number, lo: number, hi: number): number {
   if (!Number.isFinite(v)) return -1;

@@ -204,6 +204,8 @@ export class CanvasHeatmap {
   private rowLabels: string[] = [];
   private colLabels: string[] = [];
   private labelWidth = { rows: 0, cols: 0 };
+  /** Draw a separator every `rows` rows / `cols` columns (0: none), e.g. between layers. */
+  private groups = { rows: 0, cols: 0 };
 
   private cell = 1;
   private fit = true;
@@ -321,6 +323,12 @@ export class CanvasHeatmap {
   }
 
   /** Crosshair over a row and/or column (e.g. the hovered cell, or a token hovered elsewhere). */
+  /** Separate blocks of `rows` rows and `cols` columns with lines (0 for none), e.g. one block per layer. */
+  setGroups(rows: number, cols: number): void {
+    this.groups = { rows: Math.max(0, rows | 0), cols: Math.max(0, cols | 0) };
+    this.schedule();
+  }
+
   highlight(row: number | null, col: number | null): void {
     if (row === this.crosshair.row && col === this.crosshair.col) return;
     this.crosshair = { row, col };
@@ -494,6 +502,7 @@ export class CanvasHeatmap {
       const size = f * cell;
       ctx.drawImage(src, pc0, pr0, pc1 - pc0, pr1 - pr0, x(pc0 * f), y(pr0 * f), (pc1 - pc0) * size, (pr1 - pr0) * size);
     }
+    this.drawGroups(ctx, layout, [r0, r1], [c0, c1], text);
     const { row: hr, col: hc } = this.crosshair;
     ctx.fillStyle = accent;
     ctx.globalAlpha = 0.18;
@@ -515,6 +524,36 @@ export class CanvasHeatmap {
     ctx.restore();
 
     if (gl > 0 || gt > 0) this.drawLabels(ctx, layout, [r0, r1], [c0, c1], text, accent);
+  }
+
+  private drawGroups(
+    ctx: CanvasRenderingContext2D,
+    layout: Layout,
+    [r0, r1]: [number, number],
+    [c0, c1]: [number, number],
+    colour: string,
+  ): void {
+    const { rows: gr, cols: gc } = this.groups;
+    if (gr === 0 && gc === 0) return;
+    const { cell, gutterLeft: gl, gutterTop: gt } = layout;
+    ctx.strokeStyle = colour;
+    ctx.globalAlpha = 0.6;
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    const right = gl + layout.cols * cell - layout.scrollLeft;
+    const bottom = gt + layout.rows * cell - layout.scrollTop;
+    for (let r = gr > 0 ? Math.ceil(Math.max(r0, 1) / gr) * gr : Infinity; r < r1; r += gr) {
+      const y = Math.round(gt + r * cell - layout.scrollTop) + 0.5;
+      ctx.moveTo(gl, y);
+      ctx.lineTo(right, y);
+    }
+    for (let c = gc > 0 ? Math.ceil(Math.max(c0, 1) / gc) * gc : Infinity; c < c1; c += gc) {
+      const x = Math.round(gl + c * cell - layout.scrollLeft) + 0.5;
+      ctx.moveTo(x, gt);
+      ctx.lineTo(x, bottom);
+    }
+    ctx.stroke();
+    ctx.globalAlpha = 1;
   }
 
   private drawLabels(
