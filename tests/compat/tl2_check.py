@@ -1,6 +1,6 @@
 """Run inside a TransformerLens 2.x environment (``.venv-tl2``, made by ``.ci/setup-tl2``).
 
-AttentionView promises to work on TL 2.x ``HookedTransformer`` by duck typing; TL 2 and TL 4
+AttentionView, HeadScan and CompositionView promise to work on TL 2.x ``HookedTransformer`` by duck typing; TL 2 and TL 4
 cannot share one environment (transformers 4 vs 5), so this script is run by
 ``tests/test_tl2_compat.py`` with the other interpreter and prints ``TL2 OK`` at the end.
 """
@@ -46,5 +46,13 @@ except ValueError as exc:
     assert "no tokenizer" in str(exc), exc
 else:
     raise AssertionError("a text prompt on a model without tokenizer must raise")
+
+scan = mw.HeadScan(model, n_batches=2, batch_size=4).wait(60)
+assert scan.status == "done", (scan.status, scan.error)
+assert scan.scores["induction"].shape == (2, 4) and torch.isfinite(scan.scores["induction"]).all()
+
+comp = mw.CompositionView(model)
+assert torch.allclose(comp.scores("K"), model.all_composition_scores("K").detach())
+assert comp.top("K", k=1)[0][0] == 0
 
 print(f"TL2 OK (transformer_lens 2.x, {len(sent)} reply)")
