@@ -240,3 +240,52 @@ def test_check_layer_head(native_model: Any, layer: int, head: int, pattern: str
     adapter.check_layer_head(1, 3)  # the last valid pair passes
     with pytest.raises(IndexError, match=pattern):
         adapter.check_layer_head(layer, head)
+
+
+# ----- general activations --------------------------------------------------------------------
+
+
+def test_layer_hooks_shorthands_and_full_names(gpt2_bridge: Any) -> None:
+    adapter = ModelAdapter(gpt2_bridge)
+    assert adapter.layer_hooks("mlp.post") == ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
+    assert adapter.layer_hooks("mlp_post") == adapter.layer_hooks("hook_mlp_post") == adapter.layer_hooks("mlp.post")
+    assert adapter.layer_hooks("resid_post") == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    assert adapter.layer_hooks("blocks.1.hook_attn_out") == ["blocks.1.hook_attn_out"]
+    with pytest.raises(ValueError, match="did you mean mlp.post"):
+        adapter.layer_hooks("mlp.psot")
+    with pytest.raises(ValueError, match="unknown hook name 'blocks.1.mlp.hook_pots'.*blocks.1.mlp.hook_post"):
+        adapter.layer_hooks("blocks.1.mlp.hook_pots")
+    with pytest.raises(TypeError, match="as a string"):
+        adapter.layer_hooks(3)  # type: ignore[arg-type]
+
+
+def test_capture_equals_run_with_cache_and_stops_early(gpt2_bridge: Any) -> None:
+    adapter = ModelAdapter(gpt2_bridge)
+    tokens = adapter.to_tokens(PROMPT)
+    names = ["blocks.0.mlp.hook_post", "blocks.0.hook_resid_post"]
+    got = adapter.capture(tokens, names)
+    _, cache = gpt2_bridge.run_with_cache(tokens)
+    for name in names:
+        assert torch.allclose(got[name], cache[name], atol=1e-6), name
+    before = torch_hooks(gpt2_bridge)
+    fired: list[str] = []
+    later = gpt2_bridge.hook_dict["blocks.1.hook_resid_post"]
+    later.add_hook(lambda t, hook: fired.append(hook.name))
+    try:
+        adapter.capture(tokens, names)
+    finally:
+        later.remove_hooks()
+    assert fired == [], "the forward pass should stop once every requested hook has fired"
+    assert torch_hooks(gpt2_bridge) == before
+    with pytest.raises(ValueError, match="distinct"):
+        adapter.capture(tokens, names + names[:1])
+
+
+def test_unembed_reproduces_the_logits(any_model: Any) -> None:
+    adapter = ModelAdapter(any_model)
+    tokens = adapter.to_tokens(PROMPT)
+    last = f"blocks.{adapter.n_layers - 1}.hook_resid_post"
+    resid = adapter.capture(tokens, [last])[last]
+    with torch.no_grad():
+        logits = any_model(tokens)
+    assert torch.allclose(adapter.unembed(resid), logits, atol=1e-4)

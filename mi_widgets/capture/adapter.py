@@ -17,6 +17,19 @@ import torch
 
 PATTERN_HOOK = "blocks.{layer}.attn.hook_pattern"
 
+# Per-layer shorthands users type ("mlp.post"), each meaning that hook point in every layer.
+HOOK_SHORTHANDS: dict[str, str] = {
+    "mlp.post": "blocks.{layer}.mlp.hook_post",
+    "mlp.pre": "blocks.{layer}.mlp.hook_pre",
+    "mlp_out": "blocks.{layer}.hook_mlp_out",
+    "attn_out": "blocks.{layer}.hook_attn_out",
+    "resid_pre": "blocks.{layer}.hook_resid_pre",
+    "resid_mid": "blocks.{layer}.hook_resid_mid",
+    "resid_post": "blocks.{layer}.hook_resid_post",
+    "z": "blocks.{layer}.attn.hook_z",
+    "pattern": PATTERN_HOOK,
+}
+
 # One forward at a time per model: TransformerLens hooks are module state, so two
 # views running the same model from two threads would see each other's hooks.
 _model_locks: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
@@ -92,6 +105,34 @@ class ModelAdapter:
         if not 0 <= int(head) < self.n_heads:
             raise IndexError(f"head must be in 0..{self.n_heads - 1}, got {head}")
 
+    def layer_hooks(self, spec: str) -> list[str]:
+        """Hook names for ``spec``: a full name (``"blocks.1.mlp.hook_post"``) or a per-layer shorthand
+        (``"mlp.post"``, ``"resid_post"``, ``"attn_out"``, ... see ``HOOK_SHORTHANDS``; ``_`` and ``.``
+        are interchangeable), which means that hook in every layer, in layer order.
+        """
+        if not isinstance(spec, str) or not spec:
+            raise TypeError(f"expected a hook name or shorthand as a string, got {spec!r}")
+        if spec.startswith("blocks.") or spec in self.hook_names():
+            return [self.resolve_hook(spec)]
+        key = spec.removeprefix("hook_")
+        for candidate in (key, key.replace("_", "."), key.replace(".", "_")):
+            if candidate in HOOK_SHORTHANDS:
+                template = HOOK_SHORTHANDS[candidate]
+                return [self.resolve_hook(template.format(layer=layer)) for layer in range(self.n_layers)]
+        close = difflib.get_close_matches(key, list(HOOK_SHORTHANDS), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else f"shorthands are {', '.join(HOOK_SHORTHANDS)}"
+        raise ValueError(f"unknown hook {spec!r}: give a full hook name like 'blocks.0.mlp.hook_post' or a shorthand; {hint}")
+
+    def unembed(self, resid: torch.Tensor) -> torch.Tensor:
+        """Logits from residual-stream vectors ``[..., d_model]`` through the model's own final norm and unembedding."""
+        ln_final = getattr(self.model, "ln_final", None)
+        unembed = getattr(self.model, "unembed", None)
+        if not callable(unembed):
+            raise TypeError("this model has no unembed module, so residual vectors cannot be read as logits")
+        with torch.no_grad():
+            x = ln_final(resid) if callable(ln_final) else resid
+            return unembed(x)
+
     def to_tokens(self, prompt: str | torch.Tensor | Sequence[int]) -> torch.Tensor:
         """Tokens ``[1, seq]`` on the model's device, from a prompt string or token ids."""
         if isinstance(prompt, str):
@@ -163,42 +204,63 @@ class ModelAdapter:
     ) -> list[int]:
         """Run the model and call ``fn(layer, pattern [batch, heads, query, key])`` inside each pattern hook.
 
-        Only the pattern hooks are registered, under ``torch.no_grad()``, and the
-        forward pass stops right after the last wanted layer, so ``fn`` can reduce
-        on the device and nothing else is kept. Returns the layers visited, in order.
+        See :meth:`each_activation`. Returns the layers visited, in order.
         """
         wanted = sorted(set(range(self.n_layers) if layers is None else layers))
         for layer in wanted:
             self.check_layer_head(layer, 0)
-        names = {self.resolve_hook(PATTERN_HOOK.format(layer=l)): l for l in wanted}
-        seen: list[int] = []
-        last = wanted[-1] if wanted else None
+        names = [PATTERN_HOOK.format(layer=l) for l in wanted]
+        self.each_activation(tokens, names, lambda index, pattern: fn(wanted[index], pattern))
+        return wanted
 
-        def call(pattern: torch.Tensor, hook: Any, layer: int) -> None:
-            fn(layer, pattern)
-            seen.append(layer)
-            if layer == last:
+    def each_activation(
+        self, tokens: torch.Tensor, names: Sequence[str], fn: Callable[[int, torch.Tensor], None]
+    ) -> None:
+        """Run the model and call ``fn(i, activation)`` inside the hook of ``names[i]``.
+
+        Only these hooks are registered, under ``torch.no_grad()``, and the forward
+        pass stops once every one has fired, so ``fn`` can reduce on the device and
+        nothing else is kept. An exception from ``fn`` aborts the run (progress,
+        cancellation) and the hooks are removed either way.
+        """
+        resolved = [self.resolve_hook(name) for name in names]
+        if len(set(resolved)) != len(resolved):
+            raise ValueError(f"hook names must be distinct, got {list(names)}")
+        seen: set[int] = set()
+
+        def call(tensor: torch.Tensor, hook: Any, index: int) -> None:
+            fn(index, tensor)
+            seen.add(index)
+            if len(seen) == len(resolved):
                 raise _StopForward()
 
-        hooks = [(name, _bind(call, layer)) for name, layer in names.items()]
+        hooks = [(name, _bind(call, index)) for index, name in enumerate(resolved)]
         with model_lock(self.model), torch.no_grad():
             try:
                 self.model.run_with_hooks(tokens, return_type=None, fwd_hooks=hooks)
             except _StopForward:
                 pass
-        missing = [l for l in wanted if l not in seen]
+        missing = [resolved[i] for i in range(len(resolved)) if i not in seen]
         if missing:
             raise RuntimeError(
-                f"the model ran but its attention-pattern hooks did not fire for layers {missing}; "
-                "expected TransformerLens hook points named like 'blocks.0.attn.hook_pattern'"
+                f"the model ran but these hooks did not fire: {missing}; expected TransformerLens hook points "
+                "(e.g. 'blocks.0.attn.hook_pattern')"
             )
-        return wanted
+
+    def capture(self, tokens: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Activations of ``names`` (full hook names) for ``tokens``, on the model's device.
+
+        For reductions over many batches prefer :meth:`each_activation`, which keeps nothing.
+        """
+        out: dict[str, torch.Tensor] = {}
+        self.each_activation(tokens, names, lambda i, t: out.__setitem__(names[i], t.detach().clone()))
+        return out
 
 
-def _bind(fn: Callable[..., None], layer: int) -> Callable[[torch.Tensor, Any], None]:
-    """A hook function that remembers which layer it was registered for (``hook.name`` may be an alias)."""
+def _bind(fn: Callable[..., None], index: int) -> Callable[[torch.Tensor, Any], None]:
+    """A hook function that remembers what it was registered for (``hook.name`` may be an alias)."""
 
     def hook_fn(tensor: torch.Tensor, hook: Any) -> None:
-        fn(tensor, hook, layer)
+        fn(tensor, hook, index)
 
     return hook_fn
