@@ -69,6 +69,14 @@ describe("TokenStrip behaviour", () => {
     expect(after[1].style.backgroundColor).toBe("");
   });
 
+  test("tooltips carry extra text per token and can be reset", () => {
+    const strip = mount(["a", "<b>"]);
+    strip.setTooltips((i) => `act ${i * 2}`);
+    expect(spans(strip).map((s) => s.title)).toEqual(['0: "a" · act 0', '1: "<b>" · act 2']);
+    strip.setTooltips(null);
+    expect(spans(strip).map((s) => s.title)).toEqual(['0: "a"', '1: "<b>"']);
+  });
+
   test("hover, click, lock and keyboard", () => {
     const strip = mount(["a", "b", "c"]);
     const hovered: Array<number | null> = [];

@@ -4,6 +4,9 @@ The shipped weights under ``mi_widgets/zoo/models/`` are the output of this scri
 check where they came from and regenerate them with one command:
 
     python -m mi_widgets.zoo.train induction-2l [--steps N] [--out DIR] [--seed S]
+    python -m mi_widgets.zoo.train code-2l [--steps N] [--out DIR] [--seed S]
+
+``induction-2l``'s recipe is in this file; ``code-2l``'s in :mod:`mi_widgets.zoo.code_2l`.
 """
 
 from __future__ import annotations
@@ -388,8 +391,8 @@ i to key i-1 over the x x part.
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=["induction-2l"])
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("name", choices=["induction-2l", "code-2l"])
+    parser.add_argument("--steps", type=int, default=None, help="default: the recipe's own")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--out", type=Path, default=None, help="default: the zoo's own folder")
     parser.add_argument("--device", default="cpu")
@@ -400,9 +403,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else MODELS_DIR / args.name
-    train_induction_2l(
-        out, steps=args.steps, seed=args.seed, device=args.device, classic=args.classic
-    )
+    if args.name == "code-2l":
+        from . import code_2l
+
+        code_2l.train_code_2l(out, steps=args.steps or code_2l.DEFAULT_STEPS, seed=args.seed, device=args.device)
+    else:
+        train_induction_2l(
+            out, steps=args.steps or DEFAULT_STEPS, seed=args.seed, device=args.device, classic=args.classic
+        )
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     print(f"wrote {out} ({size / 1024:.0f} KB)")
 

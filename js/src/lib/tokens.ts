@@ -27,6 +27,7 @@ export function displayToken(label: string): string {
 export class TokenStrip {
   readonly element: HTMLDivElement;
   private spans: HTMLSpanElement[] = [];
+  private labels: string[] = [];
   /** Colour index currently applied per span (-2 = unstyled), to skip no-op style writes. */
   private applied = new Int16Array(0);
   private focusIndex = 0;
@@ -77,6 +78,7 @@ export class TokenStrip {
 
   setTokens(labels: ReadonlyArray<string>): void {
     const frag = document.createDocumentFragment();
+    this.labels = labels.map(String);
     this.spans = labels.map((label, i) => {
       const span = document.createElement("span");
       span.className = "miw-token";
@@ -113,6 +115,14 @@ export class TokenStrip {
         style.color = luminance(rgb) < 0.55 ? "#fff" : "#000";
       }
     }
+  }
+
+  /** Extra tooltip text per token (e.g. its activation) after `index: "token"`; null restores the plain tooltip. */
+  setTooltips(extra: ((i: number) => string) | null): void {
+    this.spans.forEach((span, i) => {
+      const base = `${i}: ${JSON.stringify(this.labels[i])}`;
+      span.title = extra === null ? base : `${base} · ${extra(i)}`;
+    });
   }
 
   /** Colours depend on the colormap too: force a full restyle on the next setWeights. */
