@@ -15,9 +15,16 @@ import torch
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens import TransformerBridge
 
-__all__ = ["available", "load", "model_dir"]
+__all__ = ["available", "load", "model_dir", "stdlib_texts"]
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+def stdlib_texts(split: str = "heldout", max_files: int | None = None) -> list[str]:
+    """Python stdlib source files: ``code-2l``'s corpus (``"train"``), files it never saw (``"heldout"``) or ``"all"``."""
+    from .code_2l import stdlib_texts as texts
+
+    return texts(split, max_files)  # type: ignore[arg-type]
 
 _INSTALL_HINT = 'The model zoo needs TransformerLens 4: pip install "transformer-lens>=4"'
 
