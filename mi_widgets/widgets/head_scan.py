@@ -1,14 +1,14 @@
 """HeadScan: previous-token, duplicate-token and induction scores of every head, streamed.
 
-The scan runs on a worker thread, batch by batch, reducing each layer's
-patterns to running sums inside the hook (nothing else is kept), so the kernel
-stays free, the heatmaps fill in as batches finish, and Stop takes effect at
-the next batch with the partial scores kept in Python.
+The scan runs on a worker thread (:class:`~.streaming.StreamingWidget`), batch
+by batch, reducing each layer's patterns to running sums inside the hook
+(nothing else is kept), so the kernel stays free, the heatmaps fill in as
+batches finish, and Stop takes effect at the next batch with the partial scores
+kept in Python.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Sequence
 
 import ipywidgets
@@ -19,30 +19,29 @@ from ..analysis.head_scores import HEAD_TYPES, RunningHeadScores, check_detectio
 from ..capture.adapter import PATTERN_HOOK, ModelAdapter
 from ..transport.protocol import Context, Reply
 from .attention import AttentionView
-from .base import ProtocolWidget, static_asset
+from .base import static_asset
+from .streaming import StreamingWidget
 
 MIN_REPEAT = 8
 MAX_REPEAT = 32
 
 
-class HeadScan(ProtocolWidget):
+class HeadScan(StreamingWidget):
     """Scores every head of a TransformerLens model on repeated random tokens (or your sequences).
 
     ``scan.scores[name]`` is ``[n_layers, n_heads]``; ``scan.top(name, k)`` ranks heads.
-    Clicking a head opens its pattern on the scan sequence in ``scan.attention``.
+    Clicking a head opens its pattern on the scan sequence in ``scan.attention``. ``start()``
+    rescans from zero, ``stop()`` keeps the scores so far, ``wait()`` blocks until the scan ends.
     Score definitions: :mod:`mi_widgets.analysis.head_scores`.
     """
 
     _esm = static_asset("head_scan.js")
     _css = static_asset("head_scan.css")
+    _thread_name = "mi_widgets-head-scan"
 
     n_layers = traitlets.Int(0, read_only=True).tag(sync=True)
     n_heads = traitlets.Int(0, read_only=True).tag(sync=True)
     score_names = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
-    status = traitlets.Unicode("idle", read_only=True).tag(sync=True)
-    progress = traitlets.Dict(read_only=True).tag(sync=True)
-    error = traitlets.Unicode("", read_only=True).tag(sync=True)
-    revision = traitlets.Int(0, read_only=True).tag(sync=True)
     selected = traitlets.Dict().tag(sync=True)
 
     def __init__(
@@ -71,19 +70,14 @@ class HeadScan(ProtocolWidget):
             names = names + ("custom",)
         self._names: tuple[str, ...] = names
         self._running = RunningHeadScores(adapter.n_layers, adapter.n_heads, names, adapter.device)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._display: ipywidgets.VBox | None = None
         self.attention = AttentionView(model, self._batches[0][0], layer=adapter.n_layers - 1, head=0)
         super().__init__()
         self.set_trait("n_layers", adapter.n_layers)
         self.set_trait("n_heads", adapter.n_heads)
         self.set_trait("score_names", list(names))
-        self.set_trait("progress", {"done": 0, "total": len(self._batches)})
         self.selected = {"score": "induction", "layer": None, "head": None}
         self._serve("scores", self._serve_scores)
-        self._serve("start", self._serve_start)
-        self._serve("stop", self._serve_stop)
         if autostart:
             self.start()
 
@@ -103,28 +97,6 @@ class HeadScan(ProtocolWidget):
         order = flat.argsort(descending=True)[: max(0, int(k))]
         n_heads = scores.shape[1]
         return [(int(i) // n_heads, int(i) % n_heads, float(scores.flatten()[i])) for i in order if flat[i] > float("-inf")]
-
-    def start(self) -> None:
-        """Start (or restart) the scan on a worker thread; scores begin from zero."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._running = RunningHeadScores(self.n_layers, self.n_heads, self._names, self._adapter.device)
-        self.set_trait("error", "")
-        self.set_trait("status", "running")
-        self.set_trait("progress", {"done": 0, "total": len(self._batches)})
-        self._thread = threading.Thread(target=self._scan, name="mi_widgets-head-scan", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop at the next batch; the scores so far stay in ``scores``."""
-        self._stop.set()
-
-    def wait(self, timeout: float | None = None) -> "HeadScan":
-        """Block until the scan ends (for scripts and tests)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """Show the score heatmaps above the pattern of the selected head."""
@@ -160,34 +132,19 @@ class HeadScan(ProtocolWidget):
         reply.result["scores"] = reply.add_array(torch.stack([scores[n] for n in self._names]), "float32")
         return reply
 
-    def _serve_start(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
-        self.start()
-        return Reply()
+    def _n_steps(self) -> int:
+        return len(self._batches)
 
-    def _serve_stop(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
-        self.stop()
-        return Reply()
+    def _reset_scan(self) -> None:
+        self._running = RunningHeadScores(self.n_layers, self.n_heads, self._names, self._adapter.device)
 
-    def _scan(self) -> None:
-        total = len(self._batches)
-        done = 0
-        try:
-            for tokens in self._batches:
-                if self._stop.is_set():
-                    break
-                targets = detection_patterns(tokens)
-                if self._custom is not None:
-                    targets["custom"] = self._custom.expand(tokens.shape[0], -1, -1)
-                running = self._running
-                self._adapter.each_pattern(tokens, lambda layer, p: running.update(layer, p, targets))
-                done += 1
-                with self.hold_sync():
-                    self.set_trait("progress", {"done": done, "total": total})
-                    self.set_trait("revision", self.revision + 1)
-            self.set_trait("status", "done" if done == total else "stopped")
-        except Exception as exc:  # shown in the view; the kernel and the partial scores survive
-            self.set_trait("error", f"{type(exc).__name__}: {exc}")
-            self.set_trait("status", "error")
+    def _scan_step(self, index: int) -> None:
+        tokens = self._batches[index]
+        targets = detection_patterns(tokens)
+        if self._custom is not None:
+            targets["custom"] = self._custom.expand(tokens.shape[0], -1, -1)
+        running = self._running
+        self._adapter.each_pattern(tokens, lambda layer, p: running.update(layer, p, targets))
 
     @staticmethod
     def _plan_batches(

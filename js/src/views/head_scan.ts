@@ -4,9 +4,9 @@
  * arrive. Cells are DOM buttons (at most a few hundred), coloured with the sequential colormap;
  * cells not yet scored (NaN) are hatched.
  *
- * Scores come by request (`scores`), fetched on render and after every `revision` bump. At most
- * one request is in flight: bumps that arrive meanwhile are folded into one refetch when it
- * settles, so fast scans cannot starve the view. A reply older than the scores drawn is dropped.
+ * Scores come by request (`scores`), fetched on render and after every `revision` bump through the
+ * shared scan toolbar (lib/scan_toolbar.ts: Start/Stop, progress, coalesced refetch). A reply older
+ * than the scores drawn is dropped.
  */
 
 import "../lib/base.css";
@@ -15,9 +15,10 @@ import "./head_scan.css";
 import { decodeArray, type ArrayHeader } from "../lib/codec";
 import { type Colormap, type Theme, colorIndex, detectTheme, luminance, rgbAt, sequentialColormap, watchTheme } from "../lib/colormap";
 import { RequestClient } from "../lib/protocol";
-import { ErrorBanner, type ViewModel, button, clamp, el, guard, intOr, renderView } from "../lib/view";
+import { ScanToolbar, type ScanStatus } from "../lib/scan_toolbar";
+import { ErrorBanner, type ViewModel, clamp, el, guard, intOr, renderView } from "../lib/view";
 
-export type Status = "idle" | "running" | "done" | "stopped" | "error";
+export type Status = ScanStatus;
 
 export interface Selected {
   score: string;
@@ -56,10 +57,7 @@ class HeadScanView {
   private readonly client: RequestClient;
   private readonly cleanups: Array<() => void> = [];
 
-  private readonly startButton: HTMLButtonElement;
-  private readonly stopButton: HTMLButtonElement;
-  private readonly progress: HTMLProgressElement;
-  private readonly status: HTMLSpanElement;
+  private readonly toolbar: ScanToolbar;
   private readonly banner: ErrorBanner;
   private readonly panelBox: HTMLDivElement;
 
@@ -67,11 +65,6 @@ class HeadScanView {
   private cmap: Colormap;
   private panels: Panel[] = [];
   private scores: Scores | null = null;
-  private fetching = false;
-  private refetch = false;
-  private disposed = false;
-  /** Requests in flight that disable their button until they settle. */
-  private readonly busy = { start: false, stop: false };
 
   constructor(model: HeadScanModel, host: HTMLElement) {
     this.model = model;
@@ -81,33 +74,32 @@ class HeadScanView {
 
     this.root = el("div", "miw-root miw-scan", "head-scan");
 
-    const toolbar = el("div", "miw-scan-toolbar");
-    this.startButton = button("Start", "miw-button miw-button-primary", "start-button");
-    this.stopButton = button("Stop", "miw-button", "stop-button");
-    this.progress = el("progress", "", "progress");
-    this.status = el("span", "miw-scan-status", "status");
-    this.status.setAttribute("role", "status");
-    toolbar.append(this.startButton, this.stopButton, this.progress, this.status);
-
     this.banner = new ErrorBanner(model);
+    this.toolbar = new ScanToolbar({
+      model,
+      client: this.client,
+      banner: this.banner,
+      root: this.root,
+      refetch: () => this.fetchScores(),
+      guard: (source, fn) => this.guard(source, fn),
+    });
+    this.cleanups.push(() => this.toolbar.dispose());
 
     this.panelBox = el("div", "miw-scan-panels");
-    this.root.append(toolbar, this.banner.element, this.panelBox);
+    this.root.append(this.toolbar.element, this.banner.element, this.panelBox);
     host.append(this.root);
     this.cleanups.push(() => this.root.remove());
 
     this.wire();
     this.buildPanels();
-    this.renderStatus();
     this.banner.render();
-    this.fetchScores();
+    this.toolbar.refresh();
     // The host may attach `el` after render(): look at the theme again once it is on the page.
     const frame = requestAnimationFrame(() => this.applyTheme(detectTheme(this.root)));
     this.cleanups.push(() => cancelAnimationFrame(frame));
   }
 
   dispose(): void {
-    this.disposed = true;
     this.client.dispose();
     for (const c of this.cleanups.splice(0)) c();
   }
@@ -125,17 +117,11 @@ class HeadScanView {
       this.model.on(ev, cb);
       this.cleanups.push(() => this.model.off(ev, cb));
     };
-    onModel("change:revision", () => this.fetchScores());
-    onModel("change:status", () => this.renderStatus());
-    onModel("change:progress", () => this.renderStatus());
     onModel("change:error", () => this.banner.render());
     onModel("change:selected", () => this.syncSelected());
     onModel("change:n_layers", () => this.buildPanels());
     onModel("change:n_heads", () => this.buildPanels());
     onModel("change:score_names", () => this.buildPanels());
-
-    this.startButton.addEventListener("click", this.guard("start", () => this.command("start")));
-    this.stopButton.addEventListener("click", this.guard("stop", () => this.command("stop")));
     this.cleanups.push(watchTheme(this.root, (t) => this.guard("view", () => this.applyTheme(t))()));
   }
 
@@ -153,11 +139,6 @@ class HeadScanView {
     const raw = this.model.get("score_names");
     const names = Array.isArray(raw) ? raw.map(String) : [];
     return names.length > 0 ? names : (this.scores?.names ?? []);
-  }
-
-  private statusValue(): Status {
-    const s = this.model.get("status");
-    return s === "running" || s === "done" || s === "stopped" || s === "error" ? s : "idle";
   }
 
   private selected(): Selected {
@@ -179,18 +160,9 @@ class HeadScanView {
 
   // ---- requests -------------------------------------------------------------------------
 
-  private fetchScores(): void {
-    if (this.fetching) {
-      this.refetch = true;
-      return;
-    }
-    this.fetching = true;
-    this.refetch = false;
-    const settle = () => {
-      this.fetching = false;
-      if (this.refetch && !this.disposed) this.fetchScores();
-    };
-    this.client.request("scores", {}, { supersede: "scores" }).then(
+  /** One `scores` request; settles once the reply is drawn or its error shown (ScanToolbar coalesces calls). */
+  private fetchScores(): Promise<void> {
+    return this.client.request("scores", {}, { supersede: "scores" }).then(
       ({ result, buffers }) => {
         try {
           this.banner.clear("scores");
@@ -198,12 +170,8 @@ class HeadScanView {
         } catch (e) {
           this.banner.fail("scores", e);
         }
-        settle();
       },
-      (e) => {
-        this.banner.fail("scores", e);
-        settle();
-      },
+      (e) => this.banner.fail("scores", e),
     );
   }
 
@@ -224,54 +192,7 @@ class HeadScanView {
     else this.paintCells();
   }
 
-  private command(method: "start" | "stop"): void {
-    this.banner.clear(method);
-    this.busy[method] = true;
-    this.renderStatus();
-    this.client.request(method, {}).then(
-      () => this.endCommand(method),
-      (e) => this.endCommand(method, e),
-    );
-  }
-
-  private endCommand(method: "start" | "stop", error?: unknown): void {
-    this.busy[method] = false;
-    if (error !== undefined) this.banner.fail(method, error);
-    this.renderStatus();
-  }
-
   // ---- rendering ------------------------------------------------------------------------
-
-  private renderStatus(): void {
-    const status = this.statusValue();
-    const raw = (this.model.get("progress") ?? {}) as { done?: unknown; total?: unknown };
-    const total = Math.max(0, Number(raw.total) || 0);
-    const done = clamp(Number(raw.done) || 0, 0, total || Infinity);
-    const running = status === "running";
-    this.startButton.disabled = running || this.busy.start;
-    this.stopButton.disabled = !running || this.busy.stop;
-
-    if (total > 0) {
-      this.progress.max = total;
-      this.progress.value = done;
-    } else if (running) {
-      this.progress.removeAttribute("value"); // indeterminate until the total is known
-    } else {
-      this.progress.max = 1;
-      this.progress.value = 0;
-    }
-    const text: Record<Status, string> = {
-      idle: "idle",
-      running: `running: batch ${done}/${total || "?"}`,
-      done: `done: ${done} batch${done === 1 ? "" : "es"}`,
-      stopped: `stopped after ${done}/${total} batches`,
-      error: `error after ${done}/${total} batches`,
-    };
-    this.status.textContent = text[status];
-    const d = this.root.dataset;
-    d.status = status;
-    d.done = String(done);
-  }
 
   /** (Re)build one heatmap per score name for the current shape. */
   private buildPanels(): void {
