@@ -1,0 +1,336 @@
+"""ActivationView: prompts' tokens coloured by one neuron, or by any direction, of a hooked space.
+
+The model runs once, with only the requested hooks, and the activations stay in the
+kernel on the model's device: per prompt ``[layers, seq, d]`` in the dtype the model
+computes in (no upcast). That costs ``total tokens x layers x d x itemsize`` bytes
+(``view.nbytes``): gpt2-small ``mlp.post`` over 1024 tokens and 12 layers is 151 MB in
+float32; pin one layer with a full hook name (``"blocks.5.mlp.hook_post"``) to keep a
+twelfth of that. The view asks for what it draws: one ``[tokens]`` value array per
+(layer, unit) in float16, and the top neurons of one position on hover.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from typing import Any, Literal, Sequence, Union
+
+import torch
+import traitlets
+
+from ..analysis.activations import (
+    activation_nbytes,
+    check_direction,
+    check_neuron,
+    check_per_token_hook,
+    per_token,
+    symmetric_range,
+    top_units,
+    unit_values,
+)
+from ..capture.adapter import ModelAdapter
+from ..transport.protocol import Context, Reply
+from .base import ProtocolWidget, int_param, static_asset
+
+Prompt = Union[str, torch.Tensor, Sequence[int]]
+
+MAX_BATCH = 16  # prompts of equal length run together, at most this many per forward pass
+MAX_TOP_K = 100
+_FLOAT16_MAX = 65504.0
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+class ActivationView(ProtocolWidget):
+    """Tokens of one or more prompts coloured by a neuron or a direction; hover a token for its top neurons.
+
+    ``ActivationView(model, prompts, hook="mlp.post")`` with ``prompts`` a string, a list of
+    strings, or token ids (``[seq]`` / ``[batch, seq]`` tensor, a list of ints, or a list of
+    those). ``hook`` is a full hook name (one layer) or a per-layer shorthand (``"mlp.post"``,
+    ``"resid_post"``, ``"attn_out"``, ``"z"``, ... : every layer, picked in the view).
+
+    ``direction`` (a ``[d]`` vector, e.g. a probe or an SAE feature) colours tokens by
+    ``acts @ direction``, not normalised: pass ``direction / direction.norm()`` for the
+    projection length. ``neuron=None`` means the direction when one is given, else neuron 0;
+    ``layer=None`` means the first hooked layer.
+
+    The selection ``view.selected = {"layer", "neuron", "prompt", "position"}`` is synced with
+    the view both ways (``neuron`` None = the direction; ``prompt``/``position`` None = no token);
+    a partial dict changes only the keys it names.
+
+    Memory: all activations are kept on the model's device, ``view.nbytes`` = total tokens x
+    layers x d x itemsize (gpt2-small ``mlp.post``, 1024 tokens, 12 layers, float32: 151 MB).
+    Prompts of equal length run together (up to 16 per forward pass); none is padded.
+    """
+
+    _esm = static_asset("activation.js")
+    _css = static_asset("activation.css")
+
+    hook = traitlets.Unicode("", read_only=True).tag(sync=True)
+    hooks = traitlets.List(traitlets.Unicode(), read_only=True, help="full hook name per available layer").tag(sync=True)
+    layers = traitlets.List(traitlets.Int(), read_only=True, help="model layer numbers that can be shown").tag(sync=True)
+    n_layers = traitlets.Int(0, read_only=True, help="len(layers)").tag(sync=True)
+    d = traitlets.Int(0, read_only=True, help="width of the hooked activations").tag(sync=True)
+    tokens = traitlets.List(traitlets.List(traitlets.Unicode()), read_only=True).tag(sync=True)
+    has_direction = traitlets.Bool(False, read_only=True).tag(sync=True)
+    revision = traitlets.Int(0, read_only=True).tag(sync=True)
+    selected = traitlets.Dict().tag(sync=True)
+
+    def __init__(
+        self,
+        model: Any,
+        prompts: Prompt | Sequence[Prompt],
+        hook: str = "mlp.post",
+        *,
+        layer: int | None = None,
+        neuron: int | None = None,
+        direction: Any = None,
+    ) -> None:
+        adapter = ModelAdapter(model)
+        self._adapter = adapter
+        names = [check_per_token_hook(name) for name in adapter.layer_hooks(hook)]
+        token_batches = _prompt_tokens(adapter, prompts)
+        self._acts = _capture(adapter, token_batches, names)
+        self._direction: torch.Tensor | None = None
+        width = int(self._acts[0].shape[-1])
+        if direction is not None:
+            self._direction = check_direction(direction, width, adapter.device)
+        layer_numbers = [_layer_number(name, i) for i, name in enumerate(names)]
+        super().__init__()
+        self.set_trait("hook", hook)
+        self.set_trait("hooks", names)
+        self.set_trait("layers", layer_numbers)
+        self.set_trait("n_layers", len(names))
+        self.set_trait("d", width)
+        self.set_trait("tokens", [adapter.token_labels(t[0]) for t in token_batches])
+        self.set_trait("has_direction", self._direction is not None)
+        if neuron is None and self._direction is None:
+            neuron = 0
+        try:
+            self.selected = {
+                "layer": layer_numbers[0] if layer is None else layer,
+                "neuron": neuron,
+                "prompt": None,
+                "position": None,
+            }
+        except traitlets.TraitError:
+            self.close()  # no half-made widget left open in the kernel
+            raise
+        self._serve("values", self._serve_values)
+        self._serve("top", self._serve_top)
+
+    # ----- Python API ------------------------------------------------------------------
+
+    @property
+    def activations(self) -> list[torch.Tensor]:
+        """Per prompt ``[layers, seq, d]`` on the model's device (layers in the order of ``view.layers``)."""
+        return list(self._acts)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the kept activations take: total tokens x layers x d x itemsize."""
+        a = self._acts[0]
+        return activation_nbytes(sum(int(x.shape[1]) for x in self._acts), int(a.shape[0]), int(a.shape[2]), a.dtype)
+
+    @property
+    def direction(self) -> torch.Tensor | None:
+        """The ``[d]`` direction tokens can be coloured by (float32, on the model's device), or None."""
+        return self._direction
+
+    @direction.setter
+    def direction(self, value: Any) -> None:
+        vector = None if value is None else check_direction(value, self.d, self._adapter.device)
+        with self.hold_sync():
+            self._direction = vector
+            self.set_trait("has_direction", vector is not None)
+            self.set_trait("revision", self.revision + 1)
+            if vector is None and self.selected.get("neuron") is None:
+                self.selected = {**self.selected, "neuron": 0}
+
+    def values(self, layer: int | None = None, neuron: int | Literal["direction"] | None = None) -> list[torch.Tensor]:
+        """Per prompt ``[seq]`` float32 values (on the model's device) of a unit or the direction.
+
+        ``layer``/``neuron`` default to the selection; ``neuron="direction"`` asks for the direction.
+        """
+        index = self._layer_index(self.selected["layer"] if layer is None else layer)
+        unit = self.selected["neuron"] if neuron is None else neuron
+        if unit is None or unit == "direction":
+            if self._direction is None:
+                raise ValueError("this view has no direction: pass direction=... or set view.direction")
+            return [unit_values(acts[index], direction=self._direction) for acts in self._acts]
+        unit = check_neuron(unit, self.d)
+        return [unit_values(acts[index], neuron=unit) for acts in self._acts]
+
+    def top_neurons(self, prompt: int, position: int, k: int = 10, layer: int | None = None) -> list[tuple[int, float]]:
+        """The ``k`` most active units at one token, as ``(neuron, value)`` pairs, largest first."""
+        index = self._layer_index(self.selected["layer"] if layer is None else layer)
+        acts = self._prompt_acts(prompt)
+        position = _index_in("position", position, int(acts.shape[1]), IndexError)
+        values, indices = top_units(acts[index, position], k)
+        return list(zip(indices.tolist(), values.tolist()))
+
+    # ----- validation ------------------------------------------------------------------
+
+    @traitlets.validate("selected")
+    def _check_selected(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        value = dict(proposal["value"])
+        unknown = set(value) - {"layer", "neuron", "prompt", "position"}
+        if unknown:
+            raise traitlets.TraitError(f"selected takes keys layer, neuron, prompt, position; got unknown {sorted(unknown)}")
+        merged = {**(self.selected or {}), **value}  # a partial dict changes only what it names
+        layer = merged.get("layer")
+        try:
+            self._layer_index(layer)
+        except (IndexError, TypeError) as exc:
+            raise traitlets.TraitError(f"selected {exc}") from None
+        neuron = merged.get("neuron")
+        if neuron is None:
+            if self._direction is None:
+                raise traitlets.TraitError(
+                    f"selected neuron must be in 0..{self.d - 1} (None means the direction, and this view has none)"
+                )
+        else:
+            extra = " or None for the direction" if self._direction is not None else ""
+            neuron = _index_in("selected neuron", neuron, self.d, traitlets.TraitError, extra)
+        prompt, position = merged.get("prompt"), merged.get("position")
+        if prompt is not None:
+            prompt = _index_in("selected prompt", prompt, len(self._acts), traitlets.TraitError, " or None")
+        if position is not None:
+            if prompt is None:
+                raise traitlets.TraitError("selected position needs a prompt: give both, or both None")
+            position = _index_in(
+                "selected position", position, int(self._acts[prompt].shape[1]), traitlets.TraitError, f" (prompt {prompt}) or None"
+            )
+        return {"layer": int(layer), "neuron": neuron, "prompt": prompt, "position": position}
+
+    # ----- request handlers --------------------------------------------------------------
+
+    def _serve_values(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        layer = int_param(params, "layer")
+        neuron = params.get("neuron")
+        if neuron is not None:
+            neuron = int_param(params, "neuron")
+        revision = self.revision
+        values = self.values(layer, "direction" if neuron is None else neuron)
+        extent = symmetric_range(values)
+        flat = torch.cat(values)
+        offsets = torch.tensor([0] + [int(v.shape[0]) for v in values]).cumsum(0)
+        reply = Reply({"revision": revision, "layer": layer, "neuron": neuron, "range": extent})
+        # float16 unless a value would overflow it (an unnormalised direction can give large dot products)
+        wire = "float16" if extent <= _FLOAT16_MAX else "float32"
+        reply.result["values"] = reply.add_array(flat.to(getattr(torch, wire)), wire)
+        reply.result["offsets"] = reply.add_array(offsets, "int32")
+        return reply
+
+    def _serve_top(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        prompt, position, layer = int_param(params, "prompt"), int_param(params, "position"), int_param(params, "layer")
+        k = int_param(params, "k")
+        if not 1 <= k <= MAX_TOP_K:
+            raise ValueError(f"k must be in 1..{MAX_TOP_K}, got {k}")
+        index = self._layer_index(layer)
+        acts = self._prompt_acts(prompt)
+        position = _index_in("position", position, int(acts.shape[1]), IndexError)
+        values, indices = top_units(acts[index, position], k)
+        reply = Reply({"revision": self.revision, "prompt": prompt, "position": position, "layer": layer})
+        reply.result["indices"] = reply.add_array(indices, "int32")
+        wire = "float16" if float(values.abs().max()) <= _FLOAT16_MAX else "float32"
+        reply.result["values"] = reply.add_array(values.to(getattr(torch, wire)), wire)
+        return reply
+
+    # ----- internals ---------------------------------------------------------------------
+
+    def _layer_index(self, layer: Any) -> int:
+        """Position in ``layers`` of a model layer number, or an error naming the available ones."""
+        if isinstance(layer, bool):
+            raise TypeError(f"layer must be an integer, got {layer!r}")
+        try:
+            number = operator.index(layer)
+        except TypeError:
+            raise TypeError(f"layer must be an integer, got {layer!r}") from None
+        layers = list(self.layers)
+        if number not in layers:
+            raise IndexError(f"layer must be {_describe(layers)} (the layers of hook {self.hook!r}), got {number}")
+        return layers.index(number)
+
+    def _prompt_acts(self, prompt: Any) -> torch.Tensor:
+        return self._acts[_index_in("prompt", prompt, len(self._acts), IndexError)]
+
+
+def _index_in(name: str, value: Any, size: int, error: type[Exception], extra: str = "") -> int:
+    """``value`` as an int in ``0..size-1``, else ``error`` naming the range."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        index = operator.index(value)
+    except TypeError:
+        raise error(f"{name} must be an integer in 0..{size - 1}{extra}, got {value!r}") from None
+    if not 0 <= index < size:
+        raise error(f"{name} must be in 0..{size - 1}{extra}, got {index}")
+    return index
+
+
+def _describe(layers: list[int]) -> str:
+    if len(layers) == 1:
+        return f"{layers[0]}"
+    if layers == list(range(layers[0], layers[-1] + 1)):
+        return f"in {layers[0]}..{layers[-1]}"
+    return f"one of {layers}"
+
+
+def _layer_number(name: str, index: int) -> int:
+    match = _BLOCK.match(name)
+    return int(match.group(1)) if match else index
+
+
+def _prompt_tokens(adapter: ModelAdapter, prompts: Any) -> list[torch.Tensor]:
+    """Each prompt as ``[1, seq]`` tokens on the model's device (checked against n_ctx by the adapter)."""
+    if isinstance(prompts, str):
+        items: list[Any] = [prompts]
+    elif isinstance(prompts, torch.Tensor) or hasattr(prompts, "__array__"):
+        ids = torch.as_tensor(prompts)
+        if ids.ndim == 2 and ids.shape[0] == 0:
+            raise ValueError("prompts is an empty batch: expected at least one prompt")
+        items = list(ids) if ids.ndim == 2 else [ids]
+    elif isinstance(prompts, Sequence):
+        if len(prompts) == 0:
+            raise ValueError("prompts is empty: expected a string, a list of strings, or token ids")
+        is_id = [isinstance(p, int) and not isinstance(p, bool) for p in prompts]
+        items = [list(prompts)] if all(is_id) else list(prompts)
+    else:
+        raise TypeError(
+            f"prompts must be a string, a list of strings, or token ids ([seq] / [batch, seq]), got {type(prompts).__name__}"
+        )
+    tokens = []
+    for i, item in enumerate(items):
+        try:
+            tokens.append(adapter.to_tokens(item))
+        except (ValueError, TypeError) as exc:
+            if len(items) == 1:
+                raise
+            raise type(exc)(f"prompt {i}: {exc}") from None
+    return tokens
+
+
+def _capture(adapter: ModelAdapter, tokens: list[torch.Tensor], names: list[str]) -> list[torch.Tensor]:
+    """Per prompt ``[layers, seq, d]``: prompts of equal length run as one batch, each hook copied once into place."""
+    out: list[torch.Tensor | None] = [None] * len(tokens)
+    by_length: dict[int, list[int]] = {}
+    for i, t in enumerate(tokens):
+        by_length.setdefault(int(t.shape[1]), []).append(i)
+    for seq, members in by_length.items():
+        for start in range(0, len(members), MAX_BATCH):
+            group = members[start : start + MAX_BATCH]
+            batch = torch.cat([tokens[i] for i in group])
+            stacked: list[torch.Tensor] = []  # [batch, layers, seq, d], allocated at the first hook
+
+            def keep(index: int, activation: torch.Tensor) -> None:
+                acts = per_token(activation, seq, names[index])
+                if not stacked:
+                    stacked.append(acts.new_empty((acts.shape[0], len(names), seq, acts.shape[2])))
+                if acts.shape[2] != stacked[0].shape[3]:
+                    raise ValueError(f"hooks {names} have different widths: {names[index]} is {acts.shape[2]} wide")
+                stacked[0][:, index].copy_(acts)
+
+            adapter.each_activation(batch, names, keep)
+            for row, i in enumerate(group):
+                out[i] = stacked[0][row]
+    return [t for t in out if t is not None]
