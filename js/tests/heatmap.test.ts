@@ -1,7 +1,9 @@
-import { describe, expect, test } from "vitest";
+import { describe, expect, test, vi } from "vitest";
 import { sequentialColormap } from "../src/lib/colormap";
 import {
+  CELL_TEXT_MIN,
   CanvasHeatmap,
+  cellTextColour,
   type Layout,
   cellAt,
   colourPixels,
@@ -130,5 +132,62 @@ describe("maxPool", () => {
     expect([p.rows, p.cols]).toEqual([2, 2]);
     expect([...p.data]).toEqual([0.9, 0, NaN, 0.2].map(Math.fround));
     expect([...maxPool([Infinity, 1], 1, 2, 2).data]).toEqual([NaN]);
+  });
+});
+
+/** A recording stand-in for CanvasRenderingContext2D (happy-dom has no canvas). */
+function recordingContext() {
+  const calls: Array<{ name: string; args: any[]; fillStyle: unknown }> = [];
+  const state: Record<string | symbol, unknown> = {};
+  const ctx = new Proxy(state, {
+    get(target, prop) {
+      if (prop in target) return target[prop];
+      if (prop === "measureText") return (s: string) => ({ width: s.length * 6 });
+      if (prop === "createImageData") return (w: number, h: number) => ({ data: new Uint8ClampedArray(w * h * 4), width: w, height: h });
+      return (...args: any[]) => calls.push({ name: String(prop), args, fillStyle: target.fillStyle });
+    },
+    set(target, prop, value) {
+      target[prop] = value;
+      return true;
+    },
+  });
+  return { ctx, calls };
+}
+
+describe("cell text", () => {
+  test("cellTextColour is black on light cells, white on dark ones and on the NaN colour", () => {
+    const cmap = sequentialColormap("light");
+    expect(cellTextColour(0, cmap, 0, 1)).toBe("#000");
+    expect(cellTextColour(1, cmap, 0, 1)).toBe("#fff");
+    expect(cellTextColour(NaN, cmap, 0, 1)).toBe("#fff"); // magenta
+  });
+
+  test("visible cells get their text, cut to the cell, once cells are big enough", () => {
+    const { ctx, calls } = recordingContext();
+    const spy = vi.spyOn(HTMLCanvasElement.prototype, "getContext").mockImplementation(() => ctx as any);
+    try {
+      const h = new CanvasHeatmap(sequentialColormap("light"));
+      document.body.append(h.element);
+      Object.defineProperty(h.focusElement, "clientWidth", { configurable: true, get: () => 300 });
+      Object.defineProperty(h.focusElement, "clientHeight", { configurable: true, get: () => 200 });
+      const labels = ["a", "bb", "", "a very long token indeed", "e", "f"];
+      h.setCellText((r, c) => labels[r * 3 + c]);
+      h.setData(new Float32Array([0, 1, 0, 1, 0, 0.2]), 2, 3);
+      const texts = calls.filter((c) => c.name === "fillText");
+      expect(h.focusElement.dataset.cellWidth).toBe("48"); // 2 x 3 cells fit at the 48 px maximum
+      expect(texts.map((c) => c.args[0])).toEqual(["a", "bb", "a very…", "e", "f"]); // the empty one is skipped
+      expect(texts.map((c) => c.fillStyle)).toEqual(["#000", "#fff", "#fff", "#000", "#000"]);
+      expect(texts[4].args.slice(1)).toEqual([2.5 * 48, 1.5 * 48]); // centred in cell (1, 2)
+      expect(h.focusElement.dataset.cellText).toBe("5");
+      calls.length = 0;
+      const n = 100; // 100 x 100 cells of 2 px: no text
+      h.setData(new Float32Array(n * n), n, n);
+      expect(Number(h.focusElement.dataset.cellWidth)).toBeLessThan(CELL_TEXT_MIN);
+      expect(calls.filter((c) => c.name === "fillText")).toHaveLength(0);
+      expect(h.focusElement.dataset.cellText).toBe("0");
+      h.dispose();
+    } finally {
+      spy.mockRestore();
+    }
   });
 });

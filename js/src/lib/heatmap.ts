@@ -10,7 +10,7 @@
  * The viewport maths are pure exported functions so they can be tested without a real canvas.
  */
 
-import { type Colormap } from "./colormap";
+import { type Colormap, colorIndex, luminance, rgbAt } from "./colormap";
 
 export interface Cell {
   row: number;
@@ -33,6 +33,8 @@ export interface Layout {
 
 /** Cells at least this tall get text labels. */
 export const LABEL_MIN_CELL = 9;
+/** Cells at least this big show their own text (setCellText). */
+export const CELL_TEXT_MIN = 22;
 export const MAX_CELL = 48;
 const MAX_LABEL_WIDTH = 96;
 const LABEL_PAD = 6;
@@ -124,6 +126,11 @@ export function truncateLabel(text: string, maxWidth: number, measure: (s: strin
   return text.slice(0, lo) + "…";
 }
 
+/** Black or white: whichever reads better on the colour value `v` gets (NaN: on the NaN colour). */
+export function cellTextColour(v: number, cmap: Colormap, lo: number, hi: number): string {
+  return luminance(rgbAt(cmap, colorIndex(v, lo, hi))) > 0.5 ? "#000" : "#fff";
+}
+
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /** The colormap as whole RGBA pixels (index 256 = NaN), so colouring writes one word per cell. */
@@ -206,6 +213,8 @@ export class CanvasHeatmap {
   private labelWidth = { rows: 0, cols: 0 };
   /** Draw a separator every `rows` rows / `cols` columns (0: none), e.g. between layers. */
   private groups = { rows: 0, cols: 0 };
+  /** Text drawn inside each cell once cells are at least CELL_TEXT_MIN px (null: none). */
+  private cellText: ((row: number, col: number) => string) | null = null;
 
   private cell = 1;
   private fit = true;
@@ -326,6 +335,16 @@ export class CanvasHeatmap {
   /** Separate blocks of `rows` rows and `cols` columns with lines (0 for none), e.g. one block per layer. */
   setGroups(rows: number, cols: number): void {
     this.groups = { rows: Math.max(0, rows | 0), cols: Math.max(0, cols | 0) };
+    this.schedule();
+  }
+
+  /**
+   * Text inside each cell (e.g. a top token or a value), drawn for visible cells once they are at
+   * least CELL_TEXT_MIN px, cut to the cell's width, black or white by the cell's colour; null for
+   * none. `focusElement.dataset.cellText` counts the cells that got text in the last frame.
+   */
+  setCellText(text: ((row: number, col: number) => string) | null): void {
+    this.cellText = text;
     this.schedule();
   }
 
@@ -502,6 +521,7 @@ export class CanvasHeatmap {
       const size = f * cell;
       ctx.drawImage(src, pc0, pr0, pc1 - pc0, pr1 - pr0, x(pc0 * f), y(pr0 * f), (pc1 - pc0) * size, (pr1 - pr0) * size);
     }
+    this.drawCellText(ctx, layout, [r0, r1], [c0, c1]);
     this.drawGroups(ctx, layout, [r0, r1], [c0, c1], text);
     const { row: hr, col: hc } = this.crosshair;
     ctx.fillStyle = accent;
@@ -524,6 +544,34 @@ export class CanvasHeatmap {
     ctx.restore();
 
     if (gl > 0 || gt > 0) this.drawLabels(ctx, layout, [r0, r1], [c0, c1], text, accent);
+  }
+
+  private drawCellText(
+    ctx: CanvasRenderingContext2D,
+    layout: Layout,
+    [r0, r1]: [number, number],
+    [c0, c1]: [number, number],
+  ): void {
+    const fn = this.cellText;
+    const values = this.values;
+    let drawn = 0;
+    if (fn !== null && values !== null && layout.cell >= CELL_TEXT_MIN) {
+      const { cell, gutterLeft: gl, gutterTop: gt, scrollLeft: sl, scrollTop: st } = layout;
+      ctx.font = this.font(Math.max(9, Math.min(12, Math.floor(cell * 0.3))));
+      ctx.textAlign = "center";
+      ctx.textBaseline = "middle";
+      const measure = (s: string) => ctx.measureText(s).width;
+      for (let r = r0; r < r1; r++) {
+        for (let c = c0; c < c1; c++) {
+          const label = fn(r, c);
+          if (!label) continue;
+          ctx.fillStyle = cellTextColour(values[r * this.cols + c], this.cmap, this.lo, this.hi);
+          ctx.fillText(truncateLabel(label, cell - 4, measure), gl + (c + 0.5) * cell - sl, gt + (r + 0.5) * cell - st);
+          drawn++;
+        }
+      }
+    }
+    this.focusElement.dataset.cellText = String(drawn);
   }
 
   private drawGroups(

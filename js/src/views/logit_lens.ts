@@ -1,0 +1,353 @@
+/**
+ * LogitLens front end: a layer x position heatmap of next-token predictions.
+ *
+ * Rows are the residual stream before block 0 ("embed") and after every block, each read through
+ * the model's own final norm and unembedding; columns are the prompt's tokens. A cell's colour is
+ * the target token's probability when a target is set, else the top-1 probability (both on
+ * [0, 1]); its text is the top-1 token when cells are big enough. Hover or the keyboard show a
+ * cell's top-k in the readout; a click selects it in Python (`lens.selected`).
+ *
+ * Data comes by one request (`lens`) per revision: int32 token ids, float16 probabilities and the
+ * strings of just the tokens that occur. The target box asks the kernel (`target`) to re-read the
+ * target row; the kernel bumps `revision`, which refetches.
+ */
+
+import "../lib/base.css";
+import "./logit_lens.css";
+
+import { decodeArray, type ArrayHeader } from "../lib/codec";
+import { type Theme, detectTheme, sequentialColormap, watchTheme } from "../lib/colormap";
+import { type Cell, CanvasHeatmap } from "../lib/heatmap";
+import { type Progress, RequestClient } from "../lib/protocol";
+import { displayToken } from "../lib/tokens";
+import { ErrorBanner, type ViewModel, button, clamp, el, guard, intOr, renderView } from "../lib/view";
+
+export type LensModel = ViewModel;
+
+/** One revision's lens, decoded. */
+export interface LensData {
+  revision: number;
+  rows: number;
+  seq: number;
+  k: number;
+  /** [rows, seq, k] token ids, most likely first. */
+  topIds: Int32Array;
+  /** [rows, seq, k] their probabilities. */
+  topProbs: Float32Array;
+  /** [rows, seq] target probability and rank (1 = top), or null without a target. */
+  targetProbs: Float32Array | null;
+  targetRanks: Int32Array | null;
+  targetId: number | null;
+  targetToken: string;
+  /** Token id -> string, for the ids that occur. */
+  vocab: Map<number, string>;
+}
+
+/** Decode and check a `lens` reply. */
+export function decodeLens(result: any, buffers: DataView[]): LensData {
+  const rows = Number(result?.rows);
+  const seq = Number(result?.seq);
+  const k = Number(result?.k);
+  if (![rows, seq, k].every((n) => Number.isInteger(n) && n >= 0)) throw new Error(`lens reply has a bad shape: rows ${result?.rows}, seq ${result?.seq}, k ${result?.k}`);
+  const get = (name: string, shape: number[]) => {
+    const d = decodeArray(result[name] as ArrayHeader, buffers);
+    if (d.shape.length !== shape.length || d.shape.some((n, i) => n !== shape[i])) {
+      throw new Error(`lens ${name} must have shape [${shape.join(", ")}], got [${d.shape.join(", ")}]`);
+    }
+    return d.data;
+  };
+  const topIds = Int32Array.from(get("top_ids", [rows, seq, k]));
+  const topProbs = Float32Array.from(get("top_probs", [rows, seq, k]));
+  const hasTarget = result.target_probs != null;
+  const targetProbs = hasTarget ? Float32Array.from(get("target_probs", [rows, seq])) : null;
+  const targetRanks = hasTarget ? Int32Array.from(get("target_ranks", [rows, seq])) : null;
+  const ids = decodeArray(result.vocab_ids as ArrayHeader, buffers).data;
+  const strings: unknown = result.vocab;
+  if (!Array.isArray(strings) || strings.length !== ids.length) throw new Error("lens vocab must list one string per vocab id");
+  const vocab = new Map<number, string>();
+  for (let i = 0; i < ids.length; i++) vocab.set(ids[i], String(strings[i]));
+  const targetId = intOr(result.target_id, null);
+  return { revision: Number(result.revision), rows, seq, k, topIds, topProbs, targetProbs, targetRanks, targetId, targetToken: String(result.target_token ?? ""), vocab };
+}
+
+/** What the heatmap colours: the target's probability if there is one, else the top-1 probability. */
+export function cellValues(lens: LensData): Float32Array {
+  if (lens.targetProbs !== null) return lens.targetProbs;
+  const out = new Float32Array(lens.rows * lens.seq);
+  for (let i = 0; i < out.length; i++) out[i] = lens.k > 0 ? lens.topProbs[i * lens.k] : NaN;
+  return out;
+}
+
+/** Probability as a short percentage: "41.2%", "0.03%", "<0.01%". */
+export function percent(p: number): string {
+  if (!Number.isFinite(p)) return String(p);
+  const v = p * 100;
+  if (v >= 1) return `${v.toFixed(1)}%`;
+  if (v >= 0.01) return `${v.toPrecision(2)}%`;
+  return v > 0 ? "<0.01%" : "0%";
+}
+
+/** The top-k of one cell as (id, token, probability). */
+export function cellTop(lens: LensData, row: number, col: number): Array<{ id: number; token: string; prob: number }> {
+  const base = (row * lens.seq + col) * lens.k;
+  return Array.from({ length: lens.k }, (_, i) => {
+    const id = lens.topIds[base + i];
+    return { id, token: lens.vocab.get(id) ?? `<${id}>`, prob: lens.topProbs[base + i] };
+  });
+}
+
+class LogitLensView {
+  private readonly model: LensModel;
+  private readonly root: HTMLDivElement;
+  private readonly client: RequestClient;
+  private readonly cleanups: Array<() => void> = [];
+  private readonly targetInput: HTMLInputElement;
+  private readonly targetButton: HTMLButtonElement;
+  private readonly targetInfo: HTMLSpanElement;
+  private readonly progress: HTMLProgressElement;
+  private readonly scale: HTMLSpanElement;
+  private readonly banner: ErrorBanner;
+  private readonly heatmap: CanvasHeatmap;
+  private readonly readout: HTMLDivElement;
+
+  private theme: Theme;
+  private lens: LensData | null = null;
+  private hovered: Cell | null = null;
+  private targetTicket = 0;
+
+  constructor(model: LensModel, host: HTMLElement) {
+    this.model = model;
+    this.theme = detectTheme(host);
+    this.client = new RequestClient(model);
+    this.root = el("div", "miw-root miw-lens", "logit-lens");
+
+    const toolbar = el("div", "miw-lens-toolbar");
+    const label = el("label", "miw-lens-target");
+    const labelText = el("span", "");
+    labelText.textContent = "target token";
+    this.targetInput = el("input", "miw-lens-target-input", "target-input");
+    this.targetInput.type = "text";
+    this.targetInput.placeholder = "e.g. ' Mary' (one token; empty: none)";
+    this.targetInput.spellcheck = false;
+    label.append(labelText, this.targetInput);
+    this.targetButton = button("Set", "miw-button", "target-button");
+    this.targetInfo = el("span", "miw-lens-target-info", "target-info");
+    this.progress = el("progress", "", "progress");
+    this.progress.hidden = true;
+    this.scale = el("span", "miw-lens-scale", "scale");
+    toolbar.append(label, this.targetButton, this.progress, this.targetInfo, this.scale);
+
+    this.banner = new ErrorBanner(model);
+    const axes = el("div", "miw-lens-axes");
+    axes.textContent =
+      "rows: the residual stream after each layer, read through the model's final norm and unembedding · columns: the next-token prediction at each position";
+    this.heatmap = new CanvasHeatmap(sequentialColormap(this.theme), {
+      label: "logit lens: layers in rows, positions in columns; arrows move, Enter selects",
+    });
+    this.heatmap.focusElement.dataset.testid = "lens-heatmap";
+    this.readout = el("div", "miw-lens-readout", "readout");
+    this.readout.setAttribute("role", "status");
+
+    this.root.append(toolbar, this.banner.element, axes, this.heatmap.element, this.readout);
+    host.append(this.root);
+    this.cleanups.push(() => this.root.remove());
+
+    this.wire();
+    this.syncTargetBox();
+    this.syncLabels();
+    this.banner.render();
+    this.renderReadout();
+    this.fetch();
+    const frame = requestAnimationFrame(() => this.applyTheme(detectTheme(this.root)));
+    this.cleanups.push(() => cancelAnimationFrame(frame));
+  }
+
+  dispose(): void {
+    this.client.dispose();
+    this.heatmap.dispose();
+    for (const c of this.cleanups.splice(0)) c();
+  }
+
+  // ---- wiring ---------------------------------------------------------------------------
+
+  private guard<A extends unknown[]>(source: string, fn: (...args: A) => void): (...args: A) => void {
+    return guard((e) => this.banner.fail(source, e), fn);
+  }
+
+  private wire(): void {
+    const onModel = (ev: string, fn: () => void) => {
+      const cb = this.guard("view", fn);
+      this.model.on(ev, cb);
+      this.cleanups.push(() => this.model.off(ev, cb));
+    };
+    onModel("change:revision", () => this.fetch());
+    onModel("change:rows", () => this.syncLabels());
+    onModel("change:tokens", () => this.syncLabels());
+    onModel("change:target", () => this.syncTargetBox());
+    onModel("change:target_token", () => this.syncTargetBox());
+    onModel("change:selected", () => this.renderSelection());
+    onModel("change:error", () => this.banner.render());
+
+    this.targetButton.addEventListener("click", this.guard("target", () => this.setTarget()));
+    this.targetInput.addEventListener("keydown", (ev) => {
+      ev.stopPropagation(); // typing belongs to the box, not to notebook shortcuts
+      if (ev.key === "Enter" && !ev.isComposing) {
+        ev.preventDefault();
+        this.guard("target", () => this.setTarget())();
+      }
+    });
+    this.heatmap.onHover(this.guard("view", (cell: Cell | null) => {
+      this.hovered = cell;
+      this.heatmap.highlight(cell?.row ?? null, cell?.col ?? null);
+      this.renderReadout();
+    }));
+    this.heatmap.onClick(this.guard("view", (cell: Cell) => this.click(cell)));
+    this.heatmap.onClear(this.guard("view", () => this.select(null)));
+    this.cleanups.push(watchTheme(this.root, (t) => this.guard("view", () => this.applyTheme(t))()));
+  }
+
+  // ---- model state ----------------------------------------------------------------------
+
+  private labels(name: "rows" | "tokens"): string[] {
+    const v = this.model.get(name);
+    return Array.isArray(v) ? v.map(String) : [];
+  }
+
+  private selected(): Cell | null {
+    const raw = (this.model.get("selected") ?? {}) as { layer?: unknown; position?: unknown };
+    return Number.isInteger(raw.layer) && Number.isInteger(raw.position) ? { row: raw.layer as number, col: raw.position as number } : null;
+  }
+
+  private select(cell: Cell | null): void {
+    this.model.set("selected", cell === null ? { layer: null, position: null } : { layer: cell.row, position: cell.col });
+    this.model.save_changes();
+  }
+
+  private click(cell: Cell): void {
+    const sel = this.selected();
+    this.select(sel !== null && sel.row === cell.row && sel.col === cell.col ? null : cell);
+  }
+
+  private setTarget(): void {
+    const target = this.targetInput.value;
+    const ticket = ++this.targetTicket;
+    this.banner.clear("target");
+    this.progress.hidden = false;
+    this.progress.removeAttribute("value");
+    this.root.dataset.targeting = "true";
+    const onProgress = (p: Progress) => {
+      this.progress.max = Math.max(1, p.total);
+      this.progress.value = clamp(p.done, 0, p.total);
+    };
+    const done = (error?: unknown) => {
+      if (ticket !== this.targetTicket) return; // a newer target superseded this one
+      this.progress.hidden = true;
+      delete this.root.dataset.targeting;
+      if (error !== undefined) this.banner.fail("target", error);
+    };
+    // The kernel bumps `revision` on success, whose handler fetches the new lens.
+    this.client.request("target", { target }, { supersede: "target", onProgress }).then(() => done(), (e) => done(e));
+  }
+
+  private applyTheme(theme: Theme): void {
+    if (theme === this.theme) return;
+    this.theme = theme;
+    this.draw();
+  }
+
+  // ---- requests -------------------------------------------------------------------------
+
+  private fetch(): void {
+    this.root.dataset.loading = "true";
+    this.client.request("lens", {}, { supersede: "lens" }).then(
+      ({ result, buffers }) => {
+        try {
+          this.banner.clear("lens");
+          const lens = decodeLens(result, buffers);
+          if (lens.revision !== intOr(this.model.get("revision"), lens.revision)) return; // a newer one follows
+          this.lens = lens;
+          this.draw();
+        } catch (e) {
+          this.banner.fail("lens", e);
+        }
+      },
+      (e) => this.banner.fail("lens", e),
+    );
+  }
+
+  // ---- rendering ------------------------------------------------------------------------
+
+  private syncTargetBox(): void {
+    const target = this.model.get("target");
+    const token = String(this.model.get("target_token") ?? "");
+    if (document.activeElement !== this.targetInput) this.targetInput.value = typeof target === "string" ? target : token;
+    this.root.dataset.target = token;
+  }
+
+  private syncLabels(): void {
+    const rows = this.labels("rows");
+    this.heatmap.setLabels(rows, this.labels("tokens").map(displayToken));
+    this.heatmap.element.style.height = `${clamp(rows.length * 48 + 150, 220, 560)}px`;
+  }
+
+  private draw(): void {
+    const lens = this.lens;
+    if (lens === null) {
+      this.heatmap.setData(null, 0, 0);
+      return;
+    }
+    const cmap = sequentialColormap(this.theme);
+    this.heatmap.setColormap(cmap, 0, 1);
+    this.heatmap.setCellText(lens.k > 0 ? (r, c) => displayToken(cellTop(lens, r, c)[0].token) : null);
+    this.heatmap.setData(cellValues(lens), lens.rows, lens.seq, String(lens.revision));
+    const target = lens.targetId !== null ? JSON.stringify(lens.targetToken) : null;
+    this.scale.textContent = target !== null ? `colour: P(${target}) 0 … 1` : "colour: top-1 probability 0 … 1";
+    this.targetInfo.textContent = target !== null ? `target ${target} (id ${lens.targetId})` : "no target";
+    delete this.root.dataset.loading;
+    this.root.dataset.revision = String(lens.revision);
+    this.renderSelection();
+  }
+
+  private renderSelection(): void {
+    const sel = this.selected();
+    this.heatmap.setLocked(sel);
+    this.root.dataset.selected = sel === null ? "" : `${sel.row}:${sel.col}`;
+    this.renderReadout();
+  }
+
+  /** The hovered cell, else the selected one: its top-k and the target's probability and rank. */
+  private renderReadout(): void {
+    const lens = this.lens;
+    const cell = this.hovered ?? this.selected();
+    this.readout.replaceChildren();
+    if (lens === null || cell === null || cell.row >= lens.rows || cell.col >= lens.seq) {
+      this.readout.textContent = "Hover a cell for its top predictions; click to select it in Python (lens.selected).";
+      return;
+    }
+    const rows = this.labels("rows");
+    const tokens = this.labels("tokens");
+    const head = el("div", "miw-lens-readout-head", "readout-head");
+    head.textContent = `${rows[cell.row] ?? `row ${cell.row}`} · position ${cell.col} ${JSON.stringify(tokens[cell.col] ?? "")} → next token:`;
+    const list = el("ol", "miw-lens-top", "readout-top");
+    for (const { id, token, prob } of cellTop(lens, cell.row, cell.col)) {
+      const item = el("li", "");
+      const tok = el("span", "miw-lens-token");
+      tok.textContent = displayToken(token);
+      tok.title = `id ${id}`;
+      const p = el("span", "miw-lens-prob");
+      p.textContent = percent(prob);
+      item.append(tok, p);
+      list.append(item);
+    }
+    this.readout.append(head, list);
+    if (lens.targetProbs !== null && lens.targetRanks !== null) {
+      const i = cell.row * lens.seq + cell.col;
+      const t = el("div", "miw-lens-readout-target", "readout-target");
+      t.textContent = `target ${JSON.stringify(lens.targetToken)}: ${percent(lens.targetProbs[i])} (rank ${lens.targetRanks[i]})`;
+      this.readout.append(t);
+    }
+  }
+}
+
+/** anywidget entry point: one LogitLens view per rendered output. */
+export default renderView<LensModel>("LogitLens", (model, host) => new LogitLensView(model, host));

@@ -1,0 +1,161 @@
+"""LogitAttribution: which heads and MLPs push the model towards one answer over another.
+
+Direct logit attribution of ``logit[answer] - logit[wrong]`` at one position (see
+:mod:`mi_widgets.analysis.attribution` for the maths, exact without folding the model). The
+view shows a layer x head heatmap, per-layer bars for attention and MLP, and the remaining
+terms (embeddings, biases) as text; the numbers are tiny, but still travel as float32 arrays.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Sequence
+
+import torch
+import traitlets
+
+from ..analysis.attribution import Attribution, has_mlp, logit_attribution, resolve_position
+from ..analysis.logit_lens import single_token_id, token_strings
+from ..capture.adapter import ModelAdapter
+from ..transport.protocol import Context, Reply
+from .base import ProtocolWidget, static_asset
+
+_revisions = itertools.count(1)
+
+COMPONENTS = ("head", "attn", "mlp")
+
+
+class LogitAttribution(ProtocolWidget):
+    """Direct logit attribution of every head, attention bias and MLP to ``logit[answer] - logit[wrong]``.
+
+    ``LogitAttribution(model, prompt, answer=" Mary", wrong=" John", position=-1)``: ``answer`` and
+    ``wrong`` are text of exactly one token each, or token ids. ``attr.heads`` is ``[layers, heads]``,
+    ``attr.mlps`` and ``attr.attn`` (heads + ``b_O``) are ``[layers]``, ``attr.parts`` holds every
+    term by name and sums to ``attr.total``, the model's own logit difference. The model is
+    read, never changed: no compatibility mode needed (TransformerLens 4.x and 2.x alike).
+
+    A click in the view lands in ``attr.selected``: ``{"layer": l, "head": h, "component": "head"}``
+    for a head, ``{"layer": l, "head": None, "component": "attn" | "mlp"}`` for a layer's bar, all
+    None for nothing; ``attr.selected = {"layer": 1, "head": 2}`` or
+    ``{"layer": 0, "component": "mlp"}`` selects from Python.
+    """
+
+    _esm = static_asset("logit_attribution.js")
+    _css = static_asset("logit_attribution.css")
+
+    n_layers = traitlets.Int(0, read_only=True).tag(sync=True)
+    n_heads = traitlets.Int(0, read_only=True).tag(sync=True)
+    has_mlp = traitlets.Bool(True, read_only=True).tag(sync=True)
+    tokens = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
+    prompt = traitlets.Unicode("", read_only=True).tag(sync=True)
+    position = traitlets.Int(0, read_only=True).tag(sync=True)
+    answer_token = traitlets.Unicode("", read_only=True).tag(sync=True)
+    wrong_token = traitlets.Unicode("", read_only=True).tag(sync=True)
+    answer_id = traitlets.Int(0, read_only=True).tag(sync=True)
+    wrong_id = traitlets.Int(0, read_only=True).tag(sync=True)
+    total = traitlets.Float(0.0, read_only=True).tag(sync=True)
+    revision = traitlets.Int(0, read_only=True).tag(sync=True)
+    selected = traitlets.Dict().tag(sync=True)
+
+    def __init__(
+        self,
+        model: Any,
+        prompt: str | torch.Tensor | Sequence[int],
+        answer: str | int,
+        wrong: str | int,
+        *,
+        position: int = -1,
+    ) -> None:
+        adapter = ModelAdapter(model)
+        tokens = adapter.to_tokens(prompt)
+        answer_id = single_token_id(adapter, answer, "answer")
+        wrong_id = single_token_id(adapter, wrong, "wrong")
+        if answer_id == wrong_id:
+            raise ValueError(f"answer and wrong are the same token ({answer!r} and {wrong!r} -> id {answer_id}): "
+                             "the logit difference would always be 0")
+        pos = resolve_position(position, int(tokens.shape[-1]))
+        self._adapter = adapter
+        self._result: Attribution = logit_attribution(adapter, tokens, answer_id, wrong_id, pos)
+        super().__init__()
+        answer_token, wrong_token = token_strings(adapter, [answer_id, wrong_id])
+        for name, value in [
+            ("n_layers", adapter.n_layers), ("n_heads", adapter.n_heads), ("has_mlp", has_mlp(adapter)),
+            ("tokens", adapter.token_labels(tokens[0])), ("prompt", prompt if isinstance(prompt, str) else ""),
+            ("position", pos), ("answer_token", answer_token), ("wrong_token", wrong_token),
+            ("answer_id", answer_id), ("wrong_id", wrong_id), ("total", self._result.total),
+            ("revision", next(_revisions)),
+        ]:
+            self.set_trait(name, value)
+        self.selected = {}
+        self._serve("attribution", self._serve_attribution)
+
+    # ----- Python API ------------------------------------------------------------------
+
+    @property
+    def heads(self) -> torch.Tensor:
+        """Each head's direct contribution ``[layers, heads]`` (float32, CPU)."""
+        return self._result.heads.cpu()
+
+    @property
+    def mlps(self) -> torch.Tensor:
+        """Each layer's MLP output's contribution ``[layers]`` (zeros for attention-only models)."""
+        return self._result.mlps.cpu()
+
+    @property
+    def attn(self) -> torch.Tensor:
+        """Each layer's attention contribution ``[layers]``: its heads plus its bias ``b_O``."""
+        return self._result.attn.cpu()
+
+    @property
+    def parts(self) -> dict[str, float]:
+        """Every term by name (``embed``, ``pos_embed``, ``L0H3``, ``L0 b_O``, ``L0 mlp``, ``ln_final bias``, ``b_U``)."""
+        return dict(self._result.parts)
+
+    @traitlets.validate("selected")
+    def _check_selected(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        value = dict(proposal["value"])
+        unknown = set(value) - {"layer", "head", "component"}
+        if unknown:
+            raise traitlets.TraitError(f"selected takes keys layer, head and component; got unknown {sorted(unknown)}")
+        layer, head, component = value.get("layer"), value.get("head"), value.get("component")
+        if layer is None and head is None and component is None:
+            return {"layer": None, "head": None, "component": None}
+        if component is None:
+            component = "head" if head is not None else None
+        if component not in COMPONENTS or layer is None:
+            raise traitlets.TraitError(
+                "selected is {'layer': l, 'head': h} for a head or {'layer': l, 'component': 'attn' | 'mlp'} "
+                f"for a layer's bar, got {value}"
+            )
+        if component == "mlp" and not self.has_mlp:
+            raise traitlets.TraitError("this model is attention-only: it has no MLP to select")
+        if component == "head":
+            if head is None:
+                raise traitlets.TraitError(f"selected head needs a head index, got {value}")
+            head = int(head)
+        elif head is not None:
+            raise traitlets.TraitError(f"selected {component!r} is a whole layer: head must be None, got {head}")
+        try:
+            self._adapter.check_layer_head(int(layer), 0 if head is None else head)
+        except IndexError as exc:
+            raise traitlets.TraitError(f"selected: {exc}") from None
+        return {"layer": int(layer), "head": head, "component": component}
+
+    # ----- request handlers --------------------------------------------------------------
+
+    def _serve_attribution(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        r = self._result
+        bias_terms = [("ln_final bias", r.norm_bias), ("b_U", r.unembed_bias)]
+        terms = [("embed", r.embed)] + ([("pos_embed", r.pos_embed)] if r.pos_embed is not None else [])
+        terms += [("attention biases (b_O)", float(r.attn_bias.sum()))] + bias_terms
+        reply = Reply({
+            "revision": self.revision, "n_layers": self.n_layers, "n_heads": self.n_heads, "has_mlp": self.has_mlp,
+            "total": r.total, "terms": [name for name, _ in terms],
+        })
+        out = reply.result
+        out["heads"] = reply.add_array(r.heads.float(), "float32")
+        out["attn"] = reply.add_array(r.attn.float(), "float32")
+        out["attn_bias"] = reply.add_array(r.attn_bias.float(), "float32")
+        out["mlps"] = reply.add_array(r.mlps.float(), "float32")
+        out["term_values"] = reply.add_array(torch.tensor([v for _, v in terms], dtype=torch.float32), "float32")
+        return reply

@@ -1,0 +1,247 @@
+"""LogitLens: per layer and position, what the model would predict if it stopped there.
+
+Rows are the residual stream before each block (``embed`` = before block 0) and after the last
+one, read through the model's own final norm and unembedding (see
+:mod:`mi_widgets.analysis.logit_lens`); columns are the prompt's positions. The kernel keeps the
+residual streams (small) and, per cell, the top-k tokens and a target token's probability and
+rank; the vocabulary-sized logits are never held whole. The view gets int32 ids, float16
+probabilities and the strings of just the tokens that occur.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import traitlets
+
+from ..analysis.logit_lens import (
+    LensResult,
+    lens_row_labels,
+    logit_lens,
+    model_unembed,
+    residual_streams,
+    single_token_id,
+    token_strings,
+)
+from ..capture.adapter import ModelAdapter
+from ..transport.protocol import Context, Reply
+from .base import ProtocolWidget, static_asset
+
+_revisions = itertools.count(1)
+
+Target = int | str | None
+
+
+@dataclass(frozen=True)
+class _Lens:
+    """One prompt's lens with one target; replaced whole so a request never mixes two."""
+
+    revision: int
+    resid: torch.Tensor  # [rows, seq, d_model] on the model's device
+    result: LensResult
+    target: Target  # as given (text or id)
+    target_id: int | None
+    target_token: str
+    vocab_ids: list[int]  # the token ids that occur in the top-k (and the target), sorted
+    vocab: list[str]  # their strings
+
+
+class LogitLens(ProtocolWidget):
+    """The logit lens of a prompt: top-k next-token predictions per layer and position.
+
+    ``LogitLens(model, prompt, target=" Mary", k=5)``. Each cell is ``softmax(unembed(ln_final(resid)))``
+    of one layer's residual stream at one position, the model's own final norm and unembedding
+    applied afresh to that layer's vector (nostalgebraist's logit lens, as in recent TransformerLens's
+    ``accumulated_resid(apply_ln=True)``; ``apply_ln_to_stack`` instead divides every layer by the
+    final layer's cached norm scale).
+    The last row is exactly the model's next-token distribution.
+
+    ``lens.top(layer, position)`` lists a cell's top-k as ``(token, prob)``; ``lens.target_probs``
+    and ``lens.target_ranks`` are ``[rows, seq]``; ``lens.target = " John"`` (or a token id, or
+    None) re-reads the target; a click in the view lands in ``lens.selected`` as
+    ``{"layer": row, "position": col}`` (row 0 = embeddings, row ``l + 1`` = after block ``l``).
+    """
+
+    _esm = static_asset("logit_lens.js")
+    _css = static_asset("logit_lens.css")
+
+    n_layers = traitlets.Int(0, read_only=True).tag(sync=True)
+    rows = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
+    tokens = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
+    prompt = traitlets.Unicode("", read_only=True).tag(sync=True)
+    k = traitlets.Int(5, read_only=True).tag(sync=True)
+    target = traitlets.Union([traitlets.Int(), traitlets.Unicode()], default_value=None, allow_none=True).tag(sync=True)
+    target_id = traitlets.Int(None, allow_none=True, read_only=True).tag(sync=True)
+    target_token = traitlets.Unicode("", read_only=True).tag(sync=True)
+    revision = traitlets.Int(0, read_only=True).tag(sync=True)
+    selected = traitlets.Dict().tag(sync=True)
+
+    def __init__(
+        self, model: Any, prompt: str | torch.Tensor | Sequence[int], *, target: Target = None, k: int = 5
+    ) -> None:
+        adapter = ModelAdapter(model)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 50:
+            raise ValueError(f"k must be an integer in 1..50 (top tokens per cell), got {k!r}")
+        self._adapter = adapter
+        self._applying = threading.Lock()
+        tokens = adapter.to_tokens(prompt)
+        resid = residual_streams(adapter, tokens)
+        target_id = None if target is None else single_token_id(adapter, target, "target")
+        result = logit_lens(model_unembed(adapter), resid, k=k, target=target_id)
+        self._lens = self._snapshot(resid, result, target, target_id)
+        super().__init__()
+        self.set_trait("k", k)
+        self.set_trait("n_layers", adapter.n_layers)
+        self.set_trait("rows", lens_row_labels(adapter.n_layers))
+        self.set_trait("tokens", adapter.token_labels(tokens[0]))
+        self.set_trait("prompt", prompt if isinstance(prompt, str) else "")
+        self._set_lens_traits(self._lens)
+        self.selected = {"layer": None, "position": None}
+        self._serve("lens", self._serve_lens)
+        self._serve("target", self._serve_target, background=True)
+
+    # ----- Python API ------------------------------------------------------------------
+
+    @property
+    def top_ids(self) -> torch.Tensor:
+        """Top-k token ids ``[rows, seq, k]`` per cell, most likely first."""
+        return self._lens.result.top_ids.cpu()
+
+    @property
+    def top_probs(self) -> torch.Tensor:
+        """Their probabilities ``[rows, seq, k]`` (float32)."""
+        return self._lens.result.top_probs.cpu()
+
+    @property
+    def target_probs(self) -> torch.Tensor:
+        """The target token's probability ``[rows, seq]`` (float32)."""
+        return self._target_tensor("target_probs")
+
+    @property
+    def target_ranks(self) -> torch.Tensor:
+        """The target token's rank ``[rows, seq]``, 1 = the most likely token."""
+        return self._target_tensor("target_ranks")
+
+    def top(self, layer: int, position: int) -> list[tuple[str, float]]:
+        """The top-k ``(token, probability)`` of one cell; ``layer`` is the row (0 = embeddings)."""
+        self._check_cell(layer, position, IndexError)
+        lens = self._lens
+        ids = lens.result.top_ids[layer, position].tolist()
+        probs = lens.result.top_probs[layer, position].tolist()
+        labels = dict(zip(lens.vocab_ids, lens.vocab))
+        return [(labels[i], float(p)) for i, p in zip(ids, probs)]
+
+    @traitlets.validate("target")
+    def _retarget(self, proposal: dict[str, Any]) -> Target:
+        """Setting ``lens.target`` re-reads the target row; a bad target raises and changes nothing."""
+        value = proposal["value"]
+        if value == self._lens.target and type(value) is type(self._lens.target):  # also _apply's own write
+            return value
+        try:
+            self._apply(self._retargeted(value))
+        except (ValueError, TypeError) as exc:
+            raise traitlets.TraitError(str(exc)) from None
+        return value
+
+    @traitlets.validate("selected")
+    def _check_selected(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        value = dict(proposal["value"])
+        unknown = set(value) - {"layer", "position"}
+        if unknown:
+            raise traitlets.TraitError(f"selected takes keys layer and position; got unknown {sorted(unknown)}")
+        layer, position = value.get("layer"), value.get("position")
+        if layer is None and position is None:
+            return {"layer": None, "position": None}
+        if layer is None or position is None:
+            raise traitlets.TraitError(f"selected layer and position must both be set or both None, got {value}")
+        self._check_cell(int(layer), int(position), traitlets.TraitError)
+        return {"layer": int(layer), "position": int(position)}
+
+    # ----- request handlers --------------------------------------------------------------
+
+    def _serve_lens(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        lens = self._lens
+        result = lens.result
+        rows, seq, k = result.top_ids.shape
+        reply = Reply({
+            "revision": lens.revision, "rows": rows, "seq": seq, "k": k,
+            "target_id": lens.target_id, "target_token": lens.target_token, "vocab": lens.vocab,
+        })
+        out = reply.result
+        out["top_ids"] = reply.add_array(result.top_ids.to(torch.int32), "int32")
+        out["top_probs"] = reply.add_array(result.top_probs.to(torch.float16), "float16")
+        out["vocab_ids"] = reply.add_array(torch.tensor(lens.vocab_ids, dtype=torch.int32), "int32")
+        if result.target_probs is not None and result.target_ranks is not None:
+            out["target_probs"] = reply.add_array(result.target_probs.to(torch.float16), "float16")
+            out["target_ranks"] = reply.add_array(result.target_ranks.clamp(max=2**31 - 1).to(torch.int32), "int32")
+        else:
+            out["target_probs"] = out["target_ranks"] = None
+        return reply
+
+    def _serve_target(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        value = params.get("target")
+        if isinstance(value, str) and value == "":
+            value = None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+            raise TypeError(f"target must be text, a token id or empty, got {value!r}")
+        lens = self._retargeted(value, ctx)
+        ctx.raise_if_cancelled()  # a newer target arrived: never show this one
+        self._apply(lens)
+        return Reply({"revision": lens.revision, "target_id": lens.target_id, "target_token": lens.target_token})
+
+    # ----- internals ---------------------------------------------------------------------
+
+    def _retargeted(self, value: Target, ctx: Context | None = None) -> _Lens:
+        old = self._lens
+        target_id = None if value is None else single_token_id(self._adapter, value, "target")
+        rows = int(old.resid.shape[0])
+
+        def on_row(row: int) -> None:
+            if ctx is not None:
+                ctx.progress(row + 1, rows, f"layer {row + 1}/{rows}")
+
+        if target_id is None:
+            result = LensResult(old.result.top_ids, old.result.top_probs, None, None)
+        else:
+            fresh = logit_lens(model_unembed(self._adapter), old.resid, k=0, target=target_id, on_row=on_row)
+            result = LensResult(old.result.top_ids, old.result.top_probs, fresh.target_probs, fresh.target_ranks)
+        return self._snapshot(old.resid, result, value, target_id)
+
+    def _snapshot(self, resid: torch.Tensor, result: LensResult, target: Any, target_id: int | None) -> _Lens:
+        if not isinstance(target, str) and target is not None:
+            target = target_id  # numpy ints, 0-d tensors: the trait holds a plain int
+        ids = torch.unique(result.top_ids).tolist()
+        if target_id is not None and target_id not in ids:
+            ids = sorted(ids + [target_id])
+        vocab = token_strings(self._adapter, ids)
+        label = "" if target_id is None else vocab[ids.index(target_id)]
+        return _Lens(next(_revisions), resid, result, target, target_id, label, ids, vocab)
+
+    def _apply(self, lens: _Lens) -> None:
+        with self._applying, self.hold_sync():
+            self._lens = lens
+            self._set_lens_traits(lens)
+
+    def _set_lens_traits(self, lens: _Lens) -> None:
+        self.set_trait("target_id", lens.target_id)
+        self.set_trait("target_token", lens.target_token)
+        self.set_trait("revision", lens.revision)
+        self.target = lens.target  # equals the snapshot's target, so no recompute
+
+    def _target_tensor(self, name: str) -> torch.Tensor:
+        value = getattr(self._lens.result, name)
+        if value is None:
+            raise ValueError('no target token is set: set one with lens.target = " Mary" (one token) or a token id')
+        return value.cpu()
+
+    def _check_cell(self, layer: int, position: int, error: type[Exception]) -> None:
+        rows, seq = int(self._lens.resid.shape[0]), int(self._lens.resid.shape[1])
+        if not 0 <= layer < rows:
+            raise error(f"layer must be a row in 0..{rows - 1} (0 = embeddings, {rows - 1} = the output), got {layer}")
+        if not 0 <= position < seq:
+            raise error(f"position must be in 0..{seq - 1}, got {position}")
+
