@@ -1,0 +1,433 @@
+/**
+ * TopExamples front end: the scan toolbar (Start/Stop, progress), an overview of every scanned
+ * neuron's best activation so far (a canvas grid, filled in as batches finish), and, for the
+ * selected neuron, its top contexts as token strips coloured by that neuron's activation
+ * (diverging, centred at 0), the maximum's token outlined and its value as text.
+ *
+ * Data comes by request: `overview` (float16 maxima, refetched on every `revision` through the
+ * shared toolbar's coalesced refetch) and `examples` {neuron} (token strings as JSON, float16
+ * activations NaN-padded into [examples, window]); the selected neuron's examples follow the
+ * scan too. Clicking (or Enter on) a neuron writes `selected = {neuron}`; Python's `selected`
+ * is followed.
+ */
+
+import "../lib/base.css";
+import "./top_examples.css";
+
+import { decodeArray, type ArrayHeader } from "../lib/codec";
+import { type Theme, detectTheme, divergingColormap, sequentialColormap, watchTheme, withEmptyCells } from "../lib/colormap";
+import { type Cell, CanvasHeatmap } from "../lib/heatmap";
+import { RequestClient } from "../lib/protocol";
+import { ScanToolbar } from "../lib/scan_toolbar";
+import { TokenStrip } from "../lib/tokens";
+import { ErrorBanner, type ViewModel, el, guard, intOr, renderView } from "../lib/view";
+
+export type TopExamplesModel = ViewModel;
+
+interface Overview {
+  revision: number;
+  neurons: number[];
+  maxima: Float32Array;
+  filled: Int32Array;
+}
+
+export interface Example {
+  tokens: string[];
+  maxIndex: number;
+  value: number;
+  doc: number;
+  position: number;
+  activations: Float32Array;
+}
+
+interface Examples {
+  revision: number;
+  neuron: number;
+  examples: Example[];
+}
+
+/** Columns of the overview grid: about four times wider than tall, at least 8 (or n) wide. */
+export function gridColumns(n: number): number {
+  if (n <= 0) return 1;
+  return Math.min(n, Math.max(8, Math.ceil(Math.sqrt(4 * n))));
+}
+
+/** Overview colour range: [min(0, lowest), highest] of the finite maxima ([0, 1] when none). */
+export function overviewRange(maxima: ArrayLike<number>): { lo: number; hi: number } {
+  let lo = 0;
+  let hi = -Infinity;
+  for (let i = 0; i < maxima.length; i++) {
+    const v = maxima[i];
+    if (!Number.isFinite(v)) continue;
+    lo = Math.min(lo, v);
+    hi = Math.max(hi, v);
+  }
+  return hi > lo ? { lo, hi } : { lo, hi: lo + 1 };
+}
+
+/** Symmetric range around 0 covering every finite activation of the examples (±1 when none). */
+export function activationRange(examples: ReadonlyArray<Example>): number {
+  let m = 0;
+  for (const e of examples) for (const v of e.activations) if (Number.isFinite(v)) m = Math.max(m, Math.abs(v));
+  return m > 0 ? m : 1;
+}
+
+function fmt(v: number): string {
+  return Number.isFinite(v) ? v.toFixed(3) : "–";
+}
+
+class TopExamplesView {
+  private readonly model: TopExamplesModel;
+  private readonly root: HTMLDivElement;
+  private readonly client: RequestClient;
+  private readonly cleanups: Array<() => void> = [];
+  private readonly toolbar: ScanToolbar;
+  private readonly banner: ErrorBanner;
+  private readonly info: HTMLSpanElement;
+  private readonly heatmap: CanvasHeatmap;
+  private readonly readout: HTMLDivElement;
+  private readonly title: HTMLDivElement;
+  private readonly list: HTMLDivElement;
+
+  private theme: Theme;
+  private overview: Overview | null = null;
+  private shown: Examples | null = null;
+  private strips: TokenStrip[] = [];
+  private hovered: Cell | null = null;
+  private cols = 1;
+
+  constructor(model: TopExamplesModel, host: HTMLElement) {
+    this.model = model;
+    this.theme = detectTheme(host);
+    this.client = new RequestClient(model);
+    this.root = el("div", "miw-root miw-topex", "top-examples");
+
+    this.banner = new ErrorBanner(model);
+    this.toolbar = new ScanToolbar({
+      model,
+      client: this.client,
+      banner: this.banner,
+      root: this.root,
+      refetch: () => Promise.all([this.fetchOverview(), this.fetchExamples()]),
+      guard: (source, fn) => this.guard(source, fn),
+    });
+    this.cleanups.push(() => this.toolbar.dispose());
+    this.info = el("span", "miw-topex-info", "info");
+    this.toolbar.element.append(this.info);
+
+    this.heatmap = new CanvasHeatmap(sequentialColormap(this.theme), {
+      label: "neurons by their best activation so far: arrows move, Enter shows a neuron's top examples",
+    });
+    this.heatmap.focusElement.dataset.testid = "overview";
+    this.readout = el("div", "miw-topex-readout", "readout");
+    this.readout.setAttribute("role", "status");
+
+    const panel = el("div", "miw-topex-panel");
+    this.title = el("div", "miw-topex-title", "examples-title");
+    this.list = el("div", "miw-topex-list", "examples");
+    panel.append(this.title, this.list);
+
+    this.root.append(this.toolbar.element, this.banner.element, this.heatmap.element, this.readout, panel);
+    host.append(this.root);
+    this.cleanups.push(() => this.root.remove());
+
+    this.wire();
+    this.renderInfo();
+    this.layout();
+    this.banner.render();
+    this.renderSelection();
+    this.toolbar.refresh();
+    const frame = requestAnimationFrame(() => this.applyTheme(detectTheme(this.root)));
+    this.cleanups.push(() => cancelAnimationFrame(frame));
+  }
+
+  dispose(): void {
+    this.client.dispose();
+    this.heatmap.dispose();
+    for (const c of this.cleanups.splice(0)) c();
+  }
+
+  // ---- wiring ---------------------------------------------------------------------------
+
+  private guard<A extends unknown[]>(source: string, fn: (...args: A) => void): (...args: A) => void {
+    return guard((e) => this.banner.fail(source, e), fn);
+  }
+
+  private wire(): void {
+    const onModel = (ev: string, fn: () => void) => {
+      const cb = this.guard("view", fn);
+      this.model.on(ev, cb);
+      this.cleanups.push(() => this.model.off(ev, cb));
+    };
+    onModel("change:error", () => this.banner.render());
+    onModel("change:selected", () => {
+      this.renderSelection();
+      void this.fetchExamples();
+    });
+    onModel("change:neurons", () => {
+      this.layout();
+      this.draw();
+    });
+    for (const name of ["hook", "n_docs", "n_tokens", "k"]) onModel(`change:${name}`, () => this.renderInfo());
+    this.heatmap.onHover(
+      this.guard("view", (cell: Cell | null) => {
+        this.hovered = cell;
+        this.renderReadout();
+      }),
+    );
+    this.heatmap.onClick(this.guard("view", (cell: Cell) => this.click(cell)));
+    this.heatmap.onClear(this.guard("view", () => this.select(null)));
+    this.heatmap.onPaint((tag) => {
+      if (tag !== null) this.root.dataset.painted = tag;
+    });
+    this.cleanups.push(watchTheme(this.root, (t) => this.guard("view", () => this.applyTheme(t))()));
+  }
+
+  // ---- model state ----------------------------------------------------------------------
+
+  private neurons(): number[] {
+    const raw = this.model.get("neurons");
+    return Array.isArray(raw) ? raw.filter((n) => Number.isInteger(n)) : [];
+  }
+
+  private selected(): number | null {
+    const raw = (this.model.get("selected") ?? {}) as { neuron?: unknown };
+    return intOr(raw.neuron, null);
+  }
+
+  private select(neuron: number | null): void {
+    this.model.set("selected", { neuron });
+    this.model.save_changes();
+  }
+
+  /** The neuron drawn in an overview cell, or null past the end. */
+  private neuronAt(cell: Cell): number | null {
+    const i = cell.row * this.cols + cell.col;
+    const neurons = this.neurons();
+    return cell.col < this.cols && i < neurons.length ? neurons[i] : null;
+  }
+
+  private cellOf(neuron: number | null): Cell | null {
+    const i = neuron === null ? -1 : this.neurons().indexOf(neuron);
+    return i < 0 ? null : { row: Math.floor(i / this.cols), col: i % this.cols };
+  }
+
+  private click(cell: Cell): void {
+    const neuron = this.neuronAt(cell);
+    if (neuron !== null) this.select(neuron);
+  }
+
+  private applyTheme(theme: Theme): void {
+    if (theme === this.theme) return;
+    this.theme = theme;
+    this.draw();
+    this.paintStrips();
+  }
+
+  // ---- requests -------------------------------------------------------------------------
+
+  private fetchOverview(): Promise<void> {
+    return this.client.request("overview", {}, { supersede: "overview" }).then(
+      ({ result, buffers }) => {
+        try {
+          this.banner.clear("overview");
+          this.takeOverview(result, buffers);
+        } catch (e) {
+          this.banner.fail("overview", e);
+        }
+      },
+      (e) => this.banner.fail("overview", e),
+    );
+  }
+
+  private takeOverview(result: any, buffers: DataView[]): void {
+    const revision = Number(result?.revision);
+    if (!Number.isFinite(revision)) throw new Error(`overview reply has no revision: ${JSON.stringify(result?.revision)}`);
+    if (this.overview !== null && revision < this.overview.revision) return; // older than what is drawn
+    const neurons = Array.isArray(result.neurons) ? result.neurons.map(Number) : [];
+    const maxima = decodeArray(result.maxima as ArrayHeader, buffers);
+    const filled = decodeArray(result.filled as ArrayHeader, buffers);
+    if (maxima.shape.length !== 1 || maxima.shape[0] !== neurons.length || filled.shape[0] !== neurons.length) {
+      throw new Error(`overview must hold one maximum per neuron (${neurons.length}), got shape [${maxima.shape.join(", ")}]`);
+    }
+    this.overview = { revision, neurons, maxima: maxima.data as Float32Array, filled: filled.data as Int32Array };
+    this.root.dataset.revision = String(revision);
+    this.draw();
+  }
+
+  /** The selected neuron's examples (nothing to do when none is selected). */
+  private fetchExamples(): Promise<void> {
+    const neuron = this.selected();
+    if (neuron === null) {
+      this.shown = null;
+      this.renderExamples();
+      return Promise.resolve();
+    }
+    this.root.dataset.loading = "true";
+    return this.client.request("examples", { neuron }, { supersede: "examples" }).then(
+      ({ result, buffers }) => {
+        try {
+          this.banner.clear("examples");
+          this.takeExamples(result, buffers);
+        } catch (e) {
+          this.banner.fail("examples", e);
+        }
+        if (this.selected() === neuron) delete this.root.dataset.loading;
+      },
+      (e) => {
+        this.banner.fail("examples", e);
+        if (this.selected() === neuron) delete this.root.dataset.loading;
+      },
+    );
+  }
+
+  private takeExamples(result: any, buffers: DataView[]): void {
+    const neuron = Number(result?.neuron);
+    const revision = Number(result?.revision);
+    if (neuron !== this.selected()) return; // the selection moved on
+    if (this.shown !== null && this.shown.neuron === neuron && revision < this.shown.revision) return;
+    const items = Array.isArray(result.examples) ? result.examples : [];
+    const acts = decodeArray(result.activations as ArrayHeader, buffers);
+    const values = decodeArray(result.values as ArrayHeader, buffers);
+    const width = acts.shape[1] ?? 0;
+    if (acts.shape.length !== 2 || acts.shape[0] !== items.length || values.shape[0] !== items.length) {
+      throw new Error(`examples reply: ${items.length} examples but activations of shape [${acts.shape.join(", ")}]`);
+    }
+    const examples: Example[] = items.map((item: any, i: number) => {
+      const tokens = Array.isArray(item?.tokens) ? item.tokens.map(String) : [];
+      if (tokens.length > width) throw new Error(`example ${i} has ${tokens.length} tokens but ${width} activations`);
+      return {
+        tokens,
+        maxIndex: intOr(item?.max_index, -1),
+        value: values.data[i],
+        doc: intOr(item?.doc, -1),
+        position: intOr(item?.position, -1),
+        activations: (acts.data as Float32Array).slice(i * width, i * width + tokens.length),
+      };
+    });
+    this.shown = { revision, neuron, examples };
+    this.renderExamples();
+  }
+
+  // ---- rendering ------------------------------------------------------------------------
+
+  private renderInfo(): void {
+    const n = this.neurons().length;
+    const docs = intOr(this.model.get("n_docs"), 0);
+    const tokens = intOr(this.model.get("n_tokens"), 0);
+    this.info.textContent = `${n} neurons of ${String(this.model.get("hook") ?? "?")} · top ${intOr(this.model.get("k"), 0)} · ${docs.toLocaleString("en-US")} windows, ${tokens.toLocaleString("en-US")} tokens`;
+  }
+
+  /** Grid shape and labels for the current neurons. */
+  private layout(): void {
+    const neurons = this.neurons();
+    this.cols = gridColumns(neurons.length);
+    const rows = Math.ceil(neurons.length / this.cols);
+    const rowLabels = Array.from({ length: rows }, (_, r) => String(neurons[r * this.cols]));
+    const colLabels = Array.from({ length: this.cols }, (_, c) => `+${c}`);
+    this.heatmap.setLabels(rowLabels, colLabels);
+    this.heatmap.element.style.height = `${Math.min(320, Math.max(110, rows * 28 + 70))}px`;
+  }
+
+  /** Paint the overview grid (cells past the last neuron and neurons without examples yet are empty). */
+  private draw(): void {
+    const neurons = this.neurons();
+    const rows = Math.ceil(neurons.length / this.cols);
+    const values = new Float32Array(rows * this.cols).fill(NaN);
+    const o = this.overview;
+    if (o !== null && o.neurons.length === neurons.length) values.set(o.maxima);
+    const { lo, hi } = overviewRange(values);
+    this.heatmap.setColormap(withEmptyCells(sequentialColormap(this.theme), this.theme), lo, hi);
+    this.heatmap.setData(rows > 0 ? values : null, rows, this.cols, o === null ? null : String(o.revision));
+    this.heatmap.setLocked(this.cellOf(this.selected()));
+    this.renderReadout();
+  }
+
+  private renderSelection(): void {
+    const neuron = this.selected();
+    this.root.dataset.selected = neuron === null ? "" : String(neuron);
+    this.heatmap.setLocked(this.cellOf(neuron));
+    this.renderReadout();
+    if (neuron === null || this.shown?.neuron !== neuron) this.renderExamples();
+  }
+
+  /** The hovered neuron, else the selected one, else a hint. */
+  private renderReadout(): void {
+    const hovered = this.hovered === null ? null : this.neuronAt(this.hovered);
+    const neuron = hovered ?? this.selected();
+    const o = this.overview;
+    if (neuron === null) {
+      this.readout.textContent = "Hover a neuron for its best activation; click (or Enter) to see its top examples (ex.selected).";
+      return;
+    }
+    const i = o === null ? -1 : o.neurons.indexOf(neuron);
+    const best = i < 0 ? NaN : o!.maxima[i];
+    const count = i < 0 ? 0 : o!.filled[i];
+    this.readout.textContent = `neuron ${neuron}: ${Number.isFinite(best) ? `max ${fmt(best)} · ${count} example${count === 1 ? "" : "s"}` : "no examples yet"}`;
+  }
+
+  private renderExamples(): void {
+    const neuron = this.selected();
+    const shown = this.shown !== null && this.shown.neuron === neuron ? this.shown : null;
+    this.strips = [];
+    if (neuron === null) {
+      this.title.textContent = "No neuron selected.";
+      this.list.replaceChildren();
+      delete this.root.dataset.examples;
+      return;
+    }
+    if (shown === null) {
+      this.title.textContent = `neuron ${neuron}: loading…`;
+      this.list.replaceChildren();
+      delete this.root.dataset.examples;
+      return;
+    }
+    const m = activationRange(shown.examples);
+    this.title.textContent =
+      shown.examples.length === 0
+        ? `neuron ${neuron}: no examples yet`
+        : `neuron ${neuron}: top ${shown.examples.length} example${shown.examples.length === 1 ? "" : "s"} · colour: activation, −${fmt(m)} … 0 … +${fmt(m)}`;
+    const rows = shown.examples.map((e, i) => {
+      const row = el("div", "miw-topex-example", "example");
+      row.dataset.index = String(i);
+      const value = el("span", "miw-topex-value", "example-value");
+      value.textContent = fmt(e.value);
+      value.title = `activation of neuron ${neuron} at the outlined token`;
+      const where = el("span", "miw-topex-where");
+      where.textContent = `window ${e.doc}, token ${e.position}`;
+      const strip = new TokenStrip({ label: `example ${i + 1} of neuron ${neuron}` });
+      strip.element.dataset.testid = "example-strip";
+      strip.setTokens(e.tokens);
+      strip.setMarks(e.maxIndex >= 0 && e.maxIndex < e.tokens.length ? e.maxIndex : null, null);
+      strip.setTooltips((t) => `activation ${fmt(e.activations[t])}`);
+      strip.onHover(
+        this.guard("view", (t: number | null) => {
+          where.textContent =
+            t === null ? `window ${e.doc}, token ${e.position}` : `${JSON.stringify(e.tokens[t])}: activation ${fmt(e.activations[t])}`;
+        }),
+      );
+      this.strips.push(strip);
+      const meta = el("div", "miw-topex-meta");
+      meta.append(value, where);
+      row.append(meta, strip.element);
+      return row;
+    });
+    this.list.replaceChildren(...rows);
+    this.paintStrips();
+    this.root.dataset.examples = `${neuron}:${shown.revision}:${shown.examples.length}`;
+  }
+
+  private paintStrips(): void {
+    const shown = this.shown;
+    if (shown === null || shown.neuron !== this.selected()) return;
+    const m = activationRange(shown.examples);
+    const cmap = divergingColormap(this.theme);
+    this.strips.forEach((strip, i) => {
+      strip.invalidateColours();
+      strip.setWeights(shown.examples[i].activations, cmap, -m, m);
+    });
+  }
+}
+
+/** anywidget entry point: one TopExamplesView per rendered output. */
+export default renderView<TopExamplesModel>("TopExamples", (model, host) => new TopExamplesView(model, host));

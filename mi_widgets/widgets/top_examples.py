@@ -1,0 +1,401 @@
+"""TopExamples: the top-activating contexts of many neurons over a corpus, streamed.
+
+The corpus is cut into windows the model can read and scanned batch by batch on a worker
+thread (:class:`~.streaming.StreamingWidget`). Only the one hook is captured; inside it the
+chosen neurons are selected and merged into a running top-k on the device
+(:class:`~mi_widgets.analysis.top_examples.RunningTopK`), so memory is O(k x neurons) however
+long the corpus. The view's overview fills in as batches finish; Stop keeps what was found.
+
+The activations around each example are not stored: ``examples[n]`` reruns the model on the
+(at most k) windows holding neuron ``n``'s examples, once per neuron and scan state.
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import torch
+import traitlets
+
+from ..analysis.top_examples import EMPTY, RunningTopK, pad_rows, split_windows
+from ..capture.adapter import ModelAdapter
+from ..transport.protocol import Context, Reply
+from .base import int_param, static_asset
+from .head_scan import _bos_id
+from .streaming import StreamingWidget
+
+DEFAULT_NEURONS = 64
+_NOT_PER_POSITION = ("hook_pattern", "hook_attn_scores")
+
+
+@dataclass(frozen=True, eq=False)  # eq would compare activation tensors elementwise
+class Example:
+    """One top-activating context of a neuron.
+
+    ``tokens``/``activations`` cover the window around the maximum (up to ``context`` tokens
+    before, ``after`` tokens after); ``max_index`` is the maximum's index in that window;
+    ``value`` its activation as found by the scan; ``doc`` the corpus window (row) and
+    ``position`` the token position in it; ``source`` the corpus item (text or token row).
+    """
+
+    tokens: list[str]
+    activations: torch.Tensor
+    max_index: int
+    value: float
+    doc: int
+    position: int
+    source: int
+
+
+class NeuronExamples(Mapping[int, list[Example]]):
+    """``examples[neuron]``: that neuron's top contexts so far, best first (keyed by neuron id)."""
+
+    def __init__(self, owner: "TopExamples") -> None:
+        self._owner = owner
+
+    def __getitem__(self, neuron: int) -> list[Example]:
+        return self._owner._examples(neuron)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._owner.neurons)
+
+    def __len__(self) -> int:
+        return len(self._owner.neurons)
+
+    def __repr__(self) -> str:
+        return f"<top examples of {len(self)} neurons; index by neuron id, e.g. examples[{self._owner.neurons[0]}]>"
+
+
+class TopExamples(StreamingWidget):
+    """The ``k`` top-activating contexts of each of ``neurons`` at ``hook``, over ``corpus``.
+
+    ``TopExamples(model, corpus, hook="blocks.1.mlp.hook_post", neurons=range(64))``:
+
+    * ``corpus``: a list of strings (each tokenized without BOS, then cut into windows of at most
+      ``n_ctx`` tokens that each start with BOS, so long texts give several windows), or token ids
+      (a ``[batch, seq]`` / ``[seq]`` tensor or a list of them; each row is one window, used as is).
+    * ``hook``: a full hook name, or a per-layer shorthand (``"mlp.post"``, ``"resid_post"``, ...)
+      with ``layer=``. Any hook with one activation vector per token works; its trailing dimensions
+      are flattened into units (e.g. ``attn.hook_z`` gives ``head * d_head + i``).
+    * ``neurons``: unit ids (default: the first 64); ``k`` examples per neuron; ``batch_size``
+      windows per forward pass; ``context``/``after``: tokens shown before/after each maximum.
+
+    ``ex.examples[17]`` lists neuron 17's :class:`Example` s; ``ex.maxima`` is each neuron's best
+    value so far; ``start()``/``stop()``/``wait()`` drive the scan; clicking a neuron in the view
+    sets ``ex.selected = {"neuron": 17}`` (and setting it shows that neuron).
+    """
+
+    _esm = static_asset("top_examples.js")
+    _css = static_asset("top_examples.css")
+    _thread_name = "mi_widgets-top-examples"
+
+    hook = traitlets.Unicode(read_only=True).tag(sync=True)
+    neurons = traitlets.List(traitlets.Int(), read_only=True).tag(sync=True)
+    k = traitlets.Int(0, read_only=True).tag(sync=True)
+    n_docs = traitlets.Int(0, read_only=True).tag(sync=True)
+    n_tokens = traitlets.Int(0, read_only=True).tag(sync=True)
+    selected = traitlets.Dict().tag(sync=True)
+
+    def __init__(
+        self,
+        model: Any,
+        corpus: Sequence[str] | str | torch.Tensor | Sequence[torch.Tensor],
+        hook: str = "blocks.1.mlp.hook_post",
+        neurons: Iterable[int] | torch.Tensor | None = None,
+        *,
+        layer: int | None = None,
+        k: int = 10,
+        batch_size: int = 8,
+        context: int = 20,
+        after: int = 4,
+        autostart: bool = True,
+    ) -> None:
+        adapter = ModelAdapter(model)
+        for name, value, low in (("k", k, 1), ("batch_size", batch_size, 1), ("context", context, 0), ("after", after, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        self._adapter = adapter
+        self._hook = _resolve_hook(adapter, hook, layer)
+        self._rows, self._sources = _plan_corpus(adapter, corpus)
+        self._batch_size = batch_size
+        self._context, self._after = context, after
+        n_units = _probe_units(adapter, self._hook, self._rows[0])
+        ids = _check_neurons(neurons, n_units, self._hook)
+        self._n_units = n_units
+        self._col = {n: i for i, n in enumerate(ids)}
+        lo = ids[0]
+        contiguous = ids == list(range(lo, lo + len(ids)))
+        self._units: slice | torch.Tensor = (
+            slice(lo, lo + len(ids)) if contiguous else torch.tensor(ids, device=adapter.device)
+        )
+        self._k = k
+        self._topk = RunningTopK(len(ids), k, adapter.device)
+        self._run_id = 0
+        self._cache: dict[int, tuple[tuple[int, int], list[Example]]] = {}
+        self._cache_lock = threading.Lock()
+        super().__init__()
+        self.set_trait("hook", self._hook)
+        self.set_trait("neurons", ids)
+        self.set_trait("k", k)
+        self.set_trait("n_docs", len(self._rows))
+        self.set_trait("n_tokens", sum(int(r.shape[0]) for r in self._rows))
+        self.selected = {"neuron": None}
+        self._serve("overview", self._serve_overview)
+        self._serve("examples", self._serve_examples, background=True)
+        if autostart:
+            self.start()
+
+    # ----- Python API ------------------------------------------------------------------
+
+    @property
+    def examples(self) -> NeuronExamples:
+        """``examples[neuron]`` -> list of :class:`Example`, best first (what the scan has found so far)."""
+        return NeuronExamples(self)
+
+    @property
+    def maxima(self) -> torch.Tensor:
+        """Best activation so far of each neuron, in the order of ``neurons`` (NaN before any)."""
+        values = self._topk.snapshot()[0][:, 0]
+        return torch.where(torch.isinf(values), float("nan"), values).cpu()
+
+    @traitlets.validate("selected")
+    def _check_selected(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        value = dict(proposal["value"])
+        unknown = set(value) - {"neuron"}
+        if unknown:
+            raise traitlets.TraitError(f"selected takes the key 'neuron'; got unknown {sorted(unknown)}")
+        neuron = value.get("neuron")
+        if neuron is None:
+            return {"neuron": None}
+        if isinstance(neuron, bool) or not isinstance(neuron, int) or neuron not in self._col:
+            raise traitlets.TraitError(f"selected neuron must be one of the scanned neurons ({_describe(self.neurons)}), got {neuron!r}")
+        return {"neuron": int(neuron)}
+
+    # ----- the scan ----------------------------------------------------------------------
+
+    def _n_steps(self) -> int:
+        return -(-len(self._rows) // self._batch_size)
+
+    def _reset_scan(self) -> None:
+        self._topk = RunningTopK(len(self._col), self._k, self._adapter.device)
+        self._run_id += 1
+        with self._cache_lock:
+            self._cache.clear()
+
+    def _batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens ``[b, seq]``, mask ``[b, seq]`` and doc ids ``[b]`` of batch ``index``, on the model's device."""
+        start = index * self._batch_size
+        rows = self._rows[start : start + self._batch_size]
+        tokens, mask = pad_rows(rows)
+        device = self._adapter.device
+        docs = torch.arange(start, start + len(rows), device=device)
+        return tokens.to(device), mask.to(device), docs
+
+    def _scan_step(self, index: int) -> None:
+        tokens, mask, docs = self._batch(index)
+        topk, units = self._topk, self._units
+
+        def reduce(_: int, activation: torch.Tensor) -> None:
+            flat = activation.reshape(activation.shape[0], activation.shape[1], -1)
+            chosen = flat[..., units] if isinstance(units, slice) else flat.index_select(-1, units)
+            topk.update(chosen, docs, mask)
+
+        self._adapter.each_activation(tokens, [self._hook], reduce)
+
+    # ----- examples ------------------------------------------------------------------------
+
+    def _examples(self, neuron: int) -> list[Example]:
+        col = self._col.get(neuron) if isinstance(neuron, int) and not isinstance(neuron, bool) else None
+        if col is None:
+            raise KeyError(f"neuron {neuron!r} was not scanned; scanned neurons: {_describe(self.neurons)}")
+        topk = self._topk
+        key = (self._run_id, topk.updates)
+        with self._cache_lock:
+            hit = self._cache.get(neuron)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        values, docs, positions = (t[col].cpu() for t in topk.snapshot())
+        found = [(float(v), int(d), int(p)) for v, d, p in zip(values, docs, positions) if int(d) != EMPTY]
+        examples = self._windows(neuron, found)
+        with self._cache_lock:
+            self._cache[neuron] = (key, examples)
+        return examples
+
+    def _windows(self, neuron: int, found: list[tuple[float, int, int]]) -> list[Example]:
+        """Rerun the model on the windows holding ``found`` (value, doc, position) and cut the context around each."""
+        if not found:
+            return []
+        ends: dict[int, int] = {}
+        for _, doc, pos in found:
+            ends[doc] = max(ends.get(doc, 0), min(int(self._rows[doc].shape[0]), pos + self._after + 1))
+        docs = list(ends)
+        tokens, _ = pad_rows([self._rows[d][: ends[d]] for d in docs])
+        got: list[torch.Tensor] = []
+
+        def keep(_: int, activation: torch.Tensor) -> None:
+            got.append(activation.reshape(activation.shape[0], activation.shape[1], -1)[..., neuron].float().cpu())
+
+        self._adapter.each_activation(tokens.to(self._adapter.device), [self._hook], keep)
+        acts = got[0]
+        out = []
+        for value, doc, pos in found:
+            row = docs.index(doc)
+            start, end = max(0, pos - self._context), ends[doc]
+            end = min(end, pos + self._after + 1)
+            out.append(
+                Example(
+                    tokens=self._adapter.token_labels(self._rows[doc][start:end]),
+                    activations=acts[row, start:end].clone(),
+                    max_index=pos - start,
+                    value=value,
+                    doc=doc,
+                    position=pos,
+                    source=self._sources[doc],
+                )
+            )
+        return out
+
+    # ----- request handlers --------------------------------------------------------------
+
+    def _serve_overview(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        revision = self.revision
+        values = self._topk.snapshot()[0]
+        maxima = torch.where(torch.isinf(values[:, 0]), float("nan"), values[:, 0])
+        reply = Reply({"revision": revision, "neurons": list(self.neurons)})
+        reply.result["maxima"] = reply.add_array(maxima, "float16")
+        reply.result["filled"] = reply.add_array((values > float("-inf")).sum(-1).int(), "int32")
+        return reply
+
+    def _serve_examples(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        neuron = int_param(params, "neuron")
+        if neuron not in self._col:
+            raise ValueError(f"neuron {neuron} was not scanned; scanned neurons: {_describe(self.neurons)}")
+        revision = self.revision
+        examples = self._examples(neuron)
+        ctx.raise_if_cancelled()
+        width = max((len(e.tokens) for e in examples), default=0)
+        acts = torch.full((len(examples), width), float("nan"))
+        for i, e in enumerate(examples):
+            acts[i, : len(e.tokens)] = e.activations
+        reply = Reply(
+            {
+                "revision": revision,
+                "neuron": neuron,
+                "examples": [
+                    {"tokens": e.tokens, "max_index": e.max_index, "doc": e.doc, "position": e.position, "source": e.source}
+                    for e in examples
+                ],
+            }
+        )
+        reply.result["values"] = reply.add_array(torch.tensor([e.value for e in examples], dtype=torch.float32), "float32")
+        reply.result["activations"] = reply.add_array(acts, "float16")
+        return reply
+
+
+# ----- construction helpers --------------------------------------------------------------
+
+
+def _resolve_hook(adapter: ModelAdapter, hook: str, layer: int | None) -> str:
+    names = adapter.layer_hooks(hook)
+    if len(names) == 1:
+        if layer is not None:
+            raise ValueError(f"layer= only applies to a per-layer shorthand like 'mlp.post'; {hook!r} already names one hook")
+        name = names[0]
+    elif layer is None:
+        raise ValueError(
+            f"hook {hook!r} means one hook in each of the {len(names)} layers, but TopExamples scans one: "
+            f"pass layer=0..{len(names) - 1} or a full name like {names[-1]!r}"
+        )
+    else:
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(names):
+            raise ValueError(f"layer must be in 0..{len(names) - 1}, got {layer!r}")
+        name = names[layer]
+    if name.endswith(_NOT_PER_POSITION):
+        raise ValueError(f"{name!r} holds attention per query and key, not one vector per token: pick e.g. 'blocks.0.attn.hook_z'")
+    return name
+
+
+def _plan_corpus(adapter: ModelAdapter, corpus: Any) -> tuple[list[torch.Tensor], list[int]]:
+    """Windows (1-D CPU token rows of at most n_ctx) and, for each, the index of the corpus item it came from."""
+    expected = "a list of strings, or token ids as a [batch, seq] tensor or a list of tensors"
+    if isinstance(corpus, (str, torch.Tensor)):
+        corpus = [corpus]
+    if not isinstance(corpus, (list, tuple)):
+        raise TypeError(f"corpus must be {expected}, got {type(corpus).__name__}")
+    if not corpus:
+        raise ValueError(f"corpus is empty: expected {expected}")
+    rows: list[torch.Tensor] = []
+    sources: list[int] = []
+    if all(isinstance(item, str) for item in corpus):
+        if not adapter.has_tokenizer:
+            raise ValueError("this model has no tokenizer, so it cannot read a text corpus: pass token ids instead")
+        model = adapter.model
+        bos = _bos_id(model) if getattr(adapter.cfg, "default_prepend_bos", True) else None
+        for index, text in enumerate(corpus):
+            tokens = model.to_tokens(text, prepend_bos=False, truncate=False)[0].cpu() if text else torch.zeros(0, dtype=torch.long)
+            for window in split_windows(tokens, adapter.n_ctx, bos) if tokens.numel() else []:
+                rows.append(window)
+                sources.append(index)
+        if not rows:
+            raise ValueError(f"corpus is empty: its {len(corpus)} text(s) hold no tokens")
+        return rows, sources
+    if all(isinstance(item, torch.Tensor) for item in corpus):
+        source = 0
+        for item in corpus:
+            if item.ndim not in (1, 2):
+                raise ValueError(f"token ids must be [seq] or [batch, seq] tensors, got shape {list(item.shape)}")
+            for row in item if item.ndim == 2 else item[None]:
+                if row.numel():
+                    rows.append(adapter.to_tokens(row)[0].cpu())
+                    sources.append(source)
+                source += 1
+        if not rows:
+            raise ValueError("corpus is empty: its tensors hold no tokens")
+        return rows, sources
+    kinds = sorted({type(item).__name__ for item in corpus})
+    raise TypeError(f"corpus must be {expected}, got a {type(corpus).__name__} of {', '.join(kinds)}")
+
+
+def _probe_units(adapter: ModelAdapter, hook: str, row: torch.Tensor) -> int:
+    """Number of units the hook holds per token (trailing dimensions flattened), from a two-token run."""
+    tokens = row[:2][None].to(adapter.device)
+    shapes: list[tuple[int, ...]] = []
+    adapter.each_activation(tokens, [hook], lambda _, a: shapes.append(tuple(a.shape)))
+    shape = shapes[0]
+    if len(shape) < 2 or shape[:2] != tuple(tokens.shape):
+        raise ValueError(f"{hook!r} does not hold one activation vector per token: for tokens {list(tokens.shape)} it gave {list(shape)}")
+    units = 1
+    for d in shape[2:]:
+        units *= d
+    return units
+
+
+def _check_neurons(neurons: Any, n_units: int, hook: str) -> list[int]:
+    if neurons is None:
+        return list(range(min(DEFAULT_NEURONS, n_units)))
+    if isinstance(neurons, int) and not isinstance(neurons, bool):
+        neurons = [neurons]
+    items = torch.as_tensor(neurons).flatten().tolist() if isinstance(neurons, torch.Tensor) else list(neurons)
+    if not items:
+        raise ValueError("neurons is empty: expected at least one neuron index")
+    ids = []
+    for n in items:
+        if isinstance(n, bool) or not hasattr(n, "__index__"):
+            raise TypeError(f"neurons must be integers, got {n!r}")
+        ids.append(operator.index(n))
+    bad = [n for n in ids if not 0 <= n < n_units]
+    if bad:
+        raise IndexError(f"neurons must be in 0..{n_units - 1} ({hook} has {n_units} units), got {bad[:5]}")
+    if len(set(ids)) != len(ids):
+        raise ValueError("neurons must be distinct")
+    return ids
+
+
+def _describe(ids: Sequence[int]) -> str:
+    ids = list(ids)
+    if ids and ids == list(range(ids[0], ids[0] + len(ids))):
+        return f"{ids[0]}..{ids[-1]}"
+    return ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
