@@ -1,10 +1,25 @@
 """Analysis: pure tensor functions (head scores, thumbnails, ...), device-agnostic."""
 
+from .activations import activation_nbytes, check_direction, symmetric_range, top_units, unit_values
 from .attention import THUMBNAIL_SIZE, check_patterns, pattern_thumbnails
+from .attribution import Attribution, logit_attribution
+from .logit_lens import LensResult, logit_lens, residual_streams, single_token_id
 from .composition import COMPOSITION_MODES, composition_baseline, composition_scores
+from .top_examples import RunningTopK, pad_rows, split_windows
 from .head_scores import HEAD_TYPES, RunningHeadScores, check_detection_pattern, detection_patterns, head_scores
 
 __all__ = [
+    "activation_nbytes",
+    "check_direction",
+    "symmetric_range",
+    "top_units",
+    "unit_values",
+    "Attribution",
+    "LensResult",
+    "logit_attribution",
+    "logit_lens",
+    "residual_streams",
+    "single_token_id",
     "COMPOSITION_MODES",
     "composition_baseline",
     "composition_scores",
@@ -16,4 +31,7 @@ __all__ = [
     "detection_patterns",
     "head_scores",
     "pattern_thumbnails",
+    "RunningTopK",
+    "pad_rows",
+    "split_windows",
 ]
