@@ -209,9 +209,10 @@ def readme(cfg: dict[str, Any], training: dict[str, Any]) -> str:
 
 A small transformer with MLPs (2 layers, 4 heads, d_model {cfg['d_model']}, d_mlp {cfg['d_mlp']}, {cfg['act_fn']},
 LayerNorm, n_ctx {cfg['n_ctx']}, vocab {cfg['d_vocab']}, learned positions) trained from scratch on the Python
-standard library's own source files: real code, docstrings and comments present wherever Python is. Its MLP
-neurons include ones for being inside a string, inside a comment, indentation and keywords
-(`notebooks/03_neurons_and_logit_lens.ipynb` finds and checks some).
+standard library's own source files: real code, docstrings and comments present wherever Python is. Some of its
+MLP neurons track indentation and keywords (held-out AUROC about 0.94 and 0.88) and, more weakly, comments; "inside
+a string" is a direction spread over many neurons rather than one neuron
+(`notebooks/03_neurons_and_logit_lens.ipynb` finds and checks them).
 
 ```python
 from mi_widgets import zoo
