@@ -38,10 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks._results import RESULTS_MD, write_section  # noqa: E402
 from tests.e2e.lab import JupyterLab, NotebookPage, chromium_browser, running_lab, write_notebook  # noqa: E402
 
 OUTPUT = REPO / "benchmarks" / "output"
-RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
 VIEW = "[data-testid=attention-view]"
 N_HEADS = 12
 SEED = 0
@@ -654,13 +654,13 @@ def targets_table(av: Summary | None) -> str:
 
 
 def write_results(command: str, facts: dict[str, str], summaries: list[Summary], runs: list[RunResult], seqs: list[int]) -> str:
-    """Write benchmarks/RESULTS.md and return the main table."""
+    """Write the attention section of benchmarks/RESULTS.md and return the main table."""
     table = results_table(summaries)
     cv_timeout_s = float(facts.get("cv_timeout", "150"))
     av1024 = next((s for s in summaries if s.tool == "AttentionView" and s.seq == 1024), None)
     notes = [f"- {r.tool} seq {r.seq} run {r.run}: {'; '.join(dict.fromkeys(r.notes))}" for r in runs if r.notes]
     failures = [f"- {r.tool} seq {r.seq} run {r.run}: {r.failure}" for r in runs if r.failure]
-    text = f"""# Attention benchmark results
+    text = f"""## Attention benchmark results
 
 Command: `{command}`
 
@@ -676,11 +676,11 @@ Data: {N_HEADS} heads (gpt2-small shape), causal softmax patterns of random scor
 strings; the same `make_data` code in both tools. Medians over runs (head switch: median over all
 switches of all runs). How each number is taken: benchmarks/README.md.
 
-## Results
+### Results
 
 {table}
 
-## AttentionView vs CircuitsVis (how many times smaller / faster AttentionView is)
+### AttentionView vs CircuitsVis (how many times smaller / faster AttentionView is)
 
 {ratio_table(summaries, seqs, cv_timeout_s)}
 
@@ -693,22 +693,22 @@ painted, and "> N x" is the lower bound {cv_timeout_s:.0f} s / AttentionView's t
 heap is its whole cost; AttentionView's page heap is mostly JupyterLab, so the last column compares
 CircuitsVis with the heap the view added.
 
-## AttentionView detail (medians)
+### AttentionView detail (medians)
 
 {detail_table(summaries)}
 
-## Targets (AttentionView, seq 1024)
+### Targets (AttentionView, seq 1024)
 
 {targets_table(av1024)}
 
 {target_gaps(av1024)}
 
-## Failures and notes
+### Failures and notes
 
 {chr(10).join(failures) or '- none'}
 {chr(10).join(notes)}
 """
-    RESULTS_MD.write_text(text)
+    write_section("attention", text)
     return table
 
 
@@ -728,7 +728,7 @@ def summarize(runs: list[RunResult]) -> list[Summary]:
 
 
 def report_only() -> int:
-    """Rewrite RESULTS.md from the last run's benchmarks/output/attention_runs.json."""
+    """Rewrite the attention section of RESULTS.md from the last run's benchmarks/output/attention_runs.json."""
     saved = json.loads(RUNS_JSON.read_text())
     runs = [RunResult(**r) for r in saved["runs"]]
     print(write_results(saved["command"], saved["facts"], summarize(runs), runs, saved["seqs"]))
@@ -756,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv-timeout", type=float, default=150.0, help="seconds a CircuitsVis case may take to paint")
     parser.add_argument("--repeats", type=int, default=3, help="runs per tool and seq (medians are reported)")
     parser.add_argument("--tools", default="circuitsvis,attentionview", help="which tools to run")
-    parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from the last run's saved JSON")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the attention section of RESULTS.md from the last run's saved JSON")
     args = parser.parse_args(argv)
     if args.report_only:
         return report_only()
