@@ -86,6 +86,12 @@ class ModelAdapter:
     def has_tokenizer(self) -> bool:
         return getattr(self.model, "tokenizer", None) is not None
 
+    @property
+    def bos_id(self) -> int | None:
+        """The tokenizer's BOS id, or None (no tokenizer, or one without BOS)."""
+        bos = getattr(getattr(self.model, "tokenizer", None), "bos_token_id", None)
+        return int(bos) if bos is not None else None
+
     def hook_names(self) -> list[str]:
         hook_dict = getattr(self.model, "hook_dict", None)
         return sorted(hook_dict) if isinstance(hook_dict, dict) else []

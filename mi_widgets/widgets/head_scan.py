@@ -168,7 +168,7 @@ class HeadScan(StreamingWidget):
             return [torch.stack(group) for group in groups]
         if n_batches < 1 or batch_size < 1:
             raise ValueError(f"n_batches and batch_size must be at least 1, got {n_batches} and {batch_size}")
-        bos = _bos_id(adapter.model)
+        bos = adapter.bos_id
         longest = min(MAX_REPEAT, (adapter.n_ctx - (bos is not None)) // 2)
         if longest < 2:
             raise ValueError(f"the model's context (n_ctx={adapter.n_ctx}) is too short for repeated sequences")
@@ -181,9 +181,3 @@ class HeadScan(StreamingWidget):
             parts = [x, x] if bos is None else [torch.full((batch_size, 1), bos), x, x]
             batches.append(torch.cat(parts, dim=1).to(adapter.device))
         return batches
-
-
-def _bos_id(model: Any) -> int | None:
-    tokenizer = getattr(model, "tokenizer", None)
-    bos = getattr(tokenizer, "bos_token_id", None)
-    return int(bos) if bos is not None else None

@@ -24,7 +24,6 @@ from ..analysis.top_examples import EMPTY, RunningTopK, pad_rows, split_windows
 from ..capture.adapter import ModelAdapter
 from ..transport.protocol import Context, Reply
 from .base import int_param, static_asset
-from .head_scan import _bos_id
 from .streaming import StreamingWidget
 
 DEFAULT_NEURONS = 64
@@ -333,7 +332,7 @@ def _plan_corpus(adapter: ModelAdapter, corpus: Any) -> tuple[list[torch.Tensor]
         if not adapter.has_tokenizer:
             raise ValueError("this model has no tokenizer, so it cannot read a text corpus: pass token ids instead")
         model = adapter.model
-        bos = _bos_id(model) if getattr(adapter.cfg, "default_prepend_bos", True) else None
+        bos = adapter.bos_id if getattr(adapter.cfg, "default_prepend_bos", True) else None
         for index, text in enumerate(corpus):
             tokens = model.to_tokens(text, prepend_bos=False, truncate=False)[0].cpu() if text else torch.zeros(0, dtype=torch.long)
             for window in split_windows(tokens, adapter.n_ctx, bos) if tokens.numel() else []:

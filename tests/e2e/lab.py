@@ -178,6 +178,27 @@ class NotebookPage:
         out = self.execute(f"import json as _json; print(_json.dumps({expression}))")
         return json.loads(out.strip().splitlines()[-1])
 
+    def python_eventually(self, expression: str, expected: Any, timeout_s: float = 10.0) -> Any:
+        """Poll ``expression`` until it equals ``expected`` (view -> kernel sync is asynchronous); returns the last value."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = self.python_value(expression)
+            if value == expected or time.monotonic() > deadline:
+                return value
+            time.sleep(0.2)
+
+    def click_cell(self, selector: str, row: int, col: int) -> None:
+        """Click cell (row, col) of the CanvasHeatmap at ``selector``, placed by its data-origin-*/data-cell-* attributes."""
+        el = self.page.locator(selector)
+        el.scroll_into_view_if_needed()
+        box = el.bounding_box()
+        assert box is not None, f"{selector} is not visible"
+        at: dict[str, Any] = el.evaluate(
+            "e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth, h: +e.dataset.cellHeight})"
+        )
+        assert at["w"] > 2, f"cells of {selector} are too small to click: {at}"
+        self.page.mouse.click(box["x"] + at["x"] + (col + 0.5) * at["w"], box["y"] + at["y"] + (row + 0.5) * at["h"])
+
 
 @contextmanager
 def notebook_in_lab(root: Path, name: str, cells: list[str], height: int = 1100) -> Iterator[NotebookPage]:

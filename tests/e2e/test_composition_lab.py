@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -27,28 +26,12 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookPage]
         yield nb
 
 
-def _click_cell(nb: NotebookPage, row: int, col: int) -> None:
-    el = nb.page.locator(f"{VIEW} [data-testid=composition-heatmap]")
-    el.scroll_into_view_if_needed()
-    box = el.bounding_box()
-    assert box is not None
-    attrs: dict[str, Any] = el.evaluate("e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth})")
-    nb.page.mouse.click(box["x"] + attrs["x"] + (col + 0.5) * attrs["w"], box["y"] + attrs["y"] + (row + 0.5) * attrs["w"])
-
-
-def _python_eventually(nb: NotebookPage, expression: str, expected: Any, timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = nb.python_value(expression)
-        if value == expected or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
 
 
 def test_click_a_pair_selects_it_in_python(notebook: NotebookPage) -> None:
     page = notebook.page
-    _click_cell(notebook, row=2, col=4 + 3)  # writer L0H2 (the previous-token head), reader L1H3
-    assert _python_eventually(notebook, "comp.selected", {"writer": [0, 2], "reader": [1, 3]}) == {
+    notebook.click_cell(f"{VIEW} [data-testid=composition-heatmap]", row=2, col=4 + 3)  # writer L0H2 (the previous-token head), reader L1H3
+    assert notebook.python_eventually("comp.selected", {"writer": [0, 2], "reader": [1, 3]}) == {
         "writer": [0, 2],
         "reader": [1, 3],
     }
@@ -62,7 +45,7 @@ def test_mode_buttons_reach_python_and_python_reaches_the_view(notebook: Noteboo
     page = notebook.page
     page.locator(f"{VIEW} [data-testid=mode-V]").click()
     page.wait_for_selector(f"{VIEW}[data-mode=V]:not([data-loading])", timeout=15_000)
-    assert _python_eventually(notebook, "comp.mode", "V") == "V"
+    assert notebook.python_eventually("comp.mode", "V") == "V"
     notebook.execute('comp.mode = "Q"; comp.selected = {"writer": [0, 1], "reader": [1, 0]}')
     page.wait_for_selector(f"{VIEW}[data-mode=Q][data-selected='L0H1>L1H0']:not([data-loading])", timeout=15_000)
     assert "L0H1 → L1H0: Q-composition" in page.locator(f"{VIEW} [data-testid=readout]").inner_text()
@@ -73,7 +56,7 @@ def test_keyboard_and_a_pair_that_cannot_compose(notebook: NotebookPage) -> None
     heatmap = page.locator(f"{VIEW} [data-testid=composition-heatmap]")
     heatmap.focus()
     page.keyboard.press("Escape")
-    assert _python_eventually(notebook, "comp.selected", {"writer": None, "reader": None}) == {"writer": None, "reader": None}
+    assert notebook.python_eventually("comp.selected", {"writer": None, "reader": None}) == {"writer": None, "reader": None}
     for key in ["ArrowDown"] * 6 + ["ArrowRight"]:  # cursor from (0, 0) to row 5 = L1H1, col 1 = L0H1
         page.keyboard.press(key)
     page.keyboard.press("Enter")

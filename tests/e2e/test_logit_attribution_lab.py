@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -14,13 +12,7 @@ pytestmark = pytest.mark.e2e
 
 VIEW = "[data-testid=logit-attribution]"
 HEATMAP = f"{VIEW} [data-testid=heads-heatmap]"
-CODE_2L = Path(__file__).resolve().parents[2] / "mi_widgets" / "zoo" / "models" / "code-2l" / "model.safetensors"
-# The bundled model with MLPs trained on Python once it is there, else the attention-only one.
-MODEL, PROMPT, ANSWER, WRONG = (
-    ("code-2l", "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a", " -", " +")
-    if CODE_2L.exists()
-    else ("induction-2l", "The cat sat on the mat. The cat sat on the", " mat", " cat")
-)
+MODEL, PROMPT, ANSWER, WRONG = ("code-2l", "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a", " -", " +")  # the bundled model with MLPs, trained on Python
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +28,6 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookPage]
         yield nb
 
 
-def _click_cell(nb: NotebookPage, row: int, col: int) -> None:
-    el = nb.page.locator(HEATMAP)
-    el.scroll_into_view_if_needed()
-    box = el.bounding_box()
-    assert box is not None
-    attrs: dict[str, Any] = el.evaluate("e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth})")
-    nb.page.mouse.click(box["x"] + attrs["x"] + (col + 0.5) * attrs["w"], box["y"] + attrs["y"] + (row + 0.5) * attrs["w"])
-
-
-def _python_eventually(nb: NotebookPage, expression: str, expected: Any, timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = nb.python_value(expression)
-        if value == expected or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
 
 
 def _signed(v: float, digits: int) -> str:
@@ -67,9 +43,9 @@ def test_renders_the_total_and_clicking_a_head_selects_it(notebook: NotebookPage
     assert summary.startswith(f'logit("{ANSWER}") − logit("{WRONG}") at position') and summary.endswith(_signed(total, 4))
     n_cells = notebook.python_value("attr.n_layers * attr.n_heads")
     assert int(page.locator(HEATMAP).get_attribute("data-cell-text") or 0) == n_cells  # values drawn in the cells
-    _click_cell(notebook, 1, 2)
+    notebook.click_cell(HEATMAP, 1, 2)
     expected = {"layer": 1, "head": 2, "component": "head"}
-    assert _python_eventually(notebook, "attr.selected", expected) == expected
+    assert notebook.python_eventually("attr.selected", expected) == expected
     page.wait_for_selector(f"{VIEW}[data-selected=L1H2]")
     page.mouse.move(0, 0)
     value = notebook.python_value("float(attr.heads[1, 2])")
@@ -85,19 +61,19 @@ def test_keyboard_on_heads_and_bars(notebook: NotebookPage) -> None:
     page.locator(HEATMAP).focus()
     page.keyboard.press("Escape")
     cleared = {"layer": None, "head": None, "component": None}
-    assert _python_eventually(notebook, "attr.selected", cleared) == cleared
+    assert notebook.python_eventually("attr.selected", cleared) == cleared
     for key in ["ArrowDown", "ArrowRight", "ArrowDown"]:  # cursor from (0, 0) to (1, 1)
         page.keyboard.press(key)
     page.keyboard.press("Enter")
     expected = {"layer": 1, "head": 1, "component": "head"}
-    assert _python_eventually(notebook, "attr.selected", expected) == expected
+    assert notebook.python_eventually("attr.selected", expected) == expected
 
     page.locator(f"{VIEW} [data-testid=bar-attn-0]").focus()
     page.keyboard.press("ArrowDown")  # next bar: layer 0's MLP if the model has MLPs, else layer 1's attention
     has_mlp = notebook.python_value("attr.has_mlp")
     page.keyboard.press("Enter")
     expected = {"layer": 0, "head": None, "component": "mlp"} if has_mlp else {"layer": 1, "head": None, "component": "attn"}
-    assert _python_eventually(notebook, "attr.selected", expected) == expected
+    assert notebook.python_eventually("attr.selected", expected) == expected
     name = "mlps[0]" if has_mlp else "attn[1]"
     value = notebook.python_value(f"float(attr.{name})")
     assert _signed(value, 6) in page.locator(f"{VIEW} [data-testid=readout]").inner_text()
@@ -109,7 +85,7 @@ def test_click_a_bar_and_python_drives_the_view(notebook: NotebookPage) -> None:
     page.wait_for_selector(f"{VIEW}[data-selected='']", timeout=10_000)
     page.locator(f"{VIEW} [data-testid=bar-attn-1]").click()
     expected = {"layer": 1, "head": None, "component": "attn"}
-    assert _python_eventually(notebook, "attr.selected", expected) == expected
+    assert notebook.python_eventually("attr.selected", expected) == expected
     assert page.locator(f"{VIEW} [data-testid=bar-attn-1]").get_attribute("aria-pressed") == "true"
     notebook.execute('attr.selected = {"layer": 0, "head": 3}')
     page.wait_for_selector(f"{VIEW}[data-selected=L0H3]", timeout=10_000)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -14,13 +12,7 @@ pytestmark = pytest.mark.e2e
 
 VIEW = "[data-testid=logit-lens]"
 HEATMAP = f"{VIEW} [data-testid=lens-heatmap]"
-CODE_2L = Path(__file__).resolve().parents[2] / "mi_widgets" / "zoo" / "models" / "code-2l" / "model.safetensors"
-# The bundled model with MLPs trained on Python once it is there, else the attention-only one.
-MODEL, PROMPT, TARGET, OTHER = (
-    ("code-2l", "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a", " -", " b")
-    if CODE_2L.exists()
-    else ("induction-2l", "The cat sat on the mat. The cat sat on the", " mat", " cat")
-)
+MODEL, PROMPT, TARGET, OTHER = ("code-2l", "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a", " -", " b")  # the bundled model with MLPs, trained on Python
 
 
 @pytest.fixture(scope="module")
@@ -36,22 +28,6 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookPage]
         yield nb
 
 
-def _click_cell(nb: NotebookPage, row: int, col: int) -> None:
-    el = nb.page.locator(HEATMAP)
-    el.scroll_into_view_if_needed()
-    box = el.bounding_box()
-    assert box is not None
-    attrs: dict[str, Any] = el.evaluate("e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth})")
-    nb.page.mouse.click(box["x"] + attrs["x"] + (col + 0.5) * attrs["w"], box["y"] + attrs["y"] + (row + 0.5) * attrs["w"])
-
-
-def _python_eventually(nb: NotebookPage, expression: str, expected: Any, timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = nb.python_value(expression)
-        if value == expected or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
 
 
 def _percent(p: float) -> str:
@@ -72,9 +48,9 @@ def test_click_selects_the_cell_in_python_and_reads_out_its_top_k(notebook: Note
     assert rows[0] == "embed" and len(rows) == notebook.python_value("model.cfg.n_layers") + 1
     assert int(page.locator(HEATMAP).get_attribute("data-cell-text") or 0) == len(rows) * seq  # every top-1 token drawn
     col = seq - 1
-    _click_cell(notebook, len(rows) - 1, col)
+    notebook.click_cell(HEATMAP, len(rows) - 1, col)
     expected = {"layer": len(rows) - 1, "position": col}
-    assert _python_eventually(notebook, "lens.selected", expected) == expected
+    assert notebook.python_eventually("lens.selected", expected) == expected
     page.wait_for_selector(f"{VIEW}[data-selected='{len(rows) - 1}:{col}']")
     page.mouse.move(0, 0)  # leave the heatmap: the readout shows the selected cell
     # probabilities travel as float16: round the same way before formatting
@@ -96,13 +72,13 @@ def test_keyboard_moves_and_selects(notebook: NotebookPage) -> None:
     page = notebook.page
     page.locator(HEATMAP).focus()
     page.keyboard.press("Escape")
-    assert _python_eventually(notebook, "lens.selected", {"layer": None, "position": None}) == {"layer": None, "position": None}
+    assert notebook.python_eventually("lens.selected", {"layer": None, "position": None}) == {"layer": None, "position": None}
     for key in ["ArrowDown", "ArrowDown", "ArrowRight", "ArrowRight", "ArrowRight"]:  # cursor from (0, 0) to (1, 3)
         page.keyboard.press(key)
     head = page.locator(f"{VIEW} [data-testid=readout-head]").inner_text()
     assert head.startswith("L0 out · position 3")
     page.keyboard.press("Enter")
-    assert _python_eventually(notebook, "lens.selected", {"layer": 1, "position": 3}) == {"layer": 1, "position": 3}
+    assert notebook.python_eventually("lens.selected", {"layer": 1, "position": 3}) == {"layer": 1, "position": 3}
 
 
 def test_python_drives_the_view_and_the_target_box_reaches_python(notebook: NotebookPage) -> None:
@@ -124,5 +100,5 @@ def test_python_drives_the_view_and_the_target_box_reaches_python(notebook: Note
     box.fill(TARGET)
     box.press("Enter")
     page.wait_for_selector(f"{VIEW}[data-target={TARGET!r}]:not([data-loading])".replace("'", '"'), timeout=15_000)
-    assert _python_eventually(notebook, "lens.target", TARGET) == TARGET
+    assert notebook.python_eventually("lens.target", TARGET) == TARGET
     assert notebook.python_value("1 + 1") == 2

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -19,13 +18,10 @@ K = 8
 def notebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookPage]:
     cells = [
         "import mi_widgets as mw\n"
-        "from mi_widgets.zoo.code_2l import stdlib_texts\n"
-        "if 'code-2l' in mw.zoo.available():  # the bundled model with MLPs, trained on the stdlib\n"
-        "    model, hook = mw.zoo.load('code-2l'), 'blocks.1.mlp.hook_post'\n"
-        "else:  # attention-only: scan the residual stream instead\n"
-        "    model, hook = mw.zoo.load('induction-2l'), 'blocks.1.hook_resid_post'\n"
-        "texts = stdlib_texts('heldout')\n"
-        f"ex = mw.TopExamples(model, texts * 2, hook=hook, neurons=range(64), k={K}, batch_size=4)  # long enough to stop\n"
+        "model = mw.zoo.load('code-2l')  # the bundled model with MLPs, trained on the stdlib\n"
+        "texts = mw.zoo.stdlib_texts('heldout')\n"
+        f"ex = mw.TopExamples(model, texts * 2, hook='blocks.1.mlp.hook_post', neurons=range(64), k={K}, batch_size=4)"
+        "  # long enough to stop\n"
         "ex",
     ]
     with notebook_in_lab(tmp_path_factory.mktemp("lab"), "top_examples.ipynb", cells) as nb:
@@ -33,23 +29,6 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookPage]
         yield nb
 
 
-def _python_eventually(nb: NotebookPage, expression: str, expected: Any, timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = nb.python_value(expression)
-        if value == expected or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
-
-
-def _click_neuron_cell(nb: NotebookPage, row: int, col: int) -> None:
-    grid = nb.page.locator(f"{VIEW} [data-testid=overview]")
-    grid.scroll_into_view_if_needed()
-    box = grid.bounding_box()
-    assert box is not None
-    at: dict[str, Any] = grid.evaluate("e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth})")
-    assert at["w"] > 4, at
-    nb.page.mouse.click(box["x"] + at["x"] + (col + 0.5) * at["w"], box["y"] + at["y"] + (row + 0.5) * at["w"])
 
 
 def _wait_examples(nb: NotebookPage, neuron: int) -> None:
@@ -75,8 +54,8 @@ def test_overview_fills_while_running_then_stop(notebook: NotebookPage) -> None:
 
 def test_clicking_a_neuron_selects_it_and_shows_its_contexts(notebook: NotebookPage) -> None:
     page = notebook.page
-    _click_neuron_cell(notebook, row=1, col=1)  # 64 neurons in 16 columns: neuron 17
-    assert _python_eventually(notebook, "ex.selected", {"neuron": 17}) == {"neuron": 17}
+    notebook.click_cell(f"{VIEW} [data-testid=overview]", row=1, col=1)  # 64 neurons in 16 columns: neuron 17
+    assert notebook.python_eventually("ex.selected", {"neuron": 17}) == {"neuron": 17}
     _wait_examples(notebook, 17)
     strips = page.locator(f"{VIEW} [data-testid=example-strip]")
     assert strips.count() == K
@@ -100,7 +79,7 @@ def test_keyboard_selection_and_python_to_view(notebook: NotebookPage) -> None:
     page.keyboard.press("ArrowDown")  # one row down: 34
     assert "neuron 34" in page.locator(f"{VIEW} [data-testid=readout]").inner_text()
     page.keyboard.press("Enter")
-    assert _python_eventually(notebook, "ex.selected", {"neuron": 34}) == {"neuron": 34}
+    assert notebook.python_eventually("ex.selected", {"neuron": 34}) == {"neuron": 34}
     _wait_examples(notebook, 34)
     notebook.execute('ex.selected = {"neuron": 5}')
     page.wait_for_selector(f"{VIEW}[data-selected='5']", timeout=10_000)
