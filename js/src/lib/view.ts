@@ -3,7 +3,8 @@
  * anywidget entry point. A failure anywhere in a view ends up in its banner, never in the host.
  */
 
-import { isCancelled, type WidgetModelLike } from "./protocol";
+import { type Theme, detectTheme, watchTheme } from "./colormap";
+import { RequestClient, isCancelled, type WidgetModelLike } from "./protocol";
 
 /** The part of an anywidget model a view uses. */
 export interface ViewModel extends WidgetModelLike {
@@ -99,6 +100,56 @@ export class ErrorBanner {
     this.text.textContent = messages.join("\n");
     this.element.hidden = messages.length === 0;
     this.onChange();
+  }
+}
+
+/**
+ * What every view owns for its lifetime: a request client, an error banner, guarded model
+ * listeners and cleanups. `dispose()` disposes the client, then runs the cleanups in order.
+ */
+export class ViewScope<M extends ViewModel = ViewModel> {
+  readonly client: RequestClient;
+  readonly banner: ErrorBanner;
+  private readonly cleanups: Array<() => void> = [];
+
+  constructor(
+    readonly model: M,
+    onBannerChange?: () => void,
+  ) {
+    this.client = new RequestClient(model);
+    this.banner = new ErrorBanner(model, onBannerChange);
+  }
+
+  /** Wrap a handler so that anything it throws goes to the banner under `source`. */
+  guard<A extends unknown[]>(source: string, fn: (...args: A) => void): (...args: A) => void {
+    return guard((e) => this.banner.fail(source, e), fn);
+  }
+
+  /** Listen to a model event (errors go to the "view" banner source) until dispose. */
+  on(event: string, fn: () => void): void {
+    const cb = this.guard("view", fn);
+    this.model.on(event, cb);
+    this.onDispose(() => this.model.off(event, cb));
+  }
+
+  /**
+   * Call `apply` when the page theme around `el` changes, and once a frame from now with the
+   * theme detected then (the host may attach the view after render()). Both stop on dispose.
+   */
+  followTheme(el: Element, apply: (theme: Theme) => void): void {
+    const guarded = this.guard("view", apply);
+    this.onDispose(watchTheme(el, guarded));
+    const frame = requestAnimationFrame(() => guarded(detectTheme(el)));
+    this.onDispose(() => cancelAnimationFrame(frame));
+  }
+
+  onDispose(fn: () => void): void {
+    this.cleanups.push(fn);
+  }
+
+  dispose(): void {
+    this.client.dispose();
+    for (const c of this.cleanups.splice(0)) c();
   }
 }
 

@@ -13,10 +13,10 @@ import "../lib/base.css";
 import "./activation.css";
 
 import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Colormap, type Theme, detectTheme, divergingColormap, watchTheme } from "../lib/colormap";
-import { RequestClient } from "../lib/protocol";
+import { type Colormap, type Theme, detectTheme, divergingColormap } from "../lib/colormap";
+import { type RequestClient } from "../lib/protocol";
 import { TokenStrip } from "../lib/tokens";
-import { ErrorBanner, type ViewModel, button, clamp, el, guard, intOr, renderView } from "../lib/view";
+import { type ErrorBanner, type ViewModel, ViewScope, button, clamp, el, intOr, renderView } from "../lib/view";
 
 export type ActivationModel = ViewModel;
 
@@ -76,8 +76,8 @@ export function parseNeuron(text: string, d: number): { neuron: number } | { err
 class ActivationView {
   private readonly model: ActivationModel;
   private readonly root: HTMLDivElement;
+  private readonly scope: ViewScope;
   private readonly client: RequestClient;
-  private readonly cleanups: Array<() => void> = [];
   private readonly banner: ErrorBanner;
   private readonly layerSelect: HTMLSelectElement;
   private readonly layerLabel: HTMLSpanElement;
@@ -108,7 +108,9 @@ class ActivationView {
     this.theme = detectTheme(host);
     this.cmap = divergingColormap(this.theme);
     this.revision = intOr(model.get("revision"), 0);
-    this.client = new RequestClient(model);
+    this.scope = new ViewScope(model);
+    this.client = this.scope.client;
+    this.banner = this.scope.banner;
     this.root = el("div", "miw-root miw-act", "activation-view");
 
     const toolbar = el("div", "miw-act-toolbar");
@@ -137,7 +139,6 @@ class ActivationView {
     this.scale = el("span", "miw-act-scale", "scale");
     toolbar.append(layerBox, neuronBox, this.directionButton, this.neuronMessage, this.scale);
 
-    this.banner = new ErrorBanner(model);
     this.stripsBox = el("div", "miw-act-strips", "strips");
     const readout = el("div", "miw-act-readout", "readout");
     this.readoutText = el("div", "miw-act-readout-text", "readout-text");
@@ -148,69 +149,57 @@ class ActivationView {
 
     this.root.append(toolbar, this.banner.element, this.stripsBox, readout);
     host.append(this.root);
-    this.cleanups.push(() => this.root.remove());
+    this.scope.onDispose(() => this.root.remove());
 
     this.wire();
     this.banner.render();
     this.syncControls();
     this.syncTokens();
     this.fetchValues();
-    const frame = requestAnimationFrame(() => this.applyTheme(detectTheme(this.root)));
-    this.cleanups.push(() => cancelAnimationFrame(frame));
   }
 
   dispose(): void {
-    this.client.dispose();
-    for (const c of this.cleanups.splice(0)) c();
+    this.scope.dispose();
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
-  private guard<A extends unknown[]>(source: string, fn: (...args: A) => void): (...args: A) => void {
-    return guard((e) => this.banner.fail(source, e), fn);
-  }
-
   private wire(): void {
-    const onModel = (ev: string, fn: () => void) => {
-      const cb = this.guard("view", fn);
-      this.model.on(ev, cb);
-      this.cleanups.push(() => this.model.off(ev, cb));
-    };
-    onModel("change:selected", () => {
+    this.scope.on("change:selected", () => {
       this.syncControls();
       this.fetchValues();
       this.renderSelection();
     });
-    onModel("change:revision", () => {
+    this.scope.on("change:revision", () => {
       this.revision = intOr(this.model.get("revision"), 0);
       this.values.clear();
       this.tops.clear();
       this.fetchValues();
       this.renderReadout();
     });
-    for (const name of ["layers", "hooks", "d", "has_direction"]) onModel(`change:${name}`, () => this.syncControls());
-    onModel("change:tokens", () => {
+    for (const name of ["layers", "hooks", "d", "has_direction"]) this.scope.on(`change:${name}`, () => this.syncControls());
+    this.scope.on("change:tokens", () => {
       this.syncTokens();
       this.values.clear();
       this.fetchValues();
     });
-    onModel("change:error", () => this.banner.render());
+    this.scope.on("change:error", () => this.banner.render());
 
     this.layerSelect.addEventListener(
       "change",
-      this.guard("view", () => this.select({ layer: Number(this.layerSelect.value) })),
+      this.scope.guard("view", () => this.select({ layer: Number(this.layerSelect.value) })),
     );
-    this.neuronInput.addEventListener("keydown", this.guard("view", (ev: KeyboardEvent) => this.neuronKey(ev)));
-    this.neuronInput.addEventListener("change", this.guard("view", () => this.commitNeuron()));
-    this.directionButton.addEventListener("click", this.guard("view", () => this.select({ neuron: null })));
+    this.neuronInput.addEventListener("keydown", this.scope.guard("view", (ev: KeyboardEvent) => this.neuronKey(ev)));
+    this.neuronInput.addEventListener("change", this.scope.guard("view", () => this.commitNeuron()));
+    this.directionButton.addEventListener("click", this.scope.guard("view", () => this.select({ neuron: null })));
     this.topList.addEventListener(
       "click",
-      this.guard("view", (ev: MouseEvent) => {
+      this.scope.guard("view", (ev: MouseEvent) => {
         const b = (ev.target as Element | null)?.closest?.("[data-neuron]") as HTMLElement | null;
         if (b !== null && this.topList.contains(b)) this.select({ neuron: Number(b.dataset.neuron) });
       }),
     );
-    this.cleanups.push(watchTheme(this.root, (t) => this.guard("view", () => this.applyTheme(t))()));
+    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
   }
 
   // ---- model state ----------------------------------------------------------------------
@@ -348,9 +337,9 @@ class ActivationView {
       strip.element.dataset.testid = "token-strip";
       strip.element.dataset.prompt = String(p);
       strip.setTokens(labels);
-      strip.onHover(this.guard("view", (i: number | null) => this.setHover(i === null ? null : { prompt: p, position: i })));
-      strip.onClick(this.guard("view", (i: number) => this.clickToken(p, i)));
-      strip.onClear(this.guard("view", () => this.select({ prompt: null, position: null })));
+      strip.onHover(this.scope.guard("view", (i: number | null) => this.setHover(i === null ? null : { prompt: p, position: i })));
+      strip.onClick(this.scope.guard("view", (i: number) => this.clickToken(p, i)));
+      strip.onClear(this.scope.guard("view", () => this.select({ prompt: null, position: null })));
       return strip;
     });
     this.stripsBox.replaceChildren(

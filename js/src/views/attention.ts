@@ -11,11 +11,11 @@ import "../lib/base.css";
 import "./attention.css";
 
 import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Colormap, type Theme, detectTheme, sequentialColormap, watchTheme } from "../lib/colormap";
+import { type Colormap, type Theme, detectTheme, sequentialColormap } from "../lib/colormap";
 import { CanvasHeatmap, type Cell, colourPixels } from "../lib/heatmap";
-import { RequestClient, type Progress, type Response } from "../lib/protocol";
+import { type RequestClient, type Progress, type Response } from "../lib/protocol";
 import { TokenStrip, displayToken } from "../lib/tokens";
-import { ErrorBanner, type ViewModel, button, clamp, el, guard, intOr, renderView } from "../lib/view";
+import { type ErrorBanner, type ViewModel, ViewScope, button, clamp, el, intOr, renderView } from "../lib/view";
 
 export interface Selected {
   layer: number;
@@ -59,8 +59,8 @@ function formatValue(v: number): string {
 class AttentionView {
   private readonly model: AttentionModel;
   private readonly root: HTMLDivElement;
+  private readonly scope: ViewScope;
   private readonly client: RequestClient;
-  private readonly cleanups: Array<() => void> = [];
 
   private readonly prompt: HTMLTextAreaElement;
   private readonly runButton: HTMLButtonElement;
@@ -100,7 +100,9 @@ class AttentionView {
     this.theme = detectTheme(host);
     this.cmap = sequentialColormap(this.theme);
     this.revision = intOr(model.get("revision"), 0);
-    this.client = new RequestClient(model);
+    this.scope = new ViewScope(model, () => this.updateState());
+    this.client = this.scope.client;
+    this.banner = this.scope.banner;
 
     this.root = el("div", "miw-root miw-attn", "attention-view");
 
@@ -117,8 +119,6 @@ class AttentionView {
     this.progress.hidden = true;
     statusBox.append(this.status, this.progress);
     header.append(this.prompt, this.runButton, statusBox);
-
-    this.banner = new ErrorBanner(model, () => this.updateState());
 
     const body = el("div", "miw-attn-body");
     const gridPanel = el("div", "miw-attn-grid-panel");
@@ -147,7 +147,7 @@ class AttentionView {
 
     this.root.append(header, this.banner.element, body);
     host.append(this.root);
-    this.cleanups.push(() => this.root.remove());
+    this.scope.onDispose(() => this.root.remove());
 
     this.wire();
     this.syncPromptBox();
@@ -158,89 +158,75 @@ class AttentionView {
     this.fetchOverview();
     this.fetchPattern();
     this.updateSelection();
-    // The host may attach `el` after render(): look at the theme again once it is on the page.
-    const frame = requestAnimationFrame(() => this.applyTheme(detectTheme(this.root)));
-    this.cleanups.push(() => cancelAnimationFrame(frame));
   }
 
   dispose(): void {
-    this.client.dispose();
     for (const t of this.timers) clearTimeout(t);
     this.heatmap.dispose();
-    for (const c of this.cleanups.splice(0)) c();
+    this.scope.dispose();
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
-  /** Run a handler; anything it throws goes to the error banner instead of the host. */
-  private guard<A extends unknown[]>(source: string, fn: (...args: A) => void): (...args: A) => void {
-    return guard((e) => this.banner.fail(source, e), fn);
-  }
-
   private wire(): void {
-    const onModel = (ev: string, fn: () => void) => {
-      const cb = this.guard("view", fn);
-      this.model.on(ev, cb);
-      this.cleanups.push(() => this.model.off(ev, cb));
-    };
-    onModel("change:revision", () => this.syncRevision());
-    onModel("change:tokens", () => this.syncTokens());
-    onModel("change:selected", () => this.syncSelected());
-    onModel("change:n_layers", () => this.syncShape());
-    onModel("change:n_heads", () => this.syncShape());
-    onModel("change:error", () => this.banner.render());
-    onModel("change:prompt", () => this.syncPromptBox());
-    onModel("change:can_rerun", () => this.syncPromptBox());
+    this.scope.on("change:revision", () => this.syncRevision());
+    this.scope.on("change:tokens", () => this.syncTokens());
+    this.scope.on("change:selected", () => this.syncSelected());
+    this.scope.on("change:n_layers", () => this.syncShape());
+    this.scope.on("change:n_heads", () => this.syncShape());
+    this.scope.on("change:error", () => this.banner.render());
+    this.scope.on("change:prompt", () => this.syncPromptBox());
+    this.scope.on("change:can_rerun", () => this.syncPromptBox());
 
-    this.runButton.addEventListener("click", this.guard("run", () => this.run()));
+    this.runButton.addEventListener("click", this.scope.guard("run", () => this.run()));
     this.prompt.addEventListener("keydown", (ev) => {
       // Text input belongs to the prompt, not to notebook shortcuts (Shift+Enter runs the cell there).
       ev.stopPropagation();
       if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
         ev.preventDefault();
-        this.guard("run", () => this.run())();
+        this.scope.guard("run", () => this.run())();
       }
     });
 
-    this.grid.addEventListener("click", this.guard("view", (ev: MouseEvent) => this.gridClick(ev)));
-    this.grid.addEventListener("keydown", this.guard("view", (ev: KeyboardEvent) => this.gridKey(ev)));
+    this.grid.addEventListener("click", this.scope.guard("view", (ev: MouseEvent) => this.gridClick(ev)));
+    this.grid.addEventListener("keydown", this.scope.guard("view", (ev: KeyboardEvent) => this.gridKey(ev)));
     this.grid.addEventListener("mousemove", (ev) => {
       const hit = this.gridHit(ev);
       this.grid.title = hit ? `L${hit.layer}H${hit.head}` : "";
     });
 
-    this.heatmap.onHover(this.guard("view", (cell: Cell | null) => this.setHover(cell ? { query: cell.row, key: cell.col } : null)));
-    this.heatmap.onClick(this.guard("view", (cell: Cell) => this.toggleLock(cell.row, cell.col)));
-    this.heatmap.onClear(this.guard("view", () => this.unlock()));
+    this.heatmap.onHover(this.scope.guard("view", (cell: Cell | null) => this.setHover(cell ? { query: cell.row, key: cell.col } : null)));
+    this.heatmap.onClick(this.scope.guard("view", (cell: Cell) => this.toggleLock(cell.row, cell.col)));
+    this.heatmap.onClear(this.scope.guard("view", () => this.unlock()));
     this.heatmap.onPaint((tag) => {
       if (tag === null) delete this.root.dataset.painted;
       else this.root.dataset.painted = tag;
     });
 
     this.strip.onHover(
-      this.guard("view", (i: number | null) =>
+      this.scope.guard("view", (i: number | null) =>
         this.setHover(i === null ? null : this.mode === "to" ? { query: i, key: null } : { query: null, key: i }),
       ),
     );
-    this.strip.onClick(this.guard("view", (i: number) => (this.mode === "to" ? this.toggleLock(i, null) : this.toggleLock(null, i))));
-    this.strip.onClear(this.guard("view", () => this.unlock()));
+    this.strip.onClick(this.scope.guard("view", (i: number) => (this.mode === "to" ? this.toggleLock(i, null) : this.toggleLock(null, i))));
+    this.strip.onClear(this.scope.guard("view", () => this.unlock()));
 
     this.modeButton.addEventListener(
       "click",
-      this.guard("view", () => {
+      this.scope.guard("view", () => {
         this.mode = this.mode === "to" ? "by" : "to";
         this.syncMode();
       }),
     );
 
-    this.cleanups.push(watchTheme(this.root, (t) => this.guard("view", () => this.applyTheme(t))()));
+    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
     if (typeof IntersectionObserver === "function") {
       // Windowed notebooks wipe canvases of cells scrolled out of view.
       const io = new IntersectionObserver((entries) => {
         if (entries.some((e) => e.isIntersecting)) this.drawGrid();
       });
       io.observe(this.grid);
-      this.cleanups.push(() => io.disconnect());
+      this.scope.onDispose(() => io.disconnect());
     }
   }
 

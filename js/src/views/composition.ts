@@ -13,10 +13,10 @@ import "../lib/base.css";
 import "./composition.css";
 
 import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Theme, detectTheme, divergingColormap, sequentialColormap, watchTheme, withEmptyCells } from "../lib/colormap";
+import { type Theme, detectTheme, divergingColormap, sequentialColormap, withEmptyCells } from "../lib/colormap";
 import { type Cell, CanvasHeatmap } from "../lib/heatmap";
-import { RequestClient } from "../lib/protocol";
-import { ErrorBanner, type ViewModel, button, el, guard, intOr, renderView } from "../lib/view";
+import { type RequestClient } from "../lib/protocol";
+import { type ErrorBanner, type ViewModel, ViewScope, button, el, intOr, renderView } from "../lib/view";
 
 export const MODES = ["Q", "K", "V"] as const;
 export type Mode = (typeof MODES)[number];
@@ -65,8 +65,8 @@ function signed(v: number): string {
 class CompositionView {
   private readonly model: CompositionModel;
   private readonly root: HTMLDivElement;
+  private readonly scope: ViewScope;
   private readonly client: RequestClient;
-  private readonly cleanups: Array<() => void> = [];
   private readonly modeButtons: Map<Mode, HTMLButtonElement>;
   private readonly relativeBox: HTMLInputElement;
   private readonly relativeText: HTMLSpanElement;
@@ -82,7 +82,9 @@ class CompositionView {
   constructor(model: CompositionModel, host: HTMLElement) {
     this.model = model;
     this.theme = detectTheme(host);
-    this.client = new RequestClient(model);
+    this.scope = new ViewScope(model);
+    this.client = this.scope.client;
+    this.banner = this.scope.banner;
     this.root = el("div", "miw-root miw-comp", "composition");
 
     const toolbar = el("div", "miw-comp-toolbar");
@@ -93,7 +95,7 @@ class CompositionView {
       MODES.map((m) => {
         const b = button(`${m}-composition`, "miw-button", `mode-${m}`);
         b.title = `${m}-composition: how much a later head's ${({ Q: "queries", K: "keys", V: "values" } as const)[m]} read an earlier head's output`;
-        b.addEventListener("click", this.guard("mode", () => this.setMode(m)));
+        b.addEventListener("click", this.scope.guard("mode", () => this.setMode(m)));
         modes.append(b);
         return [m, b] as const;
       }),
@@ -101,13 +103,12 @@ class CompositionView {
     const relative = el("label", "miw-comp-relative");
     this.relativeBox = el("input", "", "relative");
     this.relativeBox.type = "checkbox";
-    this.relativeBox.addEventListener("change", this.guard("view", () => this.setRelative(this.relativeBox.checked)));
+    this.relativeBox.addEventListener("change", this.scope.guard("view", () => this.setRelative(this.relativeBox.checked)));
     this.relativeText = el("span", "");
     relative.append(this.relativeBox, this.relativeText);
     this.scale = el("span", "miw-comp-scale", "scale");
     toolbar.append(modes, relative, this.scale);
 
-    this.banner = new ErrorBanner(model);
     this.heatmap = new CanvasHeatmap(divergingColormap(this.theme), {
       label: "composition scores: writer heads in rows, reader heads in columns; arrows move, Enter selects",
     });
@@ -119,45 +120,33 @@ class CompositionView {
 
     this.root.append(toolbar, this.banner.element, axes, this.heatmap.element, this.readout);
     host.append(this.root);
-    this.cleanups.push(() => this.root.remove());
+    this.scope.onDispose(() => this.root.remove());
 
     this.wire();
     this.renderControls();
     this.renderLabels();
     this.banner.render();
     this.fetch();
-    const frame = requestAnimationFrame(() => this.applyTheme(detectTheme(this.root)));
-    this.cleanups.push(() => cancelAnimationFrame(frame));
   }
 
   dispose(): void {
-    this.client.dispose();
     this.heatmap.dispose();
-    for (const c of this.cleanups.splice(0)) c();
+    this.scope.dispose();
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
-  private guard<A extends unknown[]>(source: string, fn: (...args: A) => void): (...args: A) => void {
-    return guard((e) => this.banner.fail(source, e), fn);
-  }
-
   private wire(): void {
-    const onModel = (ev: string, fn: () => void) => {
-      const cb = this.guard("view", fn);
-      this.model.on(ev, cb);
-      this.cleanups.push(() => this.model.off(ev, cb));
-    };
-    onModel("change:mode", () => {
+    this.scope.on("change:mode", () => {
       this.renderControls();
       this.fetch();
     });
-    onModel("change:relative", () => {
+    this.scope.on("change:relative", () => {
       this.renderControls();
       this.draw();
     });
-    onModel("change:baseline", () => this.renderControls());
-    onModel("change:revision", () => {
+    this.scope.on("change:baseline", () => this.renderControls());
+    this.scope.on("change:revision", () => {
       this.cache.clear();
       this.fetch();
     });
@@ -166,16 +155,16 @@ class CompositionView {
       this.cache.clear();
       this.fetch();
     };
-    onModel("change:n_layers", reshape);
-    onModel("change:n_heads", reshape);
-    onModel("change:selected", () => this.renderSelection());
-    this.heatmap.onHover(this.guard("view", (cell: Cell | null) => {
+    this.scope.on("change:n_layers", reshape);
+    this.scope.on("change:n_heads", reshape);
+    this.scope.on("change:selected", () => this.renderSelection());
+    this.heatmap.onHover(this.scope.guard("view", (cell: Cell | null) => {
       this.hovered = cell;
       this.renderReadout();
     }));
-    this.heatmap.onClick(this.guard("view", (cell: Cell) => this.click(cell)));
-    this.heatmap.onClear(this.guard("view", () => this.select(null)));
-    this.cleanups.push(watchTheme(this.root, (t) => this.guard("view", () => this.applyTheme(t))()));
+    this.heatmap.onClick(this.scope.guard("view", (cell: Cell) => this.click(cell)));
+    this.heatmap.onClear(this.scope.guard("view", () => this.select(null)));
+    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
   }
 
   // ---- model state ----------------------------------------------------------------------

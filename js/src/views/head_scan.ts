@@ -13,10 +13,10 @@ import "../lib/base.css";
 import "./head_scan.css";
 
 import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Colormap, type Theme, colorIndex, detectTheme, luminance, rgbAt, sequentialColormap, watchTheme } from "../lib/colormap";
-import { RequestClient } from "../lib/protocol";
+import { type Colormap, type Theme, colorIndex, detectTheme, luminance, rgbAt, sequentialColormap } from "../lib/colormap";
+import { type RequestClient } from "../lib/protocol";
 import { ScanToolbar, type ScanStatus } from "../lib/scan_toolbar";
-import { ErrorBanner, type ViewModel, clamp, el, guard, intOr, renderView } from "../lib/view";
+import { type ErrorBanner, type ViewModel, ViewScope, clamp, el, intOr, renderView } from "../lib/view";
 
 export type Status = ScanStatus;
 
@@ -54,8 +54,8 @@ export function readableName(name: string): string {
 class HeadScanView {
   private readonly model: HeadScanModel;
   private readonly root: HTMLDivElement;
+  private readonly scope: ViewScope;
   private readonly client: RequestClient;
-  private readonly cleanups: Array<() => void> = [];
 
   private readonly toolbar: ScanToolbar;
   private readonly banner: ErrorBanner;
@@ -70,59 +70,46 @@ class HeadScanView {
     this.model = model;
     this.theme = detectTheme(host);
     this.cmap = sequentialColormap(this.theme);
-    this.client = new RequestClient(model);
+    this.scope = new ViewScope(model);
+    this.client = this.scope.client;
+    this.banner = this.scope.banner;
 
     this.root = el("div", "miw-root miw-scan", "head-scan");
 
-    this.banner = new ErrorBanner(model);
     this.toolbar = new ScanToolbar({
       model,
       client: this.client,
       banner: this.banner,
       root: this.root,
       refetch: () => this.fetchScores(),
-      guard: (source, fn) => this.guard(source, fn),
+      guard: (source, fn) => this.scope.guard(source, fn),
     });
-    this.cleanups.push(() => this.toolbar.dispose());
+    this.scope.onDispose(() => this.toolbar.dispose());
 
     this.panelBox = el("div", "miw-scan-panels");
     this.root.append(this.toolbar.element, this.banner.element, this.panelBox);
     host.append(this.root);
-    this.cleanups.push(() => this.root.remove());
+    this.scope.onDispose(() => this.root.remove());
 
     this.wire();
     this.buildPanels();
     this.banner.render();
     this.toolbar.refresh();
-    // The host may attach `el` after render(): look at the theme again once it is on the page.
-    const frame = requestAnimationFrame(() => this.applyTheme(detectTheme(this.root)));
-    this.cleanups.push(() => cancelAnimationFrame(frame));
   }
 
   dispose(): void {
-    this.client.dispose();
-    for (const c of this.cleanups.splice(0)) c();
+    this.scope.dispose();
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
-  /** Run a handler; anything it throws goes to the error banner instead of the host. */
-  private guard<A extends unknown[]>(source: string, fn: (...args: A) => void): (...args: A) => void {
-    return guard((e) => this.banner.fail(source, e), fn);
-  }
-
   private wire(): void {
-    const onModel = (ev: string, fn: () => void) => {
-      const cb = this.guard("view", fn);
-      this.model.on(ev, cb);
-      this.cleanups.push(() => this.model.off(ev, cb));
-    };
-    onModel("change:error", () => this.banner.render());
-    onModel("change:selected", () => this.syncSelected());
-    onModel("change:n_layers", () => this.buildPanels());
-    onModel("change:n_heads", () => this.buildPanels());
-    onModel("change:score_names", () => this.buildPanels());
-    this.cleanups.push(watchTheme(this.root, (t) => this.guard("view", () => this.applyTheme(t))()));
+    this.scope.on("change:error", () => this.banner.render());
+    this.scope.on("change:selected", () => this.syncSelected());
+    this.scope.on("change:n_layers", () => this.buildPanels());
+    this.scope.on("change:n_heads", () => this.buildPanels());
+    this.scope.on("change:score_names", () => this.buildPanels());
+    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
   }
 
   // ---- model state ----------------------------------------------------------------------
@@ -223,14 +210,14 @@ class HeadScanView {
           c.tabIndex = -1;
           c.dataset.layer = String(l);
           c.dataset.head = String(h);
-          c.addEventListener("click", this.guard("view", () => this.cellClick(p, l, h)));
+          c.addEventListener("click", this.scope.guard("view", () => this.cellClick(p, l, h)));
           cells.push(c);
           grid.append(c);
         }
       }
       const here = sel.score === name && sel.layer !== null && sel.head !== null;
       const p: Panel = { name, grid, cells, cursor: here ? { layer: sel.layer!, head: sel.head! } : { layer: 0, head: 0 } };
-      grid.addEventListener("keydown", this.guard("view", (ev: KeyboardEvent) => this.gridKey(p, ev)));
+      grid.addEventListener("keydown", this.scope.guard("view", (ev: KeyboardEvent) => this.gridKey(p, ev)));
       panel.append(title, grid);
       return p;
     });

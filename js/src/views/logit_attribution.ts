@@ -16,11 +16,11 @@ import "../lib/base.css";
 import "./logit_attribution.css";
 
 import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Colormap, type Theme, cssColor, detectTheme, divergingColormap, watchTheme } from "../lib/colormap";
+import { type Colormap, type Theme, cssColor, detectTheme, divergingColormap } from "../lib/colormap";
 import { type Cell, CanvasHeatmap } from "../lib/heatmap";
-import { RequestClient } from "../lib/protocol";
+import { type RequestClient } from "../lib/protocol";
 import { displayToken } from "../lib/tokens";
-import { ErrorBanner, type ViewModel, clamp, el, guard, intOr, renderView } from "../lib/view";
+import { type ErrorBanner, type ViewModel, ViewScope, clamp, el, intOr, renderView } from "../lib/view";
 
 export type AttributionModel = ViewModel;
 
@@ -98,8 +98,8 @@ export function selectionLabel(s: Selection | null): string {
 class LogitAttributionView {
   private readonly model: AttributionModel;
   private readonly root: HTMLDivElement;
+  private readonly scope: ViewScope;
   private readonly client: RequestClient;
-  private readonly cleanups: Array<() => void> = [];
   private readonly summary: HTMLDivElement;
   private readonly banner: ErrorBanner;
   private readonly heatmap: CanvasHeatmap;
@@ -117,11 +117,12 @@ class LogitAttributionView {
   constructor(model: AttributionModel, host: HTMLElement) {
     this.model = model;
     this.theme = detectTheme(host);
-    this.client = new RequestClient(model);
+    this.scope = new ViewScope(model);
+    this.client = this.scope.client;
+    this.banner = this.scope.banner;
     this.root = el("div", "miw-root miw-dla", "logit-attribution");
 
     this.summary = el("div", "miw-dla-summary", "summary");
-    this.banner = new ErrorBanner(model);
     const body = el("div", "miw-dla-body");
     const left = el("div", "miw-dla-heads");
     const headsTitle = el("div", "miw-dla-title");
@@ -147,44 +148,32 @@ class LogitAttributionView {
 
     this.root.append(this.summary, this.banner.element, body, this.terms, this.readout);
     host.append(this.root);
-    this.cleanups.push(() => this.root.remove());
+    this.scope.onDispose(() => this.root.remove());
 
     this.wire();
     this.renderSummary();
     this.banner.render();
     this.renderReadout();
     this.fetch();
-    const frame = requestAnimationFrame(() => this.applyTheme(detectTheme(this.root)));
-    this.cleanups.push(() => cancelAnimationFrame(frame));
   }
 
   dispose(): void {
-    this.client.dispose();
     this.heatmap.dispose();
-    for (const c of this.cleanups.splice(0)) c();
+    this.scope.dispose();
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
-  private guard<A extends unknown[]>(source: string, fn: (...args: A) => void): (...args: A) => void {
-    return guard((e) => this.banner.fail(source, e), fn);
-  }
-
   private wire(): void {
-    const onModel = (ev: string, fn: () => void) => {
-      const cb = this.guard("view", fn);
-      this.model.on(ev, cb);
-      this.cleanups.push(() => this.model.off(ev, cb));
-    };
-    onModel("change:revision", () => this.fetch());
-    onModel("change:selected", () => this.renderSelection());
-    onModel("change:error", () => this.banner.render());
-    for (const name of ["total", "answer_token", "wrong_token", "position", "tokens"]) onModel(`change:${name}`, () => this.renderSummary());
-    this.heatmap.onHover(this.guard("view", (cell: Cell | null) => this.hover(cell === null ? null : { layer: cell.row, head: cell.col, component: "head" })));
-    this.heatmap.onClick(this.guard("view", (cell: Cell) => this.click({ layer: cell.row, head: cell.col, component: "head" })));
-    this.heatmap.onClear(this.guard("view", () => this.select(null)));
-    this.bars.addEventListener("keydown", this.guard("view", (ev: KeyboardEvent) => this.barKey(ev)));
-    this.cleanups.push(watchTheme(this.root, (t) => this.guard("view", () => this.applyTheme(t))()));
+    this.scope.on("change:revision", () => this.fetch());
+    this.scope.on("change:selected", () => this.renderSelection());
+    this.scope.on("change:error", () => this.banner.render());
+    for (const name of ["total", "answer_token", "wrong_token", "position", "tokens"]) this.scope.on(`change:${name}`, () => this.renderSummary());
+    this.heatmap.onHover(this.scope.guard("view", (cell: Cell | null) => this.hover(cell === null ? null : { layer: cell.row, head: cell.col, component: "head" })));
+    this.heatmap.onClick(this.scope.guard("view", (cell: Cell) => this.click({ layer: cell.row, head: cell.col, component: "head" })));
+    this.heatmap.onClear(this.scope.guard("view", () => this.select(null)));
+    this.bars.addEventListener("keydown", this.scope.guard("view", (ev: KeyboardEvent) => this.barKey(ev)));
+    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
   }
 
   // ---- model state ----------------------------------------------------------------------
@@ -311,11 +300,11 @@ class LogitAttributionView {
         const text = el("span", "miw-dla-bar-value");
         text.textContent = signed(value, 3);
         b.append(name, track, text);
-        b.addEventListener("click", this.guard("view", () => this.click(sel)));
-        b.addEventListener("mouseenter", this.guard("view", () => this.hover(sel)));
-        b.addEventListener("mouseleave", this.guard("view", () => this.hover(null)));
-        b.addEventListener("focus", this.guard("view", () => this.hover(sel)));
-        b.addEventListener("blur", this.guard("view", () => this.hover(null)));
+        b.addEventListener("click", this.scope.guard("view", () => this.click(sel)));
+        b.addEventListener("mouseenter", this.scope.guard("view", () => this.hover(sel)));
+        b.addEventListener("mouseleave", this.scope.guard("view", () => this.hover(null)));
+        b.addEventListener("focus", this.scope.guard("view", () => this.hover(sel)));
+        b.addEventListener("blur", this.scope.guard("view", () => this.hover(null)));
         row.append(b);
         this.barButtons.push({ sel, button: b });
       }

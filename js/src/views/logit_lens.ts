@@ -16,11 +16,11 @@ import "../lib/base.css";
 import "./logit_lens.css";
 
 import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Theme, detectTheme, sequentialColormap, watchTheme } from "../lib/colormap";
+import { type Theme, detectTheme, sequentialColormap } from "../lib/colormap";
 import { type Cell, CanvasHeatmap } from "../lib/heatmap";
-import { type Progress, RequestClient } from "../lib/protocol";
+import { type Progress, type RequestClient } from "../lib/protocol";
 import { displayToken } from "../lib/tokens";
-import { ErrorBanner, type ViewModel, button, clamp, el, guard, intOr, renderView } from "../lib/view";
+import { type ErrorBanner, type ViewModel, ViewScope, button, clamp, el, intOr, renderView } from "../lib/view";
 
 export type LensModel = ViewModel;
 
@@ -99,8 +99,8 @@ export function cellTop(lens: LensData, row: number, col: number): Array<{ id: n
 class LogitLensView {
   private readonly model: LensModel;
   private readonly root: HTMLDivElement;
+  private readonly scope: ViewScope;
   private readonly client: RequestClient;
-  private readonly cleanups: Array<() => void> = [];
   private readonly targetInput: HTMLInputElement;
   private readonly targetButton: HTMLButtonElement;
   private readonly targetInfo: HTMLSpanElement;
@@ -118,7 +118,9 @@ class LogitLensView {
   constructor(model: LensModel, host: HTMLElement) {
     this.model = model;
     this.theme = detectTheme(host);
-    this.client = new RequestClient(model);
+    this.scope = new ViewScope(model);
+    this.client = this.scope.client;
+    this.banner = this.scope.banner;
     this.root = el("div", "miw-root miw-lens", "logit-lens");
 
     const toolbar = el("div", "miw-lens-toolbar");
@@ -137,7 +139,6 @@ class LogitLensView {
     this.scale = el("span", "miw-lens-scale", "scale");
     toolbar.append(label, this.targetButton, this.progress, this.targetInfo, this.scale);
 
-    this.banner = new ErrorBanner(model);
     const axes = el("div", "miw-lens-axes");
     axes.textContent =
       "rows: the residual stream after each layer, read through the model's final norm and unembedding · columns: the next-token prediction at each position";
@@ -150,7 +151,7 @@ class LogitLensView {
 
     this.root.append(toolbar, this.banner.element, axes, this.heatmap.element, this.readout);
     host.append(this.root);
-    this.cleanups.push(() => this.root.remove());
+    this.scope.onDispose(() => this.root.remove());
 
     this.wire();
     this.syncTargetBox();
@@ -158,52 +159,40 @@ class LogitLensView {
     this.banner.render();
     this.renderReadout();
     this.fetch();
-    const frame = requestAnimationFrame(() => this.applyTheme(detectTheme(this.root)));
-    this.cleanups.push(() => cancelAnimationFrame(frame));
   }
 
   dispose(): void {
-    this.client.dispose();
     this.heatmap.dispose();
-    for (const c of this.cleanups.splice(0)) c();
+    this.scope.dispose();
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
-  private guard<A extends unknown[]>(source: string, fn: (...args: A) => void): (...args: A) => void {
-    return guard((e) => this.banner.fail(source, e), fn);
-  }
-
   private wire(): void {
-    const onModel = (ev: string, fn: () => void) => {
-      const cb = this.guard("view", fn);
-      this.model.on(ev, cb);
-      this.cleanups.push(() => this.model.off(ev, cb));
-    };
-    onModel("change:revision", () => this.fetch());
-    onModel("change:rows", () => this.syncLabels());
-    onModel("change:tokens", () => this.syncLabels());
-    onModel("change:target", () => this.syncTargetBox());
-    onModel("change:target_token", () => this.syncTargetBox());
-    onModel("change:selected", () => this.renderSelection());
-    onModel("change:error", () => this.banner.render());
+    this.scope.on("change:revision", () => this.fetch());
+    this.scope.on("change:rows", () => this.syncLabels());
+    this.scope.on("change:tokens", () => this.syncLabels());
+    this.scope.on("change:target", () => this.syncTargetBox());
+    this.scope.on("change:target_token", () => this.syncTargetBox());
+    this.scope.on("change:selected", () => this.renderSelection());
+    this.scope.on("change:error", () => this.banner.render());
 
-    this.targetButton.addEventListener("click", this.guard("target", () => this.setTarget()));
+    this.targetButton.addEventListener("click", this.scope.guard("target", () => this.setTarget()));
     this.targetInput.addEventListener("keydown", (ev) => {
       ev.stopPropagation(); // typing belongs to the box, not to notebook shortcuts
       if (ev.key === "Enter" && !ev.isComposing) {
         ev.preventDefault();
-        this.guard("target", () => this.setTarget())();
+        this.scope.guard("target", () => this.setTarget())();
       }
     });
-    this.heatmap.onHover(this.guard("view", (cell: Cell | null) => {
+    this.heatmap.onHover(this.scope.guard("view", (cell: Cell | null) => {
       this.hovered = cell;
       this.heatmap.highlight(cell?.row ?? null, cell?.col ?? null);
       this.renderReadout();
     }));
-    this.heatmap.onClick(this.guard("view", (cell: Cell) => this.click(cell)));
-    this.heatmap.onClear(this.guard("view", () => this.select(null)));
-    this.cleanups.push(watchTheme(this.root, (t) => this.guard("view", () => this.applyTheme(t))()));
+    this.heatmap.onClick(this.scope.guard("view", (cell: Cell) => this.click(cell)));
+    this.heatmap.onClear(this.scope.guard("view", () => this.select(null)));
+    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
   }
 
   // ---- model state ----------------------------------------------------------------------

@@ -15,12 +15,12 @@ import "../lib/base.css";
 import "./top_examples.css";
 
 import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Theme, detectTheme, divergingColormap, sequentialColormap, watchTheme, withEmptyCells } from "../lib/colormap";
+import { type Theme, detectTheme, divergingColormap, sequentialColormap, withEmptyCells } from "../lib/colormap";
 import { type Cell, CanvasHeatmap } from "../lib/heatmap";
-import { RequestClient } from "../lib/protocol";
+import { type RequestClient } from "../lib/protocol";
 import { ScanToolbar } from "../lib/scan_toolbar";
 import { TokenStrip } from "../lib/tokens";
-import { ErrorBanner, type ViewModel, el, guard, intOr, renderView } from "../lib/view";
+import { type ErrorBanner, type ViewModel, ViewScope, el, intOr, renderView } from "../lib/view";
 
 export type TopExamplesModel = ViewModel;
 
@@ -79,8 +79,8 @@ function fmt(v: number): string {
 class TopExamplesView {
   private readonly model: TopExamplesModel;
   private readonly root: HTMLDivElement;
+  private readonly scope: ViewScope;
   private readonly client: RequestClient;
-  private readonly cleanups: Array<() => void> = [];
   private readonly toolbar: ScanToolbar;
   private readonly banner: ErrorBanner;
   private readonly info: HTMLSpanElement;
@@ -99,19 +99,20 @@ class TopExamplesView {
   constructor(model: TopExamplesModel, host: HTMLElement) {
     this.model = model;
     this.theme = detectTheme(host);
-    this.client = new RequestClient(model);
+    this.scope = new ViewScope(model);
+    this.client = this.scope.client;
+    this.banner = this.scope.banner;
     this.root = el("div", "miw-root miw-topex", "top-examples");
 
-    this.banner = new ErrorBanner(model);
     this.toolbar = new ScanToolbar({
       model,
       client: this.client,
       banner: this.banner,
       root: this.root,
       refetch: () => Promise.all([this.fetchOverview(), this.fetchExamples()]),
-      guard: (source, fn) => this.guard(source, fn),
+      guard: (source, fn) => this.scope.guard(source, fn),
     });
-    this.cleanups.push(() => this.toolbar.dispose());
+    this.scope.onDispose(() => this.toolbar.dispose());
     this.info = el("span", "miw-topex-info", "info");
     this.toolbar.element.append(this.info);
 
@@ -129,7 +130,7 @@ class TopExamplesView {
 
     this.root.append(this.toolbar.element, this.banner.element, this.heatmap.element, this.readout, panel);
     host.append(this.root);
-    this.cleanups.push(() => this.root.remove());
+    this.scope.onDispose(() => this.root.remove());
 
     this.wire();
     this.renderInfo();
@@ -137,50 +138,38 @@ class TopExamplesView {
     this.banner.render();
     this.renderSelection();
     this.toolbar.refresh();
-    const frame = requestAnimationFrame(() => this.applyTheme(detectTheme(this.root)));
-    this.cleanups.push(() => cancelAnimationFrame(frame));
   }
 
   dispose(): void {
-    this.client.dispose();
     this.heatmap.dispose();
-    for (const c of this.cleanups.splice(0)) c();
+    this.scope.dispose();
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
-  private guard<A extends unknown[]>(source: string, fn: (...args: A) => void): (...args: A) => void {
-    return guard((e) => this.banner.fail(source, e), fn);
-  }
-
   private wire(): void {
-    const onModel = (ev: string, fn: () => void) => {
-      const cb = this.guard("view", fn);
-      this.model.on(ev, cb);
-      this.cleanups.push(() => this.model.off(ev, cb));
-    };
-    onModel("change:error", () => this.banner.render());
-    onModel("change:selected", () => {
+    this.scope.on("change:error", () => this.banner.render());
+    this.scope.on("change:selected", () => {
       this.renderSelection();
       void this.fetchExamples();
     });
-    onModel("change:neurons", () => {
+    this.scope.on("change:neurons", () => {
       this.layout();
       this.draw();
     });
-    for (const name of ["hook", "n_docs", "n_tokens", "k"]) onModel(`change:${name}`, () => this.renderInfo());
+    for (const name of ["hook", "n_docs", "n_tokens", "k"]) this.scope.on(`change:${name}`, () => this.renderInfo());
     this.heatmap.onHover(
-      this.guard("view", (cell: Cell | null) => {
+      this.scope.guard("view", (cell: Cell | null) => {
         this.hovered = cell;
         this.renderReadout();
       }),
     );
-    this.heatmap.onClick(this.guard("view", (cell: Cell) => this.click(cell)));
-    this.heatmap.onClear(this.guard("view", () => this.select(null)));
+    this.heatmap.onClick(this.scope.guard("view", (cell: Cell) => this.click(cell)));
+    this.heatmap.onClear(this.scope.guard("view", () => this.select(null)));
     this.heatmap.onPaint((tag) => {
       if (tag !== null) this.root.dataset.painted = tag;
     });
-    this.cleanups.push(watchTheme(this.root, (t) => this.guard("view", () => this.applyTheme(t))()));
+    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
   }
 
   // ---- model state ----------------------------------------------------------------------
@@ -401,7 +390,7 @@ class TopExamplesView {
       strip.setMarks(e.maxIndex >= 0 && e.maxIndex < e.tokens.length ? e.maxIndex : null, null);
       strip.setTooltips((t) => `activation ${fmt(e.activations[t])}`);
       strip.onHover(
-        this.guard("view", (t: number | null) => {
+        this.scope.guard("view", (t: number | null) => {
           where.textContent =
             t === null ? `window ${e.doc}, token ${e.position}` : `${JSON.stringify(e.tokens[t])}: activation ${fmt(e.activations[t])}`;
         }),
