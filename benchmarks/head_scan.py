@@ -13,7 +13,7 @@ Timed, interleaved, medians over ``--repeats`` after a one-batch warm-up:
 Also: extra peak memory over the loaded model per mode, and a check that the two scorers agree.
 Writes the ``head_scan`` section of benchmarks/RESULTS.md; see benchmarks/README.md.
 
-    python benchmarks/head_scan.py [--n-seqs 16] [--batch-size 8] [--seq 256] [--repeats 3] [--device cpu]
+    python benchmarks/head_scan.py [--n-seqs 16] [--batch-size 8] [--seq 256] [--repeats 3] [--device cpu] [--threads 1]
 """
 
 from __future__ import annotations
@@ -148,6 +148,14 @@ def rss_kib(field: str) -> int:
     return int(line.split()[1])
 
 
+def page_in(model: Any) -> None:
+    """Read every weight once: they are memory-mapped from model.safetensors, and without this the
+    first pass would count ~300 MiB of weights paged in as the mode's memory."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.sum()
+
+
 def reset_peak(device: str) -> int:
     """Reset the peak-memory counter; return the memory held now (bytes)."""
     gc.collect()
@@ -188,7 +196,7 @@ def measure_in_subprocess(mode: str, folder: Path, args: argparse.Namespace) -> 
     allocation order).
     """
     cmd = [sys.executable, __file__, "--_measure-memory", mode, "--_model-dir", str(folder), "--device", args.device,
-           "--n-seqs", str(args.n_seqs), "--batch-size", str(args.batch_size), "--seq", str(args.seq)]
+           "--n-seqs", str(args.n_seqs), "--batch-size", str(args.batch_size), "--seq", str(args.seq), "--threads", str(args.threads)]
     env = os.environ | {"MALLOC_MMAP_THRESHOLD_": "65536"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
@@ -263,7 +271,8 @@ Command: `{command}`
 Date: {facts['date']}
 
 Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), device {facts['device']}, torch {torch.__version__}
-({torch.get_num_threads()} threads), transformer-lens {version('transformer-lens')}, transformers {version('transformers')}, Python {platform.python_version()}.
+({torch.get_num_threads()} torch thread(s): `--threads`; on busy shared cores a 2-thread forward pass on the main thread ran
+several times slower than the same pass on a fresh thread, where HeadScan runs, which would flatter the scan), transformer-lens {version('transformer-lens')}, transformers {version('transformers')}, Python {platform.python_version()}.
 Load average (1 min) at start / end: {facts['load_start']} / {facts['load_end']} (the cores are shared with other jobs).
 
 Model: gpt2-small shape (12 layers x 12 heads, d_model 768, d_mlp 3072, n_ctx 1024, d_vocab 50257), random
@@ -299,17 +308,19 @@ HeadScan does less work than the forward pass it is compared with: it captures o
 `blocks.N.attn.hook_pattern`, reduces each pattern to running sums inside the hook, and stops the pass
 right after the last layer's pattern, skipping that layer's attention output and MLP, the final LayerNorm
 and the 768 x 50257 unembedding (about {100 * skipped_share(args.seq):.0f}% of the forward's multiply-adds at seq {args.seq};
-no logits tensor either). detect_head runs `run_with_cache` (every activation cached) once per
-sequence and head type at batch 1, then scores the 144 heads one by one in Python, hence its cost.
-Times are on {os.cpu_count()} shared CPU cores: repeats vary with other jobs (see min-max and the load
-average), so compare the ratios of one run; the process CPU time column is less sensitive to them.
+no logits tensor either). detect_head runs the whole model again for each head type: per sequence, at
+batch 1, `run_with_cache` (every activation cached, autograd on), then the 144 heads scored one by one, so
+three head types cost about three full forward passes (plus the caching). Times are on {os.cpu_count()} shared CPU
+cores: repeats vary with other jobs (see min-max and the load average), so compare the ratios of one run.
 
 Memory: a forward pass at batch {args.batch_size} makes {mib(args.batch_size * args.seq * GPT2_SMALL['vocab_size'] * 4)} of logits, which the scan never computes;
 the scan keeps running sums of {len(HEAD_TYPES)} x 144 numbers, and its widget holds the pattern view of one sequence
-({mib(layers_heads * args.seq**2 * 4)}). The first pass costs every mode more because of state the bridge keeps
-afterwards: each layer's attention module holds on to its last pattern (`_pattern`, up to
+({mib(layers_heads * args.seq**2 * 4)}). The first pass costs every mode more because the bridge keeps state after a
+pass: each layer's attention module holds on to its last pattern (`_pattern`, up to
 {mib(layers_heads * args.batch_size * args.seq**2 * 4)} at this batch size; the scan stops before the last layer stores its
-own), plus other once-only allocations. detect_head runs at batch 1, so its peak does not grow with the batch size.
+own); later passes replace it layer by layer. detect_head runs at batch 1, so its peak does not grow with the batch
+size; it runs the model with autograd on, so the kept patterns also keep the last call's autograd graph and with
+it that sequence's activations alive (none are left when it is called under `torch.no_grad()`).
 """
 
 
@@ -320,15 +331,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq", type=int, default=256, help="tokens per sequence, BOS included (< n_ctx 1024)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode (medians are reported)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (0: torch's default); 1 by default, see README: with 2 threads on 2 busy "
+                             "cores the main thread's forward pass is several times slower than the scan's worker thread")
     parser.add_argument("--_measure-memory", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--_model-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not 4 <= args.seq < GPT2_SMALL["n_positions"]:
         parser.error("--seq must be in 4..1023 (detect_head needs seq < n_ctx)")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     tokens = make_tokens(args.n_seqs, args.seq)
 
     if args._measure_memory:  # child process of measure_in_subprocess: one batch (peaks do not grow with more)
         model = load_model(args._model_dir, args.device)
+        page_in(model)
         extra = measure_here(args._measure_memory, model, tokens[: args.batch_size], args.batch_size, args.device)
         print(json.dumps({"extra_bytes": extra}))
         return 0
