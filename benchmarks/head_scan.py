@@ -123,7 +123,8 @@ def prepare(mode: str, model: Any, tokens: torch.Tensor, batch_size: int) -> Cal
     from transformer_lens.head_detector import detect_head
 
     texts = [as_text(row) for row in tokens]
-    assert torch.equal(model.to_tokens(texts[0]).cpu()[0], tokens[0]), "the tokenizer does not round-trip the tokens"
+    if not torch.equal(model.to_tokens(texts).cpu(), tokens.cpu()):
+        raise RuntimeError("the tokenizer does not turn the texts back into the benchmark's tokens")
     return lambda: {name: detect_head(model, texts, tl_name) for name, tl_name in TL_NAMES.items()}
 
 
