@@ -8,10 +8,27 @@ Quickstart::
 """
 
 from . import zoo
-from .widgets import ActivationView
-from .widgets import TopExamples
-from .widgets import LogitAttribution, LogitLens
-from .widgets import AttentionView, CompositionView, HeadScan, attention_heads
+from .widgets import (
+    ActivationView,
+    AttentionView,
+    CompositionView,
+    HeadScan,
+    LogitAttribution,
+    LogitLens,
+    TopExamples,
+    attention_heads,
+)
 
 __version__ = "0.1.0"
-__all__ = ["ActivationView", "AttentionView", "CompositionView", "HeadScan", "LogitAttribution", "LogitLens", "TopExamples", "attention_heads", "zoo", "__version__"]
+__all__ = [
+    "ActivationView",
+    "AttentionView",
+    "CompositionView",
+    "HeadScan",
+    "LogitAttribution",
+    "LogitLens",
+    "TopExamples",
+    "attention_heads",
+    "zoo",
+    "__version__",
+]

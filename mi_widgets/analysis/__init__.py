@@ -1,12 +1,13 @@
-"""Analysis: pure tensor functions (head scores, thumbnails, ...), device-agnostic."""
+"""Analysis: pure functions (head scores, composition, logit lens, attribution, top-k, source labels), device-agnostic."""
 
 from .activations import activation_nbytes, check_direction, symmetric_range, top_units, unit_values
 from .attention import THUMBNAIL_SIZE, check_patterns, pattern_thumbnails
 from .attribution import Attribution, logit_attribution
-from .logit_lens import LensResult, logit_lens, residual_streams, single_token_id
 from .composition import COMPOSITION_MODES, composition_baseline, composition_scores
-from .top_examples import RunningTopK, pad_rows, split_windows
 from .head_scores import HEAD_TYPES, RunningHeadScores, check_detection_pattern, detection_patterns, head_scores
+from .logit_lens import LensResult, logit_lens, residual_streams, single_token_id
+from .python_source import SOURCE_CLASSES, char_classes, source_windows, token_classes
+from .top_examples import RunningTopK, pad_rows, split_windows
 
 __all__ = [
     "activation_nbytes",
@@ -20,6 +21,10 @@ __all__ = [
     "logit_lens",
     "residual_streams",
     "single_token_id",
+    "SOURCE_CLASSES",
+    "char_classes",
+    "source_windows",
+    "token_classes",
     "COMPOSITION_MODES",
     "composition_baseline",
     "composition_scores",
