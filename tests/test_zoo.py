@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-pytest.importorskip("transformer_lens")
-
-from mi_widgets import zoo  # noqa: E402
+from mi_widgets import zoo
 
 NAME = "induction-2l"
 L = 20
