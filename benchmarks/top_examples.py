@@ -24,9 +24,7 @@ Writes the ``top_examples`` section of benchmarks/RESULTS.md; see benchmarks/REA
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime as dt
-import gc
 import json
 import os
 import platform
@@ -34,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
@@ -43,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.head_scan import GPT2_SMALL, build_model, load_model, rss_kib  # noqa: E402  (sets offline env vars)
+from benchmarks.head_scan import GPT2_SMALL, build_model, load_model, peak, reset_peak, timed  # noqa: E402  (sets offline env vars)
 
 import torch  # noqa: E402
 
@@ -80,17 +77,6 @@ def make_corpus(name: str, model: Any, windows: int) -> Any:
     gen = torch.Generator().manual_seed(SEED)
     body = torch.randint(0, GPT2_SMALL["vocab_size"] - 1, (windows, 255), generator=gen)
     return torch.cat([torch.full((windows, 1), GPT2_SMALL["vocab_size"] - 1), body], dim=1)
-
-
-def timed(call: Callable[[], Any], device: str) -> tuple[float, float, Any]:
-    """Wall time, process CPU time (all threads: the scan runs on a worker thread) and the result."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = call()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
 def windows(model: Any, corpus: Any, n: int) -> list[torch.Tensor]:
@@ -149,21 +135,10 @@ def agreement(ex: TopExamples, held: list[torch.Tensor]) -> float:
 
 def measure_here(mode: str, model: Any, ex: TopExamples, device: str) -> float:
     """Extra peak memory (MiB) over what is held now, for running ``mode`` once (results kept until measured)."""
-    gc.collect()
     call = prepare(mode, model, ex)
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        result = call()
-        torch.cuda.synchronize()
-        extra = (torch.cuda.max_memory_allocated() - base) / MIB
-    else:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so the baseline is what is really held
-        Path("/proc/self/clear_refs").write_text("5")  # reset peak RSS (VmHWM) to the current RSS
-        base = rss_kib("VmRSS")
-        result = call()
-        extra = (rss_kib("VmHWM") - base) / 1024
+    base = reset_peak(device)
+    result = call()
+    extra = (peak(device) - base) / MIB
     del result
     return extra
 

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import torch
 import traitlets
 
+from ..analysis.activations import check_per_token_hook
 from ..analysis.top_examples import EMPTY, RunningTopK, pad_rows, split_windows
 from ..capture.adapter import ModelAdapter
 from ..transport.protocol import Context, Reply
@@ -27,7 +28,6 @@ from .base import int_param, static_asset
 from .streaming import StreamingWidget
 
 DEFAULT_NEURONS = 64
-_NOT_PER_POSITION = ("hook_pattern", "hook_attn_scores")
 
 
 @dataclass(frozen=True, eq=False)  # eq would compare activation tensors elementwise
@@ -312,9 +312,7 @@ def _resolve_hook(adapter: ModelAdapter, hook: str, layer: int | None) -> str:
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(names):
             raise ValueError(f"layer must be in 0..{len(names) - 1}, got {layer!r}")
         name = names[layer]
-    if name.endswith(_NOT_PER_POSITION):
-        raise ValueError(f"{name!r} holds attention per query and key, not one vector per token: pick e.g. 'blocks.0.attn.hook_z'")
-    return name
+    return check_per_token_hook(name)
 
 
 def _plan_corpus(adapter: ModelAdapter, corpus: Any) -> tuple[list[torch.Tensor], list[int]]:

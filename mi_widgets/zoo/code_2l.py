@@ -20,7 +20,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-BOS_TOKEN = "<|endoftext|>"
+from .tokenizer import BOS_TOKEN, train_bpe_tokenizer
+
 VOCAB_SIZE = 2048
 HELD_OUT_EVERY = 10
 
@@ -70,31 +71,6 @@ def stdlib_texts(split: Literal["train", "heldout", "all"] = "heldout", max_file
     return [p.read_text(encoding="utf-8", errors="replace") for p in files]
 
 
-def build_tokenizer(out: Path, texts: list[str], n_ctx: int) -> Any:
-    """Train a byte-level BPE (GPT-2 style, no prefix space) on ``texts``, save it to ``out``, load it back."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=[BOS_TOKEN],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS_TOKEN, eos_token=BOS_TOKEN, unk_token=BOS_TOKEN, pad_token=BOS_TOKEN,
-        model_max_length=n_ctx,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(str(out))
-    return AutoTokenizer.from_pretrained(str(out), local_files_only=True)  # in-memory objects break boot
-
-
 def token_stream(tokenizer: Any, texts: list[str]) -> torch.Tensor:
     """All texts as one id stream, each text preceded by BOS."""
     bos = int(tokenizer.bos_token_id)
@@ -134,7 +110,7 @@ def train_code_2l(out: Path, steps: int, seed: int, device: str = "cpu") -> dict
     cfg_kwargs = dict(CODE_2L_CONFIG, seed=seed)
     n_ctx = int(cfg_kwargs["n_ctx"])
     train_texts, heldout_texts = stdlib_texts("train"), stdlib_texts("heldout")
-    tokenizer = build_tokenizer(out, train_texts, n_ctx)
+    tokenizer = train_bpe_tokenizer(out, train_texts, VOCAB_SIZE, n_ctx)
     bos = int(tokenizer.bos_token_id)
     train_stream, heldout_stream = token_stream(tokenizer, train_texts), token_stream(tokenizer, heldout_texts)
     print(f"train {len(train_stream):,} tokens, held out {len(heldout_stream):,} tokens", flush=True)

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-BOS_TOKEN = "<|endoftext|>"
+from .tokenizer import BOS_TOKEN, train_bpe_tokenizer
+
 VOCAB_SIZE = 512
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -111,34 +112,8 @@ def corpus() -> list[str]:
 
 
 def build_tokenizer(out: Path, n_ctx: int) -> Any:
-    """Train a byte-level BPE (vocab 512, GPT-2 style), save it to ``out`` and load it back."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=[BOS_TOKEN],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus(), trainer=trainer)
-    assert tok.get_vocab_size() == VOCAB_SIZE, tok.get_vocab_size()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS_TOKEN,
-        eos_token=BOS_TOKEN,
-        unk_token=BOS_TOKEN,
-        pad_token=BOS_TOKEN,
-        model_max_length=n_ctx,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(str(out))
-    # An in-memory PreTrainedTokenizerFast breaks TransformerBridge boot; reload from disk.
-    return AutoTokenizer.from_pretrained(str(out), local_files_only=True)
+    """Train induction-2l's byte-level BPE (vocab 512) on :func:`corpus`, save it to ``out`` and load it back."""
+    return train_bpe_tokenizer(out, corpus(), VOCAB_SIZE, n_ctx)
 
 
 # --------------------------------------------------------------------------------------------
