@@ -47,7 +47,8 @@ import torch  # noqa: E402
 import mi_widgets as mw  # noqa: E402
 from benchmarks._results import write_section  # noqa: E402
 from mi_widgets.capture.adapter import ModelAdapter  # noqa: E402
-from mi_widgets.widgets.top_examples import TopExamples, _plan_corpus  # noqa: E402
+from mi_widgets.capture.corpus import plan_corpus  # noqa: E402
+from mi_widgets.widgets.top_examples import TopExamples  # noqa: E402
 
 MODES = ("forward", "TopExamples", "hold all")
 TARGET_RATIO = 0.8
@@ -81,7 +82,7 @@ def make_corpus(name: str, model: Any, windows: int) -> Any:
 
 def windows(model: Any, corpus: Any, n: int) -> list[torch.Tensor]:
     """The first ``n`` windows TopExamples cuts the corpus into (1-D token rows, BOS first)."""
-    return _plan_corpus(ModelAdapter(model), corpus)[0][:n]
+    return plan_corpus(ModelAdapter(model), corpus)[0][:n]
 
 
 def build(model: Any, rows: list[torch.Tensor], args: argparse.Namespace) -> TopExamples:

@@ -194,7 +194,7 @@ def _make_vectors() -> Any:
 
 def test_committed_vectors_match_what_python_produces() -> None:
     built = _make_vectors().build()
-    assert set(built) == {"codec_vectors.json", "protocol_vectors.json"}
+    assert set(built) == {"codec_vectors.json", "event_vectors.json", "protocol_vectors.json"}
     for name, text in built.items():
         committed = (FIXTURES / name).read_text()
         assert committed == text, f"{name} is stale: run `python tests/fixtures/make_vectors.py`"
@@ -493,3 +493,29 @@ def test_lower_layout_rejects_non_square_and_wrong_sizes() -> None:
         decode_array(header, [data[:-2]])
     with pytest.raises(ValueError, match="layout must be"):
         decode_array({**header, "layout": "upper"}, [data])
+
+
+# ----- events --------------------------------------------------------------------------------
+
+
+def test_event_matches_vectors_and_router_push_sends_it() -> None:
+    import base64
+
+    from mi_widgets.transport.protocol import event_message
+
+    (case,) = json.loads((FIXTURES / "event_vectors.json").read_text())
+    buffers = [base64.b64decode(b) for b in case["buffers"]]
+    out = decode_array(case["content"]["result"]["W"], buffers)
+    np.testing.assert_array_equal(out.reshape(-1), np.array(case["decoded"], dtype=np.float32))
+    outbox = Outbox()
+    router = RequestRouter(outbox)
+    reply = Reply({"step": 3})
+    reply.result["x"] = reply.add_array(np.arange(4, dtype=np.float32), "float32")
+    router.push("frame", reply)
+    ((content, parts),) = outbox
+    assert content == {"type": "event", "event": "frame", "result": reply.result, "buffer_lengths": [16]}
+    assert bytes(parts[0]) == np.arange(4, dtype=np.float32).tobytes()
+    with pytest.raises(ValueError, match="event 'big' carries 8 bytes, over the 4-byte limit"):
+        event_message("big", {}, [b"12345678"], 4)
+    with pytest.raises(ValueError, match="event name must be a non-empty string"):
+        event_message("", {}, [])

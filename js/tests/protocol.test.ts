@@ -1,5 +1,6 @@
 // @vitest-environment node
 import { describe, expect, test } from "vitest";
+import { decodeArray } from "../src/lib/codec";
 import { CancelledError, RemoteError, RequestClient, isCancelled, reassemble } from "../src/lib/protocol";
 import { FakeModel, b64, fixture, offsetView } from "./helpers";
 
@@ -143,5 +144,49 @@ describe("RequestClient", () => {
     expect(model.sent.map((s) => s.content)).toContainEqual({ type: "cancel", id: "c:1" });
     expect(model.listenerCount()).toBe(0);
     await expect(client.request("m")).rejects.toBeInstanceOf(CancelledError);
+  });
+});
+
+interface EventCase {
+  content: any;
+  buffers: string[];
+  decoded: number[];
+}
+
+describe("pushed events", () => {
+  const [c] = fixture<EventCase[]>("event_vectors.json");
+
+  test("a Python event reaches its listeners with decodable buffers", () => {
+    const model = new FakeModel();
+    const client = new RequestClient(model, { clientId: "c1" });
+    const got: number[][] = [];
+    const steps: number[] = [];
+    const off = client.onEvent("frame", (e) => {
+      steps.push(e.result.step);
+      got.push([...(decodeArray(e.result.W, e.buffers).data as Float32Array)]);
+    });
+    client.onEvent("other", () => {
+      throw new Error("not this one");
+    });
+    model.emit("msg:custom", c.content, c.buffers.map((s) => offsetView(b64(s))));
+    expect(steps).toEqual([7]);
+    expect(got[0]).toEqual(c.decoded.map((v) => Math.fround(v)));
+    off();
+    model.emit("msg:custom", c.content, c.buffers.map((s) => offsetView(b64(s))));
+    expect(steps).toEqual([7]);
+  });
+
+  test("events after dispose are ignored, and pending requests are unaffected by events", async () => {
+    const model = new FakeModel();
+    const client = new RequestClient(model, { clientId: "c1" });
+    const seen: unknown[] = [];
+    client.onEvent("frame", (e) => seen.push(e.result));
+    const pending = client.request("m");
+    model.emit("msg:custom", { type: "event", event: "frame", result: { a: 1 }, buffer_lengths: [] }, []);
+    model.reply(model.sent[0].content.id, { ok: 1 });
+    expect((await pending).result).toEqual({ ok: 1 });
+    client.dispose();
+    model.emit("msg:custom", { type: "event", event: "frame", result: { a: 2 }, buffer_lengths: [] }, []);
+    expect(seen).toEqual([{ a: 1 }]);
   });
 });

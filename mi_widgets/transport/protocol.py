@@ -17,6 +17,12 @@ Messages from the kernel::
     {"type": "response", "id": ..., "part": i, "parts": n}  # + further slices
     {"type": "response", "id": ..., "part": 0, "parts": 1, "ok": false,
      "error": {"type": "ValueError", "message": "..."}}
+    {"type": "event", "event": "frame", "result": {...}, "buffer_lengths": [...]}  # + buffers
+
+An ``event`` is pushed without a request (a training loop's latest frame): it reaches the view
+even while the kernel is busy running a cell, which replies to requests cannot. It is one
+message, so its buffers must fit in ``max_message_bytes``; the view's listeners get the same
+``{result, buffers}`` a reply gives.
 
 A reply whose buffers exceed ``max_message_bytes`` (4 MiB: Colab drops bigger
 messages) is cut into parts; the view concatenates the slices of all parts in
@@ -156,6 +162,11 @@ class RequestRouter:
             self._run(route.handler, params, views, ctx)
         return True
 
+    def push(self, event: str, reply: Reply) -> None:
+        """Send ``reply`` to the view as an unrequested ``event`` (see :func:`event_message`)."""
+        content, buffers = event_message(event, reply.result, reply.buffers, self._max_message_bytes)
+        self._send(content, buffers)
+
     def close(self) -> None:
         with self._lock:
             for ctx in self._in_flight.values():
@@ -192,6 +203,21 @@ class RequestRouter:
             },
             [],
         )
+
+
+def event_message(
+    event: str, result: dict[str, Any], buffers: list[Buffer], max_message_bytes: int = MAX_REPLY_BYTES
+) -> tuple[dict[str, Any], list[Buffer]]:
+    """The one message that pushes ``event`` to the view; a ValueError if its buffers exceed the limit."""
+    if not isinstance(event, str) or not event:
+        raise ValueError(f"event name must be a non-empty string, got {event!r}")
+    lengths = [memoryview(b).nbytes for b in buffers]
+    if sum(lengths) > max_message_bytes:
+        raise ValueError(
+            f"event {event!r} carries {sum(lengths)} bytes, over the {max_message_bytes}-byte limit for one message; "
+            "push less per event (or serve it as a request)"
+        )
+    return {"type": "event", "event": event, "result": result, "buffer_lengths": lengths}, list(buffers)
 
 
 def split_reply(

@@ -8,7 +8,7 @@ from typing import Any
 
 import anywidget
 
-from ..transport.protocol import Buffer, Handler, RequestRouter
+from ..transport.protocol import Buffer, Handler, Reply, RequestRouter
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -45,6 +45,10 @@ class ProtocolWidget(anywidget.AnyWidget):
 
     def _serve(self, method: str, handler: Handler, *, background: bool = False) -> None:
         self._router.add(method, handler, background=background)
+
+    def _push(self, event: str, reply: Reply) -> None:
+        """Push ``reply`` to every open view as event ``event`` (no request needed; see the protocol)."""
+        self._router.push(event, reply)
 
     def _send_message(self, content: dict[str, Any], buffers: list[Buffer]) -> None:
         self.send(content, buffers or None)

@@ -14,39 +14,19 @@ from __future__ import annotations
 
 import operator
 import threading
-from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import traitlets
 
-from ..analysis.activations import check_per_token_hook
-from ..analysis.top_examples import EMPTY, RunningTopK, pad_rows, split_windows
+from ..analysis.top_examples import EMPTY, RunningTopK, pad_rows
 from ..capture.adapter import ModelAdapter
+from ..capture.corpus import Example, context_windows, plan_corpus, probe_units, resolve_layer_hook
 from ..transport.protocol import Context, Reply
 from .base import int_param, static_asset
 from .streaming import StreamingWidget
 
 DEFAULT_NEURONS = 64
-
-
-@dataclass(frozen=True, eq=False)  # eq would compare activation tensors elementwise
-class Example:
-    """One top-activating context of a neuron.
-
-    ``tokens``/``activations`` cover the window around the maximum (up to ``context`` tokens
-    before, ``after`` tokens after); ``max_index`` is the maximum's index in that window;
-    ``value`` its activation as found by the scan; ``doc`` the corpus window (row) and
-    ``position`` the token position in it; ``source`` the corpus item (text or token row).
-    """
-
-    tokens: list[str]
-    activations: torch.Tensor
-    max_index: int
-    value: float
-    doc: int
-    position: int
-    source: int
 
 
 class NeuronExamples(Mapping[int, list[Example]]):
@@ -117,11 +97,11 @@ class TopExamples(StreamingWidget):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self._adapter = adapter
-        self._hook = _resolve_hook(adapter, hook, layer)
-        self._rows, self._sources = _plan_corpus(adapter, corpus)
+        self._hook = resolve_layer_hook(adapter, hook, layer)
+        self._rows, self._sources = plan_corpus(adapter, corpus)
         self._batch_size = batch_size
         self._context, self._after = context, after
-        n_units = _probe_units(adapter, self._hook, self._rows[0])
+        n_units = probe_units(adapter, self._hook, self._rows[0])
         ids = _check_neurons(neurons, n_units, self._hook)
         self._n_units = n_units
         self._col = {n: i for i, n in enumerate(ids)}
@@ -224,38 +204,10 @@ class TopExamples(StreamingWidget):
         return examples
 
     def _windows(self, neuron: int, found: list[tuple[float, int, int]]) -> list[Example]:
-        """Rerun the model on the windows holding ``found`` (value, doc, position) and cut the context around each."""
-        if not found:
-            return []
-        ends: dict[int, int] = {}
-        for _, doc, pos in found:
-            ends[doc] = max(ends.get(doc, 0), min(int(self._rows[doc].shape[0]), pos + self._after + 1))
-        docs = list(ends)
-        tokens, _ = pad_rows([self._rows[d][: ends[d]] for d in docs])
-        got: list[torch.Tensor] = []
+        def unit(activation: torch.Tensor) -> torch.Tensor:
+            return activation.reshape(activation.shape[0], activation.shape[1], -1)[..., neuron]
 
-        def keep(_: int, activation: torch.Tensor) -> None:
-            got.append(activation.reshape(activation.shape[0], activation.shape[1], -1)[..., neuron].float().cpu())
-
-        self._adapter.each_activation(tokens.to(self._adapter.device), [self._hook], keep)
-        acts = got[0]
-        out = []
-        for value, doc, pos in found:
-            row = docs.index(doc)
-            start, end = max(0, pos - self._context), ends[doc]
-            end = min(end, pos + self._after + 1)
-            out.append(
-                Example(
-                    tokens=self._adapter.token_labels(self._rows[doc][start:end]),
-                    activations=acts[row, start:end].clone(),
-                    max_index=pos - start,
-                    value=value,
-                    doc=doc,
-                    position=pos,
-                    source=self._sources[doc],
-                )
-            )
-        return out
+        return context_windows(self._adapter, self._hook, self._rows, self._sources, found, unit, self._context, self._after)
 
     # ----- request handlers --------------------------------------------------------------
 
@@ -297,77 +249,10 @@ class TopExamples(StreamingWidget):
 # ----- construction helpers --------------------------------------------------------------
 
 
-def _resolve_hook(adapter: ModelAdapter, hook: str, layer: int | None) -> str:
-    names = adapter.layer_hooks(hook)
-    if len(names) == 1:
-        if layer is not None:
-            raise ValueError(f"layer= only applies to a per-layer shorthand like 'mlp.post'; {hook!r} already names one hook")
-        name = names[0]
-    elif layer is None:
-        raise ValueError(
-            f"hook {hook!r} means one hook in each of the {len(names)} layers, but TopExamples scans one: "
-            f"pass layer=0..{len(names) - 1} or a full name like {names[-1]!r}"
-        )
-    else:
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(names):
-            raise ValueError(f"layer must be in 0..{len(names) - 1}, got {layer!r}")
-        name = names[layer]
-    return check_per_token_hook(name)
 
 
-def _plan_corpus(adapter: ModelAdapter, corpus: Any) -> tuple[list[torch.Tensor], list[int]]:
-    """Windows (1-D CPU token rows of at most n_ctx) and, for each, the index of the corpus item it came from."""
-    expected = "a list of strings, or token ids as a [batch, seq] tensor or a list of tensors"
-    if isinstance(corpus, (str, torch.Tensor)):
-        corpus = [corpus]
-    if not isinstance(corpus, (list, tuple)):
-        raise TypeError(f"corpus must be {expected}, got {type(corpus).__name__}")
-    if not corpus:
-        raise ValueError(f"corpus is empty: expected {expected}")
-    rows: list[torch.Tensor] = []
-    sources: list[int] = []
-    if all(isinstance(item, str) for item in corpus):
-        if not adapter.has_tokenizer:
-            raise ValueError("this model has no tokenizer, so it cannot read a text corpus: pass token ids instead")
-        model = adapter.model
-        bos = adapter.bos_id if getattr(adapter.cfg, "default_prepend_bos", True) else None
-        for index, text in enumerate(corpus):
-            tokens = model.to_tokens(text, prepend_bos=False, truncate=False)[0].cpu() if text else torch.zeros(0, dtype=torch.long)
-            for window in split_windows(tokens, adapter.n_ctx, bos) if tokens.numel() else []:
-                rows.append(window)
-                sources.append(index)
-        if not rows:
-            raise ValueError(f"corpus is empty: its {len(corpus)} text(s) hold no tokens")
-        return rows, sources
-    if all(isinstance(item, torch.Tensor) for item in corpus):
-        source = 0
-        for item in corpus:
-            if item.ndim not in (1, 2):
-                raise ValueError(f"token ids must be [seq] or [batch, seq] tensors, got shape {list(item.shape)}")
-            for row in item if item.ndim == 2 else item[None]:
-                if row.numel():
-                    rows.append(adapter.to_tokens(row)[0].cpu())
-                    sources.append(source)
-                source += 1
-        if not rows:
-            raise ValueError("corpus is empty: its tensors hold no tokens")
-        return rows, sources
-    kinds = sorted({type(item).__name__ for item in corpus})
-    raise TypeError(f"corpus must be {expected}, got a {type(corpus).__name__} of {', '.join(kinds)}")
 
 
-def _probe_units(adapter: ModelAdapter, hook: str, row: torch.Tensor) -> int:
-    """Number of units the hook holds per token (trailing dimensions flattened), from a two-token run."""
-    tokens = row[:2][None].to(adapter.device)
-    shapes: list[tuple[int, ...]] = []
-    adapter.each_activation(tokens, [hook], lambda _, a: shapes.append(tuple(a.shape)))
-    shape = shapes[0]
-    if len(shape) < 2 or shape[:2] != tuple(tokens.shape):
-        raise ValueError(f"{hook!r} does not hold one activation vector per token: for tokens {list(tokens.shape)} it gave {list(shape)}")
-    units = 1
-    for d in shape[2:]:
-        units *= d
-    return units
 
 
 def _check_neurons(neurons: Any, n_units: int, hook: str) -> list[int]:

@@ -116,6 +116,7 @@ export class RequestClient {
   private readonly maxRequestBytes: number;
   private readonly clientId: string;
   private readonly pending = new Map<string, Pending>();
+  private readonly listeners = new Map<string, Set<(event: Response) => void>>();
   private readonly bySupersede = new Map<string, string>();
   private counter = 0;
   private disposed = false;
@@ -161,6 +162,19 @@ export class RequestClient {
     });
   }
 
+  /**
+   * Call `listener` with every `event` the kernel pushes under this name (no request needed; a
+   * training loop's frames arrive this way even while the kernel runs a cell). Returns the
+   * unsubscribe function; `dispose()` drops all listeners.
+   */
+  onEvent(event: string, listener: (event: Response) => void): () => void {
+    if (this.disposed) return () => {};
+    let set = this.listeners.get(event);
+    if (set === undefined) this.listeners.set(event, (set = new Set()));
+    set.add(listener);
+    return () => set.delete(listener);
+  }
+
   /** Reject the pending request registered under `supersedeKey` and tell the kernel to stop it. */
   cancel(supersedeKey: string): void {
     const id = this.bySupersede.get(supersedeKey);
@@ -171,6 +185,7 @@ export class RequestClient {
   dispose(): void {
     if (this.disposed) return;
     for (const id of [...this.pending.keys()]) this.abort(id);
+    this.listeners.clear();
     this.model.off("msg:custom", this.listener);
     this.disposed = true;
   }
@@ -196,6 +211,10 @@ export class RequestClient {
   }
 
   private receive(msg: any, buffers: ReadonlyArray<DataView | ArrayBuffer | ArrayBufferView>): void {
+    if (msg !== null && typeof msg === "object" && msg.type === "event") {
+      this.receiveEvent(msg, buffers);
+      return;
+    }
     if (msg === null || typeof msg !== "object" || typeof msg.id !== "string") return;
     const p = this.pending.get(msg.id);
     if (p === undefined) return; // another view's request, or one we gave up on
@@ -210,6 +229,15 @@ export class RequestClient {
       this.settle(msg.id);
       p.reject(e instanceof Error ? e : new Error(String(e)));
     }
+  }
+
+  private receiveEvent(msg: any, buffers: ReadonlyArray<DataView | ArrayBuffer | ArrayBufferView>): void {
+    const set = this.listeners.get(String(msg.event));
+    if (set === undefined || set.size === 0) return;
+    const lengths: number[] = (msg.buffer_lengths ?? []).map(Number);
+    const event: Response = { result: msg.result, buffers: reassemble(buffers.map(toDataView), lengths) };
+    // Views wrap their listeners in their scope's guard, so a throwing listener reports in its banner.
+    for (const listener of [...set]) listener(event);
   }
 
   private receivePart(msg: any, p: Pending, buffers: ReadonlyArray<DataView | ArrayBuffer | ArrayBufferView>): void {

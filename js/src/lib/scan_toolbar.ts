@@ -65,6 +65,8 @@ export interface ScanToolbarOptions {
   root: HTMLElement;
   /** Fetch the partial results; should settle (not reject) once they are drawn or failed. */
   refetch: () => Promise<unknown>;
+  /** What `progress` counts, singular and plural (default batch / batches; training uses step / steps). */
+  unit?: { one: string; many: string };
   /** Wraps event handlers so that what they throw reaches the banner. */
   guard: <A extends unknown[]>(source: string, fn: (...args: A) => void) => (...args: A) => void;
 }
@@ -153,12 +155,13 @@ export class ScanToolbar {
       this.progress.max = 1;
       this.progress.value = 0;
     }
+    const unit = this.opts.unit ?? { one: "batch", many: "batches" };
     const text: Record<ScanStatus, string> = {
       idle: "idle",
-      running: `running: batch ${done}/${total || "?"}`,
-      done: `done: ${done} batch${done === 1 ? "" : "es"}`,
-      stopped: `stopped after ${done}/${total} batches`,
-      error: `error after ${done}/${total} batches`,
+      running: `running: ${unit.one} ${done}/${total || "?"}`,
+      done: `done: ${done} ${done === 1 ? unit.one : unit.many}`,
+      stopped: `stopped after ${done}/${total} ${unit.many}`,
+      error: `error after ${done}/${total} ${unit.many}`,
     };
     this.status.textContent = text[status];
     const d = this.opts.root.dataset;
