@@ -8,15 +8,20 @@ Quickstart::
 """
 
 from . import zoo
+from .analysis.sae import SparseAutoencoder
 from .widgets import (
     ActivationView,
     AttentionView,
     CompositionView,
+    FeatureView,
     HeadScan,
     LogitAttribution,
     LogitLens,
+    SAETrainer,
+    SuperpositionToy,
     TopExamples,
     attention_heads,
+    train_sae,
 )
 
 __version__ = "0.1.0"
@@ -24,11 +29,16 @@ __all__ = [
     "ActivationView",
     "AttentionView",
     "CompositionView",
+    "FeatureView",
     "HeadScan",
     "LogitAttribution",
     "LogitLens",
+    "SAETrainer",
+    "SparseAutoencoder",
+    "SuperpositionToy",
     "TopExamples",
     "attention_heads",
+    "train_sae",
     "zoo",
     "__version__",
 ]

@@ -3,9 +3,25 @@
 from .activation import ActivationView
 from .attention import AttentionView, attention_heads
 from .composition import CompositionView
+from .feature_view import FeatureView
 from .head_scan import HeadScan
 from .logit_attribution import LogitAttribution
 from .logit_lens import LogitLens
+from .sae_training import SAETrainer, train_sae
+from .superposition import SuperpositionToy
 from .top_examples import TopExamples
 
-__all__ = ["ActivationView", "AttentionView", "CompositionView", "HeadScan", "LogitAttribution", "LogitLens", "TopExamples", "attention_heads"]
+__all__ = [
+    "ActivationView",
+    "AttentionView",
+    "CompositionView",
+    "FeatureView",
+    "HeadScan",
+    "LogitAttribution",
+    "LogitLens",
+    "SAETrainer",
+    "SuperpositionToy",
+    "TopExamples",
+    "attention_heads",
+    "train_sae",
+]

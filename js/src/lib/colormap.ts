@@ -134,3 +134,21 @@ export function watchTheme(el: Element, cb: (theme: Theme) => void): () => void 
     media?.removeEventListener?.("change", check);
   };
 }
+
+/**
+ * Okabe-Ito colours (distinguishable with the common colour-vision deficiencies), ordered so the
+ * first few are the most distinct. Each keeps a 3:1 contrast with its theme's background: on light
+ * backgrounds yellow and sky blue are left out and orange is darkened; the dark theme uses the
+ * lighter members.
+ */
+const CATEGORICAL: Record<Theme, readonly string[]> = {
+  light: ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#B07800", "#000000", "#777777"],
+  dark: ["#56B4E9", "#E69F00", "#2BC49A", "#E69ACB", "#F0E442", "#FF7B3A", "#FFFFFF"],
+};
+
+/** Colour of series/category `index` (wraps around the palette), readable on the theme's background. */
+export function categoricalColor(index: number, theme: Theme): string {
+  const palette = CATEGORICAL[theme];
+  const i = Math.trunc(index) % palette.length;
+  return palette[i < 0 ? i + palette.length : i] ?? palette[0];
+}

@@ -1,0 +1,825 @@
+/**
+ * FeatureView front end: which sparse-autoencoder features fire on which tokens of a prompt, and
+ * a dashboard for one feature that fills in while the corpus scan runs.
+ *
+ * - The prompt is a TokenStrip coloured by the selected feature (sequential, 0 = background).
+ *   Hovering, clicking or focusing a token lists its strongest features as buttons ("chips");
+ *   a chip writes `selected = {feature}`.
+ * - The dashboard: firing density and max, the histogram of nonzero activations (canvas), the
+ *   tokens the decoder direction promotes and suppresses, and the top corpus examples.
+ *
+ * Data comes by request: `prompt` {prompt} (tokens and the top K feature ids/values per token)
+ * and `feature` {feature, prompt} (everything the dashboard draws, for the scan's `revision`).
+ * The feature is refetched on every revision through the shared ScanToolbar's coalesced refetch.
+ * Requests that follow trait changes go out on a microtask, after the view's own save_changes,
+ * so a typed prompt reaches the kernel before the request that asks for its tokens.
+ */
+
+import "../lib/base.css";
+import "./feature_view.css";
+
+import { decodeArray, type ArrayHeader } from "../lib/codec";
+import { type Theme, detectTheme, sequentialColormap } from "../lib/colormap";
+import { type RequestClient } from "../lib/protocol";
+import { ScanToolbar, scanStatus } from "../lib/scan_toolbar";
+import { TokenStrip, displayToken } from "../lib/tokens";
+import { type ErrorBanner, type ViewModel, ViewScope, button, el, intOr, renderView } from "../lib/view";
+
+export type FeatureViewModel = ViewModel;
+
+/** The prompt's tokens and, per token, its strongest features (id -1 = empty slot). */
+interface PromptData {
+  key: string;
+  index: number;
+  tokens: string[];
+  /** Features per token (K). */
+  k: number;
+  ids: Int32Array;
+  values: Float32Array;
+}
+
+export interface LogitItem {
+  token: string;
+  value: number;
+}
+
+export interface FeatureExample {
+  tokens: string[];
+  maxIndex: number;
+  value: number;
+  acts: Float32Array;
+}
+
+interface FeatureData {
+  revision: number;
+  feature: number;
+  /** The prompt `promptActs` belong to (see promptKey). */
+  promptKey: string;
+  fires: number;
+  density: number;
+  max: number | null;
+  promptActs: Float32Array;
+  histogram: { counts: Int32Array; lo: number; hi: number };
+  promoted: LogitItem[];
+  suppressed: LogitItem[];
+  examples: FeatureExample[];
+}
+
+const HIST_WIDTH = 360;
+const HIST_HEIGHT = 120;
+const HIST_MARGIN = { left: 8, right: 8, top: 14, bottom: 18 };
+
+/** What the user typed in the feature box: an id in 0..d-1, or a message saying what is allowed. */
+export function parseFeature(text: string, d: number): { feature: number } | { error: string } {
+  const t = text.trim();
+  if (d <= 0) return { error: "this SAE has no features" };
+  if (!/^\d+$/.test(t)) return { error: `feature must be a whole number in 0..${d - 1}${t === "" ? "" : `, got ${JSON.stringify(t)}`}` };
+  const f = Number(t);
+  if (f >= d) return { error: `feature ${f} is out of range: 0..${d - 1}` };
+  return { feature: f };
+}
+
+/** A firing density as a percentage with two decimals, or two significant digits when tiny. */
+export function formatPercent(density: number): string {
+  const p = density * 100;
+  if (!Number.isFinite(p)) return "?%";
+  return `${p === 0 || p >= 0.01 ? p.toFixed(2) : p.toPrecision(2)}%`;
+}
+
+/** Axis labels and values: three significant digits, no exponent for ordinary magnitudes. */
+export function formatValue(v: number): string {
+  if (!Number.isFinite(v)) return String(v);
+  const a = Math.abs(v);
+  return a !== 0 && (a >= 1e5 || a < 1e-3) ? v.toExponential(2) : String(Number(v.toPrecision(3)));
+}
+
+/** Top of the colour scale: the largest finite value the dashboard shows (1 when none is positive). */
+export function colourScale(d: Pick<FeatureData, "max" | "promptActs" | "examples">): number {
+  let m = d.max !== null && Number.isFinite(d.max) ? d.max : 0;
+  const take = (a: ArrayLike<number>) => {
+    for (let i = 0; i < a.length; i++) if (Number.isFinite(a[i]) && a[i] > m) m = a[i];
+  };
+  take(d.promptActs);
+  for (const e of d.examples) take(e.acts);
+  return m > 0 ? m : 1;
+}
+
+/** Bars of `counts` over [lo, hi] with the axis ends labelled; colours come from the view's CSS. */
+export function drawHistogram(
+  ctx: CanvasRenderingContext2D,
+  hist: { counts: ArrayLike<number>; lo: number; hi: number },
+  size: { width: number; height: number },
+  colours: { bar: string; text: string; axis: string; font: string },
+): void {
+  const { width, height } = size;
+  const { left, right, top, bottom } = HIST_MARGIN;
+  const plotW = width - left - right;
+  const plotH = height - top - bottom;
+  ctx.clearRect(0, 0, width, height);
+  ctx.font = colours.font;
+  ctx.fillStyle = colours.text;
+  let peak = 0;
+  for (let i = 0; i < hist.counts.length; i++) peak = Math.max(peak, hist.counts[i]);
+  if (peak === 0) {
+    ctx.textAlign = "center";
+    ctx.textBaseline = "middle";
+    ctx.fillText("no activations yet", width / 2, height / 2);
+    return;
+  }
+  ctx.fillStyle = colours.bar;
+  const n = hist.counts.length;
+  const w = plotW / n;
+  for (let i = 0; i < n; i++) {
+    const c = hist.counts[i];
+    if (c <= 0) continue;
+    const h = Math.max(1, (c / peak) * plotH); // a single count stays visible
+    ctx.fillRect(left + i * w, top + plotH - h, Math.max(1, w - (w >= 4 ? 1 : 0)), h);
+  }
+  ctx.fillStyle = colours.axis;
+  ctx.fillRect(left, top + plotH, plotW, 1);
+  ctx.fillStyle = colours.text;
+  ctx.textBaseline = "top";
+  ctx.textAlign = "left";
+  ctx.fillText(formatValue(hist.lo), left, top + plotH + 4);
+  ctx.textAlign = "right";
+  ctx.fillText(formatValue(hist.hi), left + plotW, top + plotH + 4);
+  ctx.textBaseline = "bottom";
+  ctx.textAlign = "left";
+  ctx.fillText(`${peak.toLocaleString("en-US")} per bin`, left, top - 2);
+}
+
+function logitItems(raw: unknown, what: string): LogitItem[] {
+  if (!Array.isArray(raw)) throw new Error(`feature reply: ${what} must be a list, got ${JSON.stringify(raw)}`);
+  return raw.map((item: any) => ({ token: String(item?.token ?? ""), value: Number(item?.value) }));
+}
+
+class FeatureView {
+  private readonly model: FeatureViewModel;
+  private readonly root: HTMLDivElement;
+  private readonly scope: ViewScope;
+  private readonly client: RequestClient;
+  private readonly banner: ErrorBanner;
+  private readonly toolbar: ScanToolbar;
+  private readonly info: HTMLSpanElement;
+  private readonly promptSelect: HTMLSelectElement;
+  private readonly promptInput: HTMLInputElement;
+  private readonly featureInput: HTMLInputElement;
+  private readonly featureMessage: HTMLSpanElement;
+  private readonly scale: HTMLSpanElement;
+  private readonly strip: TokenStrip;
+  private readonly caption: HTMLDivElement;
+  private readonly chips: HTMLDivElement;
+  private readonly dashboard: HTMLDivElement;
+  private readonly header: HTMLDivElement;
+  private readonly histogram: HTMLCanvasElement;
+  private readonly histCaption: HTMLElement;
+  private readonly promoted: HTMLOListElement;
+  private readonly suppressed: HTMLOListElement;
+  private readonly examples: HTMLDivElement;
+
+  private theme: Theme;
+  private promptData: PromptData | null = null;
+  private shown: FeatureData | null = null;
+  private exampleStrips: TokenStrip[] = [];
+  /** The prompt key last asked for, so that unrelated `prompts` edits do not refetch. */
+  private promptWanted: string | null = null;
+  private hovered: number | null = null;
+  private locked: number | null = null;
+  private promptsShown = "";
+  private readonly due = { prompt: false, feature: false };
+  private flushQueued = false;
+  private disposed = false;
+
+  constructor(model: FeatureViewModel, host: HTMLElement) {
+    this.model = model;
+    this.theme = detectTheme(host);
+    this.scope = new ViewScope(model);
+    this.client = this.scope.client;
+    this.banner = this.scope.banner;
+    this.root = el("div", "miw-root miw-fv", "feature-view");
+
+    this.toolbar = new ScanToolbar({
+      model,
+      client: this.client,
+      banner: this.banner,
+      root: this.root,
+      refetch: () => this.fetchFeature(),
+      unit: { one: "batch", many: "batches" },
+      guard: (source, fn) => this.scope.guard(source, fn),
+    });
+    this.scope.onDispose(() => this.toolbar.dispose());
+    this.info = el("span", "miw-fv-info", "info");
+    this.toolbar.element.append(this.info);
+
+    const controls = el("div", "miw-fv-controls");
+    this.promptSelect = el("select", "miw-fv-field", "prompt-select");
+    this.promptSelect.setAttribute("aria-label", "prompt");
+    this.promptInput = el("input", "miw-fv-field miw-fv-prompt-input", "prompt-input");
+    this.promptInput.type = "text";
+    this.promptInput.placeholder = "type a prompt, Enter adds it";
+    this.promptInput.setAttribute("aria-label", "new prompt (Enter adds it and shows it)");
+    this.promptInput.spellcheck = false;
+    const featureBox = el("label", "miw-fv-label");
+    featureBox.append("feature ");
+    this.featureInput = el("input", "miw-fv-field miw-fv-feature-input", "feature-input");
+    this.featureInput.type = "number";
+    this.featureInput.min = "0";
+    this.featureInput.step = "1";
+    this.featureInput.setAttribute("aria-label", "feature id (Enter shows it)");
+    featureBox.append(this.featureInput);
+    this.featureMessage = el("span", "miw-fv-message", "feature-message");
+    this.featureMessage.setAttribute("role", "status");
+    this.scale = el("span", "miw-fv-scale", "scale");
+    controls.append(this.promptSelect, this.promptInput, featureBox, this.featureMessage, this.scale);
+
+    this.strip = new TokenStrip({ label: "prompt tokens: hover or focus a token for its top features" });
+    this.strip.element.dataset.testid = "prompt-tokens";
+    const readout = el("div", "miw-fv-readout");
+    this.caption = el("div", "miw-fv-caption", "token-caption");
+    this.caption.setAttribute("aria-live", "polite");
+    this.chips = el("div", "miw-fv-chips", "token-features");
+    this.chips.setAttribute("role", "group");
+    this.chips.setAttribute("aria-label", "top features of the token: click or Enter selects one");
+    readout.append(this.caption, this.chips);
+
+    this.dashboard = el("div", "miw-fv-dashboard", "dashboard");
+    this.header = el("div", "miw-fv-header", "feature-header");
+    this.header.setAttribute("role", "heading");
+    this.header.setAttribute("aria-level", "3");
+    const body = el("div", "miw-fv-body");
+    const histBox = el("figure", "miw-fv-hist");
+    this.histogram = el("canvas", "miw-fv-hist-canvas", "histogram");
+    this.histogram.setAttribute("role", "img");
+    this.histCaption = el("figcaption", "miw-fv-hist-caption miw-muted", "histogram-caption");
+    histBox.append(this.histogram, this.histCaption);
+    const list = (title: string, testid: string): [HTMLDivElement, HTMLOListElement] => {
+      const box = el("div", "miw-fv-logits");
+      const heading = el("div", "miw-fv-logits-title");
+      heading.textContent = title;
+      const ol = el("ol", "miw-fv-logit-list", testid);
+      ol.setAttribute("aria-label", title);
+      box.append(heading, ol);
+      return [box, ol];
+    };
+    const [promotedBox, promoted] = list("promoted tokens", "promoted");
+    const [suppressedBox, suppressed] = list("suppressed tokens", "suppressed");
+    this.promoted = promoted;
+    this.suppressed = suppressed;
+    body.append(histBox, promotedBox, suppressedBox);
+    this.examples = el("div", "miw-fv-examples", "examples");
+    this.dashboard.append(this.header, body, this.examples);
+
+    this.root.append(this.toolbar.element, controls, this.banner.element, this.strip.element, readout, this.dashboard);
+    host.append(this.root);
+    this.scope.onDispose(() => this.root.remove());
+
+    this.wire();
+    this.renderInfo();
+    this.syncPrompts();
+    this.syncFeatureInput();
+    this.banner.render();
+    this.renderReadout();
+    this.renderDashboard();
+    void this.fetchPrompt();
+    this.toolbar.refresh();
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    this.scope.dispose();
+  }
+
+  // ---- wiring ---------------------------------------------------------------------------
+
+  private wire(): void {
+    this.scope.on("change:error", () => this.banner.render());
+    this.scope.on("change:selected", () => {
+      this.syncFeatureInput();
+      this.markChips();
+      this.renderDashboard();
+      this.schedule("feature");
+    });
+    const promptChanged = () => {
+      this.syncPrompts();
+      if (this.promptKey() === this.promptWanted) return;
+      this.schedule("prompt");
+      this.schedule("feature");
+    };
+    this.scope.on("change:prompt", promptChanged);
+    this.scope.on("change:prompts", promptChanged);
+    this.scope.on("change:d_sae", () => this.syncFeatureInput());
+    this.scope.on("change:status", () => this.renderHeader());
+    for (const name of ["hook", "d_sae", "k", "n_docs", "n_tokens"]) this.scope.on(`change:${name}`, () => this.renderInfo());
+
+    this.strip.onHover(this.scope.guard("view", (i: number | null) => this.setHover(i)));
+    this.strip.onClick(this.scope.guard("view", (i: number) => this.setLock(this.locked === i ? null : i)));
+    this.strip.onClear(this.scope.guard("view", () => this.setLock(null)));
+    this.chips.addEventListener(
+      "click",
+      this.scope.guard("view", (ev: MouseEvent) => {
+        const chip = (ev.target as Element | null)?.closest?.("[data-feature]") as HTMLElement | null;
+        if (chip !== null && this.chips.contains(chip)) this.select(Number(chip.dataset.feature));
+      }),
+    );
+    this.promptSelect.addEventListener(
+      "change",
+      this.scope.guard("view", () => {
+        this.model.set("prompt", Number(this.promptSelect.value));
+        this.model.save_changes();
+      }),
+    );
+    this.promptInput.addEventListener("keydown", this.scope.guard("view", (ev: KeyboardEvent) => this.promptKeydown(ev)));
+    this.featureInput.addEventListener("keydown", this.scope.guard("view", (ev: KeyboardEvent) => this.featureKeydown(ev)));
+    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
+  }
+
+  /** Run the fetches that trait changes asked for once the current task (and its save_changes) is done. */
+  private schedule(what: "prompt" | "feature"): void {
+    this.due[what] = true;
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    queueMicrotask(
+      this.scope.guard("view", () => {
+        this.flushQueued = false;
+        if (this.disposed) return;
+        if (this.due.prompt) void this.fetchPrompt();
+        if (this.due.feature) void this.fetchFeature();
+        this.due.prompt = this.due.feature = false;
+      }),
+    );
+  }
+
+  // ---- model state ----------------------------------------------------------------------
+
+  private prompts(): string[] {
+    const raw = this.model.get("prompts");
+    return Array.isArray(raw) ? raw.map(String) : [];
+  }
+
+  /** The shown prompt's index, clamped to the prompts there are (null when there are none). */
+  private promptIndex(): number | null {
+    const n = this.prompts().length;
+    if (n === 0) return null;
+    return Math.min(n - 1, Math.max(0, intOr(this.model.get("prompt"), 0)));
+  }
+
+  /** Index and text: a prompt replaced in Python under the same index is a new prompt. */
+  private promptKey(): string {
+    const i = this.promptIndex();
+    return i === null ? "" : JSON.stringify([i, this.prompts()[i]]);
+  }
+
+  private dSae(): number {
+    return Math.max(0, intOr(this.model.get("d_sae"), 0));
+  }
+
+  private selected(): number | null {
+    const raw = (this.model.get("selected") ?? {}) as { feature?: unknown };
+    const f = intOr(raw.feature, null);
+    const d = this.dSae();
+    return f !== null && f >= 0 && (d === 0 || f < d) ? f : null;
+  }
+
+  private select(feature: number): void {
+    this.model.set("selected", { feature });
+    this.model.save_changes();
+  }
+
+  private applyTheme(theme: Theme): void {
+    this.theme = theme;
+    this.strip.invalidateColours();
+    for (const s of this.exampleStrips) s.invalidateColours();
+    this.paint();
+    this.drawHistogram();
+  }
+
+  // ---- controls -------------------------------------------------------------------------
+
+  private syncPrompts(): void {
+    const prompts = this.prompts();
+    const signature = JSON.stringify(prompts);
+    if (signature !== this.promptsShown) {
+      this.promptsShown = signature;
+      this.promptSelect.replaceChildren(
+        ...prompts.map((text, i) => {
+          const option = document.createElement("option");
+          option.value = String(i);
+          const flat = displayToken(text);
+          option.textContent = `${i}: ${flat.length > 60 ? `${flat.slice(0, 59)}…` : flat}`;
+          option.title = text;
+          return option;
+        }),
+      );
+    }
+    this.promptSelect.hidden = prompts.length < 2;
+    const i = this.promptIndex();
+    if (i !== null) this.promptSelect.value = String(i);
+  }
+
+  private promptKeydown(ev: KeyboardEvent): void {
+    ev.stopPropagation(); // typing must not reach notebook shortcuts
+    if (ev.key !== "Enter") return;
+    ev.preventDefault();
+    const text = this.promptInput.value;
+    if (text.trim() === "") return;
+    const prompts = [...this.prompts(), text];
+    this.model.set("prompts", prompts);
+    this.model.set("prompt", prompts.length - 1);
+    this.model.save_changes();
+    this.promptInput.value = "";
+  }
+
+  private syncFeatureInput(): void {
+    const d = this.dSae();
+    this.featureInput.max = String(Math.max(0, d - 1));
+    this.featureInput.placeholder = `0..${Math.max(0, d - 1)}`;
+    const f = this.selected();
+    this.featureInput.value = f === null ? "" : String(f);
+    this.setFeatureMessage("");
+  }
+
+  private setFeatureMessage(message: string): void {
+    this.featureMessage.textContent = message;
+    this.featureInput.setAttribute("aria-invalid", String(message !== ""));
+  }
+
+  private featureKeydown(ev: KeyboardEvent): void {
+    ev.stopPropagation();
+    if (ev.key === "Escape") {
+      this.syncFeatureInput();
+      return;
+    }
+    if (ev.key !== "Enter") return;
+    ev.preventDefault();
+    const parsed = parseFeature(this.featureInput.value, this.dSae());
+    if ("error" in parsed) {
+      this.setFeatureMessage(parsed.error);
+      return;
+    }
+    this.setFeatureMessage("");
+    if (parsed.feature !== this.selected()) this.select(parsed.feature);
+  }
+
+  // ---- prompt tokens and chips ----------------------------------------------------------
+
+  /** Leaving the strip shows the locked token again; with none locked the last one stays, so its chips can be clicked. */
+  private setHover(i: number | null): void {
+    if (i === null && this.locked === null) return;
+    this.hovered = i;
+    this.renderReadout();
+  }
+
+  private setLock(i: number | null): void {
+    this.locked = i;
+    this.hovered = null;
+    this.strip.setLocked(i);
+    this.renderReadout();
+  }
+
+  private focusToken(): number | null {
+    const i = this.hovered ?? this.locked;
+    const p = this.promptData;
+    return p !== null && i !== null && i < p.tokens.length ? i : null;
+  }
+
+  /** The focused token and its features as chips `#id value`, strongest first. */
+  private renderReadout(): void {
+    const p = this.promptData;
+    const i = this.focusToken();
+    if (p === null || i === null) {
+      this.caption.textContent = p === null ? "" : "Hover, click or focus a token to see the features that fire on it.";
+      this.chips.replaceChildren();
+      delete this.chips.dataset.position;
+      return;
+    }
+    const current = this.selected();
+    const chips: HTMLButtonElement[] = [];
+    for (let j = 0; j < p.k; j++) {
+      const id = p.ids[i * p.k + j];
+      if (id < 0) continue;
+      const chip = button(`#${id} ${p.values[i * p.k + j].toFixed(2)}`, "miw-button miw-button-small miw-fv-chip", "feature-chip");
+      chip.dataset.feature = String(id);
+      chip.setAttribute("aria-pressed", String(id === current));
+      chip.title = `show feature ${id}`;
+      chips.push(chip);
+    }
+    const token = JSON.stringify(p.tokens[i]);
+    this.caption.textContent =
+      chips.length === 0 ? `token ${i} ${token}: no feature fires here.` : `token ${i} ${token}: top features (click to show one)`;
+    this.chips.replaceChildren(...chips);
+    this.chips.dataset.position = String(i);
+  }
+
+  /** Mark the selected feature's chip in place (re-rendering would take the keyboard focus off a chip). */
+  private markChips(): void {
+    const current = this.selected();
+    for (const chip of this.chips.querySelectorAll<HTMLElement>("[data-feature]")) {
+      chip.setAttribute("aria-pressed", String(Number(chip.dataset.feature) === current));
+    }
+  }
+
+  // ---- requests -------------------------------------------------------------------------
+
+  private fetchPrompt(): Promise<void> {
+    const index = this.promptIndex();
+    const key = this.promptKey();
+    this.promptWanted = key;
+    if (index === null) {
+      this.client.cancel("prompt");
+      this.showPrompt(null);
+      return Promise.resolve();
+    }
+    this.root.dataset.promptLoading = "true";
+    return this.client.request("prompt", { prompt: index }, { supersede: "prompt" }).then(
+      ({ result, buffers }) => {
+        if (key !== this.promptKey()) return; // the prompt moved on: a newer fetch follows
+        delete this.root.dataset.promptLoading;
+        try {
+          this.banner.clear("prompt");
+          this.showPrompt(this.decodePrompt(key, index, result, buffers));
+        } catch (e) {
+          this.banner.fail("prompt", e);
+        }
+      },
+      (e) => {
+        if (key === this.promptKey()) delete this.root.dataset.promptLoading;
+        this.banner.fail("prompt", e);
+      },
+    );
+  }
+
+  private decodePrompt(key: string, index: number, result: any, buffers: DataView[]): PromptData {
+    if (Number(result?.prompt) !== index) throw new Error(`prompt reply is for prompt ${JSON.stringify(result?.prompt)}, asked for ${index}`);
+    const tokens = Array.isArray(result.tokens) ? result.tokens.map(String) : [];
+    const ids = decodeArray(result.top_ids as ArrayHeader, buffers);
+    const values = decodeArray(result.top_values as ArrayHeader, buffers);
+    const [seq, k] = ids.shape;
+    if (!(ids.data instanceof Int32Array) || ids.shape.length !== 2 || seq !== tokens.length || values.shape.join() !== ids.shape.join()) {
+      throw new Error(
+        `prompt reply needs int32 top_ids and top_values of shape [${tokens.length}, K], got [${ids.shape.join(", ")}] (${ids.dtype}) and [${values.shape.join(", ")}]`,
+      );
+    }
+    return { key, index, tokens, k, ids: ids.data, values: Float32Array.from(values.data) };
+  }
+
+  private showPrompt(p: PromptData | null): void {
+    const sameTokens = p !== null && this.promptData !== null && p.tokens.join("\u0000") === this.promptData.tokens.join("\u0000");
+    this.promptData = p;
+    if (!sameTokens) {
+      this.hovered = null;
+      this.locked = null;
+      this.strip.setLocked(null);
+      this.strip.setTokens(p?.tokens ?? []);
+    }
+    if (p === null) delete this.root.dataset.prompt;
+    else this.root.dataset.prompt = String(p.index);
+    this.paint();
+    this.renderReadout();
+  }
+
+  /** The selected feature's dashboard for the shown prompt (nothing to fetch when none is selected). */
+  private fetchFeature(): Promise<void> {
+    const feature = this.selected();
+    if (feature === null) {
+      this.client.cancel("feature");
+      this.shown = null;
+      this.renderDashboard();
+      return Promise.resolve();
+    }
+    const promptKey = this.promptKey();
+    this.dashboard.dataset.loading = "true";
+    return this.client.request("feature", { feature, prompt: this.promptIndex() }, { supersede: "feature" }).then(
+      ({ result, buffers }) => {
+        try {
+          this.banner.clear("feature");
+          this.takeFeature(promptKey, result, buffers);
+        } catch (e) {
+          this.banner.fail("feature", e);
+        }
+        if (this.selected() === feature) delete this.dashboard.dataset.loading;
+      },
+      (e) => {
+        this.banner.fail("feature", e);
+        if (this.selected() === feature) delete this.dashboard.dataset.loading;
+      },
+    );
+  }
+
+  private takeFeature(promptKey: string, result: any, buffers: DataView[]): void {
+    const feature = Number(result?.feature);
+    const revision = Number(result?.revision);
+    if (!Number.isFinite(revision)) throw new Error(`feature reply has no revision: ${JSON.stringify(result?.revision)}`);
+    if (feature !== this.selected() || promptKey !== this.promptKey()) return; // the selection moved on
+    const s = this.shown;
+    if (s !== null && s.feature === feature && revision < s.revision) return; // older than what is drawn
+
+    const promptActs = decodeArray(result.prompt_acts as ArrayHeader, buffers);
+    if (promptActs.shape.length !== 1) throw new Error(`feature reply: prompt_acts must be 1-d, got shape [${promptActs.shape.join(", ")}]`);
+    const counts = decodeArray(result.histogram?.counts as ArrayHeader, buffers);
+    if (!(counts.data instanceof Int32Array) || counts.shape.length !== 1) {
+      throw new Error(`feature reply: histogram counts must be 1-d int32, got ${counts.dtype} [${counts.shape.join(", ")}]`);
+    }
+    const items = Array.isArray(result.examples) ? result.examples : [];
+    const acts = decodeArray(result.example_acts as ArrayHeader, buffers);
+    const width = acts.shape[1] ?? 0;
+    if (acts.shape.length !== 2 || acts.shape[0] !== items.length) {
+      throw new Error(`feature reply: ${items.length} examples but example_acts of shape [${acts.shape.join(", ")}]`);
+    }
+    const examples = items.map((item: any, i: number): FeatureExample => {
+      const tokens = Array.isArray(item?.tokens) ? item.tokens.map(String) : [];
+      if (tokens.length > width) throw new Error(`feature reply: example ${i} has ${tokens.length} tokens but ${width} activations`);
+      return {
+        tokens,
+        maxIndex: intOr(item?.max_index, -1),
+        value: Number(item?.value),
+        acts: (acts.data as Float32Array).slice(i * width, i * width + tokens.length),
+      };
+    });
+    const max = result.max === null || result.max === undefined ? null : Number(result.max);
+    this.shown = {
+      revision,
+      feature,
+      promptKey,
+      fires: Math.max(0, Number(result.fires) || 0),
+      density: Number(result.density) || 0,
+      max: max !== null && Number.isFinite(max) ? max : null,
+      promptActs: Float32Array.from(promptActs.data),
+      histogram: { counts: counts.data, lo: Number(result.histogram.lo), hi: Number(result.histogram.hi) },
+      promoted: logitItems(result.promoted, "promoted"),
+      suppressed: logitItems(result.suppressed, "suppressed"),
+      examples,
+    };
+    this.renderDashboard();
+  }
+
+  // ---- rendering ------------------------------------------------------------------------
+
+  private renderInfo(): void {
+    const n = (name: string) => intOr(this.model.get(name), 0).toLocaleString("en-US");
+    this.info.textContent = `${String(this.model.get("hook") ?? "?")} · ${n("d_sae")} features · top ${n("k")} examples · ${n("n_docs")} windows, ${n("n_tokens")} tokens`;
+  }
+
+  /** The shown feature's data, if it is the selected one. */
+  private current(): FeatureData | null {
+    const s = this.shown;
+    return s !== null && s.feature === this.selected() ? s : null;
+  }
+
+  /** Colour the prompt (when the shown values belong to the drawn tokens) and the examples by the shown feature. */
+  private paint(): void {
+    const s = this.current();
+    const p = this.promptData;
+    const cmap = sequentialColormap(this.theme);
+    const hi = s === null ? 1 : colourScale(s);
+    this.exampleStrips.forEach((strip, i) => strip.setWeights(s?.examples[i]?.acts ?? null, cmap, 0, hi));
+    this.scale.textContent = s === null ? "" : `colour: feature ${s.feature}, 0 … ${formatValue(hi)}`;
+    if (s === null || p === null || s.promptKey !== p.key || s.promptActs.length !== p.tokens.length) {
+      this.strip.setWeights(null, cmap, 0, 1);
+      this.strip.setTooltips(null);
+      delete this.root.dataset.painted;
+      return;
+    }
+    this.strip.setWeights(s.promptActs, cmap, 0, hi);
+    this.strip.setTooltips((i) => `feature ${s.feature}: ${s.promptActs[i].toFixed(3)}`);
+    this.root.dataset.painted = `${s.feature}:${s.revision}`;
+  }
+
+  private renderDashboard(): void {
+    const feature = this.selected();
+    const s = this.current();
+    this.root.dataset.selected = feature === null ? "" : String(feature);
+    this.dashboard.hidden = feature === null;
+    if (s === null) {
+      delete this.dashboard.dataset.feature;
+      delete this.dashboard.dataset.revision;
+      this.exampleStrips = [];
+      this.promoted.replaceChildren();
+      this.suppressed.replaceChildren();
+      this.examples.replaceChildren();
+      this.histCaption.textContent = "";
+      this.histogram.dataset.bins = "0";
+      this.renderHeader();
+      this.drawHistogram();
+      this.paint();
+      return;
+    }
+    this.dashboard.dataset.feature = String(s.feature);
+    this.dashboard.dataset.revision = String(s.revision);
+    this.renderHeader();
+    this.renderLogits(this.promoted, s.promoted);
+    this.renderLogits(this.suppressed, s.suppressed);
+    this.renderExamples(s);
+    this.drawHistogram();
+    this.paint();
+  }
+
+  private renderHeader(): void {
+    const feature = this.selected();
+    const s = this.current();
+    if (feature === null) {
+      this.header.textContent = "";
+      return;
+    }
+    if (s === null) {
+      this.header.textContent = `Feature ${feature} · loading…`;
+      return;
+    }
+    if (s.fires === 0 || s.max === null) {
+      const status = scanStatus(this.model.get("status"));
+      const nTokens = intOr(this.model.get("n_tokens"), 0).toLocaleString("en-US");
+      const why =
+        status === "done"
+          ? `never fires on the ${nTokens} corpus tokens`
+          : status === "idle"
+            ? "not seen firing yet: start the corpus scan"
+            : status === "running"
+              ? "not seen firing yet (scan running)"
+              : "not seen firing in the tokens scanned so far";
+      this.header.textContent = `Feature ${s.feature} · ${why}`;
+      return;
+    }
+    // density = fires / scanned tokens, so this is the number scanned so far (all of them when done).
+    const scanned = s.density > 0 ? Math.round(s.fires / s.density) : intOr(this.model.get("n_tokens"), 0);
+    this.header.textContent = `Feature ${s.feature} · fires on ${formatPercent(s.density)} of ${scanned.toLocaleString("en-US")} tokens · max ${s.max.toFixed(2)}`;
+  }
+
+  private renderLogits(list: HTMLOListElement, items: LogitItem[]): void {
+    list.replaceChildren(
+      ...items.map((item) => {
+        const li = el("li", "miw-fv-logit", "logit");
+        const token = el("span", "miw-fv-logit-token");
+        token.textContent = displayToken(item.token);
+        token.title = JSON.stringify(item.token);
+        const value = el("span", "miw-fv-logit-value");
+        value.textContent = `${item.value >= 0 ? "+" : "−"}${Math.abs(item.value).toFixed(2)}`;
+        li.append(token, value);
+        return li;
+      }),
+    );
+  }
+
+  /** One row per example: its max activation, then its tokens coloured on the dashboard's scale, the max outlined. */
+  private renderExamples(s: FeatureData): void {
+    this.exampleStrips = [];
+    if (s.examples.length === 0) {
+      const none = el("div", "miw-muted", "no-examples");
+      none.textContent = "No examples yet: they appear as the corpus scan finds them.";
+      this.examples.replaceChildren(none);
+      return;
+    }
+    const rows = s.examples.map((e, i) => {
+      const row = el("div", "miw-fv-example", "example");
+      row.dataset.index = String(i);
+      const value = el("span", "miw-fv-example-value", "example-value");
+      value.textContent = e.value.toFixed(2);
+      value.title = `activation of feature ${s.feature} at the outlined token`;
+      const strip = new TokenStrip({ label: `example ${i + 1} of feature ${s.feature}` });
+      strip.element.dataset.testid = "example-strip";
+      strip.setTokens(e.tokens);
+      strip.setMarks(e.maxIndex >= 0 && e.maxIndex < e.tokens.length ? e.maxIndex : null, null);
+      strip.setTooltips((t) => `activation ${Number.isFinite(e.acts[t]) ? e.acts[t].toFixed(3) : "–"}`);
+      this.exampleStrips.push(strip);
+      row.append(value, strip.element);
+      return row;
+    });
+    this.examples.replaceChildren(...rows);
+  }
+
+  /** The histogram canvas, at device resolution, in the theme's colours (re-read on every draw). */
+  private drawHistogram(): void {
+    const s = this.current();
+    const c = this.histogram;
+    const hist = s?.histogram ?? { counts: new Int32Array(0), lo: 0, hi: 0 };
+    let total = 0;
+    for (const n of hist.counts) total += n;
+    c.dataset.bins = String(hist.counts.length);
+    c.dataset.total = String(total);
+    const range = `${formatValue(hist.lo)} … ${formatValue(hist.hi)}`;
+    const text = s === null ? "" : total === 0 ? "activation histogram: no activations yet" : `activation histogram: ${total.toLocaleString("en-US")} nonzero activations, ${range}`;
+    this.histCaption.textContent = text;
+    c.setAttribute("aria-label", text || "activation histogram");
+    const dpr = window.devicePixelRatio || 1;
+    c.style.width = `${HIST_WIDTH}px`;
+    c.style.height = `${HIST_HEIGHT}px`;
+    if (c.width !== Math.round(HIST_WIDTH * dpr)) c.width = Math.round(HIST_WIDTH * dpr);
+    if (c.height !== Math.round(HIST_HEIGHT * dpr)) c.height = Math.round(HIST_HEIGHT * dpr);
+    const ctx = c.getContext("2d");
+    if (ctx === null) return;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    if (s === null) {
+      ctx.clearRect(0, 0, HIST_WIDTH, HIST_HEIGHT);
+      return;
+    }
+    const style = getComputedStyle(this.root);
+    const prop = (name: string, fallback: string) => style.getPropertyValue(name).trim() || fallback;
+    drawHistogram(ctx, hist, { width: HIST_WIDTH, height: HIST_HEIGHT }, {
+      bar: prop("--miw-accent", "#1976d2"),
+      text: prop("--miw-fg-muted", style.color || "#666"),
+      axis: prop("--miw-border", "#bdbdbd"),
+      font: `10px ${prop("--jp-ui-font-family", "sans-serif")}`,
+    });
+  }
+}
+
+/** anywidget entry point: one FeatureView per rendered output. */
+export default renderView<FeatureViewModel>("FeatureView", (model, host) => new FeatureView(model, host));

@@ -1,0 +1,305 @@
+/**
+ * SAETrainer front end: Start/Stop toolbar with progress, a header with the SAE's shape and its
+ * latest metrics as text, and one small live line chart per metric (loss, MSE, L0, fraction of
+ * variance explained, dead features).
+ *
+ * The kernel pushes `frame` events (up to ~30 a second) while it trains, even while the training
+ * runs in the foreground of a cell; each frame holds the whole history so far (at most ~1000
+ * points per metric), so a dropped frame loses nothing. Frames are decoded when they arrive and
+ * drawn once per animation frame, latest wins. A `frame` request on render (and after every
+ * `revision` bump, through the scan toolbar) draws the current state.
+ *
+ * While the training runs in the foreground of a cell the kernel cannot receive the Stop click, so
+ * Stop is disabled and a hint says how to stop early instead.
+ */
+
+import "../lib/base.css";
+import "./sae_training.css";
+
+import { type ArrayHeader, decodeArray } from "../lib/codec";
+import { type Theme, detectTheme } from "../lib/colormap";
+import { LineChart, formatValue } from "../lib/line_chart";
+import { ScanToolbar } from "../lib/scan_toolbar";
+import { type ViewModel, ViewScope, el, intOr, renderView } from "../lib/view";
+
+export type SAETrainingModel = ViewModel;
+
+/** One decoded `frame` (event or reply). */
+export interface TrainingFrame {
+  step: number;
+  total: number;
+  tokens: number;
+  metrics: string[];
+  /** Step of each recorded point, [T]. */
+  steps: ArrayLike<number>;
+  /** Row-major [metrics.length, T]. */
+  values: Float32Array;
+  points: number;
+}
+
+interface MetricSpec {
+  title: (dSae: number | null) => string;
+  /** Name in the summary line. */
+  short: string;
+  logY?: boolean;
+  /** Default y range, kept while the data stays inside it. */
+  yRange?: [number, number];
+}
+
+const METRICS: Record<string, MetricSpec> = {
+  loss: { title: () => "loss", short: "loss", logY: true },
+  mse: { title: () => "mse", short: "MSE", logY: true },
+  l0: { title: () => "L0 (active features per token)", short: "L0" },
+  fve: { title: () => "variance explained", short: "FVE", yRange: [0, 1] },
+  dead: { title: (d) => (d === null ? "dead features" : `dead features (of ${d})`), short: "dead" },
+};
+
+/** Charts shown before the first frame says which metrics there are. */
+const DEFAULT_METRICS = ["loss", "mse", "l0", "fve", "dead"];
+
+export const FOREGROUND_HINT = "training in this cell: interrupt the kernel (■) to stop early; the weights so far are kept";
+
+function spec(name: string): MetricSpec {
+  return Object.prototype.hasOwnProperty.call(METRICS, name) ? METRICS[name] : { title: () => name, short: name };
+}
+
+/** Decode and check a `frame` result; throws with what is wrong. */
+export function parseFrame(result: any, buffers: DataView[]): TrainingFrame {
+  if (result === null || typeof result !== "object") throw new Error(`frame must be an object, got ${JSON.stringify(result)}`);
+  const metrics = Array.isArray(result.metrics) ? result.metrics.map(String) : [];
+  const steps = decodeArray(result.steps as ArrayHeader, buffers);
+  const values = decodeArray(result.values as ArrayHeader, buffers);
+  const T = steps.shape.length === 1 ? steps.shape[0] : -1;
+  if (T < 0) throw new Error(`frame steps must have shape [T], got [${steps.shape.join(", ")}]`);
+  if (values.shape.length !== 2 || values.shape[0] !== metrics.length || values.shape[1] !== T) {
+    throw new Error(`frame values must have shape [${metrics.length} metrics, ${T} steps], got [${values.shape.join(", ")}]`);
+  }
+  const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : 0);
+  return {
+    step: num(result.step),
+    total: num(result.total),
+    tokens: num(result.tokens),
+    metrics,
+    steps: steps.data,
+    values: values.data instanceof Float32Array ? values.data : Float32Array.from(values.data),
+    points: T,
+  };
+}
+
+/** "step 1200 · loss 0.031 · L0 21.4 · FVE 0.93 · dead 3": the latest point of each metric. */
+export function summaryText(frame: TrainingFrame): string {
+  const T = frame.points;
+  let text = `step ${frame.step}`;
+  if (T === 0) return text;
+  frame.metrics.forEach((name, m) => {
+    text += ` · ${spec(name).short} ${formatValue(frame.values[m * T + T - 1])}`;
+  });
+  return text;
+}
+
+/** 1234 -> "1234", 38400 -> "38.4k", 1.2e6 -> "1.2M". */
+export function formatCount(n: number): string {
+  const a = Math.abs(n);
+  const short = (size: number, suffix: string) => `${Number((n / size).toPrecision(3))}${suffix}`;
+  if (a >= 1e9) return short(1e9, "B");
+  if (a >= 1e6) return short(1e6, "M");
+  if (a >= 1e4) return short(1e3, "k");
+  return String(Math.round(n));
+}
+
+interface Chart {
+  name: string;
+  chart: LineChart;
+  /** The y range last given to the chart (charts with a default range drop it when data leaves it). */
+  yRange: [number, number] | null;
+}
+
+class SAETrainingView {
+  private readonly model: SAETrainingModel;
+  private readonly scope: ViewScope;
+  private readonly root: HTMLDivElement;
+  private readonly toolbar: ScanToolbar;
+  private readonly config: HTMLSpanElement;
+  private readonly summary: HTMLSpanElement;
+  private readonly tokens: HTMLSpanElement;
+  private readonly hint: HTMLDivElement;
+  private readonly grid: HTMLDivElement;
+
+  private theme: Theme;
+  private charts: Chart[] = [];
+  /** Latest decoded frame not drawn yet. */
+  private pending: TrainingFrame | null = null;
+  private raf = 0;
+  private framesDrawn = 0;
+  /** Counts event frames, so a `frame` reply overtaken by an event is dropped. */
+  private eventsSeen = 0;
+
+  constructor(model: SAETrainingModel, host: HTMLElement) {
+    this.model = model;
+    this.theme = detectTheme(host);
+    this.scope = new ViewScope(model);
+    const { client, banner } = this.scope;
+
+    this.root = el("div", "miw-root miw-sae", "sae-training");
+    this.root.dataset.frames = "0";
+    this.toolbar = new ScanToolbar({
+      model,
+      client,
+      banner,
+      root: this.root,
+      refetch: () => this.fetchFrame(),
+      unit: { one: "step", many: "steps" },
+      guard: (source, fn) => this.scope.guard(source, fn),
+    });
+    this.scope.onDispose(() => this.toolbar.dispose());
+
+    const header = el("div", "miw-sae-header");
+    this.config = el("span", "miw-sae-config", "config");
+    this.summary = el("span", "miw-sae-summary", "summary");
+    this.summary.textContent = "no steps yet";
+    this.tokens = el("span", "miw-sae-tokens miw-muted", "tokens");
+    header.append(this.config, this.summary, this.tokens);
+    this.hint = el("div", "miw-sae-hint", "foreground-hint");
+    this.hint.textContent = FOREGROUND_HINT;
+    this.hint.hidden = true;
+    this.grid = el("div", "miw-sae-charts");
+    this.root.append(this.toolbar.element, this.hint, banner.element, header, this.grid);
+    host.append(this.root);
+    this.scope.onDispose(() => this.root.remove());
+
+    this.buildCharts(DEFAULT_METRICS);
+    this.wire();
+    this.renderConfig();
+    this.renderForeground();
+    banner.render();
+    this.toolbar.refresh();
+  }
+
+  dispose(): void {
+    this.scope.dispose();
+  }
+
+  private wire(): void {
+    const { scope } = this;
+    scope.onDispose(scope.client.onEvent("frame", scope.guard("frame", (e) => {
+      this.eventsSeen++;
+      this.take(parseFrame(e.result, e.buffers));
+    })));
+    scope.onDispose(() => cancelAnimationFrame(this.raf));
+    scope.onDispose(() => this.charts.forEach((c) => c.chart.dispose()));
+    scope.on("change:error", () => scope.banner.render());
+    for (const trait of ["hook", "architecture", "d_in", "d_sae"]) scope.on(`change:${trait}`, () => this.renderConfig());
+    // Registered after the toolbar's listeners, so this runs after its own render enables Stop.
+    for (const trait of ["foreground", "status", "progress"]) scope.on(`change:${trait}`, () => this.renderForeground());
+    scope.followTheme(this.root, (theme) => {
+      this.theme = theme;
+      for (const c of this.charts) c.chart.setTheme(theme);
+    });
+  }
+
+  private dSae(): number | null {
+    return intOr(this.model.get("d_sae"), null);
+  }
+
+  private renderConfig(): void {
+    const hook = String(this.model.get("hook") ?? "");
+    const arch = String(this.model.get("architecture") ?? "");
+    const dIn = intOr(this.model.get("d_in"), null);
+    const dSae = this.dSae();
+    const shape = dIn === null && dSae === null ? "" : `${dIn ?? "?"} → ${dSae ?? "?"}`;
+    this.config.textContent = [hook, arch, shape].filter((s) => s !== "").join(" · ");
+    for (const c of this.charts) c.chart.setTitle(spec(c.name).title(dSae));
+  }
+
+  /** Stop cannot reach a kernel busy running the training cell: disable it and say how to stop. */
+  private renderForeground(): void {
+    const foreground = this.model.get("foreground") === true;
+    this.toolbar.render(); // Stop as the status says, then overridden below
+    this.hint.hidden = !foreground;
+    this.root.dataset.foreground = String(foreground);
+    if (foreground) {
+      this.toolbar.stopButton.disabled = true;
+      this.toolbar.stopButton.title = FOREGROUND_HINT;
+    } else {
+      this.toolbar.stopButton.removeAttribute("title");
+    }
+  }
+
+  /** One `frame` request; settles once its reply is drawn or its error shown. */
+  private fetchFrame(): Promise<void> {
+    const seen = this.eventsSeen;
+    return this.scope.client.request("frame", {}, { supersede: "frame" }).then(
+      ({ result, buffers }) => {
+        try {
+          this.scope.banner.clear("frame");
+          if (this.eventsSeen === seen) this.take(parseFrame(result, buffers));
+        } catch (e) {
+          this.scope.banner.fail("frame", e);
+        }
+      },
+      (e) => this.scope.banner.fail("frame", e),
+    );
+  }
+
+  /** Keep the latest frame and draw it on the next animation frame. */
+  private take(frame: TrainingFrame): void {
+    this.scope.banner.clear("frame");
+    this.pending = frame;
+    if (this.raf !== 0) return;
+    this.raf = requestAnimationFrame(
+      this.scope.guard("view", () => {
+        this.raf = 0;
+        const f = this.pending;
+        this.pending = null;
+        if (f !== null) this.draw(f);
+      }),
+    );
+  }
+
+  private buildCharts(names: string[]): void {
+    for (const c of this.charts) c.chart.dispose();
+    const dSae = this.dSae();
+    this.charts = names.map((name) => {
+      const s = spec(name);
+      const yRange = s.yRange ?? null;
+      const chart = new LineChart({ title: s.title(dSae), logY: s.logY, yRange: yRange ?? undefined, height: 120, testid: `chart-${name}` });
+      chart.setTheme(this.theme);
+      return { name, chart, yRange };
+    });
+    this.grid.replaceChildren(...this.charts.map((c) => c.chart.element));
+  }
+
+  private draw(frame: TrainingFrame): void {
+    const { metrics, points: T } = frame;
+    if (metrics.length !== this.charts.length || metrics.some((m, i) => m !== this.charts[i].name)) this.buildCharts(metrics);
+    this.charts.forEach((c, m) => {
+      const y = frame.values.subarray(m * T, (m + 1) * T);
+      const range = spec(c.name).yRange;
+      if (range !== undefined) {
+        const next = inside(y, range) ? range : null;
+        if (next !== c.yRange) {
+          c.yRange = next;
+          c.chart.setYRange(next);
+        }
+      }
+      c.chart.setSeries([{ label: c.name, x: frame.steps, y }]);
+    });
+    this.summary.textContent = summaryText(frame);
+    this.tokens.textContent = `${formatCount(frame.tokens)} tokens`;
+    this.framesDrawn++;
+    this.root.dataset.frames = String(this.framesDrawn);
+    this.root.dataset.step = String(frame.step);
+  }
+}
+
+/** Whether every finite value lies in [lo, hi]. */
+function inside(values: ArrayLike<number>, [lo, hi]: [number, number]): boolean {
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v - v === 0 && (v < lo || v > hi)) return false; // NaN and inf are not drawn, so they do not count
+  }
+  return true;
+}
+
+/** anywidget entry point: one SAETrainingView per rendered output. */
+export default renderView<SAETrainingModel>("SAETrainer", (model, host) => new SAETrainingView(model, host));

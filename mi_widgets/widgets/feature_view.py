@@ -1,0 +1,338 @@
+"""FeatureView: which SAE features fire on which tokens, and a dashboard for one feature.
+
+For the prompts, the view asks for each token's strongest features. For the corpus, a streamed
+scan (:class:`~.streaming.StreamingWidget`) reads the hook batch by batch, encodes it with the SAE
+on the SAE's device and keeps, for every feature, a running top-k of contexts
+(:class:`~mi_widgets.analysis.top_examples.RunningTopK`), a running histogram of its positive
+activations (:class:`~mi_widgets.analysis.histogram.RunningHistogram`) and a firing count: memory
+O(d_sae x (k + bins)) however long the corpus. One feature's dashboard adds the tokens its
+decoder direction promotes and suppresses through the unembedding.
+
+Works with mi_widgets' own :class:`~mi_widgets.analysis.sae.SparseAutoencoder` and SAELens ``SAE``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any, Sequence
+
+import torch
+import traitlets
+
+from ..analysis.activations import check_per_token_hook
+from ..analysis.attribution import read_unembed
+from ..analysis.histogram import RunningHistogram
+from ..analysis.sae import SAEInfo, as_sae
+from ..analysis.top_examples import EMPTY, RunningTopK, pad_rows
+from ..capture.adapter import ModelAdapter
+from ..capture.corpus import Example, context_windows, plan_corpus, probe_units
+from ..transport.protocol import Context, Reply
+from .base import int_param, static_asset
+from .streaming import StreamingWidget
+
+TOP_PER_TOKEN = 8
+N_LOGITS = 10
+ENCODE_CHUNK = 4096  # tokens encoded at once: bounds the [tokens, d_sae] feature tensor
+
+
+class FeatureView(StreamingWidget):
+    """SAE features on ``prompts`` (top features per token) and one feature's dashboard over ``corpus``.
+
+    ``FeatureView(sae, model, prompts, corpus=texts)``: ``sae`` is a
+    :class:`~mi_widgets.analysis.sae.SparseAutoencoder` or a SAELens ``SAE``; its hook comes from
+    the SAE (``sae.hook_name``, or SAELens' ``cfg.metadata.hook_name``) unless ``hook=`` is given.
+    ``corpus`` (texts or token ids; default: the prompts) is scanned in the background for each
+    feature's top ``k`` contexts, activation histogram and firing density.
+
+    ``fv.selected = {"feature": 123}`` shows that feature (clicking one in the view sets it);
+    ``fv.feature_acts(prompt)`` is ``[seq, d_sae]``; ``fv.examples(f)`` the top contexts found so far.
+    """
+
+    _esm = static_asset("feature_view.js")
+    _css = static_asset("feature_view.css")
+    _thread_name = "mi_widgets-feature-view"
+
+    hook = traitlets.Unicode(read_only=True).tag(sync=True)
+    d_sae = traitlets.Int(read_only=True).tag(sync=True)
+    k = traitlets.Int(read_only=True).tag(sync=True)
+    n_docs = traitlets.Int(0, read_only=True).tag(sync=True)
+    n_tokens = traitlets.Int(0, read_only=True).tag(sync=True)
+    prompts = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    prompt = traitlets.Int(0).tag(sync=True)
+    selected = traitlets.Dict().tag(sync=True)
+
+    def __init__(
+        self,
+        sae: Any,
+        model: Any,
+        prompts: str | Sequence[str],
+        corpus: Sequence[str] | str | torch.Tensor | Sequence[torch.Tensor] | None = None,
+        *,
+        hook: str | None = None,
+        k: int = 10,
+        batch_size: int = 8,
+        bins: int = 32,
+        context: int = 20,
+        after: int = 4,
+        autostart: bool = True,
+    ) -> None:
+        adapter = ModelAdapter(model)
+        if not adapter.has_tokenizer:
+            raise ValueError("FeatureView shows prompts as text, but this model has no tokenizer")
+        for name, value in (("k", k), ("batch_size", batch_size), ("context", context), ("after", after)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name in ("context", "after") else 1):
+                raise ValueError(f"{name} must be a{' non-negative' if name in ('context', 'after') else ' positive'} integer, got {value!r}")
+        info = as_sae(sae)
+        name = hook or info.hook_name
+        if not name:
+            raise ValueError("this SAE does not say which hook it reads (no hook_name): pass hook='blocks.0.hook_resid_post' or similar")
+        self._adapter, self._info = adapter, info
+        self._hook = check_per_token_hook(adapter.resolve_hook(name))
+        prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompt_list or not all(isinstance(p, str) and p for p in prompt_list):
+            raise ValueError("prompts must be a non-empty string or a list of non-empty strings")
+        self._rows, self._sources = plan_corpus(adapter, corpus if corpus is not None else prompt_list)
+        units = probe_units(adapter, self._hook, self._rows[0])
+        if units != info.d_in:
+            raise ValueError(
+                f"the SAE reads vectors of width d_in={info.d_in}, but {self._hook} holds {units} units per token: "
+                "pick the hook the SAE was trained on"
+            )
+        self._batch_size, self._context, self._after = batch_size, context, after
+        self._k, self._bins = k, bins
+        self._logits_basis = _logit_basis(model, self._hook, info.d_in)
+        self._prompt_cache: dict[str, tuple[list[str], torch.Tensor]] = {}
+        self._lock = threading.Lock()
+        self._example_cache: dict[int, tuple[tuple[int, int], list[Example]]] = {}
+        self._reset_scan()
+        super().__init__()
+        self.set_trait("hook", self._hook)
+        self.set_trait("d_sae", info.d_sae)
+        self.set_trait("k", k)
+        self.set_trait("n_docs", len(self._rows))
+        self.set_trait("n_tokens", sum(int(r.shape[0]) for r in self._rows))
+        self.prompts = prompt_list
+        self.selected = {"feature": None}
+        self._serve("prompt", self._serve_prompt, background=True)
+        self._serve("feature", self._serve_feature, background=True)
+        if autostart:
+            self.start()
+
+    # ----- Python API ------------------------------------------------------------------
+
+    def feature_acts(self, prompt: int | str = 0) -> torch.Tensor:
+        """Feature activations ``[seq, d_sae]`` on a prompt (an index into ``prompts``, or a text)."""
+        text = self.prompts[prompt] if isinstance(prompt, int) else prompt
+        return self._encode_prompt(text)[1]
+
+    def examples(self, feature: int) -> list[Example]:
+        """Feature ``feature``'s top contexts in the corpus found so far, best first."""
+        return self._examples(self._check_feature(feature))
+
+    @property
+    def density(self) -> torch.Tensor:
+        """``[d_sae]``: fraction of the scanned corpus tokens on which each feature fires."""
+        return (self._fires.float() / max(1, self._scanned)).cpu()
+
+    @traitlets.validate("selected")
+    def _check_selected(self, proposal: dict[str, Any]) -> dict[str, Any]:
+        value = dict(proposal["value"])
+        unknown = set(value) - {"feature"}
+        if unknown:
+            raise traitlets.TraitError(f"selected takes the key 'feature'; got unknown {sorted(unknown)}")
+        feature = value.get("feature")
+        if feature is None:
+            return {"feature": None}
+        try:
+            return {"feature": self._check_feature(feature)}
+        except (TypeError, IndexError) as exc:
+            raise traitlets.TraitError(str(exc)) from None
+
+    @traitlets.validate("prompt")
+    def _check_prompt(self, proposal: dict[str, Any]) -> int:
+        index = proposal["value"]
+        if not 0 <= index < max(1, len(self.prompts)):
+            raise traitlets.TraitError(f"prompt must index prompts (0..{len(self.prompts) - 1}), got {index}")
+        return index
+
+    def _check_feature(self, feature: Any) -> int:
+        if isinstance(feature, bool) or not isinstance(feature, int):
+            raise TypeError(f"a feature is an integer id, got {feature!r}")
+        if not 0 <= feature < self._info.d_sae:
+            raise IndexError(f"feature must be in 0..{self._info.d_sae - 1} (the SAE has d_sae={self._info.d_sae}), got {feature}")
+        return feature
+
+    # ----- encoding ----------------------------------------------------------------------
+
+    def _features(self, activation: torch.Tensor) -> torch.Tensor:
+        """Hook activation ``[batch, seq, ...]`` -> SAE features ``[batch, seq, d_sae]`` (float32, SAE's device)."""
+        flat = activation.reshape(activation.shape[0], activation.shape[1], -1)
+        with torch.no_grad():
+            return self._info.encode(flat.to(self._info.device)).float()
+
+    def _encode_prompt(self, text: str) -> tuple[list[str], torch.Tensor]:
+        with self._lock:
+            hit = self._prompt_cache.get(text)
+        if hit is not None:
+            return hit
+        tokens = self._adapter.to_tokens(text)
+        got: list[torch.Tensor] = []
+        self._adapter.each_activation(tokens, [self._hook], lambda _, a: got.append(self._features(a)[0].cpu()))
+        entry = (self._adapter.token_labels(tokens[0]), got[0])
+        with self._lock:
+            if len(self._prompt_cache) > 16:
+                self._prompt_cache.clear()
+            self._prompt_cache[text] = entry
+        return entry
+
+    # ----- the corpus scan ---------------------------------------------------------------
+
+    def _n_steps(self) -> int:
+        return -(-len(self._rows) // self._batch_size)
+
+    def _reset_scan(self) -> None:
+        device, d_sae = self._info.device, self._info.d_sae
+        self._topk = RunningTopK(d_sae, self._k, device)
+        self._histogram = RunningHistogram(d_sae, self._bins, device)
+        self._fires = torch.zeros(d_sae, dtype=torch.long, device=device)
+        self._scanned = 0
+        with self._lock:
+            self._example_cache.clear()
+
+    def _scan_step(self, index: int) -> None:
+        start = index * self._batch_size
+        rows = self._rows[start : start + self._batch_size]
+        tokens, mask = pad_rows(rows)
+        bos = self._adapter.bos_id
+        if bos is not None:  # BOS carries no text; SAE features there are not about the corpus
+            mask[:, 0] &= tokens[:, 0] != bos
+        device = self._info.device
+        docs = torch.arange(start, start + len(rows), device=device)
+        mask = mask.to(device)
+
+        def reduce(_: int, activation: torch.Tensor) -> None:
+            feats = self._features(activation)
+            self._topk.update(feats, docs, mask)
+            live = feats[mask]
+            for chunk in live.split(ENCODE_CHUNK):
+                self._histogram.update(chunk)
+                self._fires += (chunk > 0).sum(0)
+            self._scanned += int(mask.sum())
+
+        self._adapter.each_activation(tokens.to(self._adapter.device), [self._hook], reduce)
+
+    # ----- one feature ---------------------------------------------------------------------
+
+    def _examples(self, feature: int) -> list[Example]:
+        topk = self._topk
+        key = (id(topk), topk.updates)
+        with self._lock:
+            hit = self._example_cache.get(feature)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        values, docs, positions = (t[feature].cpu() for t in topk.snapshot())
+        found = [(float(v), int(d), int(p)) for v, d, p in zip(values, docs, positions) if int(d) != EMPTY]
+        examples = context_windows(
+            self._adapter, self._hook, self._rows, self._sources, found,
+            lambda a: self._features(a)[..., feature], self._context, self._after,
+        )
+        with self._lock:
+            self._example_cache[feature] = (key, examples)
+        return examples
+
+    def logits(self, feature: int) -> torch.Tensor | None:
+        """``[d_vocab]``: how feature ``feature``'s decoder direction moves each logit (None if the hook cannot be unembedded)."""
+        if self._logits_basis is None:
+            return None
+        direction = self._info.W_dec[self._check_feature(feature)].float()
+        return self._logits_basis(direction).cpu()
+
+    # ----- request handlers --------------------------------------------------------------
+
+    def _prompt_index(self, params: dict[str, Any]) -> str:
+        index = int_param(params, "prompt")
+        prompts = self.prompts
+        if not 0 <= index < len(prompts):
+            raise ValueError(f"prompt must index prompts (0..{len(prompts) - 1}), got {index}")
+        return prompts[index]
+
+    def _serve_prompt(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        text = self._prompt_index(params)
+        labels, feats = self._encode_prompt(text)
+        k = min(TOP_PER_TOKEN, feats.shape[-1])
+        values, ids = feats.topk(k, dim=-1)
+        ids = torch.where(values > 0, ids, torch.full_like(ids, -1))
+        reply = Reply({"prompt": params["prompt"], "tokens": labels})
+        reply.result["top_ids"] = reply.add_array(ids.int(), "int32")
+        reply.result["top_values"] = reply.add_array(torch.where(values > 0, values, 0.0), "float32")
+        return reply
+
+    def _serve_feature(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        feature = self._check_feature(params.get("feature"))
+        revision = self.revision
+        prompt_acts = None
+        if params.get("prompt") is not None:
+            prompt_acts = self._encode_prompt(self._prompt_index(params))[1][:, feature]
+        fires, scanned = int(self._fires[feature]), self._scanned
+        top = float(self._topk.snapshot()[0][feature, 0])
+        lo, hi = self._histogram.edges(feature)
+        examples = self._examples(feature)
+        ctx.raise_if_cancelled()
+        promoted, suppressed = self._top_logits(feature)
+        width = max((len(e.tokens) for e in examples), default=0)
+        acts = torch.full((len(examples), width), float("nan"))
+        for i, e in enumerate(examples):
+            acts[i, : len(e.tokens)] = e.activations
+        reply = Reply(
+            {
+                "revision": revision,
+                "feature": feature,
+                "fires": fires,
+                "density": fires / scanned if scanned else 0.0,
+                "max": top if top > float("-inf") else None,
+                "promoted": promoted,
+                "suppressed": suppressed,
+                "examples": [{"tokens": e.tokens, "max_index": e.max_index, "value": e.value} for e in examples],
+            }
+        )
+        r = reply.result
+        r["prompt_acts"] = reply.add_array(prompt_acts if prompt_acts is not None else torch.zeros(0), "float32")
+        r["histogram"] = {"counts": reply.add_array(self._histogram.counts[feature].int(), "int32"), "lo": lo, "hi": hi}
+        r["example_acts"] = reply.add_array(acts, "float16")
+        return reply
+
+    def _top_logits(self, feature: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Promoted and suppressed tokens (both empty when the hook does not reach the logits linearly)."""
+        logits = self.logits(feature)
+        if logits is None:
+            return [], []
+        n = min(N_LOGITS, logits.shape[0])
+        up, down = logits.topk(n), (-logits).topk(n)
+        labels = self._adapter.token_labels(torch.cat([up.indices, down.indices]))
+        promoted = [{"token": t, "value": float(v)} for t, v in zip(labels[:n], up.values)]
+        suppressed = [{"token": t, "value": float(-v)} for t, v in zip(labels[n:], down.values)]
+        return promoted, suppressed
+
+
+_RESID_HOOK = re.compile(r"(hook_resid_(pre|mid|post)|hook_attn_out|hook_mlp_out|hook_embed|hook_pos_embed)$")
+_MLP_POST = re.compile(r"^blocks\.(\d+)\.mlp\.hook_post$")
+
+
+def _logit_basis(model: Any, hook: str, d_in: int) -> Any:
+    """How a decoder direction at ``hook`` reaches the logits (directly, or through W_out); None if it doesn't linearly."""
+    try:
+        W_U, _ = read_unembed(model)
+    except ValueError:
+        return None
+    W_U = W_U.detach()
+    if _RESID_HOOK.search(hook) and d_in == W_U.shape[0]:
+        return lambda d: d.to(W_U) @ W_U
+    match = _MLP_POST.match(hook)
+    blocks = getattr(model, "blocks", None)
+    if match and blocks is not None:
+        W_out = getattr(getattr(blocks[int(match.group(1))], "mlp", None), "W_out", None)
+        if isinstance(W_out, torch.Tensor) and W_out.shape == (d_in, W_U.shape[0]):
+            W_out = W_out.detach()
+            return lambda d: d.to(W_out) @ W_out @ W_U
+    return None
