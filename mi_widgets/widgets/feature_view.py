@@ -90,8 +90,8 @@ class FeatureView(StreamingWidget):
         self._adapter, self._info = adapter, info
         self._hook = check_per_token_hook(adapter.resolve_hook(name))
         prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompt_list or not all(isinstance(p, str) and p for p in prompt_list):
-            raise ValueError("prompts must be a non-empty string or a list of non-empty strings")
+        if not prompt_list or not all(isinstance(p, str) and p.strip() for p in prompt_list):
+            raise ValueError(f"prompts must be a non-blank string or a list of non-blank strings, got {prompts!r:.80}")
         self._rows, self._sources = plan_corpus(adapter, corpus if corpus is not None else prompt_list)
         units = probe_units(adapter, self._hook, self._rows[0])
         if units != info.d_in:
@@ -232,7 +232,8 @@ class FeatureView(StreamingWidget):
         if hit is not None and hit[0] == key:
             return hit[1]
         values, docs, positions = (t[feature].cpu() for t in topk.snapshot())
-        found = [(float(v), int(d), int(p)) for v, d, p in zip(values, docs, positions) if int(d) != EMPTY]
+        # a feature that did not fire (value 0) has no example there, however few firings it has
+        found = [(float(v), int(d), int(p)) for v, d, p in zip(values, docs, positions) if int(d) != EMPTY and v > 0]
         examples = context_windows(
             self._adapter, self._hook, self._rows, self._sources, found,
             lambda a: self._features(a)[..., feature], self._context, self._after,
