@@ -289,3 +289,30 @@ def test_unembed_reproduces_the_logits(any_model: Any) -> None:
     with torch.no_grad():
         logits = any_model(tokens)
     assert torch.allclose(adapter.unembed(resid), logits, atol=1e-4)
+
+
+def test_hooks_ignore_forward_passes_of_other_threads(any_model: Any) -> None:
+    """A background scan's hooks must not fire on (or stop) a forward pass the user runs meanwhile."""
+    adapter = ModelAdapter(any_model)
+    hook = "blocks.0.hook_resid_post"
+    inside, release = threading.Event(), threading.Event()
+    seen: list[tuple[int, ...]] = []
+
+    def slow(_: int, activation: torch.Tensor) -> None:
+        seen.append(tuple(activation.shape[:2]))
+        inside.set()
+        assert release.wait(30)
+
+    mine = torch.arange(1, 6)[None]
+    worker = threading.Thread(target=adapter.each_activation, args=(mine, [hook], slow))
+    worker.start()
+    try:
+        assert inside.wait(30)
+        theirs = torch.arange(1, 10).repeat(3, 1)  # the user's own call, while the scan's hook is registered
+        with torch.no_grad():
+            logits = any_model(theirs)
+        assert logits.shape[:2] == (3, 9)  # ran to the end: not stopped by the scan's hook
+    finally:
+        release.set()
+        worker.join(30)
+    assert seen == [(1, 5)]

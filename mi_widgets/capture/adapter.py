@@ -227,14 +227,19 @@ class ModelAdapter:
         Only these hooks are registered, under ``torch.no_grad()``, and the forward
         pass stops once every one has fired, so ``fn`` can reduce on the device and
         nothing else is kept. An exception from ``fn`` aborts the run (progress,
-        cancellation) and the hooks are removed either way.
+        cancellation) and the hooks are removed either way. The hooks act only on this
+        thread's forward pass: a background scan's hooks ignore the forward passes the
+        user runs meanwhile on the same model from a notebook cell.
         """
         resolved = [self.resolve_hook(name) for name in names]
         if len(set(resolved)) != len(resolved):
             raise ValueError(f"hook names must be distinct, got {list(names)}")
         seen: set[int] = set()
+        owner = threading.get_ident()
 
         def call(tensor: torch.Tensor, hook: Any, index: int) -> None:
+            if threading.get_ident() != owner:  # another thread's forward pass on the shared model
+                return
             fn(index, tensor)
             seen.add(index)
             if len(seen) == len(resolved):

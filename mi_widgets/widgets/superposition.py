@@ -115,7 +115,10 @@ class SuperpositionToy(TrainingWidget):
 
     @traitlets.validate("sparsity")
     def _check_sparsity(self, proposal: dict[str, Any]) -> list[float]:
-        values = check_toy_settings(1, 1, proposal["value"], 1.0)
+        try:
+            values = check_toy_settings(1, 1, proposal["value"], 1.0)
+        except ValueError as exc:  # a TraitError rolls back a bad value that came from the view
+            raise traitlets.TraitError(str(exc)) from exc
         if self.n_instances and len(values) != self.n_instances:
             raise traitlets.TraitError(
                 f"sparsity needs one value per instance ({self.n_instances}), got {len(values)}; "
@@ -125,7 +128,10 @@ class SuperpositionToy(TrainingWidget):
 
     @traitlets.validate("importance_decay")
     def _check_decay(self, proposal: dict[str, Any]) -> float:
-        check_toy_settings(1, 1, [0.0], proposal["value"])
+        try:
+            check_toy_settings(1, 1, [0.0], proposal["value"])
+        except ValueError as exc:
+            raise traitlets.TraitError(str(exc)) from exc
         return float(proposal["value"])
 
     def _on_setting(self, change: dict[str, Any]) -> None:

@@ -78,6 +78,7 @@ class TrainingWidget(StreamingWidget):
         if self.running:
             raise RuntimeError("training is already running on a worker thread: call stop() and wait() first")
         self._stop.clear()
+        self._step = 0
         self._reset_scan()
         self.set_trait("error", "")
         self.set_trait("status", "running")
@@ -86,6 +87,12 @@ class TrainingWidget(StreamingWidget):
             self._scan()
         finally:
             self.set_trait("foreground", False)
+
+    def start(self) -> None:
+        """Start (or restart) training on a worker thread from a fresh model; a no-op while it runs."""
+        if not self.running:
+            self._step = 0
+        super().start()
 
     def restart(self) -> None:
         """Stop training if it runs, then start again from a fresh model (with the current settings)."""
