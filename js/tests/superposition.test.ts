@@ -258,6 +258,17 @@ describe("SuperpositionToy", () => {
     expect(model.saves).toBe(1);
   });
 
+  test("keys on a slider stay with the slider (the notebook's command mode binds the arrows)", () => {
+    const model = makeModel();
+    const { q, el } = mount(model);
+    const reached: string[] = [];
+    el.addEventListener("keydown", (ev) => reached.push((ev as KeyboardEvent).key));
+    for (const id of ["sparsity-0", "importance-decay"]) {
+      q<HTMLInputElement>(id).dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowLeft", bubbles: true }));
+    }
+    expect(reached).toEqual([]);
+  });
+
   test("the importance-decay slider sets its trait on release and follows Python", () => {
     const model = makeModel();
     const { q } = mount(model);

@@ -566,6 +566,9 @@ class SuperpositionView {
     s.max = String(max);
     s.step = "0.01";
     s.setAttribute("aria-label", label);
+    // The slider's own keys (arrows, Page, Home/End) must not also reach the notebook, whose
+    // command mode binds the arrows to cell navigation and would swallow them.
+    s.addEventListener("keydown", (ev) => ev.stopPropagation());
     return s;
   }
 
