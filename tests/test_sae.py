@@ -21,7 +21,15 @@ from mi_widgets.analysis.sae import (
 from mi_widgets.transport.codec import decode_array
 from mi_widgets.widgets.sae_training import ActivationStream, SAETrainer, TensorStream, train_sae
 
+from mi_widgets.widgets.training import TrainingWidget
+
 from .conftest import SENTENCES
+
+
+@pytest.fixture(autouse=True)
+def fixed_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of exactly ``_chunk`` steps (not sized by timing), so step numbers in these tests are exact."""
+    monkeypatch.setattr(TrainingWidget, "_chunk_size", lambda self, per_step: self._chunk)
 
 HOOK = "blocks.0.hook_resid_post"
 METRICS = ["loss", "mse", "l0", "fve", "dead"]

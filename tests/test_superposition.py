@@ -22,7 +22,15 @@ from mi_widgets.analysis.superposition import (
     toy_loss,
 )
 from mi_widgets.transport.codec import decode_array
-from mi_widgets.widgets.training import TrainingDiverged
+from mi_widgets.widgets.training import TrainingDiverged, TrainingWidget
+
+ADAPTIVE_CHUNK_SIZE = TrainingWidget._chunk_size  # before fixed_chunks replaces it
+
+
+@pytest.fixture(autouse=True)
+def fixed_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of exactly ``_chunk`` steps (not sized by timing), so step numbers in these tests are exact."""
+    monkeypatch.setattr(TrainingWidget, "_chunk_size", lambda self, per_step: self._chunk)
 
 FRAME_ARRAYS = ("W", "b", "importance", "gram", "norms", "dimensionality", "loss_steps", "loss")
 
@@ -444,3 +452,13 @@ def test_nan_stops_training_and_keeps_the_last_good_weights(
     toy.start()  # a fresh run clears the error
     toy.wait(60)
     assert toy.status == "done" and toy.error == "" and toy.exception is None
+
+
+def test_chunks_adapt_to_step_time() -> None:
+    """Slow steps get shorter chunks so a frame can go out every 1/frame_rate s; the first chunk is one step."""
+    toy = mw.SuperpositionToy(autostart=False, frame_rate=20)  # a frame every 50 ms; at most _chunk steps
+    size = ADAPTIVE_CHUNK_SIZE
+    assert size(toy, None) == 1
+    assert size(toy, 0.0001) == toy._chunk  # fast steps: capped
+    assert size(toy, 0.01) == 5  # 50 ms / 10 ms
+    assert size(toy, 0.2) == 1  # a step slower than a frame: one step per check

@@ -35,7 +35,9 @@ class TrainingWidget(StreamingWidget):
     A subclass implements ``_n_steps()`` (total optimiser steps), ``_reset_scan()`` (fresh model
     and optimiser), ``_train(n) -> float`` (``n`` steps; returns the last loss), ``_frame() ->
     Reply`` (what the view draws), ``_checkpoint()`` (a copy of the weights, or None when any is
-    NaN or infinite) / ``_restore(state)`` and may override ``_chunk`` (steps between checks).
+    NaN or infinite) / ``_restore(state)`` and may override ``_chunk``: the most steps between
+    checks. Fewer are taken when steps are slow, so that a frame can go out every
+    ``1 / frame_rate`` seconds (the first chunk is one step, for an early first frame).
     """
 
     foreground = traitlets.Bool(False, read_only=True).tag(sync=True)
@@ -107,14 +109,18 @@ class TrainingWidget(StreamingWidget):
         done = 0
         good, good_step = self._checkpoint(), 0
         last_frame = last_progress = 0.0
+        per_step: float | None = None  # seconds per step, smoothed
         self._step = 0
         self.exception = None
         self.set_trait("progress", {"done": 0, "total": total})
         status = "stopped"
         try:
             while done < total and not self._stop.is_set():
-                n = min(self._chunk, total - done)
+                n = min(self._chunk_size(per_step), total - done)
+                began = time.monotonic()
                 loss = self._train(n)
+                took = (time.monotonic() - began) / n
+                per_step = took if per_step is None else 0.7 * per_step + 0.3 * took
                 state = self._checkpoint() if math.isfinite(loss) else None
                 if state is None:
                     self._restore(good)
@@ -147,6 +153,12 @@ class TrainingWidget(StreamingWidget):
                 self.set_trait("revision", self.revision + 1)
                 self.set_trait("status", status)
             self._push("frame", self._frame())
+
+    def _chunk_size(self, per_step: float | None) -> int:
+        """Steps to take before the next check: at most ``_chunk``, fewer when a frame would be late."""
+        if per_step is None:
+            return 1
+        return max(1, min(self._chunk, int(self._frame_interval / max(per_step, 1e-9))))
 
     def _serve_frame(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         return self._frame()
