@@ -75,6 +75,10 @@ class JupyterLab:
             IPYTHONDIR=str(self._home / "ipython"),
             PYTHONUNBUFFERED="1",
         )
+        # No "get notified about Jupyter news?" toast: offline it is noise, and it can cover what a test clicks.
+        notification = self._home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+        notification.parent.mkdir(parents=True, exist_ok=True)
+        notification.write_text('{"fetchNews": "false", "checkForUpdates": false}')
         cmd = [
             sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
             f"--port={self.port}", f"--IdentityProvider.token={self.token}",
