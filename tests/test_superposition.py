@@ -462,3 +462,8 @@ def test_chunks_adapt_to_step_time() -> None:
     assert size(toy, 0.0001) == toy._chunk  # fast steps: capped
     assert size(toy, 0.01) == 5  # 50 ms / 10 ms
     assert size(toy, 0.2) == 1  # a step slower than a frame: one step per check
+
+
+def test_a_toy_too_big_to_stream_is_refused_with_a_reason() -> None:
+    with pytest.raises(ValueError, match=r"2 instances of 800 features are too many to stream W\^T W .*got 1,280,000"):
+        mw.SuperpositionToy(n_features=800, n_hidden=20, sparsity=[0.9, 0.99], autostart=False)

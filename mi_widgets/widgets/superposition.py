@@ -26,6 +26,7 @@ from .base import static_asset
 from .training import TrainingWidget
 
 MAX_CURVE_POINTS = 500
+MAX_GRAM_CELLS = 500_000  # instances x n_features^2: W^T W per frame stays ~2 MB, under the message limit
 
 
 class SuperpositionToy(TrainingWidget):
@@ -69,6 +70,12 @@ class SuperpositionToy(TrainingWidget):
         autostart: bool = True,
     ) -> None:
         values = check_toy_settings(n_features, n_hidden, sparsity, importance_decay)
+        if len(values) * n_features**2 > MAX_GRAM_CELLS:
+            raise ValueError(
+                f"{len(values)} instances of {n_features} features are too many to stream W^T W to the view "
+                f"(at most {MAX_GRAM_CELLS:,} cells, got {len(values) * n_features**2:,}); train "
+                "mi_widgets.analysis.ToyModel directly for models this size"
+            )
         for name, value in (("steps", steps), ("batch_size", batch_size), ("seed", seed)):
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
                 raise ValueError(f"{name} must be a{' non-negative' if name == 'seed' else ' positive'} integer, got {value!r}")

@@ -152,7 +152,11 @@ class TrainingWidget(StreamingWidget):
                 self.set_trait("progress", {"done": self._step, "total": total})
                 self.set_trait("revision", self.revision + 1)
                 self.set_trait("status", status)
-            self._push("frame", self._frame())
+            try:
+                self._push("frame", self._frame())
+            except Exception as exc:  # e.g. a frame over the message limit: say so, keep the weights
+                self.exception = self.exception or exc
+                self.set_trait("error", self.error or f"{type(exc).__name__}: {exc}")
 
     def _chunk_size(self, per_step: float | None) -> int:
         """Steps to take before the next check: at most ``_chunk``, fewer when a frame would be late."""
