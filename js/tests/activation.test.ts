@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, test } from "vitest";
 import { encodeArray } from "../src/lib/codec";
 import { cssColor, divergingColormap } from "../src/lib/colormap";
-import widget, { TOP_K, formatValue, parseNeuron, unitLabel } from "../src/views/activation";
+import { parseUnitId } from "../src/lib/view";
+import widget, { NEURON_ID, TOP_K, formatValue, unitLabel } from "../src/views/activation";
 import { FakeModel, mountView } from "./helpers";
 
 const TOKENS = [
@@ -89,11 +90,11 @@ describe("activation helpers", () => {
     expect(formatValue(-Infinity)).toBe("−inf");
     expect(unitLabel(null)).toBe("direction");
     expect(unitLabel(3)).toBe("n3");
-    expect(parseNeuron(" 12 ", 32)).toEqual({ neuron: 12 });
-    expect(parseNeuron("32", 32)).toEqual({ error: "neuron 32 is out of range: 0..31" });
-    expect(parseNeuron("-1", 32)).toEqual({ error: "neuron -1 is out of range: 0..31" });
-    expect(parseNeuron("1.5", 32)).toEqual({ error: 'neuron must be a whole number in 0..31, got "1.5"' });
-    expect(parseNeuron("", 32)).toEqual({ error: "neuron must be a whole number in 0..31" });
+    expect(parseUnitId(" 12 ", 32, NEURON_ID)).toEqual({ id: 12 });
+    expect(parseUnitId("32", 32, NEURON_ID)).toEqual({ error: "neuron 32 is out of range: 0..31" });
+    expect(parseUnitId("-1", 32, NEURON_ID)).toEqual({ error: "neuron -1 is out of range: 0..31" });
+    expect(parseUnitId("1.5", 32, NEURON_ID)).toEqual({ error: 'neuron must be a whole number in 0..31, got "1.5"' });
+    expect(parseUnitId("", 32, NEURON_ID)).toEqual({ error: "neuron must be a whole number in 0..31" });
   });
 });
 

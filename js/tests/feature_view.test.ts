@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { encodeArray } from "../src/lib/codec";
 import { cssColor, sequentialColormap } from "../src/lib/colormap";
-import widget, { colourScale, drawHistogram, formatPercent, parseFeature } from "../src/views/feature_view";
+import { parseUnitId } from "../src/lib/view";
+import widget, { FEATURE_ID, colourScale, drawHistogram, formatPercent } from "../src/views/feature_view";
 import { FakeModel, mountView } from "./helpers";
 
 const K = 8;
@@ -118,12 +119,12 @@ async function mountWithPrompt(model: FakeModel) {
 afterEach(() => document.body.replaceChildren());
 
 describe("FeatureView helpers", () => {
-  test("parseFeature accepts ids in range and says what is wrong otherwise", () => {
-    expect(parseFeature(" 12 ", 100)).toEqual({ feature: 12 });
-    expect(parseFeature("100", 100)).toEqual({ error: "feature 100 is out of range: 0..99" });
-    expect(parseFeature("-1", 100)).toEqual({ error: 'feature must be a whole number in 0..99, got "-1"' });
-    expect(parseFeature("", 100)).toEqual({ error: "feature must be a whole number in 0..99" });
-    expect(parseFeature("3", 0)).toEqual({ error: "this SAE has no features" });
+  test("feature ids: parseUnitId accepts ids in range and says what is wrong otherwise", () => {
+    expect(parseUnitId(" 12 ", 100, FEATURE_ID)).toEqual({ id: 12 });
+    expect(parseUnitId("100", 100, FEATURE_ID)).toEqual({ error: "feature 100 is out of range: 0..99" });
+    expect(parseUnitId("-1", 100, FEATURE_ID)).toEqual({ error: 'feature must be a whole number in 0..99, got "-1"' });
+    expect(parseUnitId("", 100, FEATURE_ID)).toEqual({ error: "feature must be a whole number in 0..99" });
+    expect(parseUnitId("3", 0, FEATURE_ID)).toEqual({ error: "this SAE has no features" });
   });
 
   test("formatPercent: two decimals, two significant digits when tiny", () => {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from "vitest";
-import { ViewScope } from "../src/lib/view";
+import { ViewScope, parseUnitId } from "../src/lib/view";
 import { FakeModel } from "./helpers";
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
@@ -114,5 +114,23 @@ describe("ViewScope", () => {
     await frame();
     expect(bannerText(failing)).toBe("no theme");
     failing.dispose();
+  });
+});
+
+describe("parseUnitId", () => {
+  test("an id in 0..count-1, or what is wrong, in the unit's words", () => {
+    const spec = { unit: "head", none: "this model has no heads" };
+    expect(parseUnitId(" 0 ", 4, spec)).toEqual({ id: 0 });
+    expect(parseUnitId("3", 4, spec)).toEqual({ id: 3 });
+    expect(parseUnitId("4", 4, spec)).toEqual({ error: "head 4 is out of range: 0..3" });
+    expect(parseUnitId("+1", 4, spec)).toEqual({ error: 'head must be a whole number in 0..3, got "+1"' });
+    expect(parseUnitId("x", 0, spec)).toEqual({ error: "this model has no heads" });
+  });
+
+  test("signed: a leading sign is read, so a negative id is out of range", () => {
+    const spec = { unit: "neuron", none: "none", signed: true };
+    expect(parseUnitId("+1", 4, spec)).toEqual({ id: 1 });
+    expect(parseUnitId("-2", 4, spec)).toEqual({ error: "neuron -2 is out of range: 0..3" });
+    expect(parseUnitId("1e2", 4, spec)).toEqual({ error: 'neuron must be a whole number in 0..3, got "1e2"' });
   });
 });

@@ -37,6 +37,29 @@ export function clamp(v: number, lo: number, hi: number): number {
   return Math.min(hi, Math.max(lo, v));
 }
 
+/** How a view reads a typed unit id (a neuron, a feature): the unit's name and what to say when there are none. */
+export interface UnitIdSpec {
+  /** "neuron", "feature": names the unit in the messages. */
+  unit: string;
+  /** The message when there are no units, e.g. "this SAE has no features". */
+  none: string;
+  /** Read a leading sign, so that "-1" is out of range rather than not a whole number. */
+  signed?: boolean;
+}
+
+/** What the user typed in a unit box: an id in 0..count-1, or a message saying what is allowed. */
+export function parseUnitId(text: string, count: number, spec: UnitIdSpec): { id: number } | { error: string } {
+  const t = text.trim();
+  if (count <= 0) return { error: spec.none };
+  const range = `0..${count - 1}`;
+  if (!(spec.signed ? /^[+-]?\d+$/ : /^\d+$/).test(t)) {
+    return { error: `${spec.unit} must be a whole number in ${range}${t === "" ? "" : `, got ${JSON.stringify(t)}`}` };
+  }
+  const id = Number(t);
+  if (id < 0 || id >= count) return { error: `${spec.unit} ${id} is out of range: ${range}` };
+  return { id };
+}
+
 export function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }

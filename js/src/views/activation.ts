@@ -16,7 +16,7 @@ import { decodeArray, type ArrayHeader } from "../lib/codec";
 import { type Colormap, type Theme, detectTheme, divergingColormap } from "../lib/colormap";
 import { type RequestClient } from "../lib/protocol";
 import { TokenStrip } from "../lib/tokens";
-import { type ErrorBanner, type ViewModel, ViewScope, button, clamp, el, intOr, renderView } from "../lib/view";
+import { type ErrorBanner, type UnitIdSpec, type ViewModel, ViewScope, button, clamp, el, intOr, parseUnitId, renderView } from "../lib/view";
 
 export type ActivationModel = ViewModel;
 
@@ -63,15 +63,8 @@ export function formatValue(v: number): string {
   return `${v < 0 ? "−" : "+"}${text}`;
 }
 
-/** What the user typed in the neuron box: a neuron in 0..d-1, or a message saying what is allowed. */
-export function parseNeuron(text: string, d: number): { neuron: number } | { error: string } {
-  const t = text.trim();
-  if (d <= 0) return { error: "this view has no neurons" };
-  if (!/^[+-]?\d+$/.test(t)) return { error: `neuron must be a whole number in 0..${d - 1}${t === "" ? "" : `, got ${JSON.stringify(t)}`}` };
-  const n = Number(t);
-  if (n < 0 || n >= d) return { error: `neuron ${n} is out of range: 0..${d - 1}` };
-  return { neuron: n };
-}
+/** How the neuron box reads what the user typed (see parseUnitId): "-1" is a neuron out of range. */
+export const NEURON_ID: UnitIdSpec = { unit: "neuron", none: "this view has no neurons", signed: true };
 
 class ActivationView {
   private readonly model: ActivationModel;
@@ -298,13 +291,13 @@ class ActivationView {
   }
 
   private commitNeuron(): void {
-    const parsed = parseNeuron(this.neuronInput.value, this.d());
+    const parsed = parseUnitId(this.neuronInput.value, this.d(), NEURON_ID);
     if ("error" in parsed) {
       this.setNeuronMessage(parsed.error);
       return;
     }
     this.setNeuronMessage("");
-    if (parsed.neuron !== this.selected().neuron) this.select({ neuron: parsed.neuron });
+    if (parsed.id !== this.selected().neuron) this.select({ neuron: parsed.id });
   }
 
   private neuronKey(ev: KeyboardEvent): void {
@@ -315,8 +308,8 @@ class ActivationView {
     } else if (ev.key === "ArrowUp" || ev.key === "ArrowDown") {
       ev.preventDefault();
       const d = this.d();
-      const typed = parseNeuron(this.neuronInput.value, d);
-      const from = "neuron" in typed ? typed.neuron : (this.selected().neuron ?? -1);
+      const typed = parseUnitId(this.neuronInput.value, d, NEURON_ID);
+      const from = "id" in typed ? typed.id : (this.selected().neuron ?? -1);
       const step = (ev.key === "ArrowUp" ? 1 : -1) * (ev.shiftKey ? 10 : 1);
       this.neuronInput.value = String(clamp(from + step, 0, Math.max(0, d - 1)));
       this.commitNeuron();

@@ -20,10 +20,11 @@ import "./feature_view.css";
 
 import { decodeArray, type ArrayHeader } from "../lib/codec";
 import { type Theme, detectTheme, sequentialColormap } from "../lib/colormap";
+import { exampleRow, parseExamples } from "../lib/examples";
 import { type RequestClient } from "../lib/protocol";
 import { ScanToolbar, scanStatus } from "../lib/scan_toolbar";
 import { TokenStrip, displayToken } from "../lib/tokens";
-import { type ErrorBanner, type ViewModel, ViewScope, button, el, intOr, renderView } from "../lib/view";
+import { type ErrorBanner, type UnitIdSpec, type ViewModel, ViewScope, button, el, intOr, parseUnitId, renderView } from "../lib/view";
 
 export type FeatureViewModel = ViewModel;
 
@@ -69,15 +70,8 @@ const HIST_WIDTH = 360;
 const HIST_HEIGHT = 120;
 const HIST_MARGIN = { left: 8, right: 8, top: 14, bottom: 18 };
 
-/** What the user typed in the feature box: an id in 0..d-1, or a message saying what is allowed. */
-export function parseFeature(text: string, d: number): { feature: number } | { error: string } {
-  const t = text.trim();
-  if (d <= 0) return { error: "this SAE has no features" };
-  if (!/^\d+$/.test(t)) return { error: `feature must be a whole number in 0..${d - 1}${t === "" ? "" : `, got ${JSON.stringify(t)}`}` };
-  const f = Number(t);
-  if (f >= d) return { error: `feature ${f} is out of range: 0..${d - 1}` };
-  return { feature: f };
-}
+/** How the feature box reads what the user typed (see parseUnitId). */
+export const FEATURE_ID: UnitIdSpec = { unit: "feature", none: "this SAE has no features" };
 
 /** A firing density as a percentage with two decimals, or two significant digits when tiny. */
 export function formatPercent(density: number): string {
@@ -451,13 +445,13 @@ class FeatureView {
     }
     if (ev.key !== "Enter") return;
     ev.preventDefault();
-    const parsed = parseFeature(this.featureInput.value, this.dSae());
+    const parsed = parseUnitId(this.featureInput.value, this.dSae(), FEATURE_ID);
     if ("error" in parsed) {
       this.setFeatureMessage(parsed.error);
       return;
     }
     this.setFeatureMessage("");
-    if (parsed.feature !== this.selected()) this.select(parsed.feature);
+    if (parsed.id !== this.selected()) this.select(parsed.id);
   }
 
   // ---- prompt tokens and chips ----------------------------------------------------------
@@ -619,22 +613,10 @@ class FeatureView {
     if (!(counts.data instanceof Int32Array) || counts.shape.length !== 1) {
       throw new Error(`feature reply: histogram counts must be 1-d int32, got ${counts.dtype} [${counts.shape.join(", ")}]`);
     }
-    const items = Array.isArray(result.examples) ? result.examples : [];
-    const acts = decodeArray(result.example_acts as ArrayHeader, buffers);
-    const width = acts.shape[1] ?? 0;
-    if (acts.shape.length !== 2 || acts.shape[0] !== items.length) {
-      throw new Error(`feature reply: ${items.length} examples but example_acts of shape [${acts.shape.join(", ")}]`);
-    }
-    const examples = items.map((item: any, i: number): FeatureExample => {
-      const tokens = Array.isArray(item?.tokens) ? item.tokens.map(String) : [];
-      if (tokens.length > width) throw new Error(`feature reply: example ${i} has ${tokens.length} tokens but ${width} activations`);
-      return {
-        tokens,
-        maxIndex: intOr(item?.max_index, -1),
-        value: Number(item?.value),
-        acts: (acts.data as Float32Array).slice(i * width, i * width + tokens.length),
-      };
-    });
+    const exampleActs = decodeArray(result.example_acts as ArrayHeader, buffers);
+    const examples = parseExamples(result.examples, exampleActs, { reply: "feature reply", acts: "example_acts" }).map(
+      ({ tokens, maxIndex, activations }, i): FeatureExample => ({ tokens, maxIndex, value: Number(result.examples[i]?.value), acts: activations }),
+    );
     const max = result.max === null || result.max === undefined ? null : Number(result.max);
     this.shown = {
       revision,
@@ -768,18 +750,13 @@ class FeatureView {
       return;
     }
     const rows = s.examples.map((e, i) => {
-      const row = el("div", "miw-fv-example", "example");
-      row.dataset.index = String(i);
-      const value = el("span", "miw-fv-example-value", "example-value");
-      value.textContent = e.value.toFixed(2);
-      value.title = `activation of feature ${s.feature} at the outlined token`;
-      const strip = new TokenStrip({ label: `example ${i + 1} of feature ${s.feature}` });
-      strip.element.dataset.testid = "example-strip";
-      strip.setTokens(e.tokens);
-      strip.setMarks(e.maxIndex >= 0 && e.maxIndex < e.tokens.length ? e.maxIndex : null, null);
-      strip.setTooltips((t) => `activation ${Number.isFinite(e.acts[t]) ? e.acts[t].toFixed(3) : "–"}`);
+      const { row, strip } = exampleRow({ ...e, activations: e.acts }, i, {
+        rowClass: "miw-fv-example",
+        valueClass: "miw-fv-example-value",
+        unit: `feature ${s.feature}`,
+        value: e.value.toFixed(2),
+      });
       this.exampleStrips.push(strip);
-      row.append(value, strip.element);
       return row;
     });
     this.examples.replaceChildren(...rows);

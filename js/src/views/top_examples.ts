@@ -18,8 +18,9 @@ import { decodeArray, type ArrayHeader } from "../lib/codec";
 import { type Theme, detectTheme, divergingColormap, sequentialColormap, withEmptyCells } from "../lib/colormap";
 import { type Cell, CanvasHeatmap } from "../lib/heatmap";
 import { type RequestClient } from "../lib/protocol";
+import { type ParsedExample, exampleRow, formatActivation, parseExamples } from "../lib/examples";
 import { ScanToolbar } from "../lib/scan_toolbar";
-import { TokenStrip } from "../lib/tokens";
+import { type TokenStrip } from "../lib/tokens";
 import { type ErrorBanner, type ViewModel, ViewScope, el, intOr, renderView } from "../lib/view";
 
 export type TopExamplesModel = ViewModel;
@@ -31,13 +32,10 @@ interface Overview {
   filled: Int32Array;
 }
 
-export interface Example {
-  tokens: string[];
-  maxIndex: number;
+export interface Example extends ParsedExample {
   value: number;
   doc: number;
   position: number;
-  activations: Float32Array;
 }
 
 interface Examples {
@@ -70,10 +68,6 @@ export function activationRange(examples: ReadonlyArray<Example>): number {
   let m = 0;
   for (const e of examples) for (const v of e.activations) if (Number.isFinite(v)) m = Math.max(m, Math.abs(v));
   return m > 0 ? m : 1;
-}
-
-function fmt(v: number): string {
-  return Number.isFinite(v) ? v.toFixed(3) : "–";
 }
 
 class TopExamplesView {
@@ -275,25 +269,18 @@ class TopExamplesView {
     const revision = Number(result?.revision);
     if (neuron !== this.selected()) return; // the selection moved on
     if (this.shown !== null && this.shown.neuron === neuron && revision < this.shown.revision) return;
-    const items = Array.isArray(result.examples) ? result.examples : [];
     const acts = decodeArray(result.activations as ArrayHeader, buffers);
+    const parsed = parseExamples(result.examples, acts, { reply: "examples reply", acts: "activations" });
     const values = decodeArray(result.values as ArrayHeader, buffers);
-    const width = acts.shape[1] ?? 0;
-    if (acts.shape.length !== 2 || acts.shape[0] !== items.length || values.shape[0] !== items.length) {
-      throw new Error(`examples reply: ${items.length} examples but activations of shape [${acts.shape.join(", ")}]`);
+    if (values.shape[0] !== parsed.length) {
+      throw new Error(`examples reply: ${parsed.length} examples but values of shape [${values.shape.join(", ")}]`);
     }
-    const examples: Example[] = items.map((item: any, i: number) => {
-      const tokens = Array.isArray(item?.tokens) ? item.tokens.map(String) : [];
-      if (tokens.length > width) throw new Error(`example ${i} has ${tokens.length} tokens but ${width} activations`);
-      return {
-        tokens,
-        maxIndex: intOr(item?.max_index, -1),
-        value: values.data[i],
-        doc: intOr(item?.doc, -1),
-        position: intOr(item?.position, -1),
-        activations: (acts.data as Float32Array).slice(i * width, i * width + tokens.length),
-      };
-    });
+    const examples: Example[] = parsed.map((e, i) => ({
+      ...e,
+      value: values.data[i],
+      doc: intOr(result.examples[i]?.doc, -1),
+      position: intOr(result.examples[i]?.position, -1),
+    }));
     this.shown = { revision, neuron, examples };
     this.renderExamples();
   }
@@ -352,7 +339,7 @@ class TopExamplesView {
     const i = o === null ? -1 : o.neurons.indexOf(neuron);
     const best = i < 0 ? NaN : o!.maxima[i];
     const count = i < 0 ? 0 : o!.filled[i];
-    this.readout.textContent = `neuron ${neuron}: ${Number.isFinite(best) ? `max ${fmt(best)} · ${count} example${count === 1 ? "" : "s"}` : "no examples yet"}`;
+    this.readout.textContent = `neuron ${neuron}: ${Number.isFinite(best) ? `max ${formatActivation(best)} · ${count} example${count === 1 ? "" : "s"}` : "no examples yet"}`;
   }
 
   private renderExamples(): void {
@@ -375,30 +362,29 @@ class TopExamplesView {
     this.title.textContent =
       shown.examples.length === 0
         ? `neuron ${neuron}: no examples yet`
-        : `neuron ${neuron}: top ${shown.examples.length} example${shown.examples.length === 1 ? "" : "s"} · colour: activation, −${fmt(m)} … 0 … +${fmt(m)}`;
+        : `neuron ${neuron}: top ${shown.examples.length} example${shown.examples.length === 1 ? "" : "s"} · colour: activation, −${formatActivation(m)} … 0 … +${formatActivation(m)}`;
     const rows = shown.examples.map((e, i) => {
-      const row = el("div", "miw-topex-example", "example");
-      row.dataset.index = String(i);
-      const value = el("span", "miw-topex-value", "example-value");
-      value.textContent = fmt(e.value);
-      value.title = `activation of neuron ${neuron} at the outlined token`;
+      const place = `window ${e.doc}, token ${e.position}`;
       const where = el("span", "miw-topex-where");
-      where.textContent = `window ${e.doc}, token ${e.position}`;
-      const strip = new TokenStrip({ label: `example ${i + 1} of neuron ${neuron}` });
-      strip.element.dataset.testid = "example-strip";
-      strip.setTokens(e.tokens);
-      strip.setMarks(e.maxIndex >= 0 && e.maxIndex < e.tokens.length ? e.maxIndex : null, null);
-      strip.setTooltips((t) => `activation ${fmt(e.activations[t])}`);
+      where.textContent = place;
+      const { row, strip } = exampleRow(e, i, {
+        rowClass: "miw-topex-example",
+        valueClass: "miw-topex-value",
+        unit: `neuron ${neuron}`,
+        value: formatActivation(e.value),
+        wrapValue: (value) => {
+          const meta = el("div", "miw-topex-meta");
+          meta.append(value, where);
+          return meta;
+        },
+      });
+      // Hovering a token shows it and its activation in place of the example's window and position.
       strip.onHover(
         this.scope.guard("view", (t: number | null) => {
-          where.textContent =
-            t === null ? `window ${e.doc}, token ${e.position}` : `${JSON.stringify(e.tokens[t])}: activation ${fmt(e.activations[t])}`;
+          where.textContent = t === null ? place : `${JSON.stringify(e.tokens[t])}: activation ${formatActivation(e.activations[t])}`;
         }),
       );
       this.strips.push(strip);
-      const meta = el("div", "miw-topex-meta");
-      meta.append(value, where);
-      row.append(meta, strip.element);
       return row;
     });
     this.list.replaceChildren(...rows);
