@@ -23,7 +23,7 @@ import traitlets
 from ..analysis.activations import check_per_token_hook
 from ..analysis.attribution import read_unembed
 from ..analysis.histogram import RunningHistogram
-from ..analysis.sae import SAEInfo, as_sae
+from ..analysis.sae import as_sae
 from ..analysis.top_examples import EMPTY, RunningTopK, pad_rows
 from ..capture.adapter import ModelAdapter
 from ..capture.corpus import Example, context_windows, plan_corpus, probe_units
