@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 import traitlets
 
+from ..analysis.activations import check_per_token_hook
 from ..analysis.sae import (
     Architecture,
     SparseAutoencoder,
@@ -26,7 +27,6 @@ from ..analysis.sae import (
     normalize_decoder,
     sae_loss,
 )
-from ..analysis.activations import check_per_token_hook
 from ..analysis.top_examples import pad_rows
 from ..capture.adapter import ModelAdapter
 from ..capture.corpus import plan_corpus, probe_units, resolve_layer_hook
