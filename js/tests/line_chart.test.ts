@@ -30,11 +30,14 @@ describe("ticks", () => {
     expect(niceTicks(0, 1, 0)).toEqual([]);
   });
 
-  test("logTicks are the powers of ten inside the range", () => {
+  test("logTicks are the powers of ten inside the range, or 1-2-5 multiples over a short range", () => {
     expect(logTicks(0.003, 20)).toEqual([0.01, 0.1, 1, 10]);
     expect(logTicks(1, 1000)).toEqual([1, 10, 100, 1000]);
     expect(logTicks(1e-7, 1e-5)).toEqual([1e-7, 1e-6, 1e-5]);
-    expect(logTicks(2, 5)).toEqual([]);
+    expect(logTicks(2, 5)).toEqual([2, 5]);
+    expect(logTicks(0.028, 0.6)).toEqual([0.05, 0.1, 0.2, 0.5]);
+    expect(logTicks(3.1, 4.9)).toEqual([4]);
+    expect(logTicks(3.1, 3.2)).toEqual([]);
     expect(logTicks(0, 10)).toEqual([]);
     expect(logTicks(-1, 10)).toEqual([]);
     expect(logTicks(10, 1)).toEqual([]);

@@ -63,14 +63,23 @@ export function niceTicks(lo: number, hi: number, count: number): number[] {
   return ticks;
 }
 
-/** The powers of ten inside [lo, hi] (lo > 0), ascending; [] when there are none. */
+/**
+ * Log-axis ticks inside [lo, hi] (lo > 0), ascending: the powers of ten when there are two or more,
+ * else the 1-2-5 multiples, else the 1..9 multiples (possibly one, or none).
+ */
 export function logTicks(lo: number, hi: number): number[] {
   if (!(lo > 0) || !Number.isFinite(hi) || !(hi >= lo)) return [];
-  const ticks: number[] = [];
-  const last = Math.floor(Math.log10(hi) + 1e-9);
-  for (let k = Math.ceil(Math.log10(lo) - 1e-9); k <= last; k++) {
-    const v = Number(`1e${k}`);
-    if (v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9)) ticks.push(v);
+  let ticks: number[] = [];
+  for (const mantissas of [[1], [1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]]) {
+    ticks = [];
+    const last = Math.floor(Math.log10(hi) + 1e-9);
+    for (let k = Math.floor(Math.log10(lo) - 1e-9); k <= last; k++) {
+      for (const m of mantissas) {
+        const v = Number(`${m}e${k}`);
+        if (v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9)) ticks.push(v);
+      }
+    }
+    if (ticks.length >= 2) return ticks;
   }
   return ticks;
 }
