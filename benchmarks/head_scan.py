@@ -19,9 +19,7 @@ Writes the ``head_scan`` section of benchmarks/RESULTS.md; see benchmarks/README
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime as dt
-import gc
 import json
 import os
 import platform
@@ -29,58 +27,36 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
-
-for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS"):
-    os.environ.setdefault(var, "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
-
+from benchmarks._common import (  # noqa: E402  (sets the offline environment variables)
+    BOS_ID,
+    GPT2_SMALL,
+    MIB,
+    SEED,
+    build_model,
+    load_model,
+    page_in,
+    peak,
+    reset_peak,
+    run_to_end,
+    timed,
+)
 from benchmarks._results import write_section  # noqa: E402
+
+import torch  # noqa: E402
 from mi_widgets.analysis.head_scores import HEAD_TYPES, detection_patterns  # noqa: E402
 
-GPT2_SMALL = {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_inner": 3072, "n_positions": 1024, "vocab_size": 50257}
-BOS = "<|endoftext|>"
-BOS_ID = GPT2_SMALL["vocab_size"] - 1  # as in GPT-2
-SEED = 0
 MODES = ("forward", "HeadScan", "detect_head x3")
 TL_NAMES = {"previous_token": "previous_token_head", "duplicate_token": "duplicate_token_head", "induction": "induction_head"}
 TARGET_RATIO = 1.2
 AGREE_TOL = 1e-5
-MIB = 2**20
-
-
-def build_model(folder: Path) -> None:
-    """Save a random gpt2-small and a word-level tokenizer (word ``t<i>`` is token id ``i``).
-
-    On a TransformerBridge, ``detect_head`` takes text only (the bridge's ``to_tokens`` tokenizes
-    and rejects tensors), so the tokenizer must turn each sequence's text back into exactly the
-    benchmark's token ids; a BPE tokenizer would merge random tokens differently.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    vocab = {f"t{i}": i for i in range(BOS_ID)} | {BOS: BOS_ID}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=BOS))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=BOS, unk_token=BOS, pad_token=BOS)
-    torch.manual_seed(SEED)
-    GPT2LMHeadModel(GPT2Config(**GPT2_SMALL)).save_pretrained(folder)
-    fast.save_pretrained(folder)
-
-
-def load_model(folder: Path, device: str) -> Any:
-    from transformer_lens import TransformerBridge
-
-    return TransformerBridge.boot_transformers(str(folder), device=device)
 
 
 def make_tokens(n_seqs: int, seq: int) -> torch.Tensor:
@@ -111,69 +87,13 @@ def prepare(mode: str, model: Any, tokens: torch.Tensor, batch_size: int) -> Cal
         from mi_widgets.widgets.head_scan import HeadScan
 
         scan = HeadScan(model, sequences=tokens, batch_size=batch_size, autostart=False)
-
-        def run_scan() -> HeadScan:
-            scan.start()
-            scan.wait()
-            if scan.status != "done":
-                raise RuntimeError(f"HeadScan ended with status {scan.status!r}: {scan.error}")
-            return scan
-
-        return run_scan
+        return lambda: run_to_end(scan)
     from transformer_lens.head_detector import detect_head
 
     texts = [as_text(row) for row in tokens]
     if not torch.equal(model.to_tokens(texts).cpu(), tokens.cpu()):
         raise RuntimeError("the tokenizer does not turn the texts back into the benchmark's tokens")
     return lambda: {name: detect_head(model, texts, tl_name) for name, tl_name in TL_NAMES.items()}
-
-
-def timed(call: Callable[[], Any], device: str) -> tuple[float, float, Any]:
-    """Wall time, process CPU time (all threads; less sensitive to other jobs on shared cores) and the result."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = call()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - wall, time.process_time() - cpu, result
-
-
-def rss_kib(field: str) -> int:
-    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process from /proc/self/status.
-
-    Not ``getrusage().ru_maxrss``: it also keeps the peak of the forked parent the child was
-    exec'd from (the benchmark process, model loaded), which clear_refs does not reset.
-    """
-    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
-    return int(line.split()[1])
-
-
-def page_in(model: Any) -> None:
-    """Read every weight once: they are memory-mapped from model.safetensors, and without this the
-    first pass would count ~300 MiB of weights paged in as the mode's memory."""
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            tensor.sum()
-
-
-def reset_peak(device: str) -> int:
-    """Reset the peak-memory counter; return the memory held now (bytes)."""
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so the baseline is what is really held
-    Path("/proc/self/clear_refs").write_text("5")  # reset this process's peak RSS (VmHWM) to its current RSS
-    return rss_kib("VmRSS") * 1024
-
-
-def peak(device: str) -> int:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated()
-    return rss_kib("VmHWM") * 1024
 
 
 def measure_here(mode: str, model: Any, tokens: torch.Tensor, batch_size: int, device: str) -> list[int]:

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.head_scan import GPT2_SMALL, build_model, load_model, peak, reset_peak, timed  # noqa: E402  (sets offline env vars)
+from benchmarks._common import GPT2_SMALL, MIB, SEED, build_model, load_model, peak, reset_peak, run_to_end, timed  # noqa: E402  (offline env)
 
 import torch  # noqa: E402
 
@@ -52,8 +52,6 @@ from mi_widgets.widgets.top_examples import TopExamples  # noqa: E402
 
 MODES = ("forward", "TopExamples", "hold all")
 TARGET_RATIO = 0.8
-SEED = 0
-MIB = 2**20
 
 
 def pick_model(name: str) -> str:
@@ -102,15 +100,7 @@ def prepare(mode: str, model: Any, ex: TopExamples) -> Callable[[], Any]:
 
         return forward
     if mode == "TopExamples":
-
-        def scan() -> TopExamples:
-            ex.start()
-            ex.wait()
-            if ex.status != "done":
-                raise RuntimeError(f"TopExamples ended with status {ex.status!r}: {ex.error}")
-            return ex
-
-        return scan
+        return lambda: run_to_end(ex)
 
     def hold_all() -> list[torch.Tensor]:
         kept = []

@@ -8,13 +8,14 @@ activations around a maximum are recomputed on demand by :func:`context_windows`
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from ..analysis.activations import check_per_token_hook
-from ..analysis.top_examples import pad_rows, split_windows
+from ..analysis.top_examples import EMPTY, RunningTopK, pad_rows, split_windows
 from .adapter import ModelAdapter
 
 
@@ -151,3 +152,69 @@ def context_windows(
             )
         )
     return out
+
+
+def text_batch(adapter: ModelAdapter, rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows padded into ``tokens [b, seq]`` and ``mask [b, seq]`` (CPU), the mask False on padding and on a
+    leading BOS: BOS carries no text, and its activations are outliers a corpus statistic should not see."""
+    tokens, mask = pad_rows(rows)
+    bos = adapter.bos_id
+    if bos is not None:
+        mask[:, 0] &= tokens[:, 0] != bos
+    return tokens, mask
+
+
+def padded_activations(examples: list[Example]) -> torch.Tensor:
+    """``[examples, longest]`` activations of ``examples``, NaN after each one's end (one array for the view)."""
+    width = max((len(e.tokens) for e in examples), default=0)
+    out = torch.full((len(examples), width), float("nan"))
+    for i, e in enumerate(examples):
+        out[i, : len(e.tokens)] = e.activations
+    return out
+
+
+class TopContexts:
+    """The contexts around each unit's entries in a running top-k, cut on demand and kept until the top-k moves.
+
+    A scan keeps only (value, window, position) per entry; :meth:`examples` reruns the model on the
+    windows of one unit (:func:`context_windows`) and caches the result per unit until the top-k
+    object changes or takes another update. Safe to call from the request thread while a scan runs.
+    """
+
+    def __init__(
+        self, adapter: ModelAdapter, hook: str, rows: list[torch.Tensor], sources: list[int], context: int, after: int
+    ) -> None:
+        self._args = (adapter, hook, rows, sources)
+        self._context, self._after = context, after
+        self._cache: dict[int, tuple[tuple[int, int], list[Example]]] = {}
+        self._lock = threading.Lock()
+
+    def examples(
+        self,
+        topk: RunningTopK,
+        col: int,
+        unit_values: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        positive_only: bool = False,
+    ) -> list[Example]:
+        """Column ``col``'s entries as :class:`Example` s, best first; ``positive_only`` drops values <= 0
+        (for sparse features a zero is "did not fire", not an example)."""
+        key = (id(topk), topk.updates)
+        with self._lock:
+            hit = self._cache.get(col)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        values, docs, positions = (t[col].cpu() for t in topk.snapshot())
+        found = [
+            (float(v), int(d), int(p))
+            for v, d, p in zip(values, docs, positions)
+            if int(d) != EMPTY and (v > 0 or not positive_only)
+        ]
+        examples = context_windows(*self._args, found, unit_values, self._context, self._after)
+        with self._lock:
+            self._cache[col] = (key, examples)
+        return examples
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()

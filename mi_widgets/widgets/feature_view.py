@@ -24,9 +24,9 @@ from ..analysis.activations import check_per_token_hook
 from ..analysis.attribution import read_unembed
 from ..analysis.histogram import RunningHistogram
 from ..analysis.sae import as_sae
-from ..analysis.top_examples import EMPTY, RunningTopK, pad_rows
+from ..analysis.top_examples import RunningTopK
 from ..capture.adapter import ModelAdapter
-from ..capture.corpus import Example, context_windows, plan_corpus, probe_units
+from ..capture.corpus import Example, TopContexts, padded_activations, plan_corpus, probe_units, text_batch
 from ..transport.protocol import Context, Reply
 from .base import int_param, static_asset
 from .streaming import StreamingWidget
@@ -104,7 +104,7 @@ class FeatureView(StreamingWidget):
         self._logits_basis = _logit_basis(model, self._hook, info.d_in)
         self._prompt_cache: dict[str, tuple[list[str], torch.Tensor]] = {}
         self._lock = threading.Lock()
-        self._example_cache: dict[int, tuple[tuple[int, int], list[Example]]] = {}
+        self._contexts = TopContexts(adapter, self._hook, self._rows, self._sources, context, after)
         self._reset_scan()
         super().__init__()
         self.set_trait("hook", self._hook)
@@ -197,16 +197,12 @@ class FeatureView(StreamingWidget):
         self._histogram = RunningHistogram(d_sae, self._bins, device)
         self._fires = torch.zeros(d_sae, dtype=torch.long, device=device)
         self._scanned = 0
-        with self._lock:
-            self._example_cache.clear()
+        self._contexts.clear()
 
     def _scan_step(self, index: int) -> None:
         start = index * self._batch_size
         rows = self._rows[start : start + self._batch_size]
-        tokens, mask = pad_rows(rows)
-        bos = self._adapter.bos_id
-        if bos is not None:  # BOS carries no text; SAE features there are not about the corpus
-            mask[:, 0] &= tokens[:, 0] != bos
+        tokens, mask = text_batch(self._adapter, rows)
         device = self._info.device
         docs = torch.arange(start, start + len(rows), device=device)
         mask = mask.to(device)
@@ -225,22 +221,7 @@ class FeatureView(StreamingWidget):
     # ----- one feature ---------------------------------------------------------------------
 
     def _examples(self, feature: int) -> list[Example]:
-        topk = self._topk
-        key = (id(topk), topk.updates)
-        with self._lock:
-            hit = self._example_cache.get(feature)
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        values, docs, positions = (t[feature].cpu() for t in topk.snapshot())
-        # a feature that did not fire (value 0) has no example there, however few firings it has
-        found = [(float(v), int(d), int(p)) for v, d, p in zip(values, docs, positions) if int(d) != EMPTY and v > 0]
-        examples = context_windows(
-            self._adapter, self._hook, self._rows, self._sources, found,
-            lambda a: self._features(a)[..., feature], self._context, self._after,
-        )
-        with self._lock:
-            self._example_cache[feature] = (key, examples)
-        return examples
+        return self._contexts.examples(self._topk, feature, lambda a: self._features(a)[..., feature], positive_only=True)
 
     def logits(self, feature: int) -> torch.Tensor | None:
         """``[d_vocab]``: how feature ``feature``'s decoder direction moves each logit (None if the hook cannot be unembedded)."""
@@ -281,10 +262,6 @@ class FeatureView(StreamingWidget):
         examples = self._examples(feature)
         ctx.raise_if_cancelled()
         promoted, suppressed = self._top_logits(feature)
-        width = max((len(e.tokens) for e in examples), default=0)
-        acts = torch.full((len(examples), width), float("nan"))
-        for i, e in enumerate(examples):
-            acts[i, : len(e.tokens)] = e.activations
         reply = Reply(
             {
                 "revision": revision,
@@ -300,7 +277,7 @@ class FeatureView(StreamingWidget):
         r = reply.result
         r["prompt_acts"] = reply.add_array(prompt_acts if prompt_acts is not None else torch.zeros(0), "float32")
         r["histogram"] = {"counts": reply.add_array(self._histogram.counts[feature].int(), "int32"), "lo": lo, "hi": hi}
-        r["example_acts"] = reply.add_array(acts, "float16")
+        r["example_acts"] = reply.add_array(padded_activations(examples), "float16")
         return reply
 
     def _top_logits(self, feature: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -27,9 +27,8 @@ from ..analysis.sae import (
     normalize_decoder,
     sae_loss,
 )
-from ..analysis.top_examples import pad_rows
 from ..capture.adapter import ModelAdapter
-from ..capture.corpus import plan_corpus, probe_units, resolve_layer_hook
+from ..capture.corpus import plan_corpus, probe_units, resolve_layer_hook, text_batch
 from ..transport.protocol import Reply
 from .base import static_asset
 from .training import TrainingDiverged, TrainingWidget
@@ -80,10 +79,7 @@ class ActivationStream:
         if self._next_row >= len(self._rows):
             self._next_row = 0
             self.epochs += 1
-        tokens, mask = pad_rows(rows)
-        bos = self._adapter.bos_id
-        if bos is not None:
-            mask[:, 0] &= tokens[:, 0] != bos
+        tokens, mask = text_batch(self._adapter, rows)
         got: list[torch.Tensor] = []
         self._adapter.each_activation(
             tokens.to(self._adapter.device), [self._hook], lambda _, a: got.append(a.reshape(a.shape[0], a.shape[1], -1))

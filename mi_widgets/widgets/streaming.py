@@ -69,11 +69,7 @@ class StreamingWidget(ProtocolWidget):
         """Start (or restart) the scan on a worker thread, from an empty state; a no-op while it runs."""
         if self.running:
             return
-        self._stop.clear()
-        self._reset_scan()
-        self.set_trait("error", "")
-        self.set_trait("status", "running")
-        self.set_trait("progress", {"done": 0, "total": self._n_steps()})
+        self._begin()
         self._thread = threading.Thread(target=self._scan, name=self._thread_name, daemon=True)
         self._thread.start()
 
@@ -94,6 +90,14 @@ class StreamingWidget(ProtocolWidget):
         super().close()
 
     # ----- internals ---------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        """Fresh state and traits for a new run (on the caller's thread, before the run starts)."""
+        self._stop.clear()
+        self._reset_scan()
+        self.set_trait("error", "")
+        self.set_trait("status", "running")
+        self.set_trait("progress", {"done": 0, "total": self._n_steps()})
 
     def _serve_start(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         self.start()

@@ -13,15 +13,14 @@ The activations around each example are not stored: ``examples[n]`` reruns the m
 from __future__ import annotations
 
 import operator
-import threading
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import traitlets
 
-from ..analysis.top_examples import EMPTY, RunningTopK, pad_rows
+from ..analysis.top_examples import RunningTopK, pad_rows
 from ..capture.adapter import ModelAdapter
-from ..capture.corpus import Example, context_windows, plan_corpus, probe_units, resolve_layer_hook
+from ..capture.corpus import Example, TopContexts, padded_activations, plan_corpus, probe_units, resolve_layer_hook
 from ..transport.protocol import Context, Reply
 from .base import int_param, static_asset
 from .streaming import StreamingWidget
@@ -112,9 +111,7 @@ class TopExamples(StreamingWidget):
         )
         self._k = k
         self._topk = RunningTopK(len(ids), k, adapter.device)
-        self._run_id = 0
-        self._cache: dict[int, tuple[tuple[int, int], list[Example]]] = {}
-        self._cache_lock = threading.Lock()
+        self._contexts = TopContexts(adapter, self._hook, self._rows, self._sources, context, after)
         super().__init__()
         self.set_trait("hook", self._hook)
         self.set_trait("neurons", ids)
@@ -160,9 +157,7 @@ class TopExamples(StreamingWidget):
 
     def _reset_scan(self) -> None:
         self._topk = RunningTopK(len(self._col), self._k, self._adapter.device)
-        self._run_id += 1
-        with self._cache_lock:
-            self._cache.clear()
+        self._contexts.clear()
 
     def _batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Tokens ``[b, seq]``, mask ``[b, seq]`` and doc ids ``[b]`` of batch ``index``, on the model's device."""
@@ -190,24 +185,11 @@ class TopExamples(StreamingWidget):
         col = self._col.get(neuron) if isinstance(neuron, int) and not isinstance(neuron, bool) else None
         if col is None:
             raise KeyError(f"neuron {neuron!r} was not scanned; scanned neurons: {_describe(self.neurons)}")
-        topk = self._topk
-        key = (self._run_id, topk.updates)
-        with self._cache_lock:
-            hit = self._cache.get(neuron)
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        values, docs, positions = (t[col].cpu() for t in topk.snapshot())
-        found = [(float(v), int(d), int(p)) for v, d, p in zip(values, docs, positions) if int(d) != EMPTY]
-        examples = self._windows(neuron, found)
-        with self._cache_lock:
-            self._cache[neuron] = (key, examples)
-        return examples
 
-    def _windows(self, neuron: int, found: list[tuple[float, int, int]]) -> list[Example]:
         def unit(activation: torch.Tensor) -> torch.Tensor:
             return activation.reshape(activation.shape[0], activation.shape[1], -1)[..., neuron]
 
-        return context_windows(self._adapter, self._hook, self._rows, self._sources, found, unit, self._context, self._after)
+        return self._contexts.examples(self._topk, col, unit)
 
     # ----- request handlers --------------------------------------------------------------
 
@@ -227,10 +209,6 @@ class TopExamples(StreamingWidget):
         revision = self.revision
         examples = self._examples(neuron)
         ctx.raise_if_cancelled()
-        width = max((len(e.tokens) for e in examples), default=0)
-        acts = torch.full((len(examples), width), float("nan"))
-        for i, e in enumerate(examples):
-            acts[i, : len(e.tokens)] = e.activations
         reply = Reply(
             {
                 "revision": revision,
@@ -242,17 +220,11 @@ class TopExamples(StreamingWidget):
             }
         )
         reply.result["values"] = reply.add_array(torch.tensor([e.value for e in examples], dtype=torch.float32), "float32")
-        reply.result["activations"] = reply.add_array(acts, "float16")
+        reply.result["activations"] = reply.add_array(padded_activations(examples), "float16")
         return reply
 
 
 # ----- construction helpers --------------------------------------------------------------
-
-
-
-
-
-
 
 
 def _check_neurons(neurons: Any, n_units: int, hook: str) -> list[int]:

@@ -79,22 +79,12 @@ class TrainingWidget(StreamingWidget):
         """Train in the calling thread until done, stopped or interrupted (KeyboardInterrupt stops it)."""
         if self.running:
             raise RuntimeError("training is already running on a worker thread: call stop() and wait() first")
-        self._stop.clear()
-        self._step = 0
-        self._reset_scan()
-        self.set_trait("error", "")
-        self.set_trait("status", "running")
+        self._begin()
         self.set_trait("foreground", True)
         try:
             self._scan()
         finally:
             self.set_trait("foreground", False)
-
-    def start(self) -> None:
-        """Start (or restart) training on a worker thread from a fresh model; a no-op while it runs."""
-        if not self.running:
-            self._step = 0
-        super().start()
 
     def restart(self) -> None:
         """Stop training if it runs, then start again from a fresh model (with the current settings)."""
@@ -110,9 +100,6 @@ class TrainingWidget(StreamingWidget):
         good, good_step = self._checkpoint(), 0
         last_frame = last_progress = 0.0
         per_step: float | None = None  # seconds per step, smoothed
-        self._step = 0
-        self.exception = None
-        self.set_trait("progress", {"done": 0, "total": total})
         status = "stopped"
         try:
             while done < total and not self._stop.is_set():
@@ -157,6 +144,11 @@ class TrainingWidget(StreamingWidget):
             except Exception as exc:  # e.g. a frame over the message limit: say so, keep the weights
                 self.exception = self.exception or exc
                 self.set_trait("error", self.error or f"{type(exc).__name__}: {exc}")
+
+    def _begin(self) -> None:
+        self._step = 0
+        self.exception = None
+        super()._begin()
 
     def _chunk_size(self, per_step: float | None) -> int:
         """Steps to take before the next check: at most ``_chunk``, fewer when a frame would be late."""
