@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, test } from "vitest";
 import { encodeArray } from "../src/lib/codec";
 import { cssColor, divergingColormap } from "../src/lib/colormap";
+import { LINE_CHARS, TOKEN_CHARS } from "../src/lib/text";
 import { parseUnitId } from "../src/lib/view";
 import widget, { NEURON_ID, TOP_K, formatValue, unitLabel } from "../src/views/activation";
 import { FakeModel, mountView } from "./helpers";
@@ -225,6 +226,22 @@ describe("ActivationView", () => {
     answer(model, "values", valuesReply(0, 5));
     await tick();
     expect(q("readout-text").textContent).toContain(`L0 n5: ${formatValue(valueAt(0, 5, 0, 2))}`);
+  });
+
+  test("hovering a 10,000-character token: one short readout line, the whole token in its title", async () => {
+    const long = "y".repeat(10_000);
+    const tokens = [["<bos>", "def", long, "(x)"], TOKENS[1]];
+    const model = makeModel({ tokens });
+    const { q, token } = mount(model);
+    answer(model, "values", valuesReply(0, 0, 0, tokens));
+    await tick();
+    const readout = q("readout-text");
+    expect(readout.classList.contains("miw-line")).toBe(true);
+    expect(token(0, 2).textContent).toBe(`${"y".repeat(TOKEN_CHARS - 1)}…`);
+    token(0, 2).dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
+    expect(readout.textContent).toBe(`prompt 0, token 2 "${"y".repeat(TOKEN_CHARS - 1)}…" · L0 n0: +1.000 · top neurons:`);
+    expect(readout.textContent!.length).toBeLessThanOrEqual(LINE_CHARS);
+    expect(readout.title).toBe(`prompt 0, token 2 "${long}" · L0 n0: +1.000 · top neurons:`);
   });
 
   test("clicking a token selects {prompt, position}; again or Escape clears; keyboard works on the strip", async () => {

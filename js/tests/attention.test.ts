@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, test } from "vitest";
 import { encodeArray } from "../src/lib/codec";
+import { LINE_CHARS, TOKEN_CHARS } from "../src/lib/text";
 import widget from "../src/views/attention";
 import { FakeModel, mountView } from "./helpers";
 
@@ -143,6 +144,31 @@ describe("AttentionView", () => {
     expect(q("readout").textContent).toBe('L0H0  query 2 "\\n" -> key 0 "<img src=x onerror=alert(1)>": NaN');
     q("strip-mode").click();
     expect(q("strip-mode").textContent).toBe("attended by");
+  });
+
+  test("hovering a 10,000-character token: the readout stays one short line, the whole token in its title", async () => {
+    const long = "x".repeat(10_000);
+    const model = makeModel({ tokens: ["a", long, "b"] });
+    const { q } = mount(model);
+    answer(model, "pattern", patternReply(1, 0, 0));
+    await tick();
+    const readout = q("readout");
+    expect(readout.classList.contains("miw-line")).toBe(true); // one line of fixed height (base.css)
+    const tokens = [...q("token-strip").querySelectorAll<HTMLElement>("[data-testid=token]")];
+    expect(tokens[1].textContent).toHaveLength(TOKEN_CHARS);
+    tokens[1].dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
+    expect(readout.textContent).toBe(`L0H0  query 1 "${"x".repeat(TOKEN_CHARS - 1)}…"`);
+    expect(readout.textContent!.length).toBeLessThanOrEqual(LINE_CHARS);
+    expect(readout.title).toBe(`L0H0  query 1 "${long}"`);
+    // A query and key both long: still short, both whole in the title.
+    model.set("selected", { layer: 0, head: 0, query: 1, key: 1 });
+    expect(readout.textContent).toBe(`L0H0  query 1 "${"x".repeat(TOKEN_CHARS - 1)}…" -> key 1 "${"x".repeat(TOKEN_CHARS - 1)}…": 0.750`);
+    expect(readout.title).toBe(`L0H0  query 1 "${long}" -> key 1 "${long}": 0.750`);
+    tokens[1].dispatchEvent(new MouseEvent("mouseleave"));
+    q("token-strip").dispatchEvent(new MouseEvent("mouseleave"));
+    model.set("selected", { layer: 0, head: 0, query: null, key: null });
+    expect(readout.textContent).toBe("L0H0  hover a cell or token; click to lock");
+    expect(readout.title).toBe(readout.textContent);
   });
 
   test("run: progress, then the new revision is fetched; errors go to the banner", async () => {

@@ -16,6 +16,7 @@ import {
   visibleRange,
   zoomScroll,
 } from "../src/lib/heatmap";
+import { TOKEN_CHARS } from "../src/lib/text";
 
 const layout: Layout = {
   rows: 1024,
@@ -138,11 +139,16 @@ describe("maxPool", () => {
 /** A recording stand-in for CanvasRenderingContext2D (happy-dom has no canvas). */
 function recordingContext() {
   const calls: Array<{ name: string; args: any[]; fillStyle: unknown }> = [];
+  const measured: string[] = [];
   const state: Record<string | symbol, unknown> = {};
   const ctx = new Proxy(state, {
     get(target, prop) {
       if (prop in target) return target[prop];
-      if (prop === "measureText") return (s: string) => ({ width: s.length * 6 });
+      if (prop === "measureText")
+        return (s: string) => {
+          measured.push(s);
+          return { width: s.length * 6 };
+        };
       if (prop === "createImageData") return (w: number, h: number) => ({ data: new Uint8ClampedArray(w * h * 4), width: w, height: h });
       return (...args: any[]) => calls.push({ name: String(prop), args, fillStyle: target.fillStyle });
     },
@@ -151,7 +157,7 @@ function recordingContext() {
       return true;
     },
   });
-  return { ctx, calls };
+  return { ctx, calls, measured };
 }
 
 describe("cell text", () => {
@@ -185,6 +191,32 @@ describe("cell text", () => {
       expect(Number(h.focusElement.dataset.cellWidth)).toBeLessThan(CELL_TEXT_MIN);
       expect(calls.filter((c) => c.name === "fillText")).toHaveLength(0);
       expect(h.focusElement.dataset.cellText).toBe("0");
+      h.dispose();
+    } finally {
+      spy.mockRestore();
+    }
+  });
+});
+
+describe("axis labels", () => {
+  test("a 10,000-character label is cut before it is measured or drawn", () => {
+    const { ctx, calls, measured } = recordingContext();
+    const spy = vi.spyOn(HTMLCanvasElement.prototype, "getContext").mockImplementation(() => ctx as any);
+    try {
+      const h = new CanvasHeatmap(sequentialColormap("light"));
+      document.body.append(h.element);
+      Object.defineProperty(h.focusElement, "clientWidth", { configurable: true, get: () => 300 });
+      Object.defineProperty(h.focusElement, "clientHeight", { configurable: true, get: () => 300 });
+      const long = "x".repeat(10_000);
+      h.setLabels(["a", long], ["a", long]);
+      h.setData(new Float32Array([1, 0, 0.5, 0.5]), 2, 2);
+      h.highlight(1, 1); // a hovered label is drawn bold: still cut
+      h.setData(new Float32Array([1, 0, 0.5, 0.5]), 2, 2);
+      expect(Math.max(...measured.map((s) => s.length))).toBeLessThanOrEqual(TOKEN_CHARS);
+      const drawn = calls.filter((c) => c.name === "fillText").map((c) => String(c.args[0]));
+      expect(drawn).toContain("a");
+      expect(drawn.some((s) => s.startsWith("xx") && s.endsWith("…"))).toBe(true);
+      expect(Math.max(...drawn.map((s) => s.length))).toBeLessThanOrEqual(TOKEN_CHARS);
       h.dispose();
     } finally {
       spy.mockRestore();

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, test } from "vitest";
 import { encodeArray } from "../src/lib/codec";
+import { TOKEN_CHARS } from "../src/lib/text";
 import widget, { cellTop, cellValues, decodeLens, percent } from "../src/views/logit_lens";
 import { FakeModel, mountView } from "./helpers";
 
@@ -219,6 +220,26 @@ describe("LogitLens view", () => {
     expect(q("readout-head").textContent).toContain('"<img src=x onerror=alert(1)>"');
     expect(el.querySelector("img")).toBeNull();
     expect(Array.from(el.querySelectorAll("[data-testid=readout-top] li span")).map((s) => s.textContent)).toContain("a");
+  });
+
+  test("very long tokens: the readout keeps three short lines, whole tokens in titles", async () => {
+    const long = "z".repeat(10_000);
+    const model = makeModel({ tokens: ["<bos>", "The", long] });
+    const { q, key, el } = mount(model);
+    const reply = lensReply();
+    reply.result.vocab = ["a", long, "c", " d"]; // id 11 is predicted at cell 1, 4, 7
+    answer(model, "lens", reply);
+    await tick();
+    key("ArrowDown");
+    key("ArrowRight", 2); // (0, 2): "embed", position 2 = the long token; cell 2 predicts id 12
+    const head = q("readout-head");
+    expect(head.classList.contains("miw-line")).toBe(true);
+    expect(head.textContent).toBe(`embed · position 2 "${"z".repeat(TOKEN_CHARS - 1)}…" → next token:`);
+    expect(head.title).toBe(`embed · position 2 "${long}" → next token:`);
+    key("ArrowLeft"); // (0, 1) predicts the long token
+    const shown = Array.from(el.querySelectorAll<HTMLElement>("[data-testid=readout-top] .miw-lens-token"));
+    expect(shown[0].textContent).toBe(`${"z".repeat(TOKEN_CHARS - 1)}…`);
+    expect(shown[0].title).toBe(`${JSON.stringify(long)} · id 11`);
   });
 
   test("dispose removes the view and its listeners", () => {

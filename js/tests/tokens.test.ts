@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { sequentialColormap } from "../src/lib/colormap";
+import { TOKEN_CHARS } from "../src/lib/text";
 import { TokenStrip, displayToken } from "../src/lib/tokens";
 
 const cmap = sequentialColormap("light");
@@ -55,6 +56,16 @@ describe("TokenStrip escaping", () => {
 });
 
 describe("TokenStrip behaviour", () => {
+  test("a very long token is shown shortened, whole in its tooltip", () => {
+    const long = "x".repeat(10_000);
+    const strip = mount(["a", long, "b"]);
+    const s = spans(strip);
+    expect(s.map((x) => x.textContent)).toEqual(["a", `${"x".repeat(TOKEN_CHARS - 1)}…`, "b"]);
+    expect(s[1].title).toBe(`1: "${long}"`);
+    strip.setTooltips((i) => `act ${i}`);
+    expect(s[1].title).toBe(`1: "${long}" · act 1`);
+  });
+
   test("weights restyle the same spans in place, with contrasting text", () => {
     const strip = mount(["a", "b", "c"]);
     const before = spans(strip);

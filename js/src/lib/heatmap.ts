@@ -11,6 +11,7 @@
  */
 
 import { type Colormap, colorIndex, luminance, rgbAt } from "./colormap";
+import { TOKEN_CHARS, shorten } from "./text";
 
 export interface Cell {
   row: number;
@@ -316,9 +317,10 @@ export class CanvasHeatmap {
     this.schedule();
   }
 
+  /** Axis labels; each is cut to TOKEN_CHARS up front, so measuring and drawing a frame stay cheap whatever the text. */
   setLabels(rowLabels: string[], colLabels: string[]): void {
-    this.rowLabels = rowLabels;
-    this.colLabels = colLabels;
+    this.rowLabels = rowLabels.map((s) => shorten(s, TOKEN_CHARS));
+    this.colLabels = colLabels.map((s) => shorten(s, TOKEN_CHARS));
     const ctx = this.canvas.getContext("2d");
     const measure = (labels: string[]) => {
       if (ctx === null) return Math.min(MAX_LABEL_WIDTH, 7 * labels.reduce((m, s) => Math.max(m, s.length), 0));
@@ -327,7 +329,7 @@ export class CanvasHeatmap {
       for (const s of labels) w = Math.max(w, ctx.measureText(s).width);
       return Math.min(MAX_LABEL_WIDTH, Math.ceil(w));
     };
-    this.labelWidth = { rows: measure(rowLabels), cols: measure(colLabels) };
+    this.labelWidth = { rows: measure(this.rowLabels), cols: measure(this.colLabels) };
     this.schedule();
   }
 
@@ -563,7 +565,7 @@ export class CanvasHeatmap {
       const measure = (s: string) => ctx.measureText(s).width;
       for (let r = r0; r < r1; r++) {
         for (let c = c0; c < c1; c++) {
-          const label = fn(r, c);
+          const label = shorten(fn(r, c), TOKEN_CHARS);
           if (!label) continue;
           ctx.fillStyle = cellTextColour(values[r * this.cols + c], this.cmap, this.lo, this.hi);
           ctx.fillText(truncateLabel(label, cell - 4, measure), gl + (c + 0.5) * cell - sl, gt + (r + 0.5) * cell - st);

@@ -13,6 +13,7 @@
 import "./line_chart.css";
 
 import { type Theme, categoricalColor } from "./colormap";
+import { setLine } from "./text";
 
 export interface Series {
   label: string;
@@ -232,7 +233,7 @@ export class LineChart {
     this.legend.className = "miw-line-chart-legend";
     this.legend.hidden = true;
     this.readout = document.createElement("div");
-    this.readout.className = "miw-line-chart-readout";
+    this.readout.className = "miw-line miw-line-chart-readout";
     this.readout.setAttribute("aria-live", "off");
     if (testid) this.readout.dataset.testid = `${testid}-readout`;
     this.element.append(this.titleEl, this.plot, this.legend, this.readout);
@@ -358,7 +359,7 @@ export class LineChart {
       parts += ` · ${s.label} ${i >= 0 ? formatValue(s.y[i]) : "–"}`;
     }
     const head = Number.isFinite(xShown) ? `${this.xLabel} ${formatValue(xShown)}` : "no data yet";
-    this.readout.textContent = head + parts;
+    setLine(this.readout, head + parts);
   }
 
   /** Redraw now: axes, one line per series, the hover marker; then the readout. */

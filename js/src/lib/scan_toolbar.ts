@@ -164,6 +164,7 @@ export class ScanToolbar {
       error: `error after ${done}/${total} ${unit.many}`,
     };
     this.status.textContent = text[status];
+    this.status.title = text[status];
     const d = this.opts.root.dataset;
     d.status = status;
     d.done = String(done);

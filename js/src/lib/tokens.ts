@@ -1,28 +1,15 @@
 /**
  * TokenStrip: the prompt as one span per token, coloured by a weight per token.
  *
- * Tokens are untrusted text and only ever reach the DOM through `textContent`. Weight changes
- * restyle the existing spans in place (skipping unchanged colours), so 1024 tokens stay cheap.
+ * Tokens are untrusted text and only ever reach the DOM through `textContent`, shortened (see
+ * text.ts) with the whole token in the span's title. Weight changes restyle the existing spans in
+ * place (skipping unchanged colours), so 1024 tokens stay cheap.
  */
 
 import { type Colormap, colorIndex, luminance, rgbAt } from "./colormap";
+import { tokenLabel } from "./text";
 
-/** Printable form of a token: control characters become visible symbols, spaces stay (white-space: pre). */
-export function displayToken(label: string): string {
-  if (label === "") return "∅";
-  return label.replace(/[\u0000-\u001f\u007f]/g, (ch) => {
-    switch (ch) {
-      case "\n":
-        return "↵";
-      case "\t":
-        return "⇥";
-      case "\r":
-        return "␍";
-      default:
-        return `\\x${ch.charCodeAt(0).toString(16).padStart(2, "0")}`;
-    }
-  });
-}
+export { displayToken } from "./text";
 
 export class TokenStrip {
   readonly element: HTMLDivElement;
@@ -82,7 +69,7 @@ export class TokenStrip {
     this.spans = labels.map((label, i) => {
       const span = document.createElement("span");
       span.className = "miw-token";
-      span.textContent = displayToken(String(label));
+      span.textContent = tokenLabel(String(label));
       span.title = `${i}: ${JSON.stringify(String(label))}`;
       span.dataset.testid = "token";
       span.dataset.index = String(i);

@@ -15,6 +15,7 @@ import "./activation.css";
 import { decodeArray, type ArrayHeader } from "../lib/codec";
 import { type Colormap, type Theme, detectTheme, divergingColormap } from "../lib/colormap";
 import { type RequestClient } from "../lib/protocol";
+import { setLine } from "../lib/text";
 import { TokenStrip } from "../lib/tokens";
 import { type ErrorBanner, type UnitIdSpec, type ViewModel, ViewScope, button, clamp, el, intOr, parseUnitId, renderView } from "../lib/view";
 
@@ -134,7 +135,7 @@ class ActivationView {
 
     this.stripsBox = el("div", "miw-act-strips", "strips");
     const readout = el("div", "miw-act-readout", "readout");
-    this.readoutText = el("div", "miw-act-readout-text", "readout-text");
+    this.readoutText = el("div", "miw-line miw-act-readout-text", "readout-text");
     this.readoutText.setAttribute("aria-live", "polite");
     this.topList = el("ol", "miw-act-top", "top-list");
     this.topList.setAttribute("aria-label", "top neurons at this token: click to select");
@@ -519,7 +520,7 @@ class ActivationView {
     const f = this.focus();
     const sel = this.selected();
     if (f === null || f.prompt >= this.tokens.length || f.position >= this.tokens[f.prompt].length) {
-      this.readoutText.textContent = "Hover a token for its value and top neurons; click it to select it (view.selected).";
+      setLine(this.readoutText, "Hover a token for its value and top neurons; click it to select it (view.selected).");
       this.topList.replaceChildren();
       delete this.topList.dataset.state;
       delete this.root.dataset.focus;
@@ -527,8 +528,8 @@ class ActivationView {
     }
     const v = this.shown;
     const value = v !== null && v.key === this.unitKey(sel) ? formatValue(v.data[v.offsets[f.prompt] + f.position]) : "…";
-    const token = JSON.stringify(this.tokens[f.prompt][f.position]);
-    this.readoutText.textContent = `prompt ${f.prompt}, token ${f.position} ${token} · L${sel.layer} ${unitLabel(sel.neuron)}: ${value} · top neurons:`;
+    const token = this.tokens[f.prompt][f.position];
+    setLine(this.readoutText, (quote) => `prompt ${f.prompt}, token ${f.position} ${quote(token)} · L${sel.layer} ${unitLabel(sel.neuron)}: ${value} · top neurons:`);
     this.root.dataset.focus = `${f.prompt}:${f.position}`;
     this.fetchTop(f, sel.layer);
   }

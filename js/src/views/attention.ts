@@ -14,7 +14,8 @@ import { decodeArray, type ArrayHeader } from "../lib/codec";
 import { type Colormap, type Theme, detectTheme, sequentialColormap } from "../lib/colormap";
 import { CanvasHeatmap, type Cell, colourPixels } from "../lib/heatmap";
 import { type RequestClient, type Progress, type Response } from "../lib/protocol";
-import { TokenStrip, displayToken } from "../lib/tokens";
+import { setLine, tokenLabel } from "../lib/text";
+import { TokenStrip } from "../lib/tokens";
 import { type ErrorBanner, type ViewModel, ViewScope, button, clamp, el, intOr, renderView } from "../lib/view";
 
 export interface Selected {
@@ -134,7 +135,7 @@ class AttentionView {
     const main = el("div", "miw-attn-main");
     this.heatmap = new CanvasHeatmap(this.cmap, { label: "attention pattern: query rows, key columns" });
     this.heatmap.focusElement.dataset.testid = "pattern-heatmap";
-    this.readout = el("div", "miw-attn-readout", "readout");
+    this.readout = el("div", "miw-line miw-attn-readout", "readout");
     this.readout.setAttribute("aria-live", "polite");
     const stripBar = el("div", "miw-attn-strip-bar");
     this.modeButton = el("button", "miw-button", "strip-mode");
@@ -292,7 +293,7 @@ class AttentionView {
   /** Heatmap axis labels; falls back to indices where the pattern is longer than the tokens. */
   private syncLabels(): void {
     const seq = this.pattern?.seq ?? this.tokens.length;
-    const labels = Array.from({ length: seq }, (_, i) => (i < this.tokens.length ? displayToken(this.tokens[i]) : `#${i}`));
+    const labels = Array.from({ length: seq }, (_, i) => (i < this.tokens.length ? tokenLabel(this.tokens[i]) : `#${i}`));
     this.heatmap.setLabels(labels, labels);
   }
 
@@ -541,15 +542,18 @@ class AttentionView {
     }
     this.strip.setWeights(weights, this.cmap, 0, 1);
 
-    const tok = (i: number) => JSON.stringify(this.tokens[i] ?? "");
-    let text = `L${sel.layer}H${sel.head}`;
-    if (focus.query !== null) text += `  query ${focus.query} ${tok(focus.query)}`;
-    if (focus.key !== null) text += `${focus.query !== null ? " ->" : " "} key ${focus.key} ${tok(focus.key)}`;
-    if (focus.query !== null && focus.key !== null && p !== null && focus.query < p.seq && focus.key < p.seq) {
-      text += `: ${formatValue(p.data[focus.query * p.seq + focus.key])}`;
-    }
-    if (focus.query === null && focus.key === null) text += "  hover a cell or token; click to lock";
-    this.readout.textContent = text;
+    // One line with each token shortened (whole in the title): a long token must not reflow the strip bar.
+    setLine(this.readout, (quote) => {
+      const tok = (i: number) => quote(this.tokens[i] ?? "");
+      let text = `L${sel.layer}H${sel.head}`;
+      if (focus.query !== null) text += `  query ${focus.query} ${tok(focus.query)}`;
+      if (focus.key !== null) text += `${focus.query !== null ? " ->" : " "} key ${focus.key} ${tok(focus.key)}`;
+      if (focus.query !== null && focus.key !== null && p !== null && focus.query < p.seq && focus.key < p.seq) {
+        text += `: ${formatValue(p.data[focus.query * p.seq + focus.key])}`;
+      }
+      if (focus.query === null && focus.key === null) text += "  hover a cell or token; click to lock";
+      return text;
+    });
     this.updateState();
   }
 

@@ -16,6 +16,7 @@ import { decodeArray, type ArrayHeader } from "../lib/codec";
 import { type Theme, detectTheme, divergingColormap, sequentialColormap, withEmptyCells } from "../lib/colormap";
 import { type Cell, CanvasHeatmap } from "../lib/heatmap";
 import { type RequestClient } from "../lib/protocol";
+import { setLine } from "../lib/text";
 import { type ErrorBanner, type ViewModel, ViewScope, button, el, intOr, renderView } from "../lib/view";
 
 export const MODES = ["Q", "K", "V"] as const;
@@ -113,7 +114,7 @@ class CompositionView {
       label: "composition scores: writer heads in rows, reader heads in columns; arrows move, Enter selects",
     });
     this.heatmap.focusElement.dataset.testid = "composition-heatmap";
-    this.readout = el("div", "miw-comp-readout", "readout");
+    this.readout = el("div", "miw-line miw-comp-readout", "readout");
     this.readout.setAttribute("role", "status");
     const axes = el("div", "miw-comp-axes");
     axes.textContent = "rows: the head that writes · columns: the head in a later layer that reads it";
@@ -218,7 +219,7 @@ class CompositionView {
     const writer = headAt(cell.row, H);
     const reader = headAt(cell.col, H);
     if (writer.layer >= reader.layer) {
-      this.readout.textContent = `${headLabel(writer)} → ${headLabel(reader)}: no composition (the reading head must be in a later layer)`;
+      setLine(this.readout, `${headLabel(writer)} → ${headLabel(reader)}: no composition (the reading head must be in a later layer)`);
       return;
     }
     const sel = this.selected();
@@ -326,15 +327,18 @@ class CompositionView {
     const cell = this.hovered ?? (sel === null ? null : { row: sel.writer.layer * H + sel.writer.head, col: sel.reader.layer * H + sel.reader.head });
     const scores = this.cache.get(this.mode());
     if (cell === null || scores === undefined || H === 0) {
-      this.readout.textContent = "Hover a cell for its score; click to select the pair in Python (view.selected).";
+      setLine(this.readout, "Hover a cell for its score; click to select the pair in Python (view.selected).");
       return;
     }
     const writer = headAt(cell.row, H);
     const reader = headAt(cell.col, H);
     const v = scores.data[cell.row * this.nLayers() * H + cell.col];
-    this.readout.textContent = Number.isFinite(v)
-      ? `${headLabel(writer)} → ${headLabel(reader)}: ${this.mode()}-composition ${v.toFixed(3)} (random ${scores.baseline.toFixed(3)}, ${signed(v - scores.baseline)})`
-      : `${headLabel(writer)} → ${headLabel(reader)}: no composition (the reading head must be in a later layer)`;
+    setLine(
+      this.readout,
+      Number.isFinite(v)
+        ? `${headLabel(writer)} → ${headLabel(reader)}: ${this.mode()}-composition ${v.toFixed(3)} (random ${scores.baseline.toFixed(3)}, ${signed(v - scores.baseline)})`
+        : `${headLabel(writer)} → ${headLabel(reader)}: no composition (the reading head must be in a later layer)`,
+    );
   }
 }
 

@@ -23,7 +23,8 @@ import { type Theme, detectTheme, sequentialColormap } from "../lib/colormap";
 import { exampleRow, parseExamples } from "../lib/examples";
 import { type RequestClient } from "../lib/protocol";
 import { ScanToolbar, scanStatus } from "../lib/scan_toolbar";
-import { TokenStrip, displayToken } from "../lib/tokens";
+import { setLine, tokenLabel } from "../lib/text";
+import { TokenStrip } from "../lib/tokens";
 import { type ErrorBanner, type UnitIdSpec, type ViewModel, ViewScope, button, el, intOr, parseUnitId, renderView } from "../lib/view";
 
 export type FeatureViewModel = ViewModel;
@@ -229,7 +230,7 @@ class FeatureView {
     this.strip = new TokenStrip({ label: "prompt tokens: hover or focus a token for its top features" });
     this.strip.element.dataset.testid = "prompt-tokens";
     const readout = el("div", "miw-fv-readout");
-    this.caption = el("div", "miw-fv-caption", "token-caption");
+    this.caption = el("div", "miw-line miw-fv-caption", "token-caption");
     this.caption.setAttribute("aria-live", "polite");
     this.chips = el("div", "miw-fv-chips", "token-features");
     this.chips.setAttribute("role", "group");
@@ -398,8 +399,7 @@ class FeatureView {
         ...prompts.map((text, i) => {
           const option = document.createElement("option");
           option.value = String(i);
-          const flat = displayToken(text);
-          option.textContent = `${i}: ${flat.length > 60 ? `${flat.slice(0, 59)}…` : flat}`;
+          option.textContent = `${i}: ${tokenLabel(text, 60)}`;
           option.title = text;
           return option;
         }),
@@ -481,7 +481,7 @@ class FeatureView {
     const p = this.promptData;
     const i = this.focusToken();
     if (p === null || i === null) {
-      this.caption.textContent = p === null ? "" : "Hover, click or focus a token to see the features that fire on it.";
+      setLine(this.caption, p === null ? "" : "Hover, click or focus a token to see the features that fire on it.");
       this.chips.replaceChildren();
       delete this.chips.dataset.position;
       return;
@@ -497,9 +497,10 @@ class FeatureView {
       chip.title = `show feature ${id}`;
       chips.push(chip);
     }
-    const token = JSON.stringify(p.tokens[i]);
-    this.caption.textContent =
-      chips.length === 0 ? `token ${i} ${token}: no feature fires here.` : `token ${i} ${token}: top features (click to show one)`;
+    const token = p.tokens[i];
+    setLine(this.caption, (quote) =>
+      chips.length === 0 ? `token ${i} ${quote(token)}: no feature fires here.` : `token ${i} ${quote(token)}: top features (click to show one)`,
+    );
     this.chips.replaceChildren(...chips);
     this.chips.dataset.position = String(i);
   }
@@ -730,7 +731,7 @@ class FeatureView {
       ...items.map((item) => {
         const li = el("li", "miw-fv-logit", "logit");
         const token = el("span", "miw-fv-logit-token");
-        token.textContent = displayToken(item.token);
+        token.textContent = tokenLabel(item.token);
         token.title = JSON.stringify(item.token);
         const value = el("span", "miw-fv-logit-value");
         value.textContent = `${item.value >= 0 ? "+" : "−"}${Math.abs(item.value).toFixed(2)}`;

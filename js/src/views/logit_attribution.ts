@@ -19,7 +19,7 @@ import { decodeArray, type ArrayHeader } from "../lib/codec";
 import { type Colormap, type Theme, cssColor, detectTheme, divergingColormap } from "../lib/colormap";
 import { type Cell, CanvasHeatmap } from "../lib/heatmap";
 import { type RequestClient } from "../lib/protocol";
-import { displayToken } from "../lib/tokens";
+import { displayToken, quoteToken, setLine } from "../lib/text";
 import { type ErrorBanner, type ViewModel, ViewScope, clamp, el, intOr, renderView } from "../lib/view";
 
 export type AttributionModel = ViewModel;
@@ -143,7 +143,7 @@ class LogitAttributionView {
     right.append(barsTitle, this.bars, this.barsScale);
     body.append(left, right);
     this.terms = el("div", "miw-dla-terms", "terms");
-    this.readout = el("div", "miw-dla-readout", "readout");
+    this.readout = el("div", "miw-line miw-dla-readout", "readout");
     this.readout.setAttribute("role", "status");
 
     this.root.append(this.summary, this.banner.element, body, this.terms, this.readout);
@@ -241,13 +241,17 @@ class LogitAttributionView {
   // ---- rendering ------------------------------------------------------------------------
 
   private renderSummary(): void {
-    const answer = JSON.stringify(String(this.model.get("answer_token") ?? ""));
-    const wrong = JSON.stringify(String(this.model.get("wrong_token") ?? ""));
+    const answer = String(this.model.get("answer_token") ?? "");
+    const wrong = String(this.model.get("wrong_token") ?? "");
     const position = intOr(this.model.get("position"), 0);
     const tokens = this.model.get("tokens");
-    const at = Array.isArray(tokens) && position < tokens.length ? ` (after ${JSON.stringify(displayToken(String(tokens[position])))})` : "";
+    const after = Array.isArray(tokens) && position < tokens.length ? String(tokens[position]) : null;
     const total = Number(this.model.get("total"));
-    this.summary.textContent = `logit(${answer}) − logit(${wrong}) at position ${position}${at} = ${signed(total)}`;
+    // Tokens shortened on screen, whole in the title.
+    setLine(this.summary, (quote) => {
+      const at = after === null ? "" : ` (after ${quote(displayToken(after))})`;
+      return `logit(${quote(answer)}) − logit(${quote(wrong)}) at position ${position}${at} = ${signed(total)}`;
+    });
   }
 
   private draw(): void {
@@ -263,7 +267,7 @@ class LogitAttributionView {
     this.heatmap.element.style.height = `${clamp(data.nLayers * 40 + 90, 180, 520)}px`;
     this.heatmap.setCellText((r, c) => signed(data.heads[r * data.nHeads + c], 2));
     this.heatmap.setData(data.heads, data.nLayers, data.nHeads, String(data.revision));
-    this.scale.textContent = `colour: ${signed(-m, 3)} … ${signed(m, 3)} (blue: favours ${JSON.stringify(String(this.model.get("wrong_token") ?? ""))})`;
+    this.scale.textContent = `colour: ${signed(-m, 3)} … ${signed(m, 3)} (blue: favours ${quoteToken(String(this.model.get("wrong_token") ?? ""))})`;
     this.renderBars(data, cmap);
     this.terms.textContent = data.terms.map((t) => `${t.name} ${signed(t.value)}`).join(" · ");
     delete this.root.dataset.loading;
@@ -332,7 +336,7 @@ class LogitAttributionView {
     const data = this.data;
     const sel = this.hovered ?? this.selected();
     if (data === null || sel === null || sel.layer >= data.nLayers) {
-      this.readout.textContent = "Hover a head or a bar for its exact contribution; click to select it in Python (attr.selected).";
+      setLine(this.readout, "Hover a head or a bar for its exact contribution; click to select it in Python (attr.selected).");
       return;
     }
     const share = (v: number) => (data.total !== 0 && Number.isFinite(data.total) ? ` (${((100 * v) / data.total).toFixed(1)}% of the total)` : "");
@@ -349,7 +353,7 @@ class LogitAttributionView {
     } else {
       text = "";
     }
-    this.readout.textContent = text;
+    setLine(this.readout, text);
   }
 }
 

@@ -19,7 +19,7 @@ import { decodeArray, type ArrayHeader } from "../lib/codec";
 import { type Theme, detectTheme, sequentialColormap } from "../lib/colormap";
 import { type Cell, CanvasHeatmap } from "../lib/heatmap";
 import { type Progress, type RequestClient } from "../lib/protocol";
-import { displayToken } from "../lib/tokens";
+import { quoteToken, setLine, tokenLabel } from "../lib/text";
 import { type ErrorBanner, type ViewModel, ViewScope, button, clamp, el, intOr, renderView } from "../lib/view";
 
 export type LensModel = ViewModel;
@@ -275,7 +275,7 @@ class LogitLensView {
 
   private syncLabels(): void {
     const rows = this.labels("rows");
-    this.heatmap.setLabels(rows, this.labels("tokens").map(displayToken));
+    this.heatmap.setLabels(rows, this.labels("tokens").map((t) => tokenLabel(t)));
     this.heatmap.element.style.height = `${clamp(rows.length * 48 + 150, 220, 560)}px`;
   }
 
@@ -287,9 +287,9 @@ class LogitLensView {
     }
     const cmap = sequentialColormap(this.theme);
     this.heatmap.setColormap(cmap, 0, 1);
-    this.heatmap.setCellText(lens.k > 0 ? (r, c) => displayToken(cellTop(lens, r, c)[0].token) : null);
+    this.heatmap.setCellText(lens.k > 0 ? (r, c) => tokenLabel(cellTop(lens, r, c)[0].token) : null);
     this.heatmap.setData(cellValues(lens), lens.rows, lens.seq, String(lens.revision));
-    const target = lens.targetId !== null ? JSON.stringify(lens.targetToken) : null;
+    const target = lens.targetId !== null ? quoteToken(lens.targetToken) : null;
     this.scale.textContent = target !== null ? `colour: P(${target}) 0 … 1` : "colour: top-1 probability 0 … 1";
     this.targetInfo.textContent = target !== null ? `target ${target} (id ${lens.targetId})` : "no target";
     delete this.root.dataset.loading;
@@ -304,25 +304,30 @@ class LogitLensView {
     this.renderReadout();
   }
 
-  /** The hovered cell, else the selected one: its top-k and the target's probability and rank. */
+  /**
+   * The hovered cell, else the selected one: its top-k and the target's probability and rank, in
+   * three lines of fixed height (tokens shortened, whole in titles), so hovering moves nothing.
+   */
   private renderReadout(): void {
     const lens = this.lens;
     const cell = this.hovered ?? this.selected();
     this.readout.replaceChildren();
     if (lens === null || cell === null || cell.row >= lens.rows || cell.col >= lens.seq) {
-      this.readout.textContent = "Hover a cell for its top predictions; click to select it in Python (lens.selected).";
+      const hint = el("div", "miw-line");
+      setLine(hint, "Hover a cell for its top predictions; click to select it in Python (lens.selected).");
+      this.readout.append(hint);
       return;
     }
     const rows = this.labels("rows");
     const tokens = this.labels("tokens");
-    const head = el("div", "miw-lens-readout-head", "readout-head");
-    head.textContent = `${rows[cell.row] ?? `row ${cell.row}`} · position ${cell.col} ${JSON.stringify(tokens[cell.col] ?? "")} → next token:`;
+    const head = el("div", "miw-line miw-lens-readout-head", "readout-head");
+    setLine(head, (quote) => `${rows[cell.row] ?? `row ${cell.row}`} · position ${cell.col} ${quote(tokens[cell.col] ?? "")} → next token:`);
     const list = el("ol", "miw-lens-top", "readout-top");
     for (const { id, token, prob } of cellTop(lens, cell.row, cell.col)) {
       const item = el("li", "");
       const tok = el("span", "miw-lens-token");
-      tok.textContent = displayToken(token);
-      tok.title = `id ${id}`;
+      tok.textContent = tokenLabel(token);
+      tok.title = `${JSON.stringify(token)} · id ${id}`;
       const p = el("span", "miw-lens-prob");
       p.textContent = percent(prob);
       item.append(tok, p);
@@ -331,8 +336,9 @@ class LogitLensView {
     this.readout.append(head, list);
     if (lens.targetProbs !== null && lens.targetRanks !== null) {
       const i = cell.row * lens.seq + cell.col;
-      const t = el("div", "miw-lens-readout-target", "readout-target");
-      t.textContent = `target ${JSON.stringify(lens.targetToken)}: ${percent(lens.targetProbs[i])} (rank ${lens.targetRanks[i]})`;
+      const odds = `${percent(lens.targetProbs[i])} (rank ${lens.targetRanks[i]})`;
+      const t = el("div", "miw-line miw-lens-readout-target", "readout-target");
+      setLine(t, (quote) => `target ${quote(lens.targetToken)}: ${odds}`);
       this.readout.append(t);
     }
   }

@@ -20,6 +20,7 @@ import { type Cell, CanvasHeatmap } from "../lib/heatmap";
 import { type RequestClient } from "../lib/protocol";
 import { type ParsedExample, exampleRow, formatActivation, parseExamples } from "../lib/examples";
 import { ScanToolbar } from "../lib/scan_toolbar";
+import { setLine } from "../lib/text";
 import { type TokenStrip } from "../lib/tokens";
 import { type ErrorBanner, type ViewModel, ViewScope, el, intOr, renderView } from "../lib/view";
 
@@ -114,7 +115,7 @@ class TopExamplesView {
       label: "neurons by their best activation so far: arrows move, Enter shows a neuron's top examples",
     });
     this.heatmap.focusElement.dataset.testid = "overview";
-    this.readout = el("div", "miw-topex-readout", "readout");
+    this.readout = el("div", "miw-line miw-topex-readout", "readout");
     this.readout.setAttribute("role", "status");
 
     const panel = el("div", "miw-topex-panel");
@@ -333,13 +334,13 @@ class TopExamplesView {
     const neuron = hovered ?? this.selected();
     const o = this.overview;
     if (neuron === null) {
-      this.readout.textContent = "Hover a neuron for its best activation; click (or Enter) to see its top examples (ex.selected).";
+      setLine(this.readout, "Hover a neuron for its best activation; click (or Enter) to see its top examples (ex.selected).");
       return;
     }
     const i = o === null ? -1 : o.neurons.indexOf(neuron);
     const best = i < 0 ? NaN : o!.maxima[i];
     const count = i < 0 ? 0 : o!.filled[i];
-    this.readout.textContent = `neuron ${neuron}: ${Number.isFinite(best) ? `max ${formatActivation(best)} · ${count} example${count === 1 ? "" : "s"}` : "no examples yet"}`;
+    setLine(this.readout, `neuron ${neuron}: ${Number.isFinite(best) ? `max ${formatActivation(best)} · ${count} example${count === 1 ? "" : "s"}` : "no examples yet"}`);
   }
 
   private renderExamples(): void {
@@ -365,8 +366,8 @@ class TopExamplesView {
         : `neuron ${neuron}: top ${shown.examples.length} example${shown.examples.length === 1 ? "" : "s"} · colour: activation, −${formatActivation(m)} … 0 … +${formatActivation(m)}`;
     const rows = shown.examples.map((e, i) => {
       const place = `window ${e.doc}, token ${e.position}`;
-      const where = el("span", "miw-topex-where");
-      where.textContent = place;
+      const where = el("span", "miw-line miw-topex-where");
+      setLine(where, place);
       const { row, strip } = exampleRow(e, i, {
         rowClass: "miw-topex-example",
         valueClass: "miw-topex-value",
@@ -381,7 +382,7 @@ class TopExamplesView {
       // Hovering a token shows it and its activation in place of the example's window and position.
       strip.onHover(
         this.scope.guard("view", (t: number | null) => {
-          where.textContent = t === null ? place : `${JSON.stringify(e.tokens[t])}: activation ${formatActivation(e.activations[t])}`;
+          setLine(where, t === null ? place : (quote) => `${quote(e.tokens[t])}: activation ${formatActivation(e.activations[t])}`);
         }),
       );
       this.strips.push(strip);
