@@ -19,6 +19,7 @@ from mi_widgets.analysis.activations import (
     top_units,
     unit_values,
 )
+from mi_widgets.capture import ModelAdapter
 from mi_widgets.transport.codec import decode_array
 
 PROMPTS = ["The cat sat on the mat.", "The mat sat on the cat.", "Hello world! Numbers like 1, 2, 3"]
@@ -97,7 +98,7 @@ def test_analysis_input_checks() -> None:
 
 
 def test_activations_values_and_top_neurons_match_run_with_cache(gpt2_bridge: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    forwards = _Forwards(gpt2_bridge, monkeypatch)
+    forwards = _Forwards(ModelAdapter(gpt2_bridge).runner()[0], monkeypatch)  # views run on the model's twin
     view = mw.ActivationView(gpt2_bridge, PROMPTS, hook="mlp.post", layer=1, neuron=5)
     names = ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
     assert view.hooks == names and view.layers == [0, 1] and view.n_layers == 2 and view.d == 256

@@ -18,7 +18,7 @@ try:
 except ImportError:  # the zoo may be mid-edit; the widgets do not need it
     from mi_widgets.widgets import AttentionView, attention_heads
 
-from mi_widgets.capture.adapter import PATTERN_HOOK, model_lock
+from mi_widgets.capture.adapter import PATTERN_HOOK, ModelAdapter
 from mi_widgets.transport import decode_array
 
 PROMPT = "The cat sat on the mat. The cat sat on the"
@@ -273,7 +273,7 @@ def test_too_long_run_is_an_error_and_leaves_state_unchanged(view: Any, capture:
 def test_run_cancelled_before_it_starts_changes_nothing(view: Any, native_model: Any, capture: Any, ask: Any) -> None:
     sent = capture(view)
     before = _snapshot(view)
-    lock = model_lock(native_model)
+    lock = ModelAdapter(native_model).runner()[1]
     with lock:  # the worker blocks on the model until the cancel is in
         rid = ask(view, "run", {"prompt": "Mary and John"})
         view._handle_custom_msg({"type": "cancel", "id": rid}, [])
@@ -415,10 +415,11 @@ def test_from_patterns_errors(attention: Any, tokens: Any, error: type[Exception
 
 
 def test_nonfinite_patterns_stay_visible(capture: Any, ask: Any) -> None:
+    # a model's own patterns (a cache): NaN/inf is a broken head to show; attention_heads refuses it (test_bad_input.py)
     patterns = np.full((1, 3, 4, 4), 0.25, np.float32)
     patterns[0, 1, 2, 3] = np.nan
     patterns[0, 2, 0, 0] = np.inf
-    w = attention_heads(patterns[0], list("abcd"))
+    w = AttentionView.from_cache({"blocks.0.attn.hook_pattern": torch.from_numpy(patterns)}, list("abcd"))
     sent = capture(w)
     _, thumbs, codes = overview(w, sent, ask)
     assert np.all(codes[0, 1] == 255), "a head with NaN is flagged as a whole"

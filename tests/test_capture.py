@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from mi_widgets.capture import PATTERN_HOOK, ModelAdapter
-from mi_widgets.capture.adapter import model_lock
 
 PROMPT = "The cat sat on the mat. The cat sat on the"
 
@@ -76,10 +75,16 @@ def test_hooks_are_removed_and_runs_repeat(warm: Any) -> None:
     adapter = ModelAdapter(warm)
     tokens = adapter.to_tokens(PROMPT)
     before = torch_hooks(warm)
-    during: list[int] = []
-    first = adapter.attention_patterns(tokens, on_layer=lambda l: during.append(len(hookpoints_in_use(warm))))
-    assert during[0] > 0, "the pattern hooks were live during the run (so the check below means something)"
-    assert hookpoints_in_use(warm) == []
+    twin, _ = adapter.runner()
+    during: list[tuple[int, int]] = []
+
+    def count(layer: int) -> None:
+        during.append((len(hookpoints_in_use(twin)), len(hookpoints_in_use(warm))))
+
+    first = adapter.attention_patterns(tokens, on_layer=count)
+    assert during[0][0] > 0, "the pattern hooks were live on the twin during the run (so the checks below mean something)"
+    assert all(on_model == 0 for _, on_model in during), "no hook was ever put on the user's model"
+    assert hookpoints_in_use(twin) == [] and hookpoints_in_use(warm) == []
     assert torch_hooks(warm) == before
     second = adapter.attention_patterns(tokens)
     for a, b in zip(first, second):
@@ -114,7 +119,8 @@ def test_exception_from_on_layer_aborts_and_model_stays_usable(warm: Any) -> Non
     assert hookpoints_in_use(warm) == [] and torch_hooks(warm) == before
     # the model lock was released: another thread can take it
     got = []
-    t = threading.Thread(target=lambda: got.append(model_lock(warm).acquire(timeout=2) and model_lock(warm).release() is None))
+    lock = adapter.runner()[1]
+    t = threading.Thread(target=lambda: got.append(lock.acquire(timeout=2) and lock.release() is None))
     t.start()
     t.join(5)
     assert got == [True]

@@ -177,6 +177,7 @@ def test_attribution_request_sends_float32_arrays(
     r = content["result"]
     assert (r["n_layers"], r["n_heads"], r["has_mlp"], r["revision"]) == (2, 4, True, attr.revision)
     assert r["total"] == pytest.approx(attr.total)
+    assert r["softcap"] is None and r["output_total"] == pytest.approx(attr.total, abs=1e-5)  # no soft cap: one total
     for name, expected in [("heads", attr.heads), ("attn", attr.attn), ("mlps", attr.mlps)]:
         assert r[name]["dtype"] == "float32"
         assert np.allclose(decode_array(r[name], buffers), expected.numpy(), atol=1e-7)
@@ -220,21 +221,29 @@ def test_attention_only_models_have_no_mlp_to_select() -> None:
     assert attr.selected == {"layer": 1, "head": None, "component": "attn"}
 
 
-class _Disguised:
-    """The same model behind a different config, or with an attribute hidden: layouts this attribution cannot read."""
+class _Disguised(torch.nn.Module):
+    """The same model behind a different config, or with an attribute hidden: layouts this attribution cannot read.
+
+    A torch module that holds the model, so the adapter's analysis twin (a copy sharing the weights) can be made of it.
+    """
 
     def __init__(self, model: Any, hide: tuple[str, ...] = (), **cfg: Any) -> None:
         import copy
 
-        self._model, self._hide = model, hide
-        self.cfg = copy.copy(model.cfg)
+        super().__init__()
+        self.inner = model
+        self.__dict__["_hide"] = hide
+        self.__dict__["cfg"] = copy.copy(model.cfg)
         for name, value in cfg.items():
             setattr(self.cfg, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        if name in self._hide:
+        if name.startswith("__") or name in ("_hide", "_modules", "_parameters", "_buffers") or name in self.__dict__.get("_hide", ()):
             raise AttributeError(name)
-        return getattr(self._model, name)
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["inner"], name)
 
 
 def test_layouts_it_cannot_read_raise_clear_errors(perturbed: Any) -> None:

@@ -81,6 +81,14 @@ describe("logit attribution helpers", () => {
 });
 
 describe("LogitAttribution view", () => {
+  test("with a soft cap the summary says the parts add up to the difference before it, and gives the model's own", async () => {
+    const model = makeModel({ softcap: 30, output_total: 0.4 });
+    const { q } = await mount(model);
+    expect(q("summary").textContent).toBe(
+      'logit(" Mary") − logit(" John") at position 3 (after " to") = +0.5000 before the soft cap 30 (the model\'s own, after it: +0.4000)',
+    );
+  });
+
   test("shows the total, the terms line, one bar per layer and component, and a hint", async () => {
     const model = makeModel();
     const { root, q, el } = await mount(model);

@@ -6,10 +6,13 @@ They run on whatever device the patterns live on, so only small results
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
 THUMBNAIL_SIZE = 32
+FLOAT16_MAX = 65504.0  # one head's pattern travels to the view as float16
 
 
 def pattern_thumbnails(patterns: list[torch.Tensor], size: int = THUMBNAIL_SIZE) -> torch.Tensor:
@@ -34,10 +37,15 @@ def pattern_thumbnails(patterns: list[torch.Tensor], size: int = THUMBNAIL_SIZE)
     return torch.stack(out)
 
 
-def check_patterns(attention: torch.Tensor, n_tokens: int | None = None) -> torch.Tensor:
+def check_patterns(attention: torch.Tensor, n_tokens: int | None = None, *, finite: bool = True) -> torch.Tensor:
     """Validate user-supplied patterns and return them as ``[layers, heads, query, key]``.
 
     Accepts CircuitsVis's ``[heads, query, key]`` (one layer) or ``[layers, heads, query, key]``.
+    Weights must be non-negative (rows need not sum to 1, as in CircuitsVis); the view's colour
+    scale is fixed at 0..1, so larger values are drawn at full colour (a warning says so) and
+    values beyond float16 cannot be shown at all. ``finite=False`` lets NaN/inf through, for
+    patterns a model computed (``from_cache``): there a non-finite weight is a broken head the
+    view must show, not a typo to refuse.
     """
     if attention.ndim == 3:
         attention = attention[None]
@@ -55,4 +63,37 @@ def check_patterns(attention: torch.Tensor, n_tokens: int | None = None) -> torc
         raise ValueError(f"expected square patterns (query == key positions), got {queries} queries and {keys} keys")
     if n_tokens is not None and n_tokens != keys:
         raise ValueError(f"attention covers {keys} positions but {n_tokens} tokens were given")
+    _check_weights(attention, finite)
     return attention
+
+
+def _check_weights(attention: torch.Tensor, finite: bool) -> None:
+    """Refuse NaN/inf (when ``finite``), negative and float16-overflowing weights, naming the first one; warn above 1.
+
+    One layer at a time, so the masks stay a layer's size on the patterns' device.
+    """
+    largest = 0.0
+    for layer, weights in enumerate(attention):
+        real = torch.isfinite(weights)
+        checks = [(~real, "is not finite", "finite weights")] if finite else []
+        checks += [
+            (real & (weights < 0), "is negative", "non-negative attention weights (rows need not sum to 1)"),
+            (real & (weights > FLOAT16_MAX), "is too large to show", f"weights up to {FLOAT16_MAX:g} (the view gets float16)"),
+        ]
+        for mask, problem, expected in checks:
+            if bool(mask.any()):
+                head, query, key = (int(i) for i in mask.nonzero()[0])
+                raise ValueError(
+                    f"attention weight at layer {layer}, head {head}, query {query}, key {key} {problem} "
+                    f"({float(weights[head, query, key]):g}; {int(mask.sum())} such value(s) in layer {layer}): "
+                    f"expected {expected}"
+                )
+        if bool(real.any()):
+            largest = max(largest, float(weights[real].max()))
+    if largest > 1 + 1e-3:
+        warnings.warn(
+            f"attention weights go up to {largest:g}, but the view's colour scale is 0..1: every value above 1 is "
+            "drawn at full colour (hovering a cell shows its value); normalise the patterns to see their shape",
+            UserWarning,
+            stacklevel=4,
+        )

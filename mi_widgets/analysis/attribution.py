@@ -12,6 +12,28 @@ so with ``d = W_U[:, a] - W_U[:, b]`` the logit difference splits exactly into
     sum over components c of  ((c - mean(c)) / s * w) @ d     (no centring for RMSNorm)
     + b @ d  (the norm's bias)  + b_U[a] - b_U[b]  (the unembedding bias).
 
+Architectures beyond GPT-2's layout, and what is done about each:
+
+- Norms after the attention and the MLP (Gemma 2's ``ln1_post`` / ``ln2_post``): the attention
+  output enters the residual stream as ``norm(sum of heads + b_O)``. With that norm's scale fixed
+  at this run's value it is linear too, so each head's term is its output divided by that scale
+  and multiplied by the norm's weight (Gemma stores ``w`` and applies ``1 + w``: read as such);
+  ``b_O`` likewise. The MLP is one term, its output after its post-norm (``hook_mlp_out``).
+- Embedding scales (Gemma multiplies the embeddings by ``sqrt(d_model)``) need nothing: the
+  embedding term is what enters block 0, and a ``pos_embed`` term exists only for learned
+  absolute positions (``positional_embedding_type == "standard"``); rotary models have none.
+- Parallel attention and MLP (GPT-NeoX, Phi): the block still adds both to the residual stream,
+  so the split is the same.
+- A soft cap on the logits (Gemma 2's ``final_logit_softcapping``: ``c * tanh(x / c)``) is not
+  linear, and ``tanh(x_a / c) - tanh(x_b / c)`` has no exact split into per-component terms. The
+  attribution is of the logit difference *before* the cap, which the parts sum to exactly
+  (``total``); the model's own difference after the cap is reported beside it
+  (``output_total``), and ``softcap`` says the cap. The cap is monotonic, so the sign and the
+  ranking of the two tokens are the same before and after it.
+- Anything else after the unembedding (a logit scale), a readout module ``ln_final -> unembed``
+  would skip (OPT-350m's ``project_out``), a post-attention norm with a bias, or a layout whose
+  components do not add up to the residual stream is refused, with the part named.
+
 This reads the weights of the model as it is (TransformerLens 4.x ``TransformerBridge`` or
 2.x ``HookedTransformer``), never changes it, and needs no compatibility mode. TransformerLens's
 own ``cache.logit_attrs`` needs ``enable_compatibility_mode()`` (4.x) or ``fold_ln=True``
@@ -20,9 +42,10 @@ that write to the residual stream, and folding value biases ``b_V`` into ``b_O``
 the same; the split differs in where biases land: here the norm's bias and ``b_U`` are terms
 of their own and a head's ``b_V @ W_O`` stays with its head.
 
-Every result is checked against the model's own forward pass (components sum to the final
-residual, the norm matches ``ln_final``, the parts sum to the real logit difference), so a
-model whose layout is read wrongly raises instead of showing wrong numbers.
+Every result is checked against the model's own forward pass (each post-normed attention output
+against ``hook_attn_out``, components against the final residual, the norm against ``ln_final``,
+the readout against the logits the model returned on the same run, the parts against the logit
+difference), so a model whose layout is read wrongly raises instead of showing wrong numbers.
 """
 
 from __future__ import annotations
@@ -32,7 +55,8 @@ from typing import Any
 
 import torch
 
-from ..capture.adapter import ModelAdapter, model_lock
+from ..capture.adapter import ModelAdapter
+from .logit_lens import check_readout
 
 Z_HOOK = "blocks.{layer}.attn.hook_z"
 MLP_OUT_HOOK = "blocks.{layer}.hook_mlp_out"
@@ -40,6 +64,7 @@ EMBED_HOOK = "hook_embed"
 POS_EMBED_HOOK = "hook_pos_embed"
 RESID_PRE_0 = "blocks.0.hook_resid_pre"
 RESID_POST = "blocks.{layer}.hook_resid_post"
+ATTN_OUT_HOOK = "blocks.{layer}.hook_attn_out"
 
 # Relative tolerance of the self-checks (float32 sums of a few hundred terms, any device).
 CHECK_RTOL = 1e-3
@@ -47,7 +72,11 @@ CHECK_RTOL = 1e-3
 
 @dataclass(frozen=True)
 class FinalNorm:
-    """The final norm as ``x -> (x - mean?) / scale(x) * weight + bias``; ``kind`` None means none."""
+    """A norm as ``x -> (x - mean?) / scale(x) * weight + bias``; ``kind`` None means none.
+
+    Used for the final norm and for post-attention norms; ``weight`` is the effective one (Gemma's
+    ``1 + w``).
+    """
 
     kind: str | None  # "LN" (centres) or "RMS" (does not), or None
     weight: torch.Tensor | None
@@ -66,10 +95,17 @@ class FinalNorm:
             x = x - x.mean(-1, keepdim=True)
         return (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
 
+    def linear(self, components: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+        """The norm without its bias, its scale fixed at ``total``'s: a linear map of ``components [n, d_model]``.
+
+        When the components sum to ``total``, their images plus ``bias`` sum to ``self(total)``.
+        """
+        x = components - components.mean(-1, keepdim=True) if self.centres else components
+        x = x / self.scale(total)
+        return x * self.weight if self.weight is not None else x
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = (x - x.mean(-1, keepdim=True) if self.centres else x) / self.scale(x)
-        if self.weight is not None:
-            y = y * self.weight
+        y = self.linear(x, x)
         return y + self.bias if self.bias is not None else y
 
 
@@ -84,7 +120,9 @@ class Attribution:
     pos_embed: float | None  # None without a positional embedding (rotary models): then embed is all of block 0's input
     norm_bias: float
     unembed_bias: float
-    total: float  # the model's own logit difference at that position
+    total: float  # the logit difference the parts sum to: the model's own, before a soft cap if it has one
+    output_total: float  # the model's own logit difference in the logits it returns (after the soft cap)
+    softcap: float | None  # the soft cap c of c * tanh(logit / c) between total and output_total, or None
     parts: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -110,11 +148,28 @@ def read_final_norm(model: Any) -> FinalNorm:
         raise ValueError(f"cfg.normalization_type is {kind!r} but the model has no ln_final module to read")
     weight = bias = None
     if not kind.endswith("Pre"):  # *Pre norms have their weights folded into the unembedding
-        weight = _param(ln, "w", "weight")
+        weight = _norm_weight(ln)
         bias = _param(ln, "b", "bias")
         if weight is None:
             raise ValueError(f"cannot read the final norm's weight (ln_final.w) of this {type(model).__qualname__}")
     return FinalNorm("LN" if kind.startswith("LN") else "RMS", weight, bias, eps)
+
+
+def read_post_attn_norms(model: Any) -> list[FinalNorm | None]:
+    """Per layer, the norm applied to the attention output before it joins the residual stream (Gemma 2's
+    ``ln1_post``), or None where the block has none."""
+    cfg = model.cfg
+    default = str(getattr(cfg, "normalization_type", None) or "RMS")
+    eps = float(getattr(cfg, "eps", 1e-5))
+    norms: list[FinalNorm | None] = []
+    for block in _blocks(model):
+        ln = _submodule(block, "ln1_post")
+        if ln is None or isinstance(ln, torch.nn.Identity):  # TL 2.x's post-"norm" of a model without norms
+            norms.append(None)
+            continue
+        kind, eps_here = _norm_kind(ln, default), float(getattr(ln, "eps", eps))
+        norms.append(FinalNorm(kind, _norm_weight(ln), _param(ln, "b", "bias"), eps_here))
+    return norms
 
 
 def read_unembed(model: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -148,18 +203,30 @@ def read_attn_out(model: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def attribution_hooks(adapter: ModelAdapter) -> list[str]:
-    """Exactly the hooks the attribution reads: embeddings, every head's ``z``, every MLP output, the final residual."""
-    names = set(adapter.hook_names())
-    # Token and positional embeddings apart when the model has both hooks (rotary models have no
-    # positional term); otherwise all that enters block 0 is one "embed" term.
-    hooks = [EMBED_HOOK] if {EMBED_HOOK, POS_EMBED_HOOK} <= names else []
+    """Exactly the hooks the attribution reads: embeddings, every head's ``z``, every MLP output, the final residual,
+    and the attention output of every layer with a post-attention norm (to check the heads through it)."""
+    hooks = [EMBED_HOOK] if has_pos_embed(adapter) else []
     hooks.append(RESID_PRE_0)
+    post = read_post_attn_norms(adapter.model)
     for layer in range(adapter.n_layers):
         hooks.append(Z_HOOK.format(layer=layer))
+        if layer < len(post) and post[layer] is not None:
+            hooks.append(ATTN_OUT_HOOK.format(layer=layer))
         if has_mlp(adapter):
             hooks.append(MLP_OUT_HOOK.format(layer=layer))
     hooks.append(RESID_POST.format(layer=adapter.n_layers - 1))
     return hooks
+
+
+def has_pos_embed(adapter: ModelAdapter) -> bool:
+    """Token and positional embeddings apart only for learned absolute positions added to the residual stream.
+
+    Rotary models (and TransformerLens 4.x bridges alias ``hook_pos_embed`` to the rotary
+    embedding there) have no positional term: all that enters block 0 is one ``embed`` term.
+    """
+    names = set(adapter.hook_names())
+    kind = getattr(adapter.cfg, "positional_embedding_type", "standard")
+    return {EMBED_HOOK, POS_EMBED_HOOK} <= names and kind == "standard"
 
 
 def has_mlp(adapter: ModelAdapter) -> bool:
@@ -197,13 +264,22 @@ def logit_attribution(adapter: ModelAdapter, tokens: torch.Tensor, answer: int, 
     seq = int(tokens.shape[-1])
     pos = resolve_position(position, seq)
     model = adapter.model
+    check_readout(adapter, "direct logit attribution")
     norm = read_final_norm(model)
+    post_attn = read_post_attn_norms(model)
     w_u, b_u = read_unembed(model)
     w_o, b_o = read_attn_out(model)
     n_layers, n_heads = adapter.n_layers, adapter.n_heads
     if tuple(w_o.shape[:2]) != (n_layers, n_heads):
         raise ValueError(f"W_O has shape {list(w_o.shape)}, expected [{n_layers}, {n_heads}, d_head, d_model]")
     d_head = int(w_o.shape[2])
+    post_attn += [None] * (n_layers - len(post_attn))
+    for layer, post in enumerate(post_attn):
+        if post is not None and post.bias is not None and bool(post.bias.any()):
+            raise ValueError(
+                f"layer {layer}'s post-attention norm (ln1_post) has a bias: splitting the attention output through "
+                "it is not supported (expected a post-attention norm without a bias, like Gemma 2's RMSNorm)"
+            )
 
     names = attribution_hooks(adapter)
     got: dict[str, torch.Tensor] = {}
@@ -211,13 +287,15 @@ def logit_attribution(adapter: ModelAdapter, tokens: torch.Tensor, answer: int, 
     def keep(index: int, act: torch.Tensor) -> None:
         got[names[index]] = act[0, pos].detach().float().clone()
 
-    adapter.each_activation(tokens, names, keep)
+    real_logits = adapter.run_to_logits(tokens, names, keep)[0, pos].detach().float()
 
-    with model_lock(model), torch.no_grad():  # ln_final/unembed are hooked modules: keep other views' hooks off
+    with torch.no_grad():
         resid = got[RESID_POST.format(layer=n_layers - 1)]
         if not bool(torch.isfinite(resid).all()):
             raise ValueError(f"the model's final residual stream at position {pos} holds NaN or inf: nothing to attribute")
         device = resid.device
+        dtype = _dtype(model)
+        rtol = CHECK_RTOL if dtype in (torch.float32, torch.float64) else 3e-2  # half precision rounds more
         rows: list[torch.Tensor] = []
         labels: list[str] = []
         resid_pre = got[RESID_PRE_0]
@@ -231,30 +309,54 @@ def logit_attribution(adapter: ModelAdapter, tokens: torch.Tensor, answer: int, 
         w_o32 = w_o.detach().to(device, torch.float32)
         for layer in range(n_layers):
             z = got[Z_HOOK.format(layer=layer)].reshape(n_heads, d_head)
-            rows.append(torch.einsum("hd,hdm->hm", z, w_o32[layer]))
+            heads = torch.einsum("hd,hdm->hm", z, w_o32[layer])
+            bias = b_o[layer].detach().to(device, torch.float32)[None] if b_o is not None else torch.zeros_like(resid)[None]
+            post = post_attn[layer]
+            if post is not None:  # the attention output joins the residual stream through a norm: linear at its scale
+                post = _on(post, device)
+                attn_in = heads.sum(0) + bias[0]
+                heads, bias = post.linear(heads, attn_in), post.linear(bias, attn_in)
+                _check_close(heads.sum(0) + bias[0], got[ATTN_OUT_HOOK.format(layer=layer)], rtol,
+                             f"layer {layer}'s heads and b_O through its post-attention norm (ln1_post, read as "
+                             f"{post.kind}, eps {post.eps}, scale fixed at this run's) do not reproduce the attention "
+                             "output the model added to the residual stream (hook_attn_out), so that norm is not one "
+                             "this attribution reads")
+            rows.append(heads)
             labels += [f"L{layer}H{h}" for h in range(n_heads)]
-            rows.append(b_o[layer].detach().to(device, torch.float32)[None] if b_o is not None else torch.zeros_like(resid)[None])
+            rows.append(bias)
             labels.append(f"L{layer} b_O")
             if has_mlp(adapter):
                 rows.append(got[MLP_OUT_HOOK.format(layer=layer)])
                 labels.append(f"L{layer} mlp")
         components = torch.cat([r.reshape(-1, resid.shape[-1]) for r in rows])
-        dtype = _dtype(model)
-        rtol = CHECK_RTOL if dtype in (torch.float32, torch.float64) else 3e-2  # half precision rounds more
         _check_close(components.sum(0), resid, rtol, "the embeddings, heads, attention biases and MLP outputs do not add "
                      "up to the final residual stream, so this model's layout is not one this attribution reads")
         norm = _on(norm, device)
-        real_norm = model.ln_final(resid[None, None].to(dtype))[0, 0].float() if norm.kind is not None else resid
+        real_norm = adapter.final_norm(resid[None, None].to(dtype))[0, 0].float() if norm.kind is not None else resid
         _check_close(norm(resid), real_norm, rtol, f"the final norm read as {norm.kind} (eps {norm.eps}) does not reproduce "
                      "the model's ln_final, so its weights or type are not what this attribution reads")
+
+        logits = adapter.unembed_before_transform(resid[None, None].to(dtype))[0, 0].float()
+        output = adapter.logits_transform(logits).float()
+        _check_close(output, real_logits, rtol, f"the final residual stream through ln_final, unembed and the model's "
+                     f"post-unembedding step does not give the logits the model returned at position {pos}, so something "
+                     "between its last residual stream and its logits is not what this attribution reads")
+        softcap = adapter.logit_softcap
+        if softcap is not None:
+            _check_close(softcap * torch.tanh(logits / softcap), output, rtol, f"this model's logits are not the soft cap "
+                         f"{softcap:g} * tanh(logit / {softcap:g}) of its unembedding, so its post-unembedding step is not "
+                         "one this attribution reads")
+        else:
+            _check_close(logits, output, rtol, "this model changes its logits after the unembedding (e.g. a logit scale) "
+                         "and declares no soft cap: attributing through that step is not supported")
 
         w_u32 = w_u.detach().to(device, torch.float32)
         direction = w_u32[:, answer] - w_u32[:, wrong]
         shares = direct_contributions(components, resid, norm, direction)
         norm_bias = float(norm.bias @ direction) if norm.bias is not None else 0.0
         unembed_bias = float(b_u[answer] - b_u[wrong]) if b_u is not None else 0.0
-        logits = adapter.unembed(resid[None, None].to(dtype))[0, 0].float()
         total = float(logits[answer] - logits[wrong])
+        output_total = float(real_logits[answer] - real_logits[wrong])
         summed = float(shares.sum()) + norm_bias + unembed_bias
         scale = float(shares.abs().sum()) + abs(norm_bias) + abs(unembed_bias) + 1e-6
         if not abs(summed - total) <= rtol * scale + 1e-4:
@@ -278,6 +380,8 @@ def logit_attribution(adapter: ModelAdapter, tokens: torch.Tensor, answer: int, 
         norm_bias=norm_bias,
         unembed_bias=unembed_bias,
         total=total,
+        output_total=output_total,
+        softcap=softcap,
         parts=parts,
     )
 
@@ -298,6 +402,47 @@ def _param(module: Any, *names: str) -> torch.Tensor | None:
 
 def _model_param(model: Any, name: str) -> torch.Tensor | None:
     return _param(model, name)
+
+
+def _norm_weight(ln: Any) -> torch.Tensor | None:
+    """A norm's effective weight: Gemma's RMSNorm stores ``w`` and multiplies by ``1 + w``.
+
+    TransformerLens 4.x bridges say so with ``uses_weight_offset`` (from ``cfg.rmsnorm_uses_offset``);
+    2.x adds the 1 when it loads the weights.
+    """
+    weight = _param(ln, "w", "weight")
+    if weight is not None and getattr(ln, "uses_weight_offset", False) is True:
+        weight = weight + 1.0
+    return weight
+
+
+def _norm_kind(ln: Any, default: str) -> str:
+    """``"RMS"`` or ``"LN"`` for a norm module (4.x bridges say ``uses_rms_norm``; 2.x classes are named so)."""
+    rms = getattr(ln, "uses_rms_norm", None)
+    if isinstance(rms, bool):
+        return "RMS" if rms else "LN"
+    name = type(ln).__name__
+    if name.startswith("RMSNorm"):
+        return "RMS"
+    if name.startswith("LayerNorm"):
+        return "LN"
+    return "LN" if default.startswith("LN") else "RMS"
+
+
+def _blocks(model: Any) -> list[Any]:
+    try:
+        return list(getattr(model, "blocks", None) or [])
+    except TypeError:
+        return []
+
+
+def _submodule(module: Any, name: str) -> Any:
+    """``module.name`` if it is a torch module (bridges may raise, or delegate to the HF layer, for absent names)."""
+    try:
+        value = getattr(module, name, None)
+    except Exception:
+        return None
+    return value if isinstance(value, torch.nn.Module) else None
 
 
 def _dtype(model: Any) -> torch.dtype:

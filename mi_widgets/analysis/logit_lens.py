@@ -10,10 +10,21 @@ exactly the model's output. The other reading, long the default of TransformerLe
 the final residual's norm. Recent releases (2.18 and 4.3 checked) recompute the final norm per
 layer in ``accumulated_resid(apply_ln=True)`` and agree with this lens.
 
+"The model's own" includes what some architectures do after the unembedding: Gemma 2's soft cap
+``c * tanh(logits / c)`` (``final_logit_softcapping``), a logit scale (TransformerLens 4.x declares it
+on the bridge's architecture adapter; see :meth:`ModelAdapter.logits_transform`). Every lens is
+checked on its own run: the last row must reproduce the probabilities the model itself returned
+(the forward pass that captures the residual streams runs on to the logits), else the lens raises,
+naming the difference, instead of showing a last row that is not the model's output. A model whose
+readout has a step the lens does not apply (OPT-350m's ``project_out``, stacked residual streams)
+is refused up front, by name.
+
 The vocabulary projection is the expensive part (``rows x seq x d_vocab`` logits: 2.7 GB at
 gpt2's 13 x 1024 x 50257 in float32), so it runs in chunks of positions and keeps only what a
 view shows: the top-k tokens with their probabilities, and one target token's probability
-and rank, per cell. Everything stays on the model's device.
+and rank, per cell. Everything stays on the model's device. The check of the last row costs what
+``model(prompt)`` costs: the forward pass produces its ``seq x d_vocab`` logits once, and they are
+compared chunk by chunk, then dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +34,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..capture.adapter import ModelAdapter, model_lock
+from ..capture.adapter import ModelAdapter
+from ..capture.inputs import check_text
 
 RESID_PRE = "blocks.{layer}.hook_resid_pre"
 RESID_POST = "blocks.{layer}.hook_resid_post"
@@ -54,11 +66,13 @@ def lens_row_labels(n_layers: int) -> list[str]:
     return ["embed"] + [f"L{l} out" for l in range(n_layers)]
 
 
-def residual_streams(adapter: ModelAdapter, tokens: torch.Tensor) -> torch.Tensor:
+def residual_streams(adapter: ModelAdapter, tokens: torch.Tensor, *, check: bool = True) -> torch.Tensor:
     """The residual stream ``[n_layers + 1, seq, d_model]`` of batch item 0, on the model's device.
 
     Small next to the logits (13 x 1024 x 768 floats = 40 MB for gpt2): kept so a new target
-    can be read off without running the model again.
+    can be read off without running the model again. With ``check`` (the default) the forward
+    pass runs on to the model's logits and :func:`check_last_row` compares them with the lens's
+    last row, so a lens never shows a "model output" that is not the model's output.
     """
     names = lens_hooks(adapter.n_layers)
     rows: list[torch.Tensor | None] = [None] * len(names)
@@ -66,8 +80,98 @@ def residual_streams(adapter: ModelAdapter, tokens: torch.Tensor) -> torch.Tenso
     def keep(index: int, resid: torch.Tensor) -> None:
         rows[index] = resid[0].detach().clone()
 
-    adapter.each_activation(tokens, names, keep)
-    return torch.stack([r for r in rows if r is not None])
+    if not check:
+        adapter.each_activation(tokens, names, keep)
+        return torch.stack([r for r in rows if r is not None])
+    check_readout(adapter, "the logit lens")
+    logits = adapter.run_to_logits(tokens, names, keep)
+    resid = torch.stack([r for r in rows if r is not None])
+    check_last_row(adapter, resid[-1], logits[0])
+    return resid
+
+
+# Modules some bridges mount between the last residual stream and the logits, which ln_final -> unembed
+# would skip (the same list TransformerLens 4.3's own logit lens refuses): OPT-350m's project_out,
+# BERT-style heads, DeepSeek-V4's hc_head, BD3LM's sigma_map, AST's classifier norm.
+READOUT_TRANSFORM_COMPONENTS = ("project_out", "mlm_head", "prediction_head", "hc_head", "sigma_map", "classifier_ln")
+
+
+def check_readout(adapter: ModelAdapter, what: str) -> None:
+    """Refuse, by name, a model whose logits are not ``transform(unembed(ln_final(last hook_resid_post)))``."""
+    model = adapter.model
+    modules = getattr(model, "_modules", None) or {}
+    mounted = [name for name in READOUT_TRANSFORM_COMPONENTS if name in modules]
+    if mounted:
+        raise ValueError(
+            f"{what} reads the residual stream through the model's ln_final and unembed, but this "
+            f"{type(model).__qualname__} has {', '.join(mounted)} on the way from its last residual stream to its "
+            "logits, which that path would skip: this architecture's readout is not supported"
+        )
+    for layer, block in enumerate(getattr(model, "blocks", None) or []):
+        if getattr(block, "hook_out_is_single_residual_stream", True) is False:
+            raise ValueError(
+                f"{what} needs one residual stream [batch, position, d_model] per block, but blocks.{layer} "
+                f"({type(block).__name__}) carries several that the model combines before ln_final: "
+                "this architecture's residual stream is not supported"
+            )
+
+
+def last_row_tolerance(dtype: torch.dtype) -> float:
+    """Largest difference in probability allowed between the lens's last row and the model's output.
+
+    The same modules on the same vector differ only by rounding: ~1e-7 in float32. Half precision
+    and TF32 matmuls (``torch.set_float32_matmul_precision`` below "highest") round far more.
+    """
+    if dtype in (torch.float32, torch.float64) and torch.get_float32_matmul_precision() == "highest":
+        return 1e-4
+    return 2e-2
+
+
+def check_last_row(
+    adapter: ModelAdapter, resid: torch.Tensor, logits: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
+) -> None:
+    """Raise unless ``softmax(unembed(resid))`` equals ``softmax(logits)`` at every position.
+
+    ``resid [seq, d_model]`` is the last block's output and ``logits [seq, d_vocab]`` what the model
+    returned on the same run; compared in chunks of positions, like the lens itself.
+    """
+    unembed = model_unembed(adapter)
+    seq = int(resid.shape[0])
+    if tuple(logits.shape[:1]) != (seq,):
+        raise RuntimeError(f"the model returned logits of shape {list(logits.shape)} for a {seq}-token run")
+    tol = last_row_tolerance(logits.dtype)
+    step = max(1, chunk_elements // max(1, int(logits.shape[-1])))
+    worst, where = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, seq, step):
+            stop = min(seq, start + step)
+            try:
+                ours = unembed(resid[start:stop])
+            except RuntimeError as exc:
+                raise RuntimeError(
+                    f"the logit lens reads the last residual stream through the model's ln_final and unembed, and "
+                    f"that failed on this model ({exc}): its readout is not one the lens reproduces"
+                ) from exc
+            if ours.shape != logits[start:stop].shape:
+                raise RuntimeError(
+                    f"the logit lens reads the last residual stream through ln_final and unembed into logits of shape "
+                    f"{list(ours.shape)}, but the model returned {list(logits[start:stop].shape)} for those positions: "
+                    "its readout is not one the lens reproduces"
+                )
+            diff = (ours.float().softmax(-1) - logits[start:stop].float().softmax(-1)).abs().amax(-1)
+            diff = torch.nan_to_num(diff, nan=float("inf"))
+            top = float(diff.max())
+            if top > worst:
+                worst, where = top, start + int(diff.argmax())
+    if not worst <= tol:
+        cap = adapter.logit_softcap
+        applied = "ln_final, unembed and post-unembedding step" + (f" (soft cap {cap:g})" if cap is not None else "")
+        raise RuntimeError(
+            f"the logit lens's last row (the last residual stream through the model's {applied}) differs from the "
+            f"model's own output by up to {worst:.3g} in probability at position {where} (expected at most {tol:g}): "
+            "this model does something between its last residual stream and its logits that the lens does not "
+            "reproduce, so no row of it would be the prediction it claims to be"
+        )
 
 
 def logit_lens(
@@ -126,12 +230,10 @@ def model_unembed(adapter: ModelAdapter) -> Callable[[torch.Tensor], torch.Tenso
     """``[n, d_model] -> [n, d_vocab]`` through the model's own final norm and unembedding.
 
     TransformerLens 2.x modules want a batch axis, so vectors go in as one batch of ``n`` positions.
-    Each call holds the model's lock, so no other view's hooks fire on these vectors.
     """
 
     def unembed(resid: torch.Tensor) -> torch.Tensor:
-        with model_lock(adapter.model):
-            return adapter.unembed(resid[None])[0]
+        return adapter.unembed(resid[None])[0]
 
     return unembed
 
@@ -160,6 +262,7 @@ def single_token_id(adapter: ModelAdapter, value: Any, what: str = "target") -> 
         raise ValueError(
             f"this model has no tokenizer, so {what} {value!r} cannot be turned into a token: pass its token id (an int)"
         )
+    check_text(value, what)
     ids = adapter.model.to_tokens(value, prepend_bos=False, truncate=False)[0]
     if ids.numel() != 1:
         pieces = adapter.token_labels(ids)

@@ -3,17 +3,22 @@
 Widgets never touch a model directly. The adapter validates input, tokenizes,
 runs the model with only the hooks a view needs under ``torch.no_grad()`` and
 leaves results on the model's device, so the same code serves a CPU laptop and
-a GPU in Colab.
+a GPU in Colab. Every forward pass runs on the model's analysis twin
+(:mod:`.twin`): same weights, eval mode, no hooks but ours, so views and
+background scans never see the user's hooks or dropout and the user's calls
+never see ours.
 """
 
 from __future__ import annotations
 
 import difflib
 import threading
-import weakref
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
+
+from .inputs import check_text, check_weights_loaded, index_in, prompt_ids, visible_texts
+from .twin import analysis_twin
 
 PATTERN_HOOK = "blocks.{layer}.attn.hook_pattern"
 
@@ -30,22 +35,9 @@ HOOK_SHORTHANDS: dict[str, str] = {
     "pattern": PATTERN_HOOK,
 }
 
-# One forward at a time per model: TransformerLens hooks are module state, so two
-# views running the same model from two threads would see each other's hooks.
-_model_locks: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
-_locks_guard = threading.Lock()
-
 
 class _StopForward(Exception):
     """Raised from the last hook a run needs, to skip the rest of the forward pass."""
-
-
-def model_lock(model: Any) -> threading.RLock:
-    with _locks_guard:
-        lock = _model_locks.get(model)
-        if lock is None:
-            lock = _model_locks[model] = threading.RLock()
-        return lock
 
 
 class ModelAdapter:
@@ -60,6 +52,7 @@ class ModelAdapter:
                 f"with .cfg (n_layers, n_heads, n_ctx) and .run_with_hooks, got {type(model).__module__}."
                 f"{type(model).__qualname__}"
             )
+        check_weights_loaded(model)  # a meta-device model would fail deep inside torch at the first forward
         self.model = model
         self.cfg = cfg
 
@@ -106,10 +99,9 @@ class ModelAdapter:
         raise ValueError(f"unknown hook name {name!r} for this model{hint}")
 
     def check_layer_head(self, layer: int, head: int) -> None:
-        if not 0 <= int(layer) < self.n_layers:
-            raise IndexError(f"layer must be in 0..{self.n_layers - 1}, got {layer}")
-        if not 0 <= int(head) < self.n_heads:
-            raise IndexError(f"head must be in 0..{self.n_heads - 1}, got {head}")
+        """An IndexError (or TypeError for a non-integer such as 1.7) unless ``layer``/``head`` index this model."""
+        index_in("layer", layer, self.n_layers)
+        index_in("head", head, self.n_heads)
 
     def layer_hooks(self, spec: str) -> list[str]:
         """Hook names for ``spec``: a full name (``"blocks.1.mlp.hook_post"``) or a per-layer shorthand
@@ -129,21 +121,37 @@ class ModelAdapter:
         hint = f"did you mean {', '.join(close)}?" if close else f"shorthands are {', '.join(HOOK_SHORTHANDS)}"
         raise ValueError(f"unknown hook {spec!r}: give a full hook name like 'blocks.0.mlp.hook_post' or a shorthand; {hint}")
 
+    def runner(self) -> tuple[Any, threading.RLock]:
+        """The model's analysis twin and the lock every forward pass on it holds (see :mod:`.twin`)."""
+        return analysis_twin(self.model)
+
+    def final_norm(self, resid: torch.Tensor) -> torch.Tensor:
+        """The model's own final norm of ``resid [..., d_model]`` (identity without one)."""
+        twin, lock = self.runner()
+        ln_final = getattr(twin, "ln_final", None)
+        with lock, torch.no_grad():
+            return ln_final(resid) if callable(ln_final) else resid
+
     def unembed(self, resid: torch.Tensor) -> torch.Tensor:
-        """Logits from residual-stream vectors ``[..., d_model]`` through the model's own final norm and unembedding."""
-        ln_final = getattr(self.model, "ln_final", None)
-        unembed = getattr(self.model, "unembed", None)
-        if not callable(unembed):
-            raise TypeError("this model has no unembed module, so residual vectors cannot be read as logits")
-        with torch.no_grad():
-            x = ln_final(resid) if callable(ln_final) else resid
-            return unembed(x)
+        """Logits from residual-stream vectors ``[..., d_model]`` through the model's own final norm and unembedding.
+
+        Then the model's own step after the unembedding (:meth:`logits_transform`: Gemma 2's soft
+        cap, a logit scale), so the last residual stream gives exactly the logits the model returns.
+        """
+        _, lock = self.runner()
+        with lock, torch.no_grad():
+            return self.logits_transform(self.unembed_before_transform(resid))
 
     def to_tokens(self, prompt: str | torch.Tensor | Sequence[int]) -> torch.Tensor:
-        """Tokens ``[1, seq]`` on the model's device, from a prompt string or token ids."""
+        """Tokens ``[1, seq]`` on the model's device, from a prompt string or token ids.
+
+        The one place prompts are checked, so every widget reports a bad one the same way (what was
+        expected, what came) instead of an error from deep inside torch or the tokenizer.
+        """
         if isinstance(prompt, str):
             if not prompt.strip():
                 raise ValueError("prompt is empty: expected some text to run the model on")
+            check_text(prompt)
             if not self.has_tokenizer:
                 raise ValueError(
                     "this model has no tokenizer, so it cannot read a text prompt: pass token ids "
@@ -151,7 +159,7 @@ class ModelAdapter:
                 )
             tokens = self.model.to_tokens(prompt, truncate=False)  # TL truncates to n_ctx by default
         else:
-            tokens = torch.as_tensor(prompt)
+            tokens = prompt_ids(prompt)
             if tokens.numel() == 0:
                 raise ValueError("token ids are empty: expected at least one token")
             if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
@@ -163,7 +171,7 @@ class ModelAdapter:
             d_vocab = getattr(self.cfg, "d_vocab", None)
             if d_vocab is not None and (int(tokens.min()) < 0 or int(tokens.max()) >= int(d_vocab)):
                 raise ValueError(f"token ids must be in 0..{int(d_vocab) - 1}, got {int(tokens.min())}..{int(tokens.max())}")
-            tokens = tokens[None]
+            tokens = tokens.to(torch.long)[None]  # int32 / uint8 ids would fail in the embedding
         seq = int(tokens.shape[-1])
         if seq > self.n_ctx:
             raise ValueError(
@@ -172,11 +180,12 @@ class ModelAdapter:
         return tokens.to(self.device)
 
     def token_labels(self, tokens: torch.Tensor) -> list[str]:
-        """Readable token strings; ``<id>`` labels when the model has no tokenizer."""
+        """Readable token strings, safe to send to the view (see :func:`.inputs.visible_text`);
+        ``<id>`` labels when the model has no tokenizer."""
         ids = tokens.reshape(-1)
         if self.has_tokenizer:
             try:
-                return [str(s) for s in self.model.to_str_tokens(ids)]
+                return visible_texts(self.model.to_str_tokens(ids))
             except Exception:  # a tokenizer that cannot decode some id still gets labels
                 pass
         return [f"<{int(i)}>" for i in ids.tolist()]
@@ -227,36 +236,11 @@ class ModelAdapter:
         Only these hooks are registered, under ``torch.no_grad()``, and the forward
         pass stops once every one has fired, so ``fn`` can reduce on the device and
         nothing else is kept. An exception from ``fn`` aborts the run (progress,
-        cancellation) and the hooks are removed either way. The hooks act only on this
-        thread's forward pass: a background scan's hooks ignore the forward passes the
-        user runs meanwhile on the same model from a notebook cell.
+        cancellation) and the hooks are removed either way. The run is on the model's
+        analysis twin, under its lock: the user's own hooks and forward passes on the
+        model (from a cell, while a scan runs) and these never meet.
         """
-        resolved = [self.resolve_hook(name) for name in names]
-        if len(set(resolved)) != len(resolved):
-            raise ValueError(f"hook names must be distinct, got {list(names)}")
-        seen: set[int] = set()
-        owner = threading.get_ident()
-
-        def call(tensor: torch.Tensor, hook: Any, index: int) -> None:
-            if threading.get_ident() != owner:  # another thread's forward pass on the shared model
-                return
-            fn(index, tensor)
-            seen.add(index)
-            if len(seen) == len(resolved):
-                raise _StopForward()
-
-        hooks = [(name, _bind(call, index)) for index, name in enumerate(resolved)]
-        with model_lock(self.model), torch.no_grad():
-            try:
-                self.model.run_with_hooks(tokens, return_type=None, fwd_hooks=hooks)
-            except _StopForward:
-                pass
-        missing = [resolved[i] for i in range(len(resolved)) if i not in seen]
-        if missing:
-            raise RuntimeError(
-                f"the model ran but these hooks did not fire: {missing}; expected TransformerLens hook points "
-                "(e.g. 'blocks.0.attn.hook_pattern')"
-            )
+        self._run(tokens, names, fn, stop_early=True)
 
     def capture(self, tokens: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
         """Activations of ``names`` (full hook names) for ``tokens``, on the model's device.
@@ -265,6 +249,90 @@ class ModelAdapter:
         """
         out: dict[str, torch.Tensor] = {}
         self.each_activation(tokens, names, lambda i, t: out.__setitem__(names[i], t.detach().clone()))
+        return out
+
+    # ----- the readout: what the model does after its last residual stream ----------------------
+
+    def unembed_before_transform(self, resid: torch.Tensor) -> torch.Tensor:
+        """``unembed(ln_final(resid))`` without the model's post-unembedding step: the logits a linear attribution splits."""
+        twin, lock = self.runner()
+        ln_final = getattr(twin, "ln_final", None)
+        unembed = getattr(twin, "unembed", None)
+        if not callable(unembed):
+            raise TypeError("this model has no unembed module, so residual vectors cannot be read as logits")
+        with lock, torch.no_grad():
+            x = ln_final(resid) if callable(ln_final) else resid
+            return unembed(x)
+
+    def logits_transform(self, logits: torch.Tensor) -> torch.Tensor:
+        """The model's own step after the unembedding, applied to ``logits [..., d_vocab]``; identity for most models.
+
+        TransformerLens 4.x declares it on the bridge's architecture adapter
+        (``apply_output_logits_transform``: Gemma 2's ``cap * tanh(x / cap)``, Cohere's or Granite's
+        logit scale), as its own logit lens applies it; the bridge's ``unembed`` module does not.
+        TransformerLens 2.x applies ``cfg.output_logits_soft_cap`` in ``forward``.
+        """
+        twin, lock = self.runner()
+        transform = getattr(getattr(twin, "adapter", None), "apply_output_logits_transform", None)
+        with lock, torch.no_grad():
+            if callable(transform):
+                return transform(logits)
+            cap = self.logit_softcap
+            return logits if cap is None else cap * torch.tanh(logits / cap)
+
+    @property
+    def logit_softcap(self) -> float | None:
+        """The soft cap ``c`` of the output logits (``c * tanh(x / c)``, Gemma 2), or None when the model has none."""
+        for name in ("output_logits_soft_cap", "final_logit_softcapping"):
+            cap = getattr(self.cfg, name, None)
+            if isinstance(cap, (int, float)) and not isinstance(cap, bool) and cap > 0:
+                return float(cap)
+        return None
+
+    def run_to_logits(
+        self, tokens: torch.Tensor, names: Sequence[str], fn: Callable[[int, torch.Tensor], None]
+    ) -> torch.Tensor:
+        """Like :meth:`each_activation`, but the forward pass runs to the end and returns its logits ``[batch, seq, d_vocab]``.
+
+        For checks against what the model really outputs on this very run (no second forward pass).
+        """
+        logits = self._run(tokens, names, fn, stop_early=False)
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 3:
+            raise TypeError(
+                f"expected the model to return logits [batch, seq, d_vocab], got "
+                f"{type(logits).__name__} {list(getattr(logits, 'shape', []))}"
+            )
+        return logits
+
+    def _run(
+        self, tokens: torch.Tensor, names: Sequence[str], fn: Callable[[int, torch.Tensor], None], *, stop_early: bool
+    ) -> Any:
+        """One forward pass on the twin with ``fn`` in the hooks of ``names``; stopped after the last hook, or to the logits."""
+        resolved = [self.resolve_hook(name) for name in names]
+        if len(set(resolved)) != len(resolved):
+            raise ValueError(f"hook names must be distinct, got {list(names)}")
+        seen: set[int] = set()
+
+        def call(tensor: torch.Tensor, hook: Any, index: int) -> None:
+            fn(index, tensor)
+            seen.add(index)
+            if stop_early and len(seen) == len(resolved):
+                raise _StopForward()
+
+        hooks = [(name, _bind(call, index)) for index, name in enumerate(resolved)]
+        twin, lock = self.runner()
+        out = None
+        with lock, torch.no_grad():
+            try:
+                out = twin.run_with_hooks(tokens, return_type=None if stop_early else "logits", fwd_hooks=hooks)
+            except _StopForward:
+                pass
+        missing = [resolved[i] for i in range(len(resolved)) if i not in seen]
+        if missing:
+            raise RuntimeError(
+                f"the model ran but these hooks did not fire: {missing}; expected TransformerLens hook points "
+                "(e.g. 'blocks.0.attn.hook_pattern')"
+            )
         return out
 
 

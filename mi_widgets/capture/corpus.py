@@ -17,6 +17,7 @@ import torch
 from ..analysis.activations import check_per_token_hook
 from ..analysis.top_examples import EMPTY, RunningTopK, pad_rows, split_windows
 from .adapter import ModelAdapter
+from .inputs import check_text
 
 
 @dataclass(frozen=True, eq=False)  # eq would compare activation tensors elementwise
@@ -73,6 +74,7 @@ def plan_corpus(adapter: ModelAdapter, corpus: Any) -> tuple[list[torch.Tensor],
         model = adapter.model
         bos = adapter.bos_id if getattr(adapter.cfg, "default_prepend_bos", True) else None
         for index, text in enumerate(corpus):
+            check_text(text, f"corpus[{index}]")  # the tokenizer's own error for a lone surrogate says nothing useful
             tokens = model.to_tokens(text, prepend_bos=False, truncate=False)[0].cpu() if text else torch.zeros(0, dtype=torch.long)
             for window in split_windows(tokens, adapter.n_ctx, bos) if tokens.numel() else []:
                 rows.append(window)

@@ -192,6 +192,9 @@ class RequestRouter:
                 self._in_flight.pop(ctx.request_id, None)
 
     def _reply_error(self, request_id: Any, kind: str, message: str) -> None:
+        # An exception message may quote untrusted text (a token with a lone surrogate): escape what
+        # UTF-8 cannot carry, or the error reply itself would fail to send.
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         self._send(
             {
                 "type": "response",

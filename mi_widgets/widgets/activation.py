@@ -15,6 +15,7 @@ import operator
 import re
 from typing import Any, Literal, Sequence, Union
 
+import numpy as np
 import torch
 import traitlets
 
@@ -31,6 +32,7 @@ from ..analysis.activations import (
 from ..capture.adapter import ModelAdapter
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, int_param, static_asset
+from ..capture.inputs import index_in
 
 Prompt = Union[str, torch.Tensor, Sequence[int]]
 
@@ -256,16 +258,8 @@ class ActivationView(ProtocolWidget):
 
 
 def _index_in(name: str, value: Any, size: int, error: type[Exception], extra: str = "") -> int:
-    """``value`` as an int in ``0..size-1``, else ``error`` naming the range."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        index = operator.index(value)
-    except TypeError:
-        raise error(f"{name} must be an integer in 0..{size - 1}{extra}, got {value!r}") from None
-    if not 0 <= index < size:
-        raise error(f"{name} must be in 0..{size - 1}{extra}, got {index}")
-    return index
+    """``value`` as an int in ``0..size-1``, else ``error`` naming the range (see :func:`.checks.index_in`)."""
+    return index_in(name, value, size, error, extra)
 
 
 def _describe(layers: list[int]) -> str:
@@ -285,6 +279,8 @@ def _prompt_tokens(adapter: ModelAdapter, prompts: Any) -> list[torch.Tensor]:
     """Each prompt as ``[1, seq]`` tokens on the model's device (checked against n_ctx by the adapter)."""
     if isinstance(prompts, str):
         items: list[Any] = [prompts]
+    elif isinstance(prompts, np.ndarray) and prompts.dtype.kind in "USO":  # an array of texts
+        items = [prompts.item()] if prompts.ndim == 0 else prompts.tolist()
     elif isinstance(prompts, torch.Tensor) or hasattr(prompts, "__array__"):
         ids = torch.as_tensor(prompts)
         if ids.ndim == 2 and ids.shape[0] == 0:
@@ -293,7 +289,13 @@ def _prompt_tokens(adapter: ModelAdapter, prompts: Any) -> list[torch.Tensor]:
     elif isinstance(prompts, Sequence):
         if len(prompts) == 0:
             raise ValueError("prompts is empty: expected a string, a list of strings, or token ids")
-        is_id = [isinstance(p, int) and not isinstance(p, bool) for p in prompts]
+        is_id = [isinstance(p, (int, np.integer)) and not isinstance(p, (bool, np.bool_)) for p in prompts]
+        if any(is_id) and not all(is_id):
+            kinds = ", ".join(sorted({type(p).__name__ for p, i in zip(prompts, is_id) if not i}))
+            raise TypeError(
+                f"prompts mixes token ids (ints) with {kinds}: pass one list of ints (one prompt), or a list of "
+                "prompts (strings, or token-id lists / tensors)"
+            )
         items = [list(prompts)] if all(is_id) else list(prompts)
     else:
         raise TypeError(

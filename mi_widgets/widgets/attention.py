@@ -19,8 +19,10 @@ import traitlets
 
 from ..analysis.attention import check_patterns, pattern_thumbnails
 from ..capture.adapter import ModelAdapter
+from ..capture.inputs import visible_texts
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, int_param, static_asset
+from ..capture.inputs import index_in
 
 _revisions = itertools.count(1)
 
@@ -94,9 +96,16 @@ class AttentionView(ProtocolWidget):
     def from_patterns(
         cls, attention: Any, tokens: Sequence[str], *, layer: int = 0, head: int = 0
     ) -> "AttentionView":
-        """Show patterns ``[heads, query, key]`` or ``[layers, heads, query, key]`` (torch or numpy)."""
+        """Show patterns ``[heads, query, key]`` or ``[layers, heads, query, key]`` (torch or numpy).
+
+        Weights must be finite and non-negative; rows need not sum to 1, but the colour scale is 0..1.
+        """
+        return cls._from_fixed(_as_tensor(attention), tokens, layer, head, finite=True)
+
+    @classmethod
+    def _from_fixed(cls, attention: torch.Tensor, tokens: Sequence[str], layer: int, head: int, *, finite: bool) -> "AttentionView":
         labels = _token_labels(tokens)
-        patterns = check_patterns(_as_tensor(attention), len(labels))
+        patterns = check_patterns(attention, len(labels), finite=finite)
         layers = list(patterns.unbind(0))
         snapshot = _Snapshot(next(_revisions), "", labels, layers, pattern_thumbnails(layers))
         return cls(_snapshot=snapshot, layer=layer, head=head)
@@ -105,7 +114,10 @@ class AttentionView(ProtocolWidget):
     def from_cache(
         cls, cache: Any, tokens: Sequence[str] | Any, *, batch_index: int = 0, layer: int = 0, head: int = 0
     ) -> "AttentionView":
-        """Show the attention patterns stored in a TransformerLens ``ActivationCache``."""
+        """Show the attention patterns stored in a TransformerLens ``ActivationCache``.
+
+        A model computed these, so NaN/inf stay in and show as broken heads (see :func:`check_patterns`).
+        """
         keys = set(cache.keys())
         layers = []
         for index in itertools.count():
@@ -128,7 +140,7 @@ class AttentionView(ProtocolWidget):
             ids = ids[batch_index] if ids.ndim == 2 else ids
             model = getattr(cache, "model", None)
             tokens = ModelAdapter(model).token_labels(ids) if model is not None else [f"<{i}>" for i in ids.tolist()]
-        return cls.from_patterns(torch.stack(layers), tokens, layer=layer, head=head)
+        return cls._from_fixed(torch.stack(layers).detach(), tokens, layer, head, finite=False)
 
     # ----- Python API ------------------------------------------------------------------
 
@@ -139,7 +151,7 @@ class AttentionView(ProtocolWidget):
 
     def pattern(self, layer: int, head: int) -> torch.Tensor:
         """One head's pattern ``[query, key]``."""
-        self._check_head(layer, head)
+        layer, head = self._check_head(layer, head)
         return self._snapshot.layers[layer][head]
 
     @traitlets.validate("prompt")
@@ -159,15 +171,12 @@ class AttentionView(ProtocolWidget):
         unknown = set(value) - {"layer", "head", "query", "key"}
         if unknown:
             raise traitlets.TraitError(f"selected takes keys layer, head, query, key; got unknown {sorted(unknown)}")
-        layer, head = int(value.get("layer", 0)), int(value.get("head", 0))
-        self._check_head(layer, head, error=traitlets.TraitError)
+        layer, head = self._check_head(value.get("layer", 0), value.get("head", 0), traitlets.TraitError, "selected ")
         seq = len(self.tokens)
         out: dict[str, Any] = {"layer": layer, "head": head}
         for axis in ("query", "key"):
             position = value.get(axis)
-            if position is not None and not 0 <= int(position) < seq:
-                raise traitlets.TraitError(f"selected {axis} must be in 0..{seq - 1} or None, got {position}")
-            out[axis] = None if position is None else int(position)
+            out[axis] = None if position is None else index_in(f"selected {axis}", position, seq, traitlets.TraitError, " or None")
         return out
 
     # ----- request handlers --------------------------------------------------------------
@@ -230,12 +239,10 @@ class AttentionView(ProtocolWidget):
         self.set_trait("revision", snapshot.revision)
         self.prompt = snapshot.prompt  # equals the snapshot's prompt, so no re-run
 
-    def _check_head(self, layer: int, head: int, error: type[Exception] = IndexError) -> None:
+    def _check_head(self, layer: Any, head: Any, error: type[Exception] = IndexError, prefix: str = "") -> tuple[int, int]:
+        """``(layer, head)`` as ints in range; 1.7 or "1" is an error, never truncated to head 1."""
         n_layers, n_heads = len(self._snapshot.layers), int(self._snapshot.layers[0].shape[0])
-        if not 0 <= layer < n_layers:
-            raise error(f"layer must be in 0..{n_layers - 1}, got {layer}")
-        if not 0 <= head < n_heads:
-            raise error(f"head must be in 0..{n_heads - 1}, got {head}")
+        return index_in(f"{prefix}layer", layer, n_layers, error), index_in(f"{prefix}head", head, n_heads, error)
 
 
 def attention_heads(attention: Any, tokens: Sequence[str], *, layer: int = 0, head: int = 0) -> AttentionView:
@@ -252,6 +259,7 @@ def _as_tensor(attention: Any) -> torch.Tensor:
 
 
 def _token_labels(tokens: Sequence[str]) -> list[str]:
+    """User-given token labels as strings the kernel can send (a lone surrogate shows as ``\\ud800``)."""
     if isinstance(tokens, str) or not isinstance(tokens, Sequence):
         raise TypeError(f"expected tokens as a list of strings, got {type(tokens).__name__}")
-    return [str(t) for t in tokens]
+    return visible_texts(tokens)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,18 @@ export default { render({ el }) {
 
 
 def static_asset(name: str) -> Path | str:
-    """Path of a built front-end file; an explanatory stand-in view when the JS is not built."""
+    """The text of a built front-end file; an explanatory stand-in view when the JS is not built.
+
+    Text, not a path: for a path anywidget connects every instance to a class-level file-change
+    signal that is never disconnected, so closed widgets could never be freed (manzt/anywidget#929).
+    Only in the live-reload dev loop (``ANYWIDGET_HMR=1``) is the path given, and closed views leak there.
+    """
     path = STATIC / name
     if path.exists():
-        return path
+        if os.environ.get("ANYWIDGET_HMR") == "1":
+            return path
+        text = path.read_text(encoding="utf-8")
+        return text if "\n" in text else text + "\n"  # a one-line string that ends in ".js" would be taken for a path
     if name.endswith(".css"):
         return ""
     message = (
@@ -57,10 +66,14 @@ class ProtocolWidget(anywidget.AnyWidget):
         self._router.handle(content, buffers)
 
     def close(self) -> None:
+        """Close the view, cancel its requests and free what it holds (the layout child widget too)."""
         router = getattr(self, "_router", None)
         if router is not None:
             router.close()
+        layout = getattr(self, "layout", None)
         super().close()
+        if layout is not None:
+            layout.close()
 
 
 def int_param(params: dict[str, Any], name: str) -> int:

@@ -19,6 +19,7 @@ from ..analysis.composition import COMPOSITION_MODES, composition_baseline, comp
 from ..capture.adapter import ModelAdapter
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, static_asset
+from ..capture.inputs import index_in
 
 
 class CompositionView(ProtocolWidget):
@@ -100,11 +101,8 @@ class CompositionView(ProtocolWidget):
         for name, head in (("writer", writer), ("reader", reader)):
             if not isinstance(head, (list, tuple)) or len(head) != 2:
                 raise traitlets.TraitError(f"selected {name} must be [layer, head], got {head!r}")
-            layer, index = int(head[0]), int(head[1])
-            try:
-                self._adapter.check_layer_head(layer, index)
-            except (IndexError, ValueError) as exc:
-                raise traitlets.TraitError(f"selected {name}: {exc}") from None
+            layer = index_in(f"selected {name} layer", head[0], self.n_layers, traitlets.TraitError)  # 1.7 is refused,
+            index = index_in(f"selected {name} head", head[1], self.n_heads, traitlets.TraitError)  # never truncated
             pair.append([layer, index])
         if pair[0][0] >= pair[1][0]:
             raise traitlets.TraitError(

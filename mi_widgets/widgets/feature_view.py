@@ -27,8 +27,10 @@ from ..analysis.sae import as_sae
 from ..analysis.top_examples import RunningTopK
 from ..capture.adapter import ModelAdapter
 from ..capture.corpus import Example, TopContexts, padded_activations, plan_corpus, probe_units, text_batch
+from ..capture.inputs import check_text, describe
 from ..transport.protocol import Context, Reply
 from .base import int_param, static_asset
+from ..capture.inputs import as_index
 from .streaming import StreamingWidget
 
 TOP_PER_TOKEN = 8
@@ -89,9 +91,7 @@ class FeatureView(StreamingWidget):
             raise ValueError("this SAE does not say which hook it reads (no hook_name): pass hook='blocks.0.hook_resid_post' or similar")
         self._adapter, self._info = adapter, info
         self._hook = check_per_token_hook(adapter.resolve_hook(name))
-        prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompt_list or not all(isinstance(p, str) and p.strip() for p in prompt_list):
-            raise ValueError(f"prompts must be a non-blank string or a list of non-blank strings, got {prompts!r:.80}")
+        prompt_list = _prompt_texts(prompts)
         self._rows, self._sources = plan_corpus(adapter, corpus if corpus is not None else prompt_list)
         units = probe_units(adapter, self._hook, self._rows[0])
         if units != info.d_in:
@@ -123,8 +123,13 @@ class FeatureView(StreamingWidget):
 
     def feature_acts(self, prompt: int | str = 0) -> torch.Tensor:
         """Feature activations ``[seq, d_sae]`` on a prompt (an index into ``prompts``, or a text)."""
-        text = self.prompts[prompt] if isinstance(prompt, int) else prompt
-        return self._encode_prompt(text)[1]
+        if isinstance(prompt, str):
+            return self._encode_prompt(prompt)[1]
+        prompts = self.prompts
+        index = as_index("prompt", prompt, TypeError, "an index into prompts (an integer) or a text")
+        if not 0 <= index < len(prompts):  # not Python's negative indexing: the view's indices, as elsewhere
+            raise IndexError(f"prompt must index prompts (0..{len(prompts) - 1}), got {index}")
+        return self._encode_prompt(prompts[index])[1]
 
     def examples(self, feature: int) -> list[Example]:
         """Feature ``feature``'s top contexts in the corpus found so far, best first."""
@@ -151,14 +156,27 @@ class FeatureView(StreamingWidget):
 
     @traitlets.validate("prompt")
     def _check_prompt(self, proposal: dict[str, Any]) -> int:
-        index = proposal["value"]
+        index = as_index("prompt", proposal["value"], traitlets.TraitError, "an index into prompts")  # True is not 1
         if not 0 <= index < max(1, len(self.prompts)):
             raise traitlets.TraitError(f"prompt must index prompts (0..{len(self.prompts) - 1}), got {index}")
         return index
 
+    @traitlets.validate("prompts")
+    def _check_prompts(self, proposal: dict[str, Any]) -> list[str]:
+        """Prompts typed in the view arrive here: text the tokenizer (and the kernel's JSON) cannot take is refused."""
+        value = list(proposal["value"])
+        for i, text in enumerate(value):
+            try:
+                check_text(text, f"prompts[{i}]")
+            except ValueError as exc:
+                raise traitlets.TraitError(str(exc)) from None
+        return value
+
     def _check_feature(self, feature: Any) -> int:
-        if isinstance(feature, bool) or not isinstance(feature, int):
-            raise TypeError(f"a feature is an integer id, got {feature!r}")
+        try:
+            feature = as_index("feature", feature)  # numpy ints too; 1.7 is refused, not truncated
+        except TypeError:
+            raise TypeError(f"a feature is an integer id, got {feature!r}") from None
         if not 0 <= feature < self._info.d_sae:
             raise IndexError(f"feature must be in 0..{self._info.d_sae - 1} (the SAE has d_sae={self._info.d_sae}), got {feature}")
         return feature
@@ -291,6 +309,27 @@ class FeatureView(StreamingWidget):
         promoted = [{"token": t, "value": float(v)} for t, v in zip(labels[:n], up.values)]
         suppressed = [{"token": t, "value": float(-v)} for t, v in zip(labels[n:], down.values)]
         return promoted, suppressed
+
+
+def _prompt_texts(prompts: Any) -> list[str]:
+    """``prompts`` as a list of non-blank, encodable texts, or a ValueError that names the bad item."""
+    expected = "prompts must be a non-blank string or a list of non-blank strings"
+    if isinstance(prompts, str):
+        items: list[Any] = [prompts]
+    elif isinstance(prompts, (list, tuple)):
+        items = list(prompts)
+    else:
+        raise ValueError(f"{expected}, got {describe(prompts)}")
+    if not items:
+        raise ValueError(f"{expected}, got an empty {type(prompts).__name__}")
+    for i, text in enumerate(items):
+        name = "prompts" if isinstance(prompts, str) else f"prompts[{i}]"
+        if not isinstance(text, str):
+            raise ValueError(f"{expected} (FeatureView shows prompts as text): {name} is {describe(text)}")
+        if not text.strip():
+            raise ValueError(f"{expected}: {name} is blank ({text!r})")
+        check_text(text, name)
+    return items
 
 
 _RESID_HOOK = re.compile(r"(hook_resid_(pre|mid|post)|hook_attn_out|hook_mlp_out|hook_embed|hook_pos_embed)$")

@@ -20,6 +20,7 @@ from ..capture.adapter import PATTERN_HOOK, ModelAdapter
 from ..transport.protocol import Context, Reply
 from .attention import AttentionView
 from .base import static_asset
+from ..capture.inputs import index_in
 from .streaming import StreamingWidget
 
 MIN_REPEAT = 8
@@ -98,6 +99,17 @@ class HeadScan(StreamingWidget):
         n_heads = scores.shape[1]
         return [(int(i) // n_heads, int(i) % n_heads, float(scores.flatten()[i])) for i in order if flat[i] > float("-inf")]
 
+    def close(self) -> None:
+        """Close the scan with its linked AttentionView and the box that shows them together."""
+        super().close()
+        attention = getattr(self, "attention", None)
+        if attention is not None:
+            attention.close()
+        display = getattr(self, "_display", None)
+        if display is not None:
+            display.layout.close()
+            display.close()
+
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """Show the score heatmaps above the pattern of the selected head."""
         if self._display is None:
@@ -113,9 +125,9 @@ class HeadScan(StreamingWidget):
         layer, head = value.get("layer"), value.get("head")
         if (layer is None) != (head is None):
             raise traitlets.TraitError("selected layer and head must both be set or both be None")
-        if layer is not None:
-            self._adapter.check_layer_head(int(layer), int(head))
-            layer, head = int(layer), int(head)
+        if layer is not None:  # 1.7 or "1" is refused, never truncated to head 1
+            layer = index_in("selected layer", layer, self.n_layers, traitlets.TraitError)
+            head = index_in("selected head", head, self.n_heads, traitlets.TraitError)
         return {"score": score, "layer": layer, "head": head}
 
     @traitlets.observe("selected")
@@ -151,11 +163,23 @@ class HeadScan(StreamingWidget):
         adapter: ModelAdapter, sequences: Any, n_batches: int, batch_size: int, seed: int
     ) -> list[torch.Tensor]:
         if sequences is not None:
+            if isinstance(sequences, str):
+                sequences = [sequences]
             if isinstance(sequences, torch.Tensor):
                 tokens = sequences if sequences.ndim == 2 else sequences[None]
                 rows = [adapter.to_tokens(row)[0] for row in tokens]
+            elif isinstance(sequences, (list, tuple)):
+                rows = []
+                for i, item in enumerate(sequences):
+                    try:
+                        rows.append(adapter.to_tokens(item)[0])
+                    except (TypeError, ValueError) as exc:
+                        raise type(exc)(f"sequences[{i}]: {exc}") from None
             else:
-                rows = [adapter.to_tokens(text)[0] for text in sequences]
+                raise TypeError(
+                    "sequences must be a list of texts (or of token-id lists) or a [n, seq] tensor of token ids, "
+                    f"got {type(sequences).__name__}"
+                )
             if not rows:
                 raise ValueError("sequences is empty: expected at least one sequence to scan")
             if any(int(r.shape[-1]) < 2 for r in rows):

@@ -4,6 +4,8 @@ Direct logit attribution of ``logit[answer] - logit[wrong]`` at one position (se
 :mod:`mi_widgets.analysis.attribution` for the maths, exact without folding the model). The
 view shows a layer x head heatmap, per-layer bars for attention and MLP, and the remaining
 terms (embeddings, biases) as text; the numbers are tiny, but still travel as float32 arrays.
+For a model with a soft cap on its logits (Gemma 2) the parts add up to the difference before
+the cap (``total``); the model's own after it is ``output_total`` (see the analysis module).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import traitlets
 from ..analysis.attribution import Attribution, has_mlp, logit_attribution, resolve_position
 from ..analysis.logit_lens import single_token_id, token_strings
 from ..capture.adapter import ModelAdapter
+from ..capture.inputs import as_index
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, static_asset
 
@@ -33,6 +36,12 @@ class LogitAttribution(ProtocolWidget):
     ``attr.mlps`` and ``attr.attn`` (heads + ``b_O``) are ``[layers]``, ``attr.parts`` holds every
     term by name and sums to ``attr.total``, the model's own logit difference. The model is
     read, never changed: no compatibility mode needed (TransformerLens 4.x and 2.x alike).
+
+    A soft cap on the logits (Gemma 2's ``final_logit_softcapping``, ``c * tanh(x / c)``) cannot be
+    split into parts: then ``attr.total`` (what the parts sum to) is the difference *before* the cap,
+    ``attr.output_total`` the model's own difference after it, and ``attr.softcap`` is ``c``
+    (None without a cap, and then both totals are the same). Architectures whose parts cannot be
+    made exact raise an error that names the part.
 
     A click in the view lands in ``attr.selected``: ``{"layer": l, "head": h, "component": "head"}``
     for a head, ``{"layer": l, "head": None, "component": "attn" | "mlp"}`` for a layer's bar, all
@@ -54,6 +63,8 @@ class LogitAttribution(ProtocolWidget):
     answer_id = traitlets.Int(0, read_only=True).tag(sync=True)
     wrong_id = traitlets.Int(0, read_only=True).tag(sync=True)
     total = traitlets.Float(0.0, read_only=True).tag(sync=True)
+    output_total = traitlets.Float(0.0, read_only=True).tag(sync=True)
+    softcap = traitlets.Float(None, allow_none=True, read_only=True).tag(sync=True)
     revision = traitlets.Int(0, read_only=True).tag(sync=True)
     selected = traitlets.Dict().tag(sync=True)
 
@@ -83,6 +94,7 @@ class LogitAttribution(ProtocolWidget):
             ("tokens", adapter.token_labels(tokens[0])), ("prompt", prompt if isinstance(prompt, str) else ""),
             ("position", pos), ("answer_token", answer_token), ("wrong_token", wrong_token),
             ("answer_id", answer_id), ("wrong_id", wrong_id), ("total", self._result.total),
+            ("output_total", self._result.output_total), ("softcap", self._result.softcap),
             ("revision", next(_revisions)),
         ]:
             self.set_trait(name, value)
@@ -132,14 +144,15 @@ class LogitAttribution(ProtocolWidget):
         if component == "head":
             if head is None:
                 raise traitlets.TraitError(f"selected head needs a head index, got {value}")
-            head = int(head)
+            head = as_index("selected head", head, traitlets.TraitError)
         elif head is not None:
             raise traitlets.TraitError(f"selected {component!r} is a whole layer: head must be None, got {head}")
+        layer = as_index("selected layer", layer, traitlets.TraitError)
         try:
-            self._adapter.check_layer_head(int(layer), 0 if head is None else head)
+            self._adapter.check_layer_head(layer, 0 if head is None else head)
         except IndexError as exc:
             raise traitlets.TraitError(f"selected: {exc}") from None
-        return {"layer": int(layer), "head": head, "component": component}
+        return {"layer": layer, "head": head, "component": component}
 
     # ----- request handlers --------------------------------------------------------------
 
@@ -150,7 +163,7 @@ class LogitAttribution(ProtocolWidget):
         terms += [("attention biases (b_O)", float(r.attn_bias.sum()))] + bias_terms
         reply = Reply({
             "revision": self.revision, "n_layers": self.n_layers, "n_heads": self.n_heads, "has_mlp": self.has_mlp,
-            "total": r.total, "terms": [name for name, _ in terms],
+            "total": r.total, "output_total": r.output_total, "softcap": r.softcap, "terms": [name for name, _ in terms],
         })
         out = reply.result
         out["heads"] = reply.add_array(r.heads.float(), "float32")

@@ -28,6 +28,7 @@ from ..analysis.logit_lens import (
     token_strings,
 )
 from ..capture.adapter import ModelAdapter
+from ..capture.inputs import as_index
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, static_asset
 
@@ -58,7 +59,9 @@ class LogitLens(ProtocolWidget):
     applied afresh to that layer's vector (nostalgebraist's logit lens, as in recent TransformerLens's
     ``accumulated_resid(apply_ln=True)``; ``apply_ln_to_stack`` instead divides every layer by the
     final layer's cached norm scale).
-    The last row is exactly the model's next-token distribution.
+    The last row is exactly the model's next-token distribution, whatever the model does after its
+    unembedding (Gemma 2's logit soft cap included): that is checked on every run, and a model whose
+    readout the lens cannot reproduce is refused with the reason.
 
     ``lens.top(layer, position)`` lists a cell's top-k as ``(token, prob)``; ``lens.target_probs``
     and ``lens.target_ranks`` are ``[rows, seq]``; ``lens.target = " John"`` (or a token id, or
@@ -158,8 +161,10 @@ class LogitLens(ProtocolWidget):
             return {"layer": None, "position": None}
         if layer is None or position is None:
             raise traitlets.TraitError(f"selected layer and position must both be set or both None, got {value}")
-        self._check_cell(int(layer), int(position), traitlets.TraitError)
-        return {"layer": int(layer), "position": int(position)}
+        layer = as_index("selected layer", layer, traitlets.TraitError)
+        position = as_index("selected position", position, traitlets.TraitError)
+        self._check_cell(layer, position, traitlets.TraitError)
+        return {"layer": layer, "position": position}
 
     # ----- request handlers --------------------------------------------------------------
 

@@ -6,13 +6,19 @@ batch ``progress`` and ``revision`` move together (the view refetches its partia
 keeps what was computed, and a failure lands in ``error`` (shown in the view) instead of
 taking the kernel down.
 
+Background work never outlives the interpreter: at exit every running scan or training is
+stopped at its next step and waited for, so a script that ends while one runs exits cleanly
+(a daemon thread still inside torch during interpreter finalisation aborts the process).
+
 A subclass implements three steps: ``_n_steps()`` (how many batches), ``_reset_scan()`` (fresh
 running state, called by ``start``) and ``_scan_step(i)`` (reduce batch ``i`` into that state).
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
+import weakref
 from typing import Any, TypeVar
 
 import traitlets
@@ -21,6 +27,21 @@ from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget
 
 S = TypeVar("S", bound="StreamingWidget")
+
+# How long interpreter exit waits for one running scan to reach its next step.
+EXIT_WAIT_S = 60.0
+
+_live: "weakref.WeakSet[StreamingWidget]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_background_work() -> None:
+    """Stop every running scan and training loop, and wait for each to finish its current step."""
+    running = [w for w in list(_live) if w.running]
+    for widget in running:
+        widget.stop()
+    for widget in running:
+        widget.wait(EXIT_WAIT_S)
 
 
 class StreamingWidget(ProtocolWidget):
@@ -71,6 +92,7 @@ class StreamingWidget(ProtocolWidget):
             return
         self._begin()
         self._thread = threading.Thread(target=self._scan, name=self._thread_name, daemon=True)
+        _live.add(self)
         self._thread.start()
 
     def stop(self) -> None:

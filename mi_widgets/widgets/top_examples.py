@@ -23,6 +23,7 @@ from ..capture.adapter import ModelAdapter
 from ..capture.corpus import Example, TopContexts, padded_activations, plan_corpus, probe_units, resolve_layer_hook
 from ..transport.protocol import Context, Reply
 from .base import int_param, static_asset
+from ..capture.inputs import as_index
 from .streaming import StreamingWidget
 
 DEFAULT_NEURONS = 64
@@ -146,9 +147,11 @@ class TopExamples(StreamingWidget):
         neuron = value.get("neuron")
         if neuron is None:
             return {"neuron": None}
-        if isinstance(neuron, bool) or not isinstance(neuron, int) or neuron not in self._col:
-            raise traitlets.TraitError(f"selected neuron must be one of the scanned neurons ({_describe(self.neurons)}), got {neuron!r}")
-        return {"neuron": int(neuron)}
+        expected = f"one of the scanned neurons ({_describe(self.neurons)})"
+        neuron = as_index("selected neuron", neuron, traitlets.TraitError, f"an integer, {expected}")  # 1.7 is refused
+        if neuron not in self._col:
+            raise traitlets.TraitError(f"selected neuron must be {expected}, got {neuron!r}")
+        return {"neuron": neuron}
 
     # ----- the scan ----------------------------------------------------------------------
 
@@ -182,7 +185,11 @@ class TopExamples(StreamingWidget):
     # ----- examples ------------------------------------------------------------------------
 
     def _examples(self, neuron: int) -> list[Example]:
-        col = self._col.get(neuron) if isinstance(neuron, int) and not isinstance(neuron, bool) else None
+        try:
+            neuron = as_index("neuron", neuron)  # numpy ints too; 1.7 is not neuron 1
+        except TypeError:
+            raise KeyError(f"neuron {neuron!r} was not scanned: neurons are integer ids; scanned neurons: {_describe(self.neurons)}") from None
+        col = self._col.get(neuron)
         if col is None:
             raise KeyError(f"neuron {neuron!r} was not scanned; scanned neurons: {_describe(self.neurons)}")
 

@@ -168,7 +168,7 @@ class LogitAttributionView {
     this.scope.on("change:revision", () => this.fetch());
     this.scope.on("change:selected", () => this.renderSelection());
     this.scope.on("change:error", () => this.banner.render());
-    for (const name of ["total", "answer_token", "wrong_token", "position", "tokens"]) this.scope.on(`change:${name}`, () => this.renderSummary());
+    for (const name of ["total", "output_total", "softcap", "answer_token", "wrong_token", "position", "tokens"]) this.scope.on(`change:${name}`, () => this.renderSummary());
     this.heatmap.onHover(this.scope.guard("view", (cell: Cell | null) => this.hover(cell === null ? null : { layer: cell.row, head: cell.col, component: "head" })));
     this.heatmap.onClick(this.scope.guard("view", (cell: Cell) => this.click({ layer: cell.row, head: cell.col, component: "head" })));
     this.heatmap.onClear(this.scope.guard("view", () => this.select(null)));
@@ -247,10 +247,16 @@ class LogitAttributionView {
     const tokens = this.model.get("tokens");
     const after = Array.isArray(tokens) && position < tokens.length ? String(tokens[position]) : null;
     const total = Number(this.model.get("total"));
+    const softcap = this.model.get("softcap");
+    // With a soft cap (Gemma 2) the parts add up to the difference before it; say so, with the model's own after it.
+    const capped =
+      typeof softcap === "number"
+        ? ` before the soft cap ${softcap} (the model's own, after it: ${signed(Number(this.model.get("output_total")))})`
+        : "";
     // Tokens shortened on screen, whole in the title.
     setLine(this.summary, (quote) => {
       const at = after === null ? "" : ` (after ${quote(displayToken(after))})`;
-      return `logit(${quote(answer)}) − logit(${quote(wrong)}) at position ${position}${at} = ${signed(total)}`;
+      return `logit(${quote(answer)}) − logit(${quote(wrong)}) at position ${position}${at} = ${signed(total)}${capped}`;
     });
   }
 
