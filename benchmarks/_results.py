@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
-TITLE = "# Benchmark results\n\nOne section per benchmark script; how to run them and what each number means: README.md.\n"
+TITLE = (
+    "# Benchmark results\n\nOne section per benchmark script; how to run them and what each number means: README.md.\n"
+)
 
 
 def write_section(name: str, markdown: str, path: Path = RESULTS_MD) -> None:

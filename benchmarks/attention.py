@@ -117,7 +117,7 @@ class Summary:
     failure: str | None
 
     @classmethod
-    def of(cls, runs: list[RunResult]) -> "Summary":
+    def of(cls, runs: list[RunResult]) -> Summary:
         ok = [r for r in runs if r.failure is None]
 
         def med(values: list[float | None]) -> float | None:
@@ -139,7 +139,9 @@ class Summary:
             first_reply_s=med([r.first_reply_s for r in ok]),
             n_switches=len(switches),
             heap_mb=med([r.heap_mb for r in ok]),
-            heap_view_mb=med([r.heap_mb - r.heap_base_mb for r in ok if r.heap_mb is not None and r.heap_base_mb is not None]),
+            heap_view_mb=med(
+                [r.heap_mb - r.heap_base_mb for r in ok if r.heap_mb is not None and r.heap_base_mb is not None]
+            ),
             failure=None if ok else runs[0].failure,
         )
 
@@ -315,7 +317,10 @@ def run_circuitsvis(browser: Any, seq: int, run: int, timeout_s: float) -> RunRe
     first: list[dict[str, Any]] = []
     page.on("crash", lambda _: crashed.append(True))
     page.on("pageerror", lambda e: result.notes.append(f"page error: {str(e)[:200]}"))
-    page.on("console", lambda m: first.append(json.loads(m.text.split(" ", 1)[1])) if m.text.startswith("__cv_first ") else None)
+    page.on(
+        "console",
+        lambda m: first.append(json.loads(m.text.split(" ", 1)[1])) if m.text.startswith("__cv_first ") else None,
+    )
     started = time.monotonic()
     try:
         page.goto(path.as_uri(), wait_until="commit", timeout=timeout_s * 1000)
@@ -454,7 +459,9 @@ def head_point(page: Any, layer: int, head: int) -> tuple[float, float]:
     box = grid.bounding_box()
     if box is None:
         raise RuntimeError("head grid is not visible")
-    a = grid.evaluate("e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth, h: +e.dataset.cellHeight})")
+    a = grid.evaluate(
+        "e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth, h: +e.dataset.cellHeight})"
+    )
     return box["x"] + a["x"] + (head + 0.5) * a["w"], box["y"] + a["y"] + (layer + 0.5) * a["h"]
 
 
@@ -478,7 +485,8 @@ def run_attention_view(browser: Any, lab: JupyterLab, seq: int, run: int) -> Run
         nb.open(lab, name, timeout_ms=120_000)
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-cell')")  # cell 0: the data
         page.wait_for_function(
-            "() => window.jupyterapp.shell.currentWidget.content.widgets[0].model.executionCount !== null", timeout=120_000
+            "() => window.jupyterapp.shell.currentWidget.content.widgets[0].model.executionCount !== null",
+            timeout=120_000,
         )
         nb.wait_kernel_idle(120_000)
         error = page.evaluate(
@@ -617,12 +625,18 @@ def target_gaps(av: Summary | None) -> str:
     if av.switch_ms is not None and av.switch_ms >= TARGET_SWITCH_MS:
         parts = []
         if av.switch_reply_ms is not None:
-            parts.append(f"{av.switch_reply_ms:.0f} ms until the {pattern_bytes(av.seq) / MB:.0f} MiB pattern message arrives "
-                         "(click, comm message to the kernel, kernel reply through the Jupyter server)")
+            parts.append(
+                f"{av.switch_reply_ms:.0f} ms until the {pattern_bytes(av.seq) / MB:.0f} MiB pattern message arrives "
+                "(click, comm message to the kernel, kernel reply through the Jupyter server)"
+            )
         if av.switch_hook_ms is not None:
-            parts.append(f"{av.switch_hook_ms - (av.switch_reply_ms or 0):.0f} ms to decode and colour it until `data-painted`")
-            parts.append(f"{av.switch_ms - av.switch_hook_ms:.0f} ms until the frame showing it is presented (two rAFs, "
-                         "software compositing)")
+            parts.append(
+                f"{av.switch_hook_ms - (av.switch_reply_ms or 0):.0f} ms to decode and colour it until `data-painted`"
+            )
+            parts.append(
+                f"{av.switch_ms - av.switch_hook_ms:.0f} ms until the frame showing it is presented (two rAFs, "
+                "software compositing)"
+            )
         lines.append(
             f"- **Head switch**: median {av.switch_ms:.0f} ms for heads not shown before: " + "; ".join(parts) + ". "
             "Heads already shown come from the view's cache without a round trip (not measured here). Prefetching "
@@ -653,7 +667,9 @@ def targets_table(av: Summary | None) -> str:
     )
 
 
-def write_results(command: str, facts: dict[str, str], summaries: list[Summary], runs: list[RunResult], seqs: list[int]) -> str:
+def write_results(
+    command: str, facts: dict[str, str], summaries: list[Summary], runs: list[RunResult], seqs: list[int]
+) -> str:
     """Write the attention section of benchmarks/RESULTS.md and return the main table."""
     table = results_table(summaries)
     cv_timeout_s = float(facts.get("cv_timeout", "150"))
@@ -664,13 +680,13 @@ def write_results(command: str, facts: dict[str, str], summaries: list[Summary],
 
 Command: `{command}`
 
-Date: {facts['date']}
+Date: {facts["date"]}
 
-Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), headless Chromium {facts['chromium']}
-(`--disable-gpu`; WebGL is software: {facts['webgl']}), Python {platform.python_version()},
-circuitsvis {facts['circuitsvis']}, JupyterLab {facts['jupyterlab']}, anywidget {facts['anywidget']},
-AttentionView bundle {facts['bundle']}.
-Load average (1 min) at start / end: {facts['load_start']} / {facts['load_end']} (other jobs shared the 2 cores).
+Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), headless Chromium {facts["chromium"]}
+(`--disable-gpu`; WebGL is software: {facts["webgl"]}), Python {platform.python_version()},
+circuitsvis {facts["circuitsvis"]}, JupyterLab {facts["jupyterlab"]}, anywidget {facts["anywidget"]},
+AttentionView bundle {facts["bundle"]}.
+Load average (1 min) at start / end: {facts["load_start"]} / {facts["load_end"]} (other jobs shared the 2 cores).
 
 Data: {N_HEADS} heads (gpt2-small shape), causal softmax patterns of random scores (seed {SEED}), random token
 strings; the same `make_data` code in both tools. Medians over runs (head switch: median over all
@@ -705,7 +721,7 @@ CircuitsVis with the heap the view added.
 
 ### Failures and notes
 
-{chr(10).join(failures) or '- none'}
+{chr(10).join(failures) or "- none"}
 {chr(10).join(notes)}
 """
     write_section("attention", text)
@@ -716,7 +732,9 @@ RUNS_JSON = OUTPUT / "attention_runs.json"
 
 
 def save_runs(command: str, facts: dict[str, str], seqs: list[int], runs: list[RunResult]) -> None:
-    RUNS_JSON.write_text(json.dumps({"command": command, "facts": facts, "seqs": seqs, "runs": [asdict(r) for r in runs]}, indent=1))
+    RUNS_JSON.write_text(
+        json.dumps({"command": command, "facts": facts, "seqs": seqs, "runs": [asdict(r) for r in runs]}, indent=1)
+    )
 
 
 def summarize(runs: list[RunResult]) -> list[Summary]:
@@ -756,7 +774,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cv-timeout", type=float, default=150.0, help="seconds a CircuitsVis case may take to paint")
     parser.add_argument("--repeats", type=int, default=3, help="runs per tool and seq (medians are reported)")
     parser.add_argument("--tools", default="circuitsvis,attentionview", help="which tools to run")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the attention section of RESULTS.md from the last run's saved JSON")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the attention section of RESULTS.md from the last run's saved JSON",
+    )
     args = parser.parse_args(argv)
     if args.report_only:
         return report_only()
@@ -785,7 +807,9 @@ def main(argv: list[str] | None = None) -> int:
                         started = time.monotonic()
                         r = run_circuitsvis(browser, seq, run, args.cv_timeout)
                         case.append(r)
-                        print(f"CircuitsVis   seq {seq:5d} run {run}: {r.failure or fmt_s(r.first_paint_s)}", flush=True)
+                        print(
+                            f"CircuitsVis   seq {seq:5d} run {run}: {r.failure or fmt_s(r.first_paint_s)}", flush=True
+                        )
                         if r.failure or time.monotonic() - started > CV_SLOW_RUN_S:
                             if run + 1 < args.repeats:
                                 r.notes.append(f"1 run only: a run took {time.monotonic() - started:.0f} s")
@@ -797,12 +821,16 @@ def main(argv: list[str] | None = None) -> int:
                     for run in range(args.repeats):
                         r = run_attention_view(browser, lab, seq, run)
                         case.append(r)
-                        print(f"AttentionView seq {seq:5d} run {run}: {r.failure or fmt_s(r.first_paint_s)}", flush=True)
+                        print(
+                            f"AttentionView seq {seq:5d} run {run}: {r.failure or fmt_s(r.first_paint_s)}", flush=True
+                        )
                     runs += case
                     summaries.append(Summary.of(case))
     finally:
         shutil.rmtree(lab_root, ignore_errors=True)
-    facts.update(load_end=f"{os.getloadavg()[0]:.1f}", date=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
+    facts.update(
+        load_end=f"{os.getloadavg()[0]:.1f}", date=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    )
     save_runs(command, facts, seqs, runs)
     table = write_results(command, facts, summaries, runs, seqs)
     print()

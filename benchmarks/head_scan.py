@@ -27,13 +27,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402  (sets the offline environment variables)
     BOS_ID,
@@ -49,12 +52,14 @@ from benchmarks._common import (  # noqa: E402  (sets the offline environment va
     timed,
 )
 from benchmarks._results import write_section  # noqa: E402
-
-import torch  # noqa: E402
 from mi_widgets.analysis.head_scores import HEAD_TYPES, detection_patterns  # noqa: E402
 
 MODES = ("forward", "HeadScan", "detect_head x3")
-TL_NAMES = {"previous_token": "previous_token_head", "duplicate_token": "duplicate_token_head", "induction": "induction_head"}
+TL_NAMES = {
+    "previous_token": "previous_token_head",
+    "duplicate_token": "duplicate_token_head",
+    "induction": "induction_head",
+}
 TARGET_RATIO = 1.2
 AGREE_TOL = 1e-5
 
@@ -116,8 +121,24 @@ def measure_in_subprocess(mode: str, folder: Path, args: argparse.Namespace) -> 
     the tensors alive (with its adaptive threshold, freed blocks stay and the peaks depend on
     allocation order).
     """
-    cmd = [sys.executable, __file__, "--_measure-memory", mode, "--_model-dir", str(folder), "--device", args.device,
-           "--n-seqs", str(args.n_seqs), "--batch-size", str(args.batch_size), "--seq", str(args.seq), "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--_measure-memory",
+        mode,
+        "--_model-dir",
+        str(folder),
+        "--device",
+        args.device,
+        "--n-seqs",
+        str(args.n_seqs),
+        "--batch-size",
+        str(args.batch_size),
+        "--seq",
+        str(args.seq),
+        "--threads",
+        str(args.threads),
+    ]
     env = os.environ | {"MALLOC_MMAP_THRESHOLD_": "65536"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
@@ -125,7 +146,9 @@ def measure_in_subprocess(mode: str, folder: Path, args: argparse.Namespace) -> 
     return json.loads(out.stdout.strip().splitlines()[-1])["extra_bytes"]
 
 
-def agreement(scan_scores: dict[str, torch.Tensor], detect: dict[str, torch.Tensor], tokens: torch.Tensor, batch_size: int) -> list[str]:
+def agreement(
+    scan_scores: dict[str, torch.Tensor], detect: dict[str, torch.Tensor], tokens: torch.Tensor, batch_size: int
+) -> list[str]:
     """Table rows: HeadScan's score mapped to detect_head's "mul" measure vs detect_head itself.
 
     detect_head averages, over sequences, (attention on targets) / (all attention = seq); HeadScan
@@ -160,8 +183,13 @@ def skipped_share(seq: int) -> float:
 
 
 def report(
-    command: str, facts: dict[str, str], times: dict[str, list[float]], cpu_times: dict[str, list[float]],
-    memory: dict[str, str], agree_rows: list[str], args: argparse.Namespace,
+    command: str,
+    facts: dict[str, str],
+    times: dict[str, list[float]],
+    cpu_times: dict[str, list[float]],
+    memory: dict[str, str],
+    agree_rows: list[str],
+    args: argparse.Namespace,
 ) -> str:
     med = {m: statistics.median(ts) for m, ts in times.items()}
     cpu = {m: statistics.median(ts) for m, ts in cpu_times.items()}
@@ -183,18 +211,21 @@ def report(
     layers_heads = GPT2_SMALL["n_layer"] * GPT2_SMALL["n_head"]
     ratio = med["HeadScan"] / med["forward"]
     verdict = "**met**" if ratio <= TARGET_RATIO else "**not met**"
-    mem_how = "peak allocated on the GPU minus allocated before" if args.device.startswith("cuda") else (
-        "peak RSS (`VmHWM`) minus RSS before, glibc with a fixed mmap threshold")
+    mem_how = (
+        "peak allocated on the GPU minus allocated before"
+        if args.device.startswith("cuda")
+        else ("peak RSS (`VmHWM`) minus RSS before, glibc with a fixed mmap threshold")
+    )
     return f"""## HeadScan benchmark results
 
 Command: `{command}`
 
-Date: {facts['date']}
+Date: {facts["date"]}
 
-Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), device {facts['device']}, torch {torch.__version__}
+Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), device {facts["device"]}, torch {torch.__version__}
 ({torch.get_num_threads()} torch thread(s): `--threads`; on busy shared cores a 2-thread forward pass on the main thread ran
-several times slower than the same pass on a fresh thread, where HeadScan runs, which would flatter the scan), transformer-lens {version('transformer-lens')}, transformers {version('transformers')}, Python {platform.python_version()}.
-Load average (1 min) at start / end: {facts['load_start']} / {facts['load_end']} (the cores are shared with other jobs).
+several times slower than the same pass on a fresh thread, where HeadScan runs, which would flatter the scan), transformer-lens {version("transformer-lens")}, transformers {version("transformers")}, Python {platform.python_version()}.
+Load average (1 min) at start / end: {facts["load_start"]} / {facts["load_end"]} (the cores are shared with other jobs).
 
 Model: gpt2-small shape (12 layers x 12 heads, d_model 768, d_mlp 3072, n_ctx 1024, d_vocab 50257), random
 weights (seed {SEED}), HF `GPT2LMHeadModel` booted as a TransformerLens `TransformerBridge`. Tokens: {args.n_seqs}
@@ -208,7 +239,7 @@ the HeadScan widget) / the next pass.
 {chr(10).join(table)}
 
 Target (HeadScan at most {TARGET_RATIO}x a plain forward pass over the same tokens): {ratio:.2f}x, {verdict}.
-detect_head for the three head types takes {med['detect_head x3'] / med['HeadScan']:.1f}x as long as HeadScan.
+detect_head for the three head types takes {med["detect_head x3"] / med["HeadScan"]:.1f}x as long as HeadScan.
 
 ### Do they compute the same thing?
 
@@ -234,7 +265,7 @@ batch 1, `run_with_cache` (every activation cached, autograd on), then the 144 h
 three head types cost about three full forward passes (plus the caching). Times are on {os.cpu_count()} shared CPU
 cores: repeats vary with other jobs (see min-max and the load average), so compare the ratios of one run.
 
-Memory: a forward pass at batch {args.batch_size} makes {mib(args.batch_size * args.seq * GPT2_SMALL['vocab_size'] * 4)} of logits, which the scan never computes;
+Memory: a forward pass at batch {args.batch_size} makes {mib(args.batch_size * args.seq * GPT2_SMALL["vocab_size"] * 4)} of logits, which the scan never computes;
 the scan keeps running sums of {len(HEAD_TYPES)} x 144 numbers, and its widget holds the pattern view of one sequence
 ({mib(layers_heads * args.seq**2 * 4)}). The first pass costs every mode more because the bridge keeps state after a
 pass: each layer's attention module holds on to its last pattern (`_pattern`, up to
@@ -252,9 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq", type=int, default=256, help="tokens per sequence, BOS included (< n_ctx 1024)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode (medians are reported)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (0: torch's default); 1 by default, see README: with 2 threads on 2 busy "
-                             "cores the main thread's forward pass is several times slower than the scan's worker thread")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (0: torch's default); 1 by default, see README: with 2 threads on 2 busy "
+        "cores the main thread's forward pass is several times slower than the scan's worker thread",
+    )
     parser.add_argument("--_measure-memory", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--_model-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -297,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
             first, later = measure_in_subprocess(m, folder, args)
             memory[m] = f"{mib(first)} / {mib(later)}"
             print(f"memory {m:15s} {memory[m]}", flush=True)
-    facts.update(load_end=f"{os.getloadavg()[0]:.1f}", date=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
+    facts.update(
+        load_end=f"{os.getloadavg()[0]:.1f}", date=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    )
     text = report(command, facts, times, cpu_times, memory, agree_rows, args)
     write_section("head_scan", text)
     print("\n" + text + "\nwrote benchmarks/RESULTS.md (head_scan section)")

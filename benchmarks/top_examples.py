@@ -32,19 +32,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks._common import GPT2_SMALL, MIB, SEED, build_model, load_model, peak, reset_peak, run_to_end, timed  # noqa: E402  (offline env)
-
 import torch  # noqa: E402
 
 import mi_widgets as mw  # noqa: E402
+from benchmarks._common import GPT2_SMALL, MIB, SEED, build_model, load_model, peak, reset_peak, run_to_end, timed  # noqa: E402  (offline env)
 from benchmarks._results import write_section  # noqa: E402
 from mi_widgets.capture.adapter import ModelAdapter  # noqa: E402
 from mi_widgets.capture.corpus import plan_corpus  # noqa: E402
@@ -85,7 +85,9 @@ def windows(model: Any, corpus: Any, n: int) -> list[torch.Tensor]:
 
 def build(model: Any, rows: list[torch.Tensor], args: argparse.Namespace) -> TopExamples:
     """A TopExamples over these windows (a list of 1-D token tensors is a token corpus, one row each)."""
-    return TopExamples(model, rows, hook=args.hook, neurons=range(args.neurons), k=args.k, batch_size=args.batch_size, autostart=False)
+    return TopExamples(
+        model, rows, hook=args.hook, neurons=range(args.neurons), k=args.k, batch_size=args.batch_size, autostart=False
+    )
 
 
 def prepare(mode: str, model: Any, ex: TopExamples) -> Callable[[], Any]:
@@ -149,12 +151,22 @@ def describe_model(name: str, model: Any) -> str:
     shape = f"{cfg.n_layers} layers, d_model {cfg.d_model}, d_mlp {cfg.d_mlp}, n_ctx {cfg.n_ctx}, d_vocab {cfg.d_vocab}"
     if name == "code-2l":
         return f"`code-2l` ({shape}), the bundled model trained on the stdlib; corpus: the stdlib's held-out sources"
-    return (f"gpt2-small shape ({shape}), random weights (seed {SEED}), HF `GPT2LMHeadModel` booted as a `TransformerBridge`; "
-            "corpus: random token rows of 256 (BOS first)")
+    return (
+        f"gpt2-small shape ({shape}), random weights (seed {SEED}), HF `GPT2LMHeadModel` booted as a `TransformerBridge`; "
+        "corpus: random token rows of 256 (BOS first)"
+    )
 
 
-def report(command: str, facts: dict[str, str], ex: TopExamples, times: dict[str, list[float]], cpu: dict[str, list[float]],
-           memory: dict[str, dict[int, float]], diff: float, args: argparse.Namespace) -> str:
+def report(
+    command: str,
+    facts: dict[str, str],
+    ex: TopExamples,
+    times: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    memory: dict[str, dict[int, float]],
+    diff: float,
+    args: argparse.Namespace,
+) -> str:
     med = {m: statistics.median(ts) for m, ts in times.items()}
     med_cpu = {m: statistics.median(ts) for m, ts in cpu.items()}
     real = sum(int(r.shape[0]) for r in ex._rows)
@@ -175,28 +187,33 @@ def report(command: str, facts: dict[str, str], ex: TopExamples, times: dict[str
     ]
     for m in MODES:
         mem_cells = " | ".join(f"{memory[m][n]:,.1f} MiB" for n in sizes)
-        table.append(f"| {m} | {what[m]} | {med[m]:.2f} s ({min(times[m]):.2f}-{max(times[m]):.2f}) | {real / med[m]:,.0f} "
-                     f"| {med['forward'] / med[m]:.2f}x / {med_cpu['forward'] / med_cpu[m]:.2f}x | {mem_cells} |")
+        table.append(
+            f"| {m} | {what[m]} | {med[m]:.2f} s ({min(times[m]):.2f}-{max(times[m]):.2f}) | {real / med[m]:,.0f} "
+            f"| {med['forward'] / med[m]:.2f}x / {med_cpu['forward'] / med_cpu[m]:.2f}x | {mem_cells} |"
+        )
     ratio = med["forward"] / med["TopExamples"]
     cpu_ratio = med_cpu["forward"] / med_cpu["TopExamples"]
     verdict = "**met**" if ratio >= TARGET_RATIO else "**not met**"
-    mem_how = ("peak allocated on the GPU minus allocated before, same process" if args.device.startswith("cuda") else
-               "peak RSS minus RSS with the model, corpus and batches loaded, a fresh process per mode warmed up on one batch, "
-               f"one pass, results kept until measured; median of {args.repeats} processes")
+    mem_how = (
+        "peak allocated on the GPU minus allocated before, same process"
+        if args.device.startswith("cuda")
+        else "peak RSS minus RSS with the model, corpus and batches loaded, a fresh process per mode warmed up on one batch, "
+        f"one pass, results kept until measured; median of {args.repeats} processes"
+    )
     last_layer = ex.hook.startswith(f"blocks.{ex._adapter.n_layers - 1}.")
     return f"""## TopExamples benchmark results
 
 Command: `{command}`
 
-Date: {facts['date']}
+Date: {facts["date"]}
 
-Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), device {facts['device']}, torch {torch.__version__}
+Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), device {facts["device"]}, torch {torch.__version__}
 ({torch.get_num_threads()} torch thread(s): `--threads`; on busy shared cores a 2-thread forward pass on the main thread ran
 several times slower than the same pass on a worker thread, which would flatter the scan), transformer-lens
-{version('transformer-lens')}, Python {platform.python_version()}.
-Load average (1 min) at start / end: {facts['load_start']} / {facts['load_end']} (the cores are shared with other jobs).
+{version("transformer-lens")}, Python {platform.python_version()}.
+Load average (1 min) at start / end: {facts["load_start"]} / {facts["load_end"]} (the cores are shared with other jobs).
 
-Model: {describe_model(facts['model'], ex._adapter.model)}. Hook `{ex.hook}` ({n_units} units), neurons 0..{args.neurons - 1},
+Model: {describe_model(facts["model"], ex._adapter.model)}. Hook `{ex.hook}` ({n_units} units), neurons 0..{args.neurons - 1},
 k = {args.k}. Windows: the first {len(ex._rows)} (at most n_ctx tokens, BOS first), {real:,} tokens ({padded:,} with padding),
 in {ex._n_steps()} batches of {args.batch_size}, right-padded; every mode reads the same batches. Times: medians over
 {args.repeats} interleaved repeats after a one-batch warm-up; tokens/s counts real tokens. Extra peak memory: {mem_how}.
@@ -232,19 +249,31 @@ compare the ratios of one run.
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("auto", "code-2l", "gpt2-small"), default="auto",
-                        help="auto: code-2l when the zoo has it, else a random gpt2-small")
-    parser.add_argument("--windows", type=int, default=None,
-                        help="corpus windows scanned (n_ctx tokens each at most); default 256 for code-2l, 16 for gpt2-small")
+    parser.add_argument(
+        "--model",
+        choices=("auto", "code-2l", "gpt2-small"),
+        default="auto",
+        help="auto: code-2l when the zoo has it, else a random gpt2-small",
+    )
+    parser.add_argument(
+        "--windows",
+        type=int,
+        default=None,
+        help="corpus windows scanned (n_ctx tokens each at most); default 256 for code-2l, 16 for gpt2-small",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--neurons", type=int, default=64, help="neurons 0..N-1 are scanned")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--hook", default=None, help="default: the last layer's mlp.hook_post")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode (medians are reported)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (0: torch's default); 1 by default, see README: with 2 threads on 2 busy "
-                             "cores the main thread's forward pass is several times slower than the same pass on a worker thread")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (0: torch's default); 1 by default, see README: with 2 threads on 2 busy "
+        "cores the main thread's forward pass is several times slower than the same pass on a worker thread",
+    )
     parser.add_argument("--_measure-memory", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--_model-dir", type=Path, help=argparse.SUPPRESS)
     raw = sys.argv[1:] if argv is None else argv
@@ -261,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         args.hook = args.hook or f"blocks.{model.cfg.n_layers - 1}.mlp.hook_post"
         rows = windows(model, make_corpus(name, model, args.windows), args.windows)
         ex = build(model, rows, args)
-        prepare(args._measure_memory, model, build(model, rows[: args.batch_size], args))()  # one-time set-up is not the mode's cost
+        prepare(
+            args._measure_memory, model, build(model, rows[: args.batch_size], args)
+        )()  # one-time set-up is not the mode's cost
         print(json.dumps({"extra_mib": measure_here(args._measure_memory, model, ex, args.device)}))
         return 0
 
@@ -301,9 +332,13 @@ def main(argv: list[str] | None = None) -> int:
                 if args.device.startswith("cuda"):
                     memory[m][n] = measure_here(m, model, build(model, rows[:n], args), args.device)
                 else:  # median of --repeats fresh processes: the allocator makes single peaks noisy
-                    memory[m][n] = statistics.median(measure_in_subprocess(m, folder, args, n) for _ in range(args.repeats))
+                    memory[m][n] = statistics.median(
+                        measure_in_subprocess(m, folder, args, n) for _ in range(args.repeats)
+                    )
                 print(f"memory {m:12s} {n:5d} windows {memory[m][n]:,.1f} MiB", flush=True)
-    facts.update(load_end=f"{os.getloadavg()[0]:.1f}", date=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
+    facts.update(
+        load_end=f"{os.getloadavg()[0]:.1f}", date=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    )
     text = report(command, facts, ex, times, cpu, memory, diff, args)
     write_section("top_examples", text)
     print("\n" + text + "\nwrote benchmarks/RESULTS.md (top_examples section)")

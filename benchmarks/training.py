@@ -86,7 +86,9 @@ def run(repeats: int) -> dict[str, list[dict[str, Any]]]:
         for i, (name, selector) in enumerate(VIEWS.items()):
             nb.execute(f"timed(counted(TRAINERS[{name!r}]()))", timeout_ms=600_000)  # warm-up, not counted
             for r in range(repeats):
-                hidden = json.loads(nb.execute(f"import json; print(json.dumps(timed(counted(TRAINERS[{name!r}]()))))", 600_000))
+                hidden = json.loads(
+                    nb.execute(f"import json; print(json.dumps(timed(counted(TRAINERS[{name!r}]()))))", 600_000)
+                )
                 before = int(page.locator(selector).get_attribute("data-frames") or 0)
                 shown = json.loads(nb.execute(f"import json; print(json.dumps(timed(attached_{i})))", 600_000))
                 page.wait_for_function(
@@ -94,17 +96,30 @@ def run(repeats: int) -> dict[str, list[dict[str, Any]]]:
                 )
                 drawn = int(page.locator(selector).get_attribute("data-frames") or 0) - before
                 for condition, result in (("hidden", hidden), ("attached", shown)):
-                    runs[name].append({"condition": condition, "repeat": r, **result, "drawn": drawn if condition == "attached" else 0})
-                print(f"{name} repeat {r}: {hidden['steps'] / hidden['seconds']:.0f} steps/s without a view, "
-                      f"{shown['steps'] / shown['seconds']:.0f} with; drawn {drawn / shown['seconds']:.1f} fps", flush=True)
+                    runs[name].append(
+                        {
+                            "condition": condition,
+                            "repeat": r,
+                            **result,
+                            "drawn": drawn if condition == "attached" else 0,
+                        }
+                    )
+                print(
+                    f"{name} repeat {r}: {hidden['steps'] / hidden['seconds']:.0f} steps/s without a view, "
+                    f"{shown['steps'] / shown['seconds']:.0f} with; drawn {drawn / shown['seconds']:.1f} fps",
+                    flush=True,
+                )
     return runs
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
     out = {}
     for name, rows in runs.items():
-        def median(condition: str, key: str) -> float:
-            return statistics.median(r[key] / r["seconds"] if key != "seconds" else r["seconds"] for r in rows if r["condition"] == condition)
+
+        def median(condition: str, key: str, rows: list[dict[str, Any]] = rows) -> float:
+            return statistics.median(
+                r[key] / r["seconds"] if key != "seconds" else r["seconds"] for r in rows if r["condition"] == condition
+            )
 
         hidden, attached = median("hidden", "steps"), median("attached", "steps")
         out[name] = {

@@ -11,8 +11,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -152,7 +153,9 @@ class Sent(list):
         deadline = time.monotonic() + timeout
         while not self.complete(request_id):
             if time.monotonic() > deadline:
-                raise AssertionError(f"no complete reply to {request_id!r} within {timeout} s; got {self.of(request_id)}")
+                raise AssertionError(
+                    f"no complete reply to {request_id!r} within {timeout} s; got {self.of(request_id)}"
+                )
             time.sleep(0.005)
 
     def reply(self, request_id: Any) -> tuple[dict[str, Any], list[bytes]]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,7 +98,9 @@ def test_analysis_input_checks() -> None:
 # ----- against TransformerLens ----------------------------------------------------------------
 
 
-def test_activations_values_and_top_neurons_match_run_with_cache(gpt2_bridge: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_activations_values_and_top_neurons_match_run_with_cache(
+    gpt2_bridge: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     forwards = _Forwards(ModelAdapter(gpt2_bridge).runner()[0], monkeypatch)  # views run on the model's twin
     view = mw.ActivationView(gpt2_bridge, PROMPTS, hook="mlp.post", layer=1, neuron=5)
     names = ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
@@ -124,7 +127,9 @@ def test_activations_values_and_top_neurons_match_run_with_cache(gpt2_bridge: An
         values, indices = torch.topk(cache[names[1]][0, 2], 10)
         assert [n for n, _ in top] == indices.tolist()
         assert np.allclose([v for _, v in top], values.tolist(), atol=1e-5)
-        assert [n for n, _ in view.top_neurons(i, 0, k=3, layer=0)] == torch.topk(cache[names[0]][0, 0], 3).indices.tolist()
+        assert [n for n, _ in view.top_neurons(i, 0, k=3, layer=0)] == torch.topk(
+            cache[names[0]][0, 0], 3
+        ).indices.tolist()
 
 
 def test_full_hook_name_pins_one_layer_and_direction_is_a_plain_dot_product(gpt2_bridge: Any) -> None:
@@ -134,7 +139,9 @@ def test_full_hook_name_pins_one_layer_and_direction_is_a_plain_dot_product(gpt2
     assert view.layers == [1] and view.hooks == ["blocks.1.hook_resid_post"] and view.d == 64
     assert view.selected["layer"] == 1 and view.selected["neuron"] is None and view.has_direction
     for i, prompt in enumerate(PROMPTS[:2]):
-        resid = _cache(gpt2_bridge, gpt2_bridge.to_tokens(prompt), ["blocks.1.hook_resid_post"])["blocks.1.hook_resid_post"][0]
+        resid = _cache(gpt2_bridge, gpt2_bridge.to_tokens(prompt), ["blocks.1.hook_resid_post"])[
+            "blocks.1.hook_resid_post"
+        ][0]
         assert torch.allclose(view.values()[i], resid @ direction, atol=1e-4)
         assert torch.allclose(view.values(neuron=3)[i], resid[:, 3])
     view.selected = {"neuron": 3}
@@ -178,7 +185,9 @@ def test_bad_input(gpt2_bridge: Any, native_model: Any, native_model_no_tokenize
         mw.ActivationView(gpt2_bridge, "The cat", hook="pattern")
     with pytest.raises(traitlets.TraitError, match=r"selected neuron must be in 0\.\.255, got 256"):
         mw.ActivationView(gpt2_bridge, "The cat", neuron=256)
-    with pytest.raises(traitlets.TraitError, match=r"selected layer must be in 0\.\.1 \(the layers of hook 'mlp.post'\), got 2"):
+    with pytest.raises(
+        traitlets.TraitError, match=r"selected layer must be in 0\.\.1 \(the layers of hook 'mlp.post'\), got 2"
+    ):
         mw.ActivationView(gpt2_bridge, "The cat", layer=2)
     with pytest.raises(traitlets.TraitError, match="selected layer must be 1 .*got 0"):
         mw.ActivationView(gpt2_bridge, "The cat", hook="blocks.1.mlp.hook_post", layer=0)
@@ -186,7 +195,9 @@ def test_bad_input(gpt2_bridge: Any, native_model: Any, native_model_no_tokenize
         mw.ActivationView(gpt2_bridge, "The cat", direction=torch.ones(64))
     with pytest.raises(ValueError, match="NaN/inf"):
         mw.ActivationView(gpt2_bridge, "The cat", direction=torch.full((256,), float("nan")))
-    with pytest.raises(ValueError, match=r"prompt 1: prompt is 200 tokens long but the model's context \(n_ctx\) is 128"):
+    with pytest.raises(
+        ValueError, match=r"prompt 1: prompt is 200 tokens long but the model's context \(n_ctx\) is 128"
+    ):
         mw.ActivationView(gpt2_bridge, ["The cat", list(range(1, 201))])
     with pytest.raises(ValueError, match="prompts is empty"):
         mw.ActivationView(gpt2_bridge, [])
@@ -282,7 +293,9 @@ def test_values_request_sends_float16_with_offsets_and_range(
     assert np.isfinite(decode_array(content["result"]["values"], buffers)).all()
 
 
-def test_top_request_and_request_errors(gpt2_bridge: Any, capture: Callable[[Any], Any], ask: Callable[..., str]) -> None:
+def test_top_request_and_request_errors(
+    gpt2_bridge: Any, capture: Callable[[Any], Any], ask: Callable[..., str]
+) -> None:
     view = mw.ActivationView(gpt2_bridge, PROMPTS)
     sent = capture(view)
     rid = ask(view, "top", {"prompt": 1, "position": 3, "layer": 1, "k": 10})
@@ -301,7 +314,11 @@ def test_top_request_and_request_errors(gpt2_bridge: Any, capture: Callable[[Any
         ("values", {"layer": 0, "neuron": None}, "has no direction"),
         ("values", {"layer": "0", "neuron": 1}, "'layer' must be an integer"),
         ("top", {"prompt": 5, "position": 0, "layer": 0, "k": 10}, r"prompt must be in 0\.\.2"),
-        ("top", {"prompt": 0, "position": 99, "layer": 0, "k": 10}, rf"position must be in 0\.\.{len(view.tokens[0]) - 1}"),
+        (
+            "top",
+            {"prompt": 0, "position": 99, "layer": 0, "k": 10},
+            rf"position must be in 0\.\.{len(view.tokens[0]) - 1}",
+        ),
         ("top", {"prompt": 0, "position": 0, "layer": 0, "k": 0}, r"k must be in 1\.\.100"),
     ]:
         rid = ask(view, method, params)
@@ -333,6 +350,10 @@ def test_code_2l_on_held_out_stdlib_sources(capture: Callable[[Any], Any], ask: 
     sent.wait(rid)
     content, buffers = sent.reply(rid)
     assert content["result"]["range"] == pytest.approx(float(expected.abs().max()))
-    assert torch.allclose(torch.tensor(decode_array(content["result"]["values"], buffers), dtype=torch.float32), expected, atol=5e-3)
-    with pytest.raises(ValueError, match=r"prompt 1: prompt is 257 tokens long but the model's context \(n_ctx\) is 256"):
+    assert torch.allclose(
+        torch.tensor(decode_array(content["result"]["values"], buffers), dtype=torch.float32), expected, atol=5e-3
+    )
+    with pytest.raises(
+        ValueError, match=r"prompt 1: prompt is 257 tokens long but the model's context \(n_ctx\) is 256"
+    ):
         mw.ActivationView(model, [texts[0][:50], model.to_tokens(texts[0], truncate=False)[0, :257]])

@@ -13,8 +13,9 @@ from ``run_with_cache`` and the HF weights. Readouts we cannot reproduce are ref
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -30,27 +31,70 @@ GEMMA2_SOFTCAP = 2.0  # small next to this model's logits (up to ~2), so the cap
 def _configs(vocab: int, bos: int) -> dict[str, tuple[str, str, dict[str, Any]]]:
     """Per architecture: HF config class, model class, config arguments (all 2 layers, d_model 64, 4 heads)."""
     ids = dict(bos_token_id=bos, eos_token_id=bos, pad_token_id=bos)
-    common = dict(vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=128, max_position_embeddings=128, **ids)
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        **ids,
+    )
     return {
-        "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(
-            n_layer=2, n_head=4, n_embd=64, n_positions=128, vocab_size=vocab, **ids)),
+        "gpt2": (
+            "GPT2Config",
+            "GPT2LMHeadModel",
+            dict(n_layer=2, n_head=4, n_embd=64, n_positions=128, vocab_size=vocab, **ids),
+        ),
         "neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(common, use_parallel_residual=True, rotary_pct=0.25)),
         "llama": ("LlamaConfig", "LlamaForCausalLM", dict(common, num_key_value_heads=4)),
         "mistral": ("MistralConfig", "MistralForCausalLM", dict(common, num_key_value_heads=2, sliding_window=4)),
         "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(common, num_key_value_heads=2)),
-        "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", dict(
-            common, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=4,
-            final_logit_softcapping=GEMMA2_SOFTCAP, attn_logit_softcapping=5.0)),
-        "opt": ("OPTConfig", "OPTForCausalLM", dict(
-            vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_dim=128,
-            max_position_embeddings=128, word_embed_proj_dim=64, **ids)),
+        "gemma2": (
+            "Gemma2Config",
+            "Gemma2ForCausalLM",
+            dict(
+                common,
+                num_key_value_heads=2,
+                head_dim=16,
+                query_pre_attn_scalar=16,
+                sliding_window=4,
+                final_logit_softcapping=GEMMA2_SOFTCAP,
+                attn_logit_softcapping=5.0,
+            ),
+        ),
+        "opt": (
+            "OPTConfig",
+            "OPTForCausalLM",
+            dict(
+                vocab_size=vocab,
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                ffn_dim=128,
+                max_position_embeddings=128,
+                word_embed_proj_dim=64,
+                **ids,
+            ),
+        ),
         "phi": ("PhiConfig", "PhiForCausalLM", dict(common, partial_rotary_factor=0.5)),  # parallel attention and MLP
         "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(common, num_key_value_heads=2)),
         # OPT-350m's layout: post-LN blocks, project_in/project_out around a 32-wide embedding
-        "opt350m": ("OPTConfig", "OPTForCausalLM", dict(
-            vocab_size=vocab, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_dim=128,
-            max_position_embeddings=128, word_embed_proj_dim=32, do_layer_norm_before=False, **ids)),
+        "opt350m": (
+            "OPTConfig",
+            "OPTForCausalLM",
+            dict(
+                vocab_size=vocab,
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                ffn_dim=128,
+                max_position_embeddings=128,
+                word_embed_proj_dim=32,
+                do_layer_norm_before=False,
+                **ids,
+            ),
+        ),
     }
 
 
@@ -141,7 +185,9 @@ def test_lens_refuses_when_its_last_row_is_not_the_models_output(
     """The per-run check: with the soft cap left out (the old behaviour), Gemma 2's lens raises instead of showing it."""
     model = boot("gemma2")
     monkeypatch.setattr(ModelAdapter, "logits_transform", lambda self, logits: logits)
-    with pytest.raises(RuntimeError, match=r"last row .* differs from the model's own output by up to .* in probability"):
+    with pytest.raises(
+        RuntimeError, match=r"last row .* differs from the model's own output by up to .* in probability"
+    ):
         mw.LogitLens(model, PROMPT)
     with pytest.raises(RuntimeError, match="does not give the logits the model returned"):
         mw.LogitAttribution(model, PROMPT, **IOI)
@@ -170,11 +216,14 @@ def by_hand(model: Any, name: str, answer: int, wrong: int, position: int) -> di
     heads = cache.stack_head_results(layer=-1, pos_slice=position)[:, 0]  # [layers * heads, d_model], z @ W_O per head
     heads = heads.reshape(model.cfg.n_layers, model.cfg.n_heads, -1)
     if gemma:  # each layer's heads go through its post-attention norm, at the scale the model computed
-        heads = torch.stack([
-            heads[l] / cache[f"blocks.{l}.ln1_post.hook_scale"][0, position]
-            * _norm_weight(hf.model.layers[l].post_attention_layernorm, True)
-            for l in range(model.cfg.n_layers)
-        ])
+        heads = torch.stack(
+            [
+                heads[l]
+                / cache[f"blocks.{l}.ln1_post.hook_scale"][0, position]
+                * _norm_weight(hf.model.layers[l].post_attention_layernorm, True)
+                for l in range(model.cfg.n_layers)
+            ]
+        )
     pre_cap = cache["unembed.hook_out"][0, position]  # the unembedding's own output, before any soft cap
     return {
         "heads": torch.stack([through_final(h) for h in heads]).detach(),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -253,7 +254,9 @@ def _snapshot(view: Any) -> dict[str, Any]:
         ({}, "TypeError", "got NoneType"),
     ],
 )
-def test_bad_run_leaves_state_unchanged(view: Any, capture: Any, ask: Any, params: Any, kind: str, pattern: str) -> None:
+def test_bad_run_leaves_state_unchanged(
+    view: Any, capture: Any, ask: Any, params: Any, kind: str, pattern: str
+) -> None:
     sent = capture(view)
     view.selected = {"layer": 1, "head": 0, "query": 3, "key": 1}
     before = _snapshot(view)
@@ -433,7 +436,7 @@ def test_nonfinite_patterns_stay_visible(capture: Any, ask: Any) -> None:
 
 
 def test_hostile_tokens_pass_through_as_strings() -> None:
-    tokens = ["<img src=x onerror=alert(1)>", "</script>", "&amp;", '"\'', "\u202e", ""]
+    tokens = ["<img src=x onerror=alert(1)>", "</script>", "&amp;", "\"'", "\u202e", ""]
     w = attention_heads(np.eye(6, dtype=np.float32)[None], tokens)
     assert w.tokens == tokens and w.get_state()["tokens"] == tokens
     assert all(type(t) is str for t in w.tokens)

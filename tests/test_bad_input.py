@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,9 @@ from .conftest import PROMPT, SENTENCES, _native_cfg
 SURROGATE = "\ud800"
 ESCAPED = "\\ud800"  # what the view shows instead: six visible characters
 RESID = "blocks.0.hook_resid_post"
-PROMPT_KINDS = re.escape("expected a prompt as a string, or token ids as a 1-D tensor, a [1, seq] tensor or a list of ints")
+PROMPT_KINDS = re.escape(
+    "expected a prompt as a string, or token ids as a 1-D tensor, a [1, seq] tensor or a list of ints"
+)
 
 
 def sendable(widget: Any) -> dict[str, Any]:
@@ -100,7 +103,9 @@ def test_attention_heads_with_a_lone_surrogate_token_is_shown_escaped() -> None:
     w.close()
 
 
-def test_model_tokens_with_a_lone_surrogate_are_shown_escaped(surrogate_labels: Any, capture: Callable, ask: Callable) -> None:
+def test_model_tokens_with_a_lone_surrogate_are_shown_escaped(
+    surrogate_labels: Any, capture: Callable, ask: Callable
+) -> None:
     model = surrogate_labels
     view = mw.AttentionView(model, PROMPT)
     assert view.tokens[2] == "a" + ESCAPED + "b"
@@ -119,7 +124,9 @@ def test_model_tokens_with_a_lone_surrogate_are_shown_escaped(surrogate_labels: 
         widget.close()
 
 
-def test_lens_vocab_and_examples_with_a_lone_surrogate_are_sendable(surrogate_labels: Any, capture: Callable, ask: Callable) -> None:
+def test_lens_vocab_and_examples_with_a_lone_surrogate_are_sendable(
+    surrogate_labels: Any, capture: Callable, ask: Callable
+) -> None:
     model = surrogate_labels
     lens = mw.LogitLens(model, PROMPT)
     sent = capture(lens)
@@ -133,18 +140,24 @@ def test_lens_vocab_and_examples_with_a_lone_surrogate_are_sendable(surrogate_la
     ex.close()
 
 
-@pytest.mark.parametrize("make", [
-    lambda m, p: ModelAdapter(m).to_tokens(p),
-    lambda m, p: mw.AttentionView(m, p),
-    lambda m, p: mw.LogitLens(m, p),
-    lambda m, p: mw.ActivationView(m, p, hook="resid_post"),
-], ids=["to_tokens", "AttentionView", "LogitLens", "ActivationView"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m, p: ModelAdapter(m).to_tokens(p),
+        lambda m, p: mw.AttentionView(m, p),
+        lambda m, p: mw.LogitLens(m, p),
+        lambda m, p: mw.ActivationView(m, p, hook="resid_post"),
+    ],
+    ids=["to_tokens", "AttentionView", "LogitLens", "ActivationView"],
+)
 def test_a_prompt_the_tokenizer_cannot_encode_is_a_clear_error(native_model: Any, make: Callable) -> None:
     with pytest.raises(ValueError, match=r"prompt contains text the tokenizer cannot encode: '\\ud800' at position 4"):
         make(native_model, "The " + SURROGATE + " cat")
 
 
-def test_a_prompt_typed_in_the_view_that_cannot_be_encoded_is_an_error_reply(native_model: Any, capture: Callable, ask: Callable) -> None:
+def test_a_prompt_typed_in_the_view_that_cannot_be_encoded_is_an_error_reply(
+    native_model: Any, capture: Callable, ask: Callable
+) -> None:
     view = mw.AttentionView(native_model, PROMPT)
     before = (view.prompt, list(view.tokens), view.revision)
     sent = capture(view)
@@ -156,7 +169,9 @@ def test_a_prompt_typed_in_the_view_that_cannot_be_encoded_is_an_error_reply(nat
 
 
 def test_feature_view_and_corpora_refuse_text_the_tokenizer_cannot_encode(native_model: Any) -> None:
-    with pytest.raises(ValueError, match=r"prompts\[1\] contains text the tokenizer cannot encode: '\\ud800' at position 0"):
+    with pytest.raises(
+        ValueError, match=r"prompts\[1\] contains text the tokenizer cannot encode: '\\ud800' at position 0"
+    ):
         mw.FeatureView(small_sae(), native_model, [PROMPT, SURROGATE + "x"], autostart=False)
     with pytest.raises(ValueError, match=r"corpus\[1\] contains text the tokenizer cannot encode"):
         mw.TopExamples(native_model, ["fine", "bad " + SURROGATE], hook=RESID, autostart=False)
@@ -170,25 +185,45 @@ def test_feature_view_and_corpora_refuse_text_the_tokenizer_cannot_encode(native
 # ----- 8. prompts that are not text or token ids -----------------------------------------------------
 
 
-@pytest.mark.parametrize("prompt, error, message", [
-    ({"text": "hi"}, TypeError, PROMPT_KINDS + r", got dict \{'text': 'hi'\}"),
-    (["The cat", "The dog"], TypeError, r"got a list of str: pass one prompt string, or use a widget that takes several prompts"),
-    (None, TypeError, PROMPT_KINDS + ", got None"),
-    (3, TypeError, r"got int 3: put a single token id in a list \(\[3\]\)"),
-    (b"hello", TypeError, r"got bytes b'hello': decode it to text first"),
-    ([1, "a"], TypeError, r"got a list of int, str \(item 1 is str 'a'\)"),
-    ([1.5, 2.0], TypeError, "token ids must be integers, got a list of float"),
-    (np.array([1.5, 2.0]), TypeError, "token ids must be integers, got numpy dtype float64"),
-    ([[1, 2], [3, 4]], ValueError, r"shape \[seq\] or \[1, seq\], got 2 rows"),
-    (object(), TypeError, PROMPT_KINDS + ", got object <object object at"),
-])
-def test_to_tokens_says_what_it_expected_and_what_came(native_model: Any, prompt: Any, error: type, message: str) -> None:
+@pytest.mark.parametrize(
+    "prompt, error, message",
+    [
+        ({"text": "hi"}, TypeError, PROMPT_KINDS + r", got dict \{'text': 'hi'\}"),
+        (
+            ["The cat", "The dog"],
+            TypeError,
+            r"got a list of str: pass one prompt string, or use a widget that takes several prompts",
+        ),
+        (None, TypeError, PROMPT_KINDS + ", got None"),
+        (3, TypeError, r"got int 3: put a single token id in a list \(\[3\]\)"),
+        (b"hello", TypeError, r"got bytes b'hello': decode it to text first"),
+        ([1, "a"], TypeError, r"got a list of int, str \(item 1 is str 'a'\)"),
+        ([1.5, 2.0], TypeError, "token ids must be integers, got a list of float"),
+        (np.array([1.5, 2.0]), TypeError, "token ids must be integers, got numpy dtype float64"),
+        ([[1, 2], [3, 4]], ValueError, r"shape \[seq\] or \[1, seq\], got 2 rows"),
+        (object(), TypeError, PROMPT_KINDS + ", got object <object object at"),
+    ],
+)
+def test_to_tokens_says_what_it_expected_and_what_came(
+    native_model: Any, prompt: Any, error: type, message: str
+) -> None:
     with pytest.raises(error, match=message):
         ModelAdapter(native_model).to_tokens(prompt)
 
 
-@pytest.mark.parametrize("prompt", [[5, 6, 7], (5, 6, 7), [[5, 6, 7]], np.array([5, 6, 7]), np.array([[5, 6, 7]], np.int32),
-                                    [np.int64(5), 6, np.int32(7)], torch.tensor([[5, 6, 7]]), range(5, 8)])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        [5, 6, 7],
+        (5, 6, 7),
+        [[5, 6, 7]],
+        np.array([5, 6, 7]),
+        np.array([[5, 6, 7]], np.int32),
+        [np.int64(5), 6, np.int32(7)],
+        torch.tensor([[5, 6, 7]]),
+        range(5, 8),
+    ],
+)
 def test_to_tokens_still_takes_every_kind_of_token_ids(native_model: Any, prompt: Any) -> None:
     tokens = ModelAdapter(native_model).to_tokens(prompt)
     assert tokens.tolist() == [[5, 6, 7]] and tokens.dtype == torch.long
@@ -233,19 +268,34 @@ def meta_model(request: pytest.FixtureRequest, tokenizer: Any, vocab_size: int) 
         return TransformerBridge.boot_native(_native_cfg(vocab_size), tokenizer=tokenizer)
 
 
-@pytest.mark.parametrize("make", [
-    lambda m: mw.AttentionView(m, PROMPT),
-    lambda m: mw.HeadScan(m, autostart=False),
-    lambda m: mw.LogitLens(m, PROMPT),
-    lambda m: mw.ActivationView(m, PROMPT, hook="resid_post"),
-    lambda m: mw.LogitAttribution(m, PROMPT, answer=1, wrong=2),
-    lambda m: mw.TopExamples(m, SENTENCES, hook=RESID, autostart=False),
-    lambda m: mw.FeatureView(small_sae(), m, PROMPT, autostart=False),
-    lambda m: mw.CompositionView(m),
-], ids=["AttentionView", "HeadScan", "LogitLens", "ActivationView", "LogitAttribution", "TopExamples", "FeatureView", "CompositionView"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: mw.AttentionView(m, PROMPT),
+        lambda m: mw.HeadScan(m, autostart=False),
+        lambda m: mw.LogitLens(m, PROMPT),
+        lambda m: mw.ActivationView(m, PROMPT, hook="resid_post"),
+        lambda m: mw.LogitAttribution(m, PROMPT, answer=1, wrong=2),
+        lambda m: mw.TopExamples(m, SENTENCES, hook=RESID, autostart=False),
+        lambda m: mw.FeatureView(small_sae(), m, PROMPT, autostart=False),
+        lambda m: mw.CompositionView(m),
+    ],
+    ids=[
+        "AttentionView",
+        "HeadScan",
+        "LogitLens",
+        "ActivationView",
+        "LogitAttribution",
+        "TopExamples",
+        "FeatureView",
+        "CompositionView",
+    ],
+)
 def test_a_model_on_the_meta_device_is_refused_at_construction(meta_model: Any, make: Callable) -> None:
     assert next(meta_model.parameters()).is_meta
-    with pytest.raises(ValueError, match=r"the model's weights are on the 'meta' device \(not loaded\).*Load real weights first"):
+    with pytest.raises(
+        ValueError, match=r"the model's weights are on the 'meta' device \(not loaded\).*Load real weights first"
+    ):
         make(meta_model)
 
 
@@ -311,9 +361,14 @@ def _selections(bad: Any) -> list[tuple[str, dict[str, Any], str]]:
 @pytest.mark.parametrize("bad", BAD_INDICES, ids=repr)
 def test_selected_refuses_indices_that_are_not_integers(views: dict[str, Any], bad: Any) -> None:
     for name, value, what in _selections(bad):
-        if bad is None and (name, what) in {("attention", "selected query"), ("activation", "selected prompt"),
-                                            ("activation", "selected position"), ("top_examples", "selected neuron"),
-                                            ("feature_view", "feature"), ("activation", "selected neuron")}:
+        if bad is None and (name, what) in {
+            ("attention", "selected query"),
+            ("activation", "selected prompt"),
+            ("activation", "selected position"),
+            ("top_examples", "selected neuron"),
+            ("feature_view", "feature"),
+            ("activation", "selected neuron"),
+        }:
             continue  # None means "nothing selected" there
         if bad is None and name in ("head_scan", "logit_lens", "logit_attribution"):
             continue  # None there means "no head" (and must come as a pair: covered by test_head_scan.py)
@@ -330,7 +385,10 @@ def test_selected_takes_numpy_integers_as_plain_ints(views: dict[str, Any]) -> N
     for name, value, _ in _selections(one):
         view = views[name]
         view.selected = value
-        assert all(type(v) is int for v in walk(view.selected) if not isinstance(v, (str, type(None)))), (name, view.selected)
+        assert all(type(v) is int for v in walk(view.selected) if not isinstance(v, (str, type(None)))), (
+            name,
+            view.selected,
+        )
     assert views["head_scan"].selected == {"score": "induction", "layer": 1, "head": 1}
     assert views["logit_attribution"].selected == {"layer": 1, "head": None, "component": "attn"}
     assert views["top_examples"].selected == {"neuron": 1} and views["top_examples"].examples[np.int64(1)] == []
@@ -346,13 +404,16 @@ def _patterns() -> torch.Tensor:
     return torch.full((2, 3, 4, 4), 0.25)
 
 
-@pytest.mark.parametrize("value, problem", [
-    (float("inf"), r"is not finite \(inf; 1 such value\(s\) in layer 1\): expected finite weights"),
-    (float("-inf"), r"is not finite \(-inf"),
-    (float("nan"), r"is not finite \(nan"),
-    (-0.5, r"is negative \(-0.5; 1 such value\(s\) in layer 1\): expected non-negative attention weights"),
-    (1e6, r"is too large to show \(1e\+06.*expected weights up to 65504"),
-])
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        (float("inf"), r"is not finite \(inf; 1 such value\(s\) in layer 1\): expected finite weights"),
+        (float("-inf"), r"is not finite \(-inf"),
+        (float("nan"), r"is not finite \(nan"),
+        (-0.5, r"is negative \(-0.5; 1 such value\(s\) in layer 1\): expected non-negative attention weights"),
+        (1e6, r"is too large to show \(1e\+06.*expected weights up to 65504"),
+    ],
+)
 def test_attention_heads_refuses_impossible_weights_and_says_where(value: float, problem: str) -> None:
     patterns = _patterns()
     patterns[1, 2, 3, 1] = value
@@ -373,9 +434,10 @@ def test_unnormalised_weights_are_kept_and_above_one_warns() -> None:
     big[0, 1, 1] = 3.0
     with pytest.warns(UserWarning, match=r"go up to 3, but the view's colour scale is 0..1"):
         mw.attention_heads(big, list("abcd")).close()
-    cached = check_patterns(torch.tensor([[[[float("nan"), 0.0], [0.5, 0.5]]]]), 2, finite=False)  # a model's cache: shown
+    cached = check_patterns(
+        torch.tensor([[[[float("nan"), 0.0], [0.5, 0.5]]]]), 2, finite=False
+    )  # a model's cache: shown
     assert torch.isnan(cached).sum() == 1
-
 
 
 # ----- 6. answers, targets and error replies with text UTF-8 cannot carry ------------------------------------

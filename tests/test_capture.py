@@ -23,7 +23,9 @@ def torch_hooks(model: Any) -> list[tuple[str, str, int]]:
 
 
 def hookpoints_in_use(model: Any) -> list[str]:
-    return [name for name, hp in model.hook_dict.items() if getattr(hp, "fwd_hooks", None) or getattr(hp, "bwd_hooks", None)]
+    return [
+        name for name, hp in model.hook_dict.items() if getattr(hp, "fwd_hooks", None) or getattr(hp, "bwd_hooks", None)
+    ]
 
 
 def cached_patterns(model: Any, tokens: torch.Tensor) -> list[torch.Tensor]:
@@ -82,7 +84,9 @@ def test_hooks_are_removed_and_runs_repeat(warm: Any) -> None:
         during.append((len(hookpoints_in_use(twin)), len(hookpoints_in_use(warm))))
 
     first = adapter.attention_patterns(tokens, on_layer=count)
-    assert during[0][0] > 0, "the pattern hooks were live on the twin during the run (so the checks below mean something)"
+    assert during[0][0] > 0, (
+        "the pattern hooks were live on the twin during the run (so the checks below mean something)"
+    )
     assert all(on_model == 0 for _, on_model in during), "no hook was ever put on the user's model"
     assert hookpoints_in_use(twin) == [] and hookpoints_in_use(warm) == []
     assert torch_hooks(warm) == before
@@ -219,7 +223,9 @@ def test_empty_list_of_ids_says_empty(native_model: Any) -> None:
         ModelAdapter(native_model).to_tokens([])
 
 
-@pytest.mark.parametrize("thing, name", [(torch.nn.Linear(2, 2), r"torch\.nn\.modules\.linear\.Linear"), (object(), r"builtins\.object")])
+@pytest.mark.parametrize(
+    "thing, name", [(torch.nn.Linear(2, 2), r"torch\.nn\.modules\.linear\.Linear"), (object(), r"builtins\.object")]
+)
 def test_not_a_transformerlens_model(thing: Any, name: str) -> None:
     with pytest.raises(TypeError, match=rf"expected a TransformerLens model.*got {name}"):
         ModelAdapter(thing)
@@ -230,7 +236,9 @@ def test_resolve_hook(any_model: Any) -> None:
     assert adapter.resolve_hook("blocks.0.attn.hook_pattern") == "blocks.0.attn.hook_pattern"
     assert adapter.resolve_hook("blocks.1.hook_resid_pre") == "blocks.1.hook_resid_pre"  # legacy alias
     assert "blocks.0.attn.hook_pattern" in adapter.hook_names()
-    with pytest.raises(ValueError, match=r"unknown hook name 'blocks.0.attn.hook_patern'.*did you mean.*blocks.0.attn.hook_pattern"):
+    with pytest.raises(
+        ValueError, match=r"unknown hook name 'blocks.0.attn.hook_patern'.*did you mean.*blocks.0.attn.hook_pattern"
+    ):
         adapter.resolve_hook("blocks.0.attn.hook_patern")
     with pytest.raises(ValueError, match=r"unknown hook name 'zzz'.*it has \d+ hooks, e.g."):
         adapter.resolve_hook("zzz")
@@ -238,8 +246,12 @@ def test_resolve_hook(any_model: Any) -> None:
 
 @pytest.mark.parametrize(
     "layer, head, pattern",
-    [(2, 0, r"layer must be in 0..1, got 2"), (-1, 0, r"layer must be in 0..1, got -1"),
-     (0, 4, r"head must be in 0..3, got 4"), (1, -1, r"head must be in 0..3, got -1")],
+    [
+        (2, 0, r"layer must be in 0..1, got 2"),
+        (-1, 0, r"layer must be in 0..1, got -1"),
+        (0, 4, r"head must be in 0..3, got 4"),
+        (1, -1, r"head must be in 0..3, got -1"),
+    ],
 )
 def test_check_layer_head(native_model: Any, layer: int, head: int, pattern: str) -> None:
     adapter = ModelAdapter(native_model)

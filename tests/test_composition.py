@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -28,7 +29,9 @@ def test_previous_token_heads_are_the_k_composition_sources(model: Any) -> None:
     assert torch.count_nonzero(k_comp[1]) == 0 and torch.count_nonzero(k_comp[0, :, 0]) == 0  # only later layers
     above_random = k_comp[0, :, 1, :].mean(-1) - view.baseline  # each layer-0 head -> all layer-1 heads
     assert int(above_random.argmax()) == int(prev.argmax())
-    assert torch.equal(above_random.argsort(), prev.argsort()), "K-composition ranks layer-0 heads as prev-token scores do"
+    assert torch.equal(above_random.argsort(), prev.argsort()), (
+        "K-composition ranks layer-0 heads as prev-token scores do"
+    )
     l1, h1, l2, _, score = view.top("K", k=1)[0]
     assert (l1, h1, l2) == (0, int(prev.argmax()), 1) and score > view.baseline + 0.1
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,7 +38,11 @@ K = 5
 def windows_of(model: Any, texts: list[str]) -> list[torch.Tensor]:
     """The windows a scan reads: each text without BOS, cut into BOS + up to n_ctx - 1 tokens."""
     bos = model.tokenizer.bos_token_id
-    return [w for t in texts for w in split_windows(model.to_tokens(t, prepend_bos=False, truncate=False)[0], model.cfg.n_ctx, bos)]
+    return [
+        w
+        for t in texts
+        for w in split_windows(model.to_tokens(t, prepend_bos=False, truncate=False)[0], model.cfg.n_ctx, bos)
+    ]
 
 
 @torch.no_grad()
@@ -112,7 +117,16 @@ def mlp_model(tokenizer: Any, vocab_size: int) -> Any:
     from transformer_lens.config import TransformerBridgeConfig
 
     cfg = TransformerBridgeConfig(
-        d_model=64, d_head=16, n_heads=4, n_layers=2, n_ctx=64, d_vocab=vocab_size, d_mlp=128, attn_only=False, act_fn="gelu", seed=0
+        d_model=64,
+        d_head=16,
+        n_heads=4,
+        n_layers=2,
+        n_ctx=64,
+        d_vocab=vocab_size,
+        d_mlp=128,
+        attn_only=False,
+        act_fn="gelu",
+        seed=0,
     )
     return TransformerBridge.boot_native(cfg, tokenizer=tokenizer)
 
@@ -128,11 +142,17 @@ def test_hook_comes_from_the_sae_or_from_hook(native_model: Any) -> None:
     assert fv.n_docs == len(rows) == 1 and fv.n_tokens == sum(len(r) for r in rows)
     assert fv.progress == {"done": 0, "total": 1}
 
-    override = mw.FeatureView(random_sae(64, 8, "blocks.1.hook_resid_pre"), native_model, PROMPT, hook=RESID, autostart=False)
+    override = mw.FeatureView(
+        random_sae(64, 8, "blocks.1.hook_resid_pre"), native_model, PROMPT, hook=RESID, autostart=False
+    )
     assert override.hook == RESID
-    nameless = mw.FeatureView(random_sae(64, 8, None), native_model, [PROMPT], hook="blocks.1.hook_attn_out", autostart=False)
+    nameless = mw.FeatureView(
+        random_sae(64, 8, None), native_model, [PROMPT], hook="blocks.1.hook_attn_out", autostart=False
+    )
     assert nameless.hook == "blocks.1.hook_attn_out"
-    z = mw.FeatureView(random_sae(64, 8, "blocks.0.attn.hook_z"), native_model, PROMPT, autostart=False)  # [seq, 4, 16] flattened
+    z = mw.FeatureView(
+        random_sae(64, 8, "blocks.0.attn.hook_z"), native_model, PROMPT, autostart=False
+    )  # [seq, 4, 16] flattened
     assert z.hook == "blocks.0.attn.hook_z" and z.feature_acts(0).shape == (len(native_model.to_tokens(PROMPT)[0]), 8)
 
 
@@ -148,7 +168,9 @@ def test_construction_errors(native_model: Any, native_model_no_tokenizer: Any) 
         mw.FeatureView(random_sae(64, 8, "blocks.0.hook_resid_pots"), m, PROMPT)
     with pytest.raises(ValueError, match="not one vector per token"):
         mw.FeatureView(random_sae(64, 8, "blocks.0.attn.hook_pattern"), m, PROMPT)
-    with pytest.raises(TypeError, match=r"expected a sparse autoencoder.*got Linear without encode, decode, W_enc, W_dec"):
+    with pytest.raises(
+        TypeError, match=r"expected a sparse autoencoder.*got Linear without encode, decode, W_enc, W_dec"
+    ):
         mw.FeatureView(torch.nn.Linear(64, 8), m, PROMPT, hook=RESID)
     with pytest.raises(TypeError, match="expected a sparse autoencoder.*got str"):
         mw.FeatureView("my_sae", m, PROMPT, hook=RESID)
@@ -231,7 +253,9 @@ def test_histogram_counts_sum_to_the_firing_count(fv: Any, brute: dict[str, Any]
             assert (lo, hi) == (0.0, 0.0) and int(counts[f].sum()) == 0
             continue
         top = float(positive.max())
-        assert lo == 0.0 and hi / 2 <= top < hi and math.log2(hi) == round(math.log2(hi))  # a power of two above the max
+        assert (
+            lo == 0.0 and hi / 2 <= top < hi and math.log2(hi) == round(math.log2(hi))
+        )  # a power of two above the max
         want = torch.bincount((positive / hi * 32).long().clamp(0, 31), minlength=32)
         assert counts[f].tolist() == want.tolist()
 
@@ -247,7 +271,9 @@ def test_feature_acts_equal_brute_force(fv: Any, native_model: Any, sae: SparseA
     torch.testing.assert_close(fv.feature_acts(other), want, atol=1e-5, rtol=1e-5)
 
 
-def test_before_the_scan_and_restart(native_model: Any, sae: SparseAutoencoder, capture: Callable, ask: Callable) -> None:
+def test_before_the_scan_and_restart(
+    native_model: Any, sae: SparseAutoencoder, capture: Callable, ask: Callable
+) -> None:
     fv = mw.FeatureView(sae, native_model, PROMPTS, corpus=CORPUS, k=3, autostart=False)
     assert fv.status == "idle" and fv.examples(0) == [] and float(fv.density.sum()) == 0.0
     sent = capture(fv)
@@ -296,7 +322,9 @@ def planted(native_model: Any) -> dict[str, Any]:
     return {"sae": sae, "at": at, "bos": bos, "j": j, "margins": margins}
 
 
-def test_planted_features_fire_exactly_where_expected(native_model: Any, planted: dict[str, Any], capture: Callable, ask: Callable) -> None:
+def test_planted_features_fire_exactly_where_expected(
+    native_model: Any, planted: dict[str, Any], capture: Callable, ask: Callable
+) -> None:
     m, at = native_model, planted["at"]
     fv = mw.FeatureView(planted["sae"], m, PROMPTS, corpus=CORPUS, k=4, batch_size=3, context=3, after=1).wait(60)
     assert fv.status == "done", fv.error
@@ -312,7 +340,9 @@ def test_planted_features_fire_exactly_where_expected(native_model: Any, planted
     assert int(fv._fires[0]) == len(occurrences) and float(fv.density[0]) == pytest.approx(len(occurrences) / n_text)
     examples = fv.examples(0)
     assert len(examples) == 4 and all((e.doc, e.position) in occurrences for e in examples)
-    assert all(e.value == pytest.approx(planted["margins"][0], abs=1e-5) and e.tokens[e.max_index] == label for e in examples)
+    assert all(
+        e.value == pytest.approx(planted["margins"][0], abs=1e-5) and e.tokens[e.max_index] == label for e in examples
+    )
     assert int(fv._histogram.counts[0].sum()) == len(occurrences)
 
     # BOS detector: fires on every BOS and every pad, all of which the scan leaves out
@@ -320,7 +350,9 @@ def test_planted_features_fire_exactly_where_expected(native_model: Any, planted
     assert all(e.position > 0 and e.value == 0.0 for e in fv.examples(1))
     acts = fv.feature_acts(0)
     tokens = m.to_tokens(PROMPTS[0])[0]
-    assert float(acts[0, 1]) == pytest.approx(planted["margins"][1], abs=1e-5) and torch.all(acts[1:, 1] == 0)  # the prompt keeps its BOS
+    assert float(acts[0, 1]) == pytest.approx(planted["margins"][1], abs=1e-5) and torch.all(
+        acts[1:, 1] == 0
+    )  # the prompt keeps its BOS
     assert ((acts[:, 0] > 0) == (tokens == at)).all()
 
     sent = capture(fv)
@@ -376,7 +408,9 @@ def test_prompt_request_with_fewer_features_than_8(native_model: Any, capture: C
     assert content["ok"] and ids.shape == (len(content["result"]["tokens"]), 3)
 
 
-def test_feature_request(fv: Any, native_model: Any, sae: SparseAutoencoder, brute: dict[str, Any], capture: Callable, ask: Callable) -> None:
+def test_feature_request(
+    fv: Any, native_model: Any, sae: SparseAutoencoder, brute: dict[str, Any], capture: Callable, ask: Callable
+) -> None:
     sent = capture(fv)
     flat = brute["flat"]
     W_U = native_model.W_U.detach()
@@ -391,7 +425,9 @@ def test_feature_request(fv: Any, native_model: Any, sae: SparseAutoencoder, bru
         assert r["prompt_acts"]["dtype"] == "float32"
         np.testing.assert_allclose(decode_array(r["prompt_acts"], buffers), fv.feature_acts(1)[:, f].numpy(), atol=1e-6)
         counts = decode_array(r["histogram"]["counts"], buffers)
-        assert counts.dtype == np.int32 and counts.tolist() == fv._histogram.counts[f].tolist() and counts.sum() == fires
+        assert (
+            counts.dtype == np.int32 and counts.tolist() == fv._histogram.counts[f].tolist() and counts.sum() == fires
+        )
         assert (r["histogram"]["lo"], r["histogram"]["hi"]) == fv._histogram.edges(f)
 
         logits = sae.W_dec[f].detach() @ W_U
@@ -402,13 +438,20 @@ def test_feature_request(fv: Any, native_model: Any, sae: SparseAutoencoder, bru
         np.testing.assert_allclose([p["value"] for p in r["promoted"]], up.values.numpy(), rtol=1e-6)
         np.testing.assert_allclose([p["value"] for p in r["suppressed"]], -down.values.numpy(), rtol=1e-6)
         promoted, suppressed = [p["value"] for p in r["promoted"]], [p["value"] for p in r["suppressed"]]
-        assert promoted == sorted(promoted, reverse=True) and suppressed == sorted(suppressed) and suppressed[0] < 0 < promoted[0]
+        assert (
+            promoted == sorted(promoted, reverse=True)
+            and suppressed == sorted(suppressed)
+            and suppressed[0] < 0 < promoted[0]
+        )
 
         examples = fv.examples(f)
         assert [(e["tokens"], e["max_index"]) for e in r["examples"]] == [(e.tokens, e.max_index) for e in examples]
         np.testing.assert_allclose([e["value"] for e in r["examples"]], [e.value for e in examples], rtol=1e-6)
         acts = decode_array(r["example_acts"], buffers)
-        assert r["example_acts"]["dtype"] == "float16" and acts.shape == (len(examples), max((len(e.tokens) for e in examples), default=0))
+        assert r["example_acts"]["dtype"] == "float16" and acts.shape == (
+            len(examples),
+            max((len(e.tokens) for e in examples), default=0),
+        )
         for row, e in zip(acts, examples):
             np.testing.assert_allclose(row[: len(e.tokens)], e.activations.numpy(), rtol=2e-3, atol=2e-3)
             assert np.isnan(row[len(e.tokens) :]).all()
@@ -420,7 +463,11 @@ def test_feature_request(fv: Any, native_model: Any, sae: SparseAutoencoder, bru
 def test_bad_request_params_give_error_replies(fv: Any, capture: Callable, ask: Callable) -> None:
     sent = capture(fv)
     for method, params, message in [
-        ("feature", {"feature": D_SAE}, rf"feature must be in 0\.\.{D_SAE - 1} \(the SAE has d_sae={D_SAE}\), got {D_SAE}"),
+        (
+            "feature",
+            {"feature": D_SAE},
+            rf"feature must be in 0\.\.{D_SAE - 1} \(the SAE has d_sae={D_SAE}\), got {D_SAE}",
+        ),
         ("feature", {"feature": -1}, rf"feature must be in 0\.\.{D_SAE - 1}"),
         ("feature", {}, "a feature is an integer id, got None"),
         ("feature", {"feature": "3"}, "a feature is an integer id, got '3'"),
@@ -459,7 +506,9 @@ def test_selected_and_prompt_are_validated(native_model: Any, sae: SparseAutoenc
     assert fv.prompt == 1
 
 
-def test_prompts_added_from_the_view(native_model: Any, sae: SparseAutoencoder, capture: Callable, ask: Callable) -> None:
+def test_prompts_added_from_the_view(
+    native_model: Any, sae: SparseAutoencoder, capture: Callable, ask: Callable
+) -> None:
     fv = mw.FeatureView(sae, native_model, PROMPTS, autostart=False)
     sent = capture(fv)
     new = "The lazy dog sat."
@@ -468,7 +517,9 @@ def test_prompts_added_from_the_view(native_model: Any, sae: SparseAutoencoder, 
     content, buffers = reply_of(sent, ask(fv, "prompt", {"prompt": 2}))
     assert content["ok"] and content["result"]["tokens"] == native_model.to_str_tokens(new)
     want = encode_rows(native_model, RESID, sae, [native_model.to_tokens(new)[0]])[0]
-    np.testing.assert_allclose(decode_array(content["result"]["top_values"], buffers), want.topk(8, dim=-1).values.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        decode_array(content["result"]["top_values"], buffers), want.topk(8, dim=-1).values.numpy(), atol=1e-5
+    )
     content, buffers = reply_of(sent, ask(fv, "feature", {"feature": 0, "prompt": 2}))
     np.testing.assert_allclose(decode_array(content["result"]["prompt_acts"], buffers), want[:, 0].numpy(), atol=1e-5)
 
@@ -479,7 +530,9 @@ def test_prompts_added_from_the_view(native_model: Any, sae: SparseAutoencoder, 
     assert content["ok"] and content["result"]["tokens"] == native_model.to_str_tokens("Hello world!")
 
 
-def test_a_too_long_prompt_gives_an_error_reply(native_model: Any, sae: SparseAutoencoder, capture: Callable, ask: Callable) -> None:
+def test_a_too_long_prompt_gives_an_error_reply(
+    native_model: Any, sae: SparseAutoencoder, capture: Callable, ask: Callable
+) -> None:
     fv = mw.FeatureView(sae, native_model, PROMPTS, autostart=False)
     sent = capture(fv)
     long = " ".join(SENTENCES)
@@ -495,7 +548,9 @@ def test_a_too_long_prompt_gives_an_error_reply(native_model: Any, sae: SparseAu
     assert content["ok"]
 
 
-def test_a_blank_prompt_from_the_view_gives_an_error_reply(native_model: Any, sae: SparseAutoencoder, capture: Callable, ask: Callable) -> None:
+def test_a_blank_prompt_from_the_view_gives_an_error_reply(
+    native_model: Any, sae: SparseAutoencoder, capture: Callable, ask: Callable
+) -> None:
     fv = mw.FeatureView(sae, native_model, PROMPTS, autostart=False)
     sent = capture(fv)
     fv.set_state({"prompts": [*PROMPTS, "   "], "prompt": 2})
@@ -512,7 +567,9 @@ def test_mlp_post_promotes_through_w_out(mlp_model: Any, capture: Callable, ask:
     _, cache = m.run_with_cache(tokens, names_filter=[hook, "blocks.1.hook_mlp_out"])
     W_out, W_U = m.blocks[1].mlp.W_out.detach(), m.W_U.detach()
     assert W_out.shape == (128, 64)  # the path the view uses is the one the model runs:
-    torch.testing.assert_close(cache[hook] @ W_out + m.blocks[1].mlp.b_out, cache["blocks.1.hook_mlp_out"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        cache[hook] @ W_out + m.blocks[1].mlp.b_out, cache["blocks.1.hook_mlp_out"], atol=1e-5, rtol=1e-5
+    )
 
     sae = random_sae(128, 6, hook, seed=1)
     fv = mw.FeatureView(sae, m, PROMPT, k=3).wait(60)
@@ -525,7 +582,9 @@ def test_mlp_post_promotes_through_w_out(mlp_model: Any, capture: Callable, ask:
         r = content["result"]
         assert [p["token"] for p in r["promoted"]] == m.to_str_tokens(logits.topk(10).indices)
         assert [p["token"] for p in r["suppressed"]] == m.to_str_tokens((-logits).topk(10).indices)
-        np.testing.assert_allclose([p["value"] for p in r["promoted"]], logits.topk(10).values.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            [p["value"] for p in r["promoted"]], logits.topk(10).values.numpy(), rtol=1e-4, atol=1e-5
+        )
     brute = encode_rows(m, hook, sae, [tokens[0]])[0]
     torch.testing.assert_close(fv.feature_acts(0), brute, atol=1e-5, rtol=1e-5)
 

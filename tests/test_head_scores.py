@@ -18,7 +18,11 @@ from mi_widgets.analysis.head_scores import (
 )
 
 SEQ = "The cat sat on the mat. The cat sat on the mat. The cat sat on the mat."
-TL_NAMES = {"previous_token": "previous_token_head", "duplicate_token": "duplicate_token_head", "induction": "induction_head"}
+TL_NAMES = {
+    "previous_token": "previous_token_head",
+    "duplicate_token": "duplicate_token_head",
+    "induction": "induction_head",
+}
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,7 +98,9 @@ def test_parts_sum_exactly_and_match_an_independent_computation(which: str, requ
         assert abs(attr.parts["ln_final bias"]) > 1e-3 and abs(attr.parts["L0 b_O"]) > 1e-3
 
 
-def test_heads_equal_transformer_lens_logit_attrs_on_a_compatibility_mode_copy(perturbed_folder: Path, perturbed: Any) -> None:
+def test_heads_equal_transformer_lens_logit_attrs_on_a_compatibility_mode_copy(
+    perturbed_folder: Path, perturbed: Any
+) -> None:
     """TL's own DLA needs folded, centred weights: on such a copy (ours, built from the same files) the
     per-head numbers agree exactly; on the unfolded model the totals agree and the split moves (b_V, biases)."""
     copy = load_gpt2(perturbed_folder)
@@ -118,9 +121,13 @@ def test_heads_equal_transformer_lens_logit_attrs_on_a_compatibility_mode_copy(p
 def test_zoo_models_sum_exactly(name: str) -> None:
     model = mw.zoo.load(name)
     answer, wrong = (" -", " +") if name == "code-2l" else (" mat", " sat")
-    prompt = "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a" if name == "code-2l" else INDUCTION_PROMPT
+    prompt = (
+        "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a" if name == "code-2l" else INDUCTION_PROMPT
+    )
     attr = mw.LogitAttribution(model, prompt, answer, wrong)
-    assert sum(attr.parts.values()) == pytest.approx(real_logit_diff(model, prompt, attr.answer_id, attr.wrong_id), abs=1e-4)
+    assert sum(attr.parts.values()) == pytest.approx(
+        real_logit_diff(model, prompt, attr.answer_id, attr.wrong_id), abs=1e-4
+    )
     assert attr.has_mlp == (not model.cfg.attn_only)
     if model.cfg.attn_only:
         assert torch.count_nonzero(attr.mlps) == 0 and not any("mlp" in k for k in attr.parts)
@@ -159,7 +166,9 @@ def test_bad_input(gpt2_bridge: Any, native_model_no_tokenizer: Any) -> None:
         mw.LogitAttribution(native_model_no_tokenizer, torch.arange(1, 9), " Mary", 3)
     attr = mw.LogitAttribution(native_model_no_tokenizer, torch.arange(1, 9), 5, 3, position=2)
     assert (attr.answer_token, attr.wrong_token, attr.position) == ("<5>", "<3>", 2)
-    assert sum(attr.parts.values()) == pytest.approx(real_logit_diff(native_model_no_tokenizer, torch.arange(1, 9)[None], 5, 3, 2), abs=1e-4)
+    assert sum(attr.parts.values()) == pytest.approx(
+        real_logit_diff(native_model_no_tokenizer, torch.arange(1, 9)[None], 5, 3, 2), abs=1e-4
+    )
 
 
 # ----- the widget -----------------------------------------------------------------------------
@@ -238,7 +247,11 @@ class _Disguised(torch.nn.Module):
             setattr(self.cfg, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_hide", "_modules", "_parameters", "_buffers") or name in self.__dict__.get("_hide", ()):
+        if (
+            name.startswith("__")
+            or name in ("_hide", "_modules", "_parameters", "_buffers")
+            or name in self.__dict__.get("_hide", ())
+        ):
             raise AttributeError(name)
         try:
             return super().__getattr__(name)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,9 @@ def reference_lens(model: Any, prompt: Any) -> torch.Tensor:
     resid = cache.accumulated_resid(incl_mid=False)[:, 0]  # [n_layers + 1, seq, d_model]: 0_pre, ..., final_post
     assert resid.shape[0] == model.cfg.n_layers + 1
     centred = resid - resid.mean(-1, keepdim=True)
-    normed = centred / (centred.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt() * model.ln_final.w + model.ln_final.b
+    normed = (
+        centred / (centred.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt() * model.ln_final.w + model.ln_final.b
+    )
     return (normed @ model.W_U + model.b_U).softmax(-1).detach()
 
 
@@ -154,7 +157,7 @@ def test_target_request_recomputes_with_progress_and_bad_targets_change_nothing(
 ) -> None:
     lens = mw.LogitLens(induction, PROMPT)
     with pytest.raises(ValueError, match="no target token is set"):
-        lens.target_probs
+        _ = lens.target_probs
     sent = capture(lens)
     top_before, revision = lens.top_ids.clone(), lens.revision
     rid = ask(lens, "target", {"target": " mat"})

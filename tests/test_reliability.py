@@ -9,7 +9,8 @@ import subprocess
 import sys
 import textwrap
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ipywidgets
 import pytest
@@ -58,8 +59,17 @@ def _makers(induction: Any, code: Any) -> dict[str, Callable[[], Any]]:
 
 
 WIDGETS = [
-    "AttentionView", "attention_heads", "HeadScan", "CompositionView", "ActivationView", "LogitLens",
-    "LogitAttribution", "TopExamples", "SuperpositionToy", "SAETrainer", "FeatureView",
+    "AttentionView",
+    "attention_heads",
+    "HeadScan",
+    "CompositionView",
+    "ActivationView",
+    "LogitLens",
+    "LogitAttribution",
+    "TopExamples",
+    "SuperpositionToy",
+    "SAETrainer",
+    "FeatureView",
 ]
 
 

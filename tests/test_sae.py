@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,6 @@ from mi_widgets.analysis.sae import (
 )
 from mi_widgets.transport.codec import decode_array
 from mi_widgets.widgets.sae_training import ActivationStream, SAETrainer, TensorStream, train_sae
-
 from mi_widgets.widgets.training import TrainingWidget
 
 from .conftest import SENTENCES
@@ -30,6 +30,7 @@ from .conftest import SENTENCES
 def fixed_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of exactly ``_chunk`` steps (not sized by timing), so step numbers in these tests are exact."""
     monkeypatch.setattr(TrainingWidget, "_chunk_size", lambda self, per_step: self._chunk)
+
 
 HOOK = "blocks.0.hook_resid_post"
 METRICS = ["loss", "mse", "l0", "fve", "dead"]
@@ -119,7 +120,13 @@ def test_save_load_round_trip(tmp_path: Any, architecture: str, k: int | None) -
     path = tmp_path / "sae.pt"
     sae.save(path)
     loaded = SparseAutoencoder.load(path)
-    assert (loaded.d_in, loaded.d_sae, loaded.architecture, loaded.k, loaded.hook_name) == (8, 16, architecture, k, HOOK)
+    assert (loaded.d_in, loaded.d_sae, loaded.architecture, loaded.k, loaded.hook_name) == (
+        8,
+        16,
+        architecture,
+        k,
+        HOOK,
+    )
     for name, p in sae.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], p), name
     x = torch.randn(6, 8)
@@ -162,18 +169,25 @@ def test_as_sae_reads_ours_and_saelens_like_objects() -> None:
     def like(cfg: Any) -> Any:
         return SimpleNamespace(encode=sae.encode, decode=sae.decode, W_enc=sae.W_enc, W_dec=sae.W_dec, cfg=cfg)
 
-    assert as_sae(like(SimpleNamespace(metadata=SimpleNamespace(hook_name="blocks.1.hook_resid_pre")))).hook_name == "blocks.1.hook_resid_pre"
+    assert (
+        as_sae(like(SimpleNamespace(metadata=SimpleNamespace(hook_name="blocks.1.hook_resid_pre")))).hook_name
+        == "blocks.1.hook_resid_pre"
+    )
     assert as_sae(like(SimpleNamespace(hook_name="blocks.0.hook_mlp_out"))).hook_name == "blocks.0.hook_mlp_out"
 
 
 def test_as_sae_errors() -> None:
-    with pytest.raises(TypeError, match=r"expected a sparse autoencoder.*got Linear without encode, decode, W_enc, W_dec"):
+    with pytest.raises(
+        TypeError, match=r"expected a sparse autoencoder.*got Linear without encode, decode, W_enc, W_dec"
+    ):
         as_sae(torch.nn.Linear(3, 4))
     with pytest.raises(TypeError, match=r"got str without"):
         as_sae("sae")
     noop = lambda x: x  # noqa: E731
     bad = SimpleNamespace(encode=noop, decode=noop, W_enc=torch.zeros(4, 8), W_dec=torch.zeros(8, 5))
-    with pytest.raises(ValueError, match=r"expected W_enc \[d_in, d_sae\] and W_dec \[d_sae, d_in\], got \[4, 8\] and \[8, 5\]"):
+    with pytest.raises(
+        ValueError, match=r"expected W_enc \[d_in, d_sae\] and W_dec \[d_sae, d_in\], got \[4, 8\] and \[8, 5\]"
+    ):
         as_sae(bad)
     flat = SimpleNamespace(encode=noop, decode=noop, W_enc=torch.zeros(4, 8, 1), W_dec=torch.zeros(8, 4))
     with pytest.raises(ValueError, match=r"got \[4, 8, 1\] and \[8, 4\]"):
@@ -205,7 +219,9 @@ def test_planted_features_and_recovery_score() -> None:
 )
 def test_train_sae_recovers_planted_features(architecture: str, options: dict[str, Any]) -> None:
     x, true = planted_features(8192, d_in=16, n_features=32, active=3.0, seed=0)
-    sae = train_sae(activations=x, d_sae=64, architecture=architecture, steps=500, batch_size=256, display=False, **options)
+    sae = train_sae(
+        activations=x, d_sae=64, architecture=architecture, steps=500, batch_size=256, display=False, **options
+    )
     assert isinstance(sae, SparseAutoencoder) and sae.architecture == architecture and sae.d_sae == 64
     recovery = feature_recovery(true, sae.W_dec)
     assert float(recovery.mean()) >= 0.9, f"{architecture}: mean recovery {float(recovery.mean()):.4f}"
@@ -379,8 +395,18 @@ def test_bad_input_with_activations() -> None:
 
 
 def test_trainer_on_a_model(native_model: Any, capture: Callable[[Any], Any]) -> None:
-    trainer = SAETrainer(native_model, hook=HOOK, tokens=SENTENCES, d_sae=32, k=4, steps=10, batch_size=16,
-                         buffer_size=32, windows_per_batch=2, frame_rate=1e6)
+    trainer = SAETrainer(
+        native_model,
+        hook=HOOK,
+        tokens=SENTENCES,
+        d_sae=32,
+        k=4,
+        steps=10,
+        batch_size=16,
+        buffer_size=32,
+        windows_per_batch=2,
+        frame_rate=1e6,
+    )
     assert (trainer.hook, trainer.d_in, trainer.d_sae) == (HOOK, 64, 32)
     sent = capture(trainer)
     trainer.run()
@@ -397,8 +423,18 @@ def test_trainer_on_a_model(native_model: Any, capture: Callable[[Any], Any]) ->
 
 
 def test_train_sae_on_a_model_with_a_shorthand_hook(native_model: Any) -> None:
-    sae = train_sae(native_model, "resid_post", SENTENCES[:2], layer=0, d_sae=16, k=2, steps=5, batch_size=8,
-                    buffer_size=16, display=False)
+    sae = train_sae(
+        native_model,
+        "resid_post",
+        SENTENCES[:2],
+        layer=0,
+        d_sae=16,
+        k=2,
+        steps=5,
+        batch_size=8,
+        buffer_size=16,
+        display=False,
+    )
     assert sae.hook_name == HOOK and sae.d_in == 64
     with pytest.raises(ValueError, match=r"pass layer=0\.\.1"):
         train_sae(native_model, "resid_post", SENTENCES[:2], d_sae=16, display=False)
@@ -457,8 +493,17 @@ def test_activation_stream_holds_a_buffer_not_the_corpus(native_model: Any, monk
 
     monkeypatch.setattr(ActivationStream, "_refill", refill)
     monkeypatch.setattr(ActivationStream, "_capture", capture_windows)
-    trainer = SAETrainer(native_model, hook=HOOK, tokens=corpus, d_sae=16, k=2, steps=10, batch_size=16,
-                         buffer_size=32, windows_per_batch=2)
+    trainer = SAETrainer(
+        native_model,
+        hook=HOOK,
+        tokens=corpus,
+        d_sae=16,
+        k=2,
+        steps=10,
+        batch_size=16,
+        buffer_size=32,
+        windows_per_batch=2,
+    )
     trainer.run()
     assert trainer.status == "done" and trainer.tokens_seen == 160
     window_cap = 2 * native_model.cfg.n_ctx  # one capture adds at most windows_per_batch windows
@@ -474,7 +519,9 @@ def test_bad_input_with_a_model(native_model: Any) -> None:
         SAETrainer(native_model, hook=HOOK, tokens=SENTENCES[:1], d_sae=0)
     with pytest.raises(ValueError, match=r"lr must be a positive finite number, got -0.01"):
         SAETrainer(native_model, hook=HOOK, tokens=SENTENCES[:1], d_sae=16, lr=-0.01)
-    with pytest.raises(ValueError, match=r"unknown hook name 'blocks.0.hook_resid_pots'.*did you mean.*blocks\.0\.hook_resid_post"):
+    with pytest.raises(
+        ValueError, match=r"unknown hook name 'blocks.0.hook_resid_pots'.*did you mean.*blocks\.0\.hook_resid_post"
+    ):
         SAETrainer(native_model, hook="blocks.0.hook_resid_pots", tokens=SENTENCES[:1], d_sae=16)
     with pytest.raises(ValueError, match=r"not one vector per token"):
         SAETrainer(native_model, hook="blocks.0.attn.hook_pattern", tokens=SENTENCES[:1], d_sae=16)

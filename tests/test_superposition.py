@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ ADAPTIVE_CHUNK_SIZE = TrainingWidget._chunk_size  # before fixed_chunks replaces
 def fixed_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of exactly ``_chunk`` steps (not sized by timing), so step numbers in these tests are exact."""
     monkeypatch.setattr(TrainingWidget, "_chunk_size", lambda self, per_step: self._chunk)
+
 
 FRAME_ARRAYS = ("W", "b", "importance", "gram", "norms", "dimensionality", "loss_steps", "loss")
 
@@ -343,8 +345,16 @@ def check_frame(result: dict[str, Any], arrays: dict[str, np.ndarray], I: int, m
 
 
 def test_frame_request_and_pushed_frames(capture: Callable[[Any], Any], ask: Callable[..., str]) -> None:
-    toy = mw.SuperpositionToy(n_features=5, n_hidden=2, sparsity=[0.0, 0.9], importance_decay=0.8,
-                              steps=50, batch_size=32, frame_rate=1e6, autostart=False)
+    toy = mw.SuperpositionToy(
+        n_features=5,
+        n_hidden=2,
+        sparsity=[0.0, 0.9],
+        importance_decay=0.8,
+        steps=50,
+        batch_size=32,
+        frame_rate=1e6,
+        autostart=False,
+    )
     sent = capture(toy)
     rid = ask(toy, "frame")  # before any training: no loss points yet
     sent.wait(rid)

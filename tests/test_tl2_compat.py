@@ -15,7 +15,11 @@ def _run_in_tl2(script: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
         [str(TL2_PYTHON), str(REPO / "tests" / "compat" / script)],
-        capture_output=True, text=True, env=env, timeout=300, cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result.stdout

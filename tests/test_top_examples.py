@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -120,7 +121,11 @@ def test_split_windows_and_pad_rows() -> None:
 def windows_of(model: Any, texts: list[str]) -> list[torch.Tensor]:
     """The windows TopExamples should read: each text without BOS, cut into BOS + up to n_ctx - 1 tokens."""
     bos = model.tokenizer.bos_token_id
-    return [w for t in texts for w in split_windows(model.to_tokens(t, prepend_bos=False, truncate=False)[0], model.cfg.n_ctx, bos)]
+    return [
+        w
+        for t in texts
+        for w in split_windows(model.to_tokens(t, prepend_bos=False, truncate=False)[0], model.cfg.n_ctx, bos)
+    ]
 
 
 def cached_activations(model: Any, rows: list[torch.Tensor], neurons: list[int]) -> list[torch.Tensor]:
@@ -139,7 +144,9 @@ def corpus() -> list[str]:
 
 def test_widget_equals_run_with_cache_over_the_corpus(gpt2_bridge: Any, corpus: list[str]) -> None:
     neurons = list(range(0, 64, 2))
-    ex = mw.TopExamples(gpt2_bridge, corpus, hook=HOOK, neurons=neurons, k=4, batch_size=3, context=5, after=2).wait(120)
+    ex = mw.TopExamples(gpt2_bridge, corpus, hook=HOOK, neurons=neurons, k=4, batch_size=3, context=5, after=2).wait(
+        120
+    )
     assert ex.status == "done", ex.error
     rows = windows_of(gpt2_bridge, corpus)
     assert ex.n_docs == len(rows) > len(corpus)  # the long text gave several windows
@@ -224,9 +231,15 @@ def test_overview_and_examples_requests(gpt2_bridge: Any, corpus: list[str], cap
     sent = capture(ex)
     rid = ask(ex, "overview")
     content, buffers = sent.reply(rid)
-    assert content["ok"] and content["result"]["revision"] == ex.revision and content["result"]["neurons"] == list(range(8, 24))
+    assert (
+        content["ok"]
+        and content["result"]["revision"] == ex.revision
+        and content["result"]["neurons"] == list(range(8, 24))
+    )
     assert content["result"]["maxima"]["dtype"] == "float16"
-    np.testing.assert_allclose(decode_array(content["result"]["maxima"], buffers), ex.maxima.numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(
+        decode_array(content["result"]["maxima"], buffers), ex.maxima.numpy(), rtol=1e-3, atol=1e-3
+    )
     assert decode_array(content["result"]["filled"], buffers).tolist() == [3] * 16
 
     rid = ask(ex, "examples", {"neuron": 12})
@@ -307,7 +320,9 @@ def test_bad_input(gpt2_bridge: Any, native_model_no_tokenizer: Any) -> None:
         mw.TopExamples(m, SENTENCES, hook=HOOK, layer=1)
     with pytest.raises(ValueError, match="not one vector per token"):
         mw.TopExamples(m, SENTENCES, hook="blocks.0.attn.hook_pattern")
-    with pytest.raises(IndexError, match=r"neurons must be in 0..255 \(blocks.1.mlp.hook_post has 256 units\), got \[256, 900\]"):
+    with pytest.raises(
+        IndexError, match=r"neurons must be in 0..255 \(blocks.1.mlp.hook_post has 256 units\), got \[256, 900\]"
+    ):
         mw.TopExamples(m, SENTENCES, neurons=[1, 256, 900])
     with pytest.raises(ValueError, match="neurons is empty"):
         mw.TopExamples(m, SENTENCES, neurons=[])
@@ -323,5 +338,7 @@ def test_bad_input(gpt2_bridge: Any, native_model_no_tokenizer: Any) -> None:
         mw.TopExamples(m, torch.full((1, 5), 10_000))
     with pytest.raises(ValueError, match="no tokenizer"):
         mw.TopExamples(native_model_no_tokenizer, SENTENCES, hook="blocks.1.hook_resid_post")
-    ok = mw.TopExamples(native_model_no_tokenizer, torch.arange(1, 30)[None], hook="blocks.1.hook_resid_post", k=2).wait(30)
+    ok = mw.TopExamples(
+        native_model_no_tokenizer, torch.arange(1, 30)[None], hook="blocks.1.hook_resid_post", k=2
+    ).wait(30)
     assert ok.status == "done" and ok.examples[0][0].tokens[0].startswith("<")  # <id> labels without a tokenizer

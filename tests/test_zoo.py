@@ -19,9 +19,7 @@ def model() -> Any:
     return zoo.load(NAME)
 
 
-def repeat_with_cache(
-    model: Any, offset: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
+def repeat_with_cache(model: Any, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]:
     """Fresh [BOS, r, x, x] (r: ``offset`` random tokens, x: L random tokens), logits, patterns."""
     gen = torch.Generator().manual_seed(2024 + offset)
     bos = model.tokenizer.bos_token_id
@@ -30,15 +28,9 @@ def repeat_with_cache(
     x = r[:, offset:]
     tokens = torch.cat([torch.full((64, 1), bos), r[:, :offset], x, x], dim=1)
     with torch.no_grad():
-        logits, cache = model.run_with_cache(
-            tokens, names_filter=lambda n: n.endswith("hook_pattern")
-        )
-    patterns = {
-        layer: cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)
-    }
-    return tokens[:, offset:], logits[:, offset:], {
-        k: v[:, :, offset:, offset:] for k, v in patterns.items()
-    }
+        logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    patterns = {layer: cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)}
+    return tokens[:, offset:], logits[:, offset:], {k: v[:, :, offset:, offset:] for k, v in patterns.items()}
 
 
 @pytest.fixture(scope="module")

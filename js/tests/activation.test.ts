@@ -3,7 +3,7 @@ import { encodeArray } from "../src/lib/codec";
 import { cssColor, divergingColormap } from "../src/lib/colormap";
 import { LINE_CHARS, TOKEN_CHARS } from "../src/lib/text";
 import { parseUnitId } from "../src/lib/view";
-import widget, { NEURON_ID, TOP_K, formatValue, unitLabel } from "../src/views/activation";
+import widget, { formatValue, NEURON_ID, TOP_K, unitLabel } from "../src/views/activation";
 import { FakeModel, mountView } from "./helpers";
 
 const TOKENS = [
@@ -54,7 +54,10 @@ function topReply(prompt: number, position: number, layer: number, revision = 0)
   const vals = indices.map((_, i) => 5 - i * 0.5);
   const a = encodeArray(indices, [TOP_K], "int32", { bufferIndex: 0 });
   const b = encodeArray(vals, [TOP_K], "float16", { bufferIndex: 1 });
-  return { result: { revision, prompt, position, layer, indices: a.header, values: b.header }, buffers: [a.buffer, b.buffer] };
+  return {
+    result: { revision, prompt, position, layer, indices: a.header, values: b.header },
+    buffers: [a.buffer, b.buffer],
+  };
 }
 
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
@@ -104,7 +107,9 @@ describe("ActivationView", () => {
     const model = makeModel();
     const { root, q, strips, token } = mount(model);
     expect(strips()).toHaveLength(2);
-    expect(strips().map((s) => [...s.querySelectorAll("[data-testid=token]")].map((t) => t.textContent))).toEqual(TOKENS);
+    expect(strips().map((s) => [...s.querySelectorAll("[data-testid=token]")].map((t) => t.textContent))).toEqual(
+      TOKENS,
+    );
     expect(model.requests("values").map((r) => r.params)).toEqual([{ layer: 0, neuron: 0 }]);
     expect(root.dataset.state).toBe("loading");
     answer(model, "values", valuesReply(0, 0));
@@ -150,7 +155,12 @@ describe("ActivationView", () => {
   });
 
   test("a single layer shows a label instead of a picker", () => {
-    const model = makeModel({ layers: [1], hooks: ["blocks.1.hook_resid_post"], n_layers: 1, selected: { layer: 1, neuron: 0, prompt: null, position: null } });
+    const model = makeModel({
+      layers: [1],
+      hooks: ["blocks.1.hook_resid_post"],
+      n_layers: 1,
+      selected: { layer: 1, neuron: 0, prompt: null, position: null },
+    });
     const { q } = mount(model);
     expect(q<HTMLSelectElement>("layer-select").hidden).toBe(true);
     expect(q("layer-label").textContent).toBe("L1 blocks.1.hook_resid_post");
@@ -218,7 +228,11 @@ describe("ActivationView", () => {
     buttons()[1].click();
     expect(model.get("selected")).toEqual({ layer: 0, neuron: 5, prompt: null, position: null });
     expect(model.requests("values").at(-1).params).toEqual({ layer: 0, neuron: 5 });
-    expect(buttons().find((b) => b.dataset.neuron === "5")!.getAttribute("aria-pressed")).toBe("true");
+    expect(
+      buttons()
+        .find((b) => b.dataset.neuron === "5")!
+        .getAttribute("aria-pressed"),
+    ).toBe("true");
     // the same token again comes from the cache
     token(0, 2).dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
     expect(model.requests("top")).toHaveLength(1);
@@ -239,7 +253,9 @@ describe("ActivationView", () => {
     expect(readout.classList.contains("miw-line")).toBe(true);
     expect(token(0, 2).textContent).toBe(`${"y".repeat(TOKEN_CHARS - 1)}…`);
     token(0, 2).dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
-    expect(readout.textContent).toBe(`prompt 0, token 2 "${"y".repeat(TOKEN_CHARS - 1)}…" · L0 n0: +1.000 · top neurons:`);
+    expect(readout.textContent).toBe(
+      `prompt 0, token 2 "${"y".repeat(TOKEN_CHARS - 1)}…" · L0 n0: +1.000 · top neurons:`,
+    );
     expect(readout.textContent!.length).toBeLessThanOrEqual(LINE_CHARS);
     expect(readout.title).toBe(`prompt 0, token 2 "${long}" · L0 n0: +1.000 · top neurons:`);
   });
@@ -256,7 +272,8 @@ describe("ActivationView", () => {
     expect(token(1, 2).classList.contains("miw-token-locked")).toBe(false);
     // keyboard: focus a token, move right, Enter selects
     token(0, 0).focus();
-    const press = (k: string) => document.activeElement!.dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true }));
+    const press = (k: string) =>
+      document.activeElement!.dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true }));
     press("ArrowRight");
     expect(root.dataset.focus).toBe("0:1");
     press("Enter");
@@ -271,7 +288,10 @@ describe("ActivationView", () => {
   });
 
   test("a direction: button colours by it (neuron null), a top neuron switches back", async () => {
-    const model = makeModel({ has_direction: true, selected: { layer: 1, neuron: null, prompt: null, position: null } });
+    const model = makeModel({
+      has_direction: true,
+      selected: { layer: 1, neuron: null, prompt: null, position: null },
+    });
     const { q, root, token, input } = mount(model);
     expect(model.requests("values")[0].params).toEqual({ layer: 1, neuron: null });
     expect(q("direction-button").hidden).toBe(false);

@@ -53,7 +53,18 @@ describe("AttentionView", () => {
     expect(root.dataset.state).toBe("loading");
     expect(model.requests("overview").map((r) => r.params)).toEqual([{ revision: 1 }]);
     expect(model.requests("pattern").map((r) => r.params)).toEqual([{ revision: 1, layer: 0, head: 0 }]);
-    for (const id of ["prompt-input", "run-button", "status", "progress", "error", "readout", "strip-mode", "head-grid", "pattern-heatmap", "token-strip"]) {
+    for (const id of [
+      "prompt-input",
+      "run-button",
+      "status",
+      "progress",
+      "error",
+      "readout",
+      "strip-mode",
+      "head-grid",
+      "pattern-heatmap",
+      "token-strip",
+    ]) {
       expect(q(id), id).not.toBeNull();
     }
     answer(model, "overview", overviewReply(1));
@@ -162,7 +173,9 @@ describe("AttentionView", () => {
     expect(readout.title).toBe(`L0H0  query 1 "${long}"`);
     // A query and key both long: still short, both whole in the title.
     model.set("selected", { layer: 0, head: 0, query: 1, key: 1 });
-    expect(readout.textContent).toBe(`L0H0  query 1 "${"x".repeat(TOKEN_CHARS - 1)}…" -> key 1 "${"x".repeat(TOKEN_CHARS - 1)}…": 0.750`);
+    expect(readout.textContent).toBe(
+      `L0H0  query 1 "${"x".repeat(TOKEN_CHARS - 1)}…" -> key 1 "${"x".repeat(TOKEN_CHARS - 1)}…": 0.750`,
+    );
     expect(readout.title).toBe(`L0H0  query 1 "${long}" -> key 1 "${long}": 0.750`);
     tokens[1].dispatchEvent(new MouseEvent("mouseleave"));
     q("token-strip").dispatchEvent(new MouseEvent("mouseleave"));
@@ -197,7 +210,11 @@ describe("AttentionView", () => {
     expect(root.dataset.state).toBe("ready");
 
     q("run-button").click();
-    model.replyError(model.requests("run").at(-1).id, "ValueError", "prompt is too long for the model's context (1024 tokens)");
+    model.replyError(
+      model.requests("run").at(-1).id,
+      "ValueError",
+      "prompt is too long for the model's context (1024 tokens)",
+    );
     await tick();
     expect(q("error").textContent).toContain("prompt is too long");
     expect(root.dataset.state).toBe("error");
@@ -222,7 +239,9 @@ describe("AttentionView", () => {
     const model = makeModel();
     const { q } = mount(model);
     const req = model.requests("pattern")[0];
-    model.reply(req.id, { revision: 1, layer: 0, head: 0, pattern: { dtype: "float16", shape: [3, 3], buffer: 0 } }, [new ArrayBuffer(4)]);
+    model.reply(req.id, { revision: 1, layer: 0, head: 0, pattern: { dtype: "float16", shape: [3, 3], buffer: 0 } }, [
+      new ArrayBuffer(4),
+    ]);
     await tick();
     expect(q("error").textContent).toContain("buffer holds 4 bytes");
   });

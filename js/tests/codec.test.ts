@@ -1,6 +1,6 @@
 // @vitest-environment node
 import { describe, expect, test } from "vitest";
-import { type ArrayHeader, type WireDtype, decodeArray, encodeArray, floatToHalf, halfToFloat } from "../src/lib/codec";
+import { type ArrayHeader, decodeArray, encodeArray, floatToHalf, halfToFloat, type WireDtype } from "../src/lib/codec";
 import { b64, fixture, num, offsetView } from "./helpers";
 
 interface CodecCase {
@@ -50,11 +50,15 @@ describe("decodeArray checks", () => {
   const header: ArrayHeader = { dtype: "float16", shape: [2, 3], buffer: 0 };
 
   test("names expected and actual byte counts", () => {
-    expect(() => decodeArray(header, [new ArrayBuffer(10)])).toThrow("buffer holds 10 bytes, but dtype float16 with shape [2, 3] needs 12");
+    expect(() => decodeArray(header, [new ArrayBuffer(10)])).toThrow(
+      "buffer holds 10 bytes, but dtype float16 with shape [2, 3] needs 12",
+    );
   });
 
   test("rejects a missing buffer and an unknown dtype", () => {
-    expect(() => decodeArray({ ...header, buffer: 1 }, [new ArrayBuffer(12)])).toThrow("buffer 1, but the message has 1 buffer(s)");
+    expect(() => decodeArray({ ...header, buffer: 1 }, [new ArrayBuffer(12)])).toThrow(
+      "buffer 1, but the message has 1 buffer(s)",
+    );
     expect(() => decodeArray({ ...header, dtype: "float64" as WireDtype }, [new ArrayBuffer(48)])).toThrow("dtype");
   });
 

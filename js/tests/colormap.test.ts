@@ -1,7 +1,6 @@
 import { afterEach, describe, expect, test } from "vitest";
 import {
   colorIndex,
-  withEmptyCells,
   cssColor,
   detectTheme,
   divergingColormap,
@@ -9,6 +8,7 @@ import {
   rgbAt,
   sequentialColormap,
   watchTheme,
+  withEmptyCells,
 } from "../src/lib/colormap";
 
 afterEach(() => {

@@ -44,7 +44,8 @@ function answer(model: FakeModel, reply: { result: any; buffers: ArrayBuffer[] }
 function mount(model: FakeModel) {
   const mounted = mountView(widget, model, "composition");
   const key = (k: string, times = 1) => {
-    for (let i = 0; i < times; i++) mounted.q("composition-heatmap").dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true }));
+    for (let i = 0; i < times; i++)
+      mounted.q("composition-heatmap").dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true }));
   };
   return { ...mounted, key };
 }
@@ -61,7 +62,12 @@ describe("composition helpers", () => {
   test("relative values subtract the baseline on a symmetric scale; raw ones start at 0; NaN stays NaN", () => {
     const data = new Float32Array([0.3, NaN, 0.05, 0.2]);
     const rel = displayValues(data, 0.125, true);
-    expect(Array.from(rel.values).map((v) => (Number.isNaN(v) ? "nan" : v.toFixed(3)))).toEqual(["0.175", "nan", "-0.075", "0.075"]);
+    expect(Array.from(rel.values).map((v) => (Number.isNaN(v) ? "nan" : v.toFixed(3)))).toEqual([
+      "0.175",
+      "nan",
+      "-0.075",
+      "0.075",
+    ]);
     expect(rel.hi).toBeCloseTo(0.175, 6);
     expect(rel.lo).toBeCloseTo(-0.175, 6);
     const raw = displayValues(data, 0.125, false);
@@ -75,7 +81,8 @@ describe("CompositionView", () => {
   test("asks for the model's mode, then shows the scale and a hint", async () => {
     const model = makeModel();
     const { root, q } = mount(model);
-    for (const id of ["mode-Q", "mode-K", "mode-V", "relative", "scale", "readout", "error", "composition-heatmap"]) expect(q(id), id).not.toBeNull();
+    for (const id of ["mode-Q", "mode-K", "mode-V", "relative", "scale", "readout", "error", "composition-heatmap"])
+      expect(q(id), id).not.toBeNull();
     expect(root.dataset.mode).toBe("K");
     expect(q("mode-K").getAttribute("aria-pressed")).toBe("true");
     expect(q("mode-Q").getAttribute("aria-pressed")).toBe("false");
@@ -120,7 +127,9 @@ describe("CompositionView", () => {
     key("ArrowDown", 2);
     key("ArrowRight", 4); // row 2 = L0H2, col 4 = L1H1
     const v = 0.1 + 2 / 10 + 4 / 100;
-    expect(q("readout").textContent).toContain(`L0H2 → L1H1: K-composition ${v.toFixed(3)} (random 0.125, +${(v - BASELINE).toFixed(3)})`);
+    expect(q("readout").textContent).toContain(
+      `L0H2 → L1H1: K-composition ${v.toFixed(3)} (random 0.125, +${(v - BASELINE).toFixed(3)})`,
+    );
     key("Enter");
     expect(model.get("selected")).toEqual({ writer: [0, 2], reader: [1, 1] });
     expect(root.dataset.selected).toBe("L0H2>L1H1");

@@ -39,11 +39,13 @@ describe("parseExamples", () => {
   });
 
   test("errors name the reply, the array and the shapes", () => {
-    expect(() => parseExamples([{ tokens: ["a"] }], padded([], 1), WHAT)).toThrow("feature reply: 1 examples but example_acts of shape [0, 1]");
-    const { header, buffer } = encodeArray([1, 2], [2], "float32");
-    expect(() => parseExamples([{}, {}], decodeArray(header, [buffer]), { reply: "examples reply", acts: "activations" })).toThrow(
-      "examples reply: 2 examples but activations of shape [2]",
+    expect(() => parseExamples([{ tokens: ["a"] }], padded([], 1), WHAT)).toThrow(
+      "feature reply: 1 examples but example_acts of shape [0, 1]",
     );
+    const { header, buffer } = encodeArray([1, 2], [2], "float32");
+    expect(() =>
+      parseExamples([{}, {}], decodeArray(header, [buffer]), { reply: "examples reply", acts: "activations" }),
+    ).toThrow("examples reply: 2 examples but activations of shape [2]");
     expect(() => parseExamples([{ tokens: ["a", "b", "c"] }], padded([[1, 2]], 2), WHAT)).toThrow(
       "feature reply: example 0 has 3 tokens but 2 activations",
     );
@@ -71,12 +73,21 @@ describe("exampleRow", () => {
     expect(spans(row).map((s) => s.textContent)).toEqual(["<b>hi</b>", " cat", "↵"]);
     expect(row.querySelectorAll("b")).toHaveLength(0);
     expect(spans(row).map((s) => s.classList.contains("miw-token-primary"))).toEqual([false, true, false]);
-    expect(spans(row).map((s) => s.title)).toEqual(['0: "<b>hi</b>" · activation 0.250', '1: " cat" · activation 4.000', '2: "\\n" · activation –']);
+    expect(spans(row).map((s) => s.title)).toEqual([
+      '0: "<b>hi</b>" · activation 0.250',
+      '1: " cat" · activation 4.000',
+      '2: "\\n" · activation –',
+    ]);
   });
 
   test("a max index outside the tokens outlines none", () => {
     for (const maxIndex of [-1, 3]) {
-      const { row } = exampleRow({ ...example, maxIndex }, 0, { rowClass: "r", valueClass: "v", unit: "neuron 1", value: "1" });
+      const { row } = exampleRow({ ...example, maxIndex }, 0, {
+        rowClass: "r",
+        valueClass: "v",
+        unit: "neuron 1",
+        value: "1",
+      });
       expect(row.querySelectorAll(".miw-token-primary")).toHaveLength(0);
     }
   });

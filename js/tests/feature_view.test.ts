@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test, vi } from "vitest";
 import { encodeArray } from "../src/lib/codec";
 import { cssColor, sequentialColormap } from "../src/lib/colormap";
 import { parseUnitId } from "../src/lib/view";
-import widget, { FEATURE_ID, colourScale, drawHistogram, formatPercent } from "../src/views/feature_view";
+import widget, { colourScale, drawHistogram, FEATURE_ID, formatPercent } from "../src/views/feature_view";
 import { FakeModel, mountView } from "./helpers";
 
 const K = 8;
@@ -41,7 +41,16 @@ function promptReply(prompt: number, tokens: string[], rows: Array<Array<[number
   return { result: { prompt, tokens, top_ids: a.header, top_values: b.header }, buffers: [a.buffer, b.buffer] };
 }
 
-const ROWS: Array<Array<[number, number]>> = [[], [[7, 0.5]], [[123, 2.31], [7, 1.5], [900, 0.25]], [[123, 5]]];
+const ROWS: Array<Array<[number, number]>> = [
+  [],
+  [[7, 0.5]],
+  [
+    [123, 2.31],
+    [7, 1.5],
+    [900, 0.25],
+  ],
+  [[123, 5]],
+];
 
 interface Ex {
   tokens: string[];
@@ -58,7 +67,14 @@ const EXAMPLES: Ex[] = [
 function featureReply(
   feature: number,
   revision: number,
-  opts: { fires?: number; density?: number; max?: number | null; promptActs?: number[]; counts?: number[]; examples?: Ex[] } = {},
+  opts: {
+    fires?: number;
+    density?: number;
+    max?: number | null;
+    promptActs?: number[];
+    counts?: number[];
+    examples?: Ex[];
+  } = {},
 ) {
   const examples = opts.examples ?? EXAMPLES;
   const promptActs = opts.promptActs ?? [0, 0, 2.31, 5];
@@ -100,7 +116,9 @@ function answer(model: FakeModel, method: string, reply: { result: unknown; buff
 
 function mount(model: FakeModel) {
   const mounted = mountView(widget, model, "feature-view");
-  const tokens = (within: HTMLElement = mounted.q("prompt-tokens")) => [...within.querySelectorAll<HTMLElement>("[data-testid=token]")];
+  const tokens = (within: HTMLElement = mounted.q("prompt-tokens")) => [
+    ...within.querySelectorAll<HTMLElement>("[data-testid=token]"),
+  ];
   const chips = () => [...mounted.el.querySelectorAll<HTMLButtonElement>("[data-testid=feature-chip]")];
   const hover = (i: number) => tokens()[i].dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
   const keydown = (id: string, key: string) =>
@@ -144,7 +162,10 @@ describe("FeatureView helpers", () => {
     const calls: Array<{ name: string; args: any[] }> = [];
     const ctx = new Proxy({} as Record<string | symbol, unknown>, {
       get: (t, prop) => (prop in t ? t[prop] : (...args: any[]) => calls.push({ name: String(prop), args })),
-      set: (t, prop, v) => ((t[prop] = v), true),
+      set: (t, prop, v) => {
+        t[prop] = v;
+        return true;
+      },
     }) as unknown as CanvasRenderingContext2D;
     const colours = { bar: "blue", text: "grey", axis: "black", font: "10px sans-serif" };
     drawHistogram(ctx, { counts: [4, 0, 2, 1], lo: 0.01, hi: 5.21 }, { width: 360, height: 120 }, colours);
@@ -162,10 +183,24 @@ describe("FeatureView", () => {
   test("the prompt reply renders tokens; a hovered token shows its features as chips", async () => {
     const model = makeModel();
     const { root, q, tokens, chips, hover } = mount(model);
-    for (const id of ["start-button", "stop-button", "status", "info", "prompt-select", "prompt-input", "feature-input", "prompt-tokens", "token-features", "dashboard", "error"]) {
+    for (const id of [
+      "start-button",
+      "stop-button",
+      "status",
+      "info",
+      "prompt-select",
+      "prompt-input",
+      "feature-input",
+      "prompt-tokens",
+      "token-features",
+      "dashboard",
+      "error",
+    ]) {
       expect(q(id), id).not.toBeNull();
     }
-    expect(q("info").textContent).toBe("blocks.1.hook_resid_post · 1,024 features · top 4 examples · 100 windows, 51,200 tokens");
+    expect(q("info").textContent).toBe(
+      "blocks.1.hook_resid_post · 1,024 features · top 4 examples · 100 windows, 51,200 tokens",
+    );
     expect(q("prompt-select").hidden).toBe(true); // one prompt
     expect(q("dashboard").hidden).toBe(true); // nothing selected
     expect(model.requests().map((r) => [r.method, r.params])).toEqual([["prompt", { prompt: 0 }]]);
@@ -228,7 +263,8 @@ describe("FeatureView", () => {
     expect(q("histogram").dataset.bins).toBe("4");
     expect(q("histogram").dataset.total).toBe("9");
     expect(q("histogram-caption").textContent).toBe("activation histogram: 9 nonzero activations, 0.01 … 5.21");
-    const items = (id: string) => [...q(id).querySelectorAll("li")].map((li) => [...li.children].map((c) => c.textContent));
+    const items = (id: string) =>
+      [...q(id).querySelectorAll("li")].map((li) => [...li.children].map((c) => c.textContent));
     expect(items("promoted")).toEqual([
       [" cat", "+1.23"],
       ["↵", "+0.50"],
@@ -258,7 +294,11 @@ describe("FeatureView", () => {
     const { q } = await mountWithPrompt(model);
     model.set("selected", { feature: 5 });
     await tick();
-    answer(model, "feature", featureReply(5, 0, { fires: 0, density: 0, max: null, promptActs: [0, 0, 0, 0], counts: [0, 0], examples: [] }));
+    answer(
+      model,
+      "feature",
+      featureReply(5, 0, { fires: 0, density: 0, max: null, promptActs: [0, 0, 0, 0], counts: [0, 0], examples: [] }),
+    );
     await tick();
     expect(q("feature-header").textContent).toBe("Feature 5 · not seen firing yet: start the corpus scan");
     expect(q("no-examples").textContent).toContain("No examples yet");
@@ -398,7 +438,10 @@ describe("FeatureView", () => {
     await tick();
     expect(q("error").textContent).toContain("KeyError: feature 3 is dead");
     const bad = encodeArray([1, 2], [2], "int32");
-    answer(model, "prompt", { result: { prompt: 0, tokens: TOKENS, top_ids: bad.header, top_values: bad.header }, buffers: [bad.buffer] });
+    answer(model, "prompt", {
+      result: { prompt: 0, tokens: TOKENS, top_ids: bad.header, top_values: bad.header },
+      buffers: [bad.buffer],
+    });
     await tick();
     expect(q("error").textContent).toContain("prompt reply needs int32 top_ids and top_values of shape [4, K]");
     model.set("error", "RuntimeError: device lost");
@@ -439,8 +482,12 @@ describe("FeatureView", () => {
     const calls: Array<{ name: string; args: any[]; fillStyle: unknown }> = [];
     const state: Record<string | symbol, unknown> = {};
     const ctx = new Proxy(state, {
-      get: (t, prop) => (prop in t ? t[prop] : (...args: any[]) => calls.push({ name: String(prop), args, fillStyle: t.fillStyle })),
-      set: (t, prop, v) => ((t[prop] = v), true),
+      get: (t, prop) =>
+        prop in t ? t[prop] : (...args: any[]) => calls.push({ name: String(prop), args, fillStyle: t.fillStyle }),
+      set: (t, prop, v) => {
+        t[prop] = v;
+        return true;
+      },
     });
     const spy = vi.spyOn(HTMLCanvasElement.prototype, "getContext").mockImplementation(() => ctx as any);
     try {

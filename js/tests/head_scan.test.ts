@@ -25,7 +25,8 @@ function makeModel(attrs: Record<string, unknown> = {}): FakeModel {
 function scoresReply(revision: number, nanFrom = L * H) {
   const values: number[] = [];
   for (let k = 0; k < NAMES.length; k++) {
-    for (let i = 0; i < L * H; i++) values.push(i >= nanFrom ? NaN : (k * 100 + Math.floor(i / H) * 10 + (i % H)) / 1000);
+    for (let i = 0; i < L * H; i++)
+      values.push(i >= nanFrom ? NaN : (k * 100 + Math.floor(i / H) * 10 + (i % H)) / 1000);
   }
   const { header, buffer } = encodeArray(values, [NAMES.length, L, H], "float32");
   return { result: { revision, names: NAMES, scores: header }, buffers: [buffer] };
@@ -60,7 +61,11 @@ describe("HeadScan", () => {
     const maps = [...el.querySelectorAll<HTMLElement>("[data-testid=score-heatmap]")];
     expect(maps.map((m) => m.dataset.score)).toEqual(NAMES);
     expect(maps.every((m) => m.tabIndex === 0)).toBe(true);
-    expect([...el.querySelectorAll(".miw-scan-title")].map((t) => t.textContent)).toEqual(["previous token", "duplicate token", "induction"]);
+    expect([...el.querySelectorAll(".miw-scan-title")].map((t) => t.textContent)).toEqual([
+      "previous token",
+      "duplicate token",
+      "induction",
+    ]);
     expect(el.querySelectorAll("[data-testid=score-cell]")).toHaveLength(NAMES.length * L * H);
     expect(cell("induction", 1, 2).dataset.value).toBe(""); // nothing known yet
 
@@ -146,7 +151,8 @@ describe("HeadScan", () => {
     const model = makeModel({ selected: { score: "induction", layer: 0, head: 0 } });
     const { el, cell } = mount(model);
     const grid = el.querySelector<HTMLElement>("[data-testid=score-heatmap][data-score=induction]")!;
-    const key = (k: string) => grid.dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true, cancelable: true }));
+    const key = (k: string) =>
+      grid.dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true, cancelable: true }));
     key("ArrowDown");
     key("ArrowRight");
     key("ArrowRight");
@@ -218,7 +224,9 @@ describe("HeadScan", () => {
     const model = makeModel();
     const { el, q, cleanup } = mount(model);
     const req = model.requests("scores")[0];
-    model.reply(req.id, { revision: 1, names: NAMES, scores: { dtype: "float32", shape: [3, 2, 3], buffer: 0 } }, [new ArrayBuffer(4)]);
+    model.reply(req.id, { revision: 1, names: NAMES, scores: { dtype: "float32", shape: [3, 2, 3], buffer: 0 } }, [
+      new ArrayBuffer(4),
+    ]);
     await tick();
     expect(q("error").textContent).toContain("buffer holds 4 bytes");
     (cleanup as () => void)();

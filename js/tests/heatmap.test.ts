@@ -1,13 +1,13 @@
 import { describe, expect, test, vi } from "vitest";
 import { sequentialColormap } from "../src/lib/colormap";
 import {
-  CELL_TEXT_MIN,
   CanvasHeatmap,
-  cellTextColour,
-  type Layout,
+  CELL_TEXT_MIN,
   cellAt,
+  cellTextColour,
   colourPixels,
   fitCell,
+  type Layout,
   maxPool,
   moveCursor,
   origin,
@@ -45,7 +45,11 @@ describe("viewport maths", () => {
   test("cellAt and origin agree, including scroll and gutters", () => {
     const o = origin(layout);
     expect(o).toEqual({ x: 80 - 320, y: 60 - 1600 });
-    for (const [row, col] of [[100, 20], [101, 40], [120, 50]]) {
+    for (const [row, col] of [
+      [100, 20],
+      [101, 40],
+      [120, 50],
+    ]) {
       const x = o.x + (col + 0.5) * layout.cell;
       const y = o.y + (row + 0.5) * layout.cell;
       expect(cellAt(layout, x, y)).toEqual({ row, col });
@@ -149,7 +153,8 @@ function recordingContext() {
           measured.push(s);
           return { width: s.length * 6 };
         };
-      if (prop === "createImageData") return (w: number, h: number) => ({ data: new Uint8ClampedArray(w * h * 4), width: w, height: h });
+      if (prop === "createImageData")
+        return (w: number, h: number) => ({ data: new Uint8ClampedArray(w * h * 4), width: w, height: h });
       return (...args: any[]) => calls.push({ name: String(prop), args, fillStyle: target.fillStyle });
     },
     set(target, prop, value) {

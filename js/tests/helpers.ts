@@ -68,12 +68,26 @@ export class FakeModel {
   }
   /** Requests sent so far (not cancels). */
   requests(method?: string): any[] {
-    return this.sent.map((s) => s.content).filter((c) => c.type === "request" && (method === undefined || c.method === method));
+    return this.sent
+      .map((s) => s.content)
+      .filter((c) => c.type === "request" && (method === undefined || c.method === method));
   }
   /** Reply to a request with a one-part response. */
   reply(id: string, result: unknown, buffers: ArrayBuffer[] = []): void {
-    const content = { type: "response", id, part: 0, parts: 1, ok: true, result, buffer_lengths: buffers.map((b) => b.byteLength) };
-    this.emit("msg:custom", content, buffers.map((b) => offsetView(new Uint8Array(b))));
+    const content = {
+      type: "response",
+      id,
+      part: 0,
+      parts: 1,
+      ok: true,
+      result,
+      buffer_lengths: buffers.map((b) => b.byteLength),
+    };
+    this.emit(
+      "msg:custom",
+      content,
+      buffers.map((b) => offsetView(new Uint8Array(b))),
+    );
   }
   replyError(id: string, type: string, message: string): void {
     this.emit("msg:custom", { type: "response", id, part: 0, parts: 1, ok: false, error: { type, message } }, []);

@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { categoricalColor } from "../src/lib/colormap";
 import {
-  LineChart,
   dataExtent,
   formatTick,
   formatValue,
+  LineChart,
   logTicks,
   nearestIndex,
   niceTicks,
@@ -106,7 +106,10 @@ describe("categoricalColor", () => {
   };
 
   test("distinct colours that wrap around and read on their background", () => {
-    for (const [theme, bg] of [["light", [255, 255, 255]], ["dark", [30, 30, 30]]] as const) {
+    for (const [theme, bg] of [
+      ["light", [255, 255, 255]],
+      ["dark", [30, 30, 30]],
+    ] as const) {
       const first = Array.from({ length: 7 }, (_, i) => categoricalColor(i, theme));
       expect(new Set(first).size).toBe(7);
       for (const c of first) expect(contrast(c, [...bg])).toBeGreaterThanOrEqual(3);

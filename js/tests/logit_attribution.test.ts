@@ -39,7 +39,14 @@ function reply(opts: { hasMlp?: boolean; heads?: number[]; shape?: [number, numb
     ["mlps", opts.hasMlp === false ? [0, 0] : MLPS, [L]],
     ["term_values", TERM_VALUES, [TERM_VALUES.length]],
   ];
-  const result: Record<string, unknown> = { revision: 1, n_layers: L, n_heads: H, has_mlp: opts.hasMlp ?? true, total: 0.5, terms: TERMS };
+  const result: Record<string, unknown> = {
+    revision: 1,
+    n_layers: L,
+    n_heads: H,
+    has_mlp: opts.hasMlp ?? true,
+    total: 0.5,
+    terms: TERMS,
+  };
   const buffers: ArrayBuffer[] = [];
   arrays.forEach(([name, values, shape], i) => {
     const { header, buffer } = encodeArray(values, shape, "float32", { bufferIndex: i });
@@ -76,7 +83,12 @@ describe("logit attribution helpers", () => {
 
   test("decode checks shapes", () => {
     const r = reply({ heads: [1, 2, 3], shape: [1, 3] });
-    expect(() => decodeAttribution(r.result, r.buffers.map((b) => new DataView(b)))).toThrow("heads must have shape [2, 3], got [1, 3]");
+    expect(() =>
+      decodeAttribution(
+        r.result,
+        r.buffers.map((b) => new DataView(b)),
+      ),
+    ).toThrow("heads must have shape [2, 3], got [1, 3]");
   });
 });
 
@@ -93,7 +105,9 @@ describe("LogitAttribution view", () => {
     const model = makeModel();
     const { root, q, el } = await mount(model);
     expect(q("summary").textContent).toBe('logit(" Mary") − logit(" John") at position 3 (after " to") = +0.5000');
-    expect(q("terms").textContent).toBe("embed +0.2500 · attention biases (b_O) +0.0100 · ln_final bias −0.0300 · b_U +0.0000");
+    expect(q("terms").textContent).toBe(
+      "embed +0.2500 · attention biases (b_O) +0.0100 · ln_final bias −0.0300 · b_U +0.0000",
+    );
     expect(root.dataset.revision).toBe("1");
     expect(root.dataset.loading).toBeUndefined();
     const bars = Array.from(el.querySelectorAll<HTMLButtonElement>(".miw-dla-bar")).map((b) => b.dataset.testid);
@@ -159,7 +173,10 @@ describe("LogitAttribution view", () => {
   test("attention-only models get no MLP bars", async () => {
     const model = makeModel({ has_mlp: false });
     const { el } = await mount(model, reply({ hasMlp: false }));
-    expect(Array.from(el.querySelectorAll<HTMLElement>(".miw-dla-bar")).map((b) => b.dataset.testid)).toEqual(["bar-attn-0", "bar-attn-1"]);
+    expect(Array.from(el.querySelectorAll<HTMLElement>(".miw-dla-bar")).map((b) => b.dataset.testid)).toEqual([
+      "bar-attn-0",
+      "bar-attn-1",
+    ]);
   });
 
   test("a failed request shows in the banner; a later revision recovers", async () => {

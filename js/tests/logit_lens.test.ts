@@ -45,8 +45,15 @@ function lensReply(revision = 1, target = false) {
     arrays.push(["target_ranks", Array.from({ length: n }, (_, i) => i + 1), [ROWS, SEQ], "int32"]);
   }
   const result: Record<string, unknown> = {
-    revision, rows: ROWS, seq: SEQ, k: K, vocab: VOCAB,
-    target_id: target ? 20 : null, target_token: target ? " d" : "", target_probs: null, target_ranks: null,
+    revision,
+    rows: ROWS,
+    seq: SEQ,
+    k: K,
+    vocab: VOCAB,
+    target_id: target ? 20 : null,
+    target_token: target ? " d" : "",
+    target_probs: null,
+    target_ranks: null,
   };
   const buffers: ArrayBuffer[] = [];
   arrays.forEach(([name, values, shape, dtype], i) => {
@@ -68,9 +75,11 @@ function answer(model: FakeModel, method: string, reply: { result: any; buffers:
 function mount(model: FakeModel) {
   const mounted = mountView(widget, model, "logit-lens");
   const key = (k: string, times = 1) => {
-    for (let i = 0; i < times; i++) mounted.q("lens-heatmap").dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true }));
+    for (let i = 0; i < times; i++)
+      mounted.q("lens-heatmap").dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true }));
   };
-  const topTexts = () => Array.from(mounted.el.querySelectorAll("[data-testid=readout-top] li")).map((li) => li.textContent);
+  const topTexts = () =>
+    Array.from(mounted.el.querySelectorAll("[data-testid=readout-top] li")).map((li) => li.textContent);
   return { ...mounted, key, topTexts };
 }
 
@@ -78,15 +87,23 @@ afterEach(() => document.body.replaceChildren());
 
 describe("logit lens helpers", () => {
   test("decode a reply; colour by top-1 without a target, by the target's probability with one", () => {
-    const plain = decodeLens(lensReply().result, lensReply().buffers.map((b) => new DataView(b)));
+    const plain = decodeLens(
+      lensReply().result,
+      lensReply().buffers.map((b) => new DataView(b)),
+    );
     expect(plain.targetProbs).toBeNull();
     expect(cellTop(plain, 1, 2)).toEqual([
       { id: 12, token: "c", prob: expect.closeTo(0.5 + 5 / 20, 3) },
       { id: 20, token: " d", prob: expect.closeTo(0.1, 3) },
     ]);
-    expect(Array.from(cellValues(plain)).map((v) => v.toFixed(2))).toEqual(Array.from({ length: 9 }, (_, i) => (0.5 + i / 20).toFixed(2)));
+    expect(Array.from(cellValues(plain)).map((v) => v.toFixed(2))).toEqual(
+      Array.from({ length: 9 }, (_, i) => (0.5 + i / 20).toFixed(2)),
+    );
     const r = lensReply(1, true);
-    const withTarget = decodeLens(r.result, r.buffers.map((b) => new DataView(b)));
+    const withTarget = decodeLens(
+      r.result,
+      r.buffers.map((b) => new DataView(b)),
+    );
     expect(withTarget.targetId).toBe(20);
     expect(cellValues(withTarget)[4]).toBeCloseTo(0.4, 3);
     expect(withTarget.targetRanks![8]).toBe(9);
@@ -94,8 +111,18 @@ describe("logit lens helpers", () => {
 
   test("decode refuses a wrong shape or a vocab that does not match its ids", () => {
     const r = lensReply();
-    expect(() => decodeLens({ ...r.result, seq: 4 }, r.buffers.map((b) => new DataView(b)))).toThrow("top_ids must have shape [3, 4, 2]");
-    expect(() => decodeLens({ ...r.result, vocab: ["a"] }, r.buffers.map((b) => new DataView(b)))).toThrow("one string per vocab id");
+    expect(() =>
+      decodeLens(
+        { ...r.result, seq: 4 },
+        r.buffers.map((b) => new DataView(b)),
+      ),
+    ).toThrow("top_ids must have shape [3, 4, 2]");
+    expect(() =>
+      decodeLens(
+        { ...r.result, vocab: ["a"] },
+        r.buffers.map((b) => new DataView(b)),
+      ),
+    ).toThrow("one string per vocab id");
   });
 
   test("percent stays short and honest at both ends", () => {
@@ -112,7 +139,8 @@ describe("LogitLens view", () => {
   test("fetches the lens, shows the top-1 scale, and reads out cells under the keyboard cursor", async () => {
     const model = makeModel();
     const { root, q, key, topTexts } = mount(model);
-    for (const id of ["target-input", "target-button", "target-info", "scale", "readout", "error", "lens-heatmap"]) expect(q(id), id).not.toBeNull();
+    for (const id of ["target-input", "target-button", "target-info", "scale", "readout", "error", "lens-heatmap"])
+      expect(q(id), id).not.toBeNull();
     expect(model.requests("lens")).toHaveLength(1);
     expect(root.dataset.loading).toBe("true");
     answer(model, "lens", lensReply());
@@ -129,7 +157,7 @@ describe("LogitLens view", () => {
     expect(topTexts()).toEqual(["c75.0%", " d10.0%"]);
     expect(q("readout-target")).toBeNull();
     key("ArrowUp");
-    expect(topTexts()[0]).toBe("c" + percent(0.5 + 2 / 20)); // cell 2 predicts id 12
+    expect(topTexts()[0]).toBe(`c${percent(0.5 + 2 / 20)}`); // cell 2 predicts id 12
     expect(q("lens-heatmap").dataset.cellWidth).toBeDefined();
   });
 
@@ -199,7 +227,11 @@ describe("LogitLens view", () => {
     q<HTMLInputElement>("target-input").value = " Mary";
     q("target-button").click();
     const req = model.requests("target").at(-1);
-    model.replyError(req.id, "ValueError", "target ' Mary' tokenizes to 2 tokens [' M', 'ary']: expected exactly one token");
+    model.replyError(
+      req.id,
+      "ValueError",
+      "target ' Mary' tokenizes to 2 tokens [' M', 'ary']: expected exactly one token",
+    );
     await tick();
     expect(q("error").textContent).toContain("tokenizes to 2 tokens [' M', 'ary']");
     expect(q("progress").hidden).toBe(true);
@@ -219,7 +251,9 @@ describe("LogitLens view", () => {
     key("ArrowDown");
     expect(q("readout-head").textContent).toContain('"<img src=x onerror=alert(1)>"');
     expect(el.querySelector("img")).toBeNull();
-    expect(Array.from(el.querySelectorAll("[data-testid=readout-top] li span")).map((s) => s.textContent)).toContain("a");
+    expect(Array.from(el.querySelectorAll("[data-testid=readout-top] li span")).map((s) => s.textContent)).toContain(
+      "a",
+    );
   });
 
   test("very long tokens: the readout keeps three short lines, whole tokens in titles", async () => {

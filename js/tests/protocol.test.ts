@@ -1,8 +1,8 @@
 // @vitest-environment node
 import { describe, expect, test } from "vitest";
 import { decodeArray } from "../src/lib/codec";
-import { CancelledError, RemoteError, RequestClient, isCancelled, reassemble } from "../src/lib/protocol";
-import { FakeModel, b64, fixture, offsetView } from "./helpers";
+import { CancelledError, isCancelled, RemoteError, RequestClient, reassemble } from "../src/lib/protocol";
+import { b64, FakeModel, fixture, offsetView } from "./helpers";
 
 interface ProtocolCase {
   max_message_bytes: number;
@@ -26,7 +26,11 @@ describe.each(cases)("split reply with max_message_bytes=$max_message_bytes", (c
     expect(model.sent[0].content).toEqual({ type: "request", id, method: "pattern", params: { layer: 1 } });
     model.emit("msg:custom", { type: "progress", id, done: 1, total: 2, label: "layer 1" }, []);
     for (const m of c.messages) {
-      model.emit("msg:custom", { ...m.content, id }, m.buffers.map((s) => offsetView(b64(s))));
+      model.emit(
+        "msg:custom",
+        { ...m.content, id },
+        m.buffers.map((s) => offsetView(b64(s))),
+      );
     }
     const response = await promise;
     expect(response.result).toEqual({ answer: 42 });
@@ -105,7 +109,9 @@ describe("RequestClient", () => {
     await expect(client.request("run", { prompt: "x".repeat(2000) })).rejects.toThrow(/over the 1000-byte limit/);
     await expect(client.request("m", {}, { buffers: [new ArrayBuffer(1001)] })).rejects.toThrow(/limit/);
     expect(model.sent).toHaveLength(0);
-    await expect(new RequestClient(model).request("m", {}, { buffers: [new ArrayBuffer(1 << 20)] })).rejects.toThrow(/1048576-byte/);
+    await expect(new RequestClient(model).request("m", {}, { buffers: [new ArrayBuffer(1 << 20)] })).rejects.toThrow(
+      /1048576-byte/,
+    );
   });
 
   test("sends request buffers along", () => {
@@ -120,7 +126,11 @@ describe("RequestClient", () => {
     const client = new RequestClient(model, { clientId: "c" });
     const p = client.request("m");
     const view = offsetView(new Uint8Array([1, 2, 3]));
-    model.emit("msg:custom", { type: "response", id: "c:1", part: 0, parts: 1, ok: true, result: {}, buffer_lengths: [3] }, [view]);
+    model.emit(
+      "msg:custom",
+      { type: "response", id: "c:1", part: 0, parts: 1, ok: true, result: {}, buffer_lengths: [3] },
+      [view],
+    );
     const { buffers } = await p;
     expect(buffers[0].buffer).toBe(view.buffer);
     expect(buffers[0].byteOffset).toBe(view.byteOffset);
@@ -130,7 +140,11 @@ describe("RequestClient", () => {
     const model = new FakeModel();
     const client = new RequestClient(model, { clientId: "c" });
     const p = client.request("m");
-    model.emit("msg:custom", { type: "response", id: "c:1", part: 0, parts: 1, ok: true, result: {}, buffer_lengths: [5] }, [new DataView(new ArrayBuffer(3))]);
+    model.emit(
+      "msg:custom",
+      { type: "response", id: "c:1", part: 0, parts: 1, ok: true, result: {}, buffer_lengths: [5] },
+      [new DataView(new ArrayBuffer(3))],
+    );
     await expect(p).rejects.toThrow("response parts hold 3 bytes, but buffer_lengths add up to 5");
     expect(() => reassemble([], [1])).toThrow();
   });
@@ -168,11 +182,19 @@ describe("pushed events", () => {
     client.onEvent("other", () => {
       throw new Error("not this one");
     });
-    model.emit("msg:custom", c.content, c.buffers.map((s) => offsetView(b64(s))));
+    model.emit(
+      "msg:custom",
+      c.content,
+      c.buffers.map((s) => offsetView(b64(s))),
+    );
     expect(steps).toEqual([7]);
     expect(got[0]).toEqual(c.decoded.map((v) => Math.fround(v)));
     off();
-    model.emit("msg:custom", c.content, c.buffers.map((s) => offsetView(b64(s))));
+    model.emit(
+      "msg:custom",
+      c.content,
+      c.buffers.map((s) => offsetView(b64(s))),
+    );
     expect(steps).toEqual([7]);
   });
 

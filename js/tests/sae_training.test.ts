@@ -38,8 +38,17 @@ function frame(step: number, T = 4, overrides: Partial<Record<string, number[]>>
 }
 
 function push(model: FakeModel, f: { result: unknown; buffers: ArrayBuffer[] }) {
-  const content = { type: "event", event: "frame", result: f.result, buffer_lengths: f.buffers.map((b) => b.byteLength) };
-  model.emit("msg:custom", content, f.buffers.map((b) => offsetView(new Uint8Array(b))));
+  const content = {
+    type: "event",
+    event: "frame",
+    result: f.result,
+    buffer_lengths: f.buffers.map((b) => b.byteLength),
+  };
+  model.emit(
+    "msg:custom",
+    content,
+    f.buffers.map((b) => offsetView(new Uint8Array(b))),
+  );
 }
 
 const nextFrame = () => new Promise((r) => requestAnimationFrame(() => r(undefined)));
@@ -55,12 +64,19 @@ describe("SAETrainer view", () => {
   test("renders the toolbar, the config line and one chart per metric before any frame", () => {
     const model = makeModel();
     const { root, q, el } = mount(model);
-    for (const id of ["start-button", "stop-button", "status", "summary", "foreground-hint"]) expect(q(id), id).not.toBeNull();
+    for (const id of ["start-button", "stop-button", "status", "summary", "foreground-hint"])
+      expect(q(id), id).not.toBeNull();
     for (const m of METRICS) expect(q(`chart-${m}`), m).not.toBeNull();
     expect(q("config").textContent).toBe("blocks.0.hook_resid_post · topk · 64 → 512");
     expect(q("summary").textContent).toBe("no steps yet");
     const titles = [...el.querySelectorAll(".miw-line-chart-title")].map((t) => t.textContent);
-    expect(titles).toEqual(["loss", "mse", "L0 (active features per token)", "variance explained", "dead features (of 512)"]);
+    expect(titles).toEqual([
+      "loss",
+      "mse",
+      "L0 (active features per token)",
+      "variance explained",
+      "dead features (of 512)",
+    ]);
     expect(root.dataset.frames).toBe("0");
     expect(q("foreground-hint").hidden).toBe(true);
     model.set("d_sae", 1024);

@@ -80,8 +80,17 @@ function frame(step: number, opts: { I?: number; m?: number; n?: number; sparsit
 }
 
 function push(model: FakeModel, f: { result: unknown; buffers: ArrayBuffer[] }): void {
-  const content = { type: "event", event: "frame", result: f.result, buffer_lengths: f.buffers.map((b) => b.byteLength) };
-  model.emit("msg:custom", content, f.buffers.map((b) => offsetView(new Uint8Array(b))));
+  const content = {
+    type: "event",
+    event: "frame",
+    result: f.result,
+    buffer_lengths: f.buffers.map((b) => b.byteLength),
+  };
+  model.emit(
+    "msg:custom",
+    content,
+    f.buffers.map((b) => offsetView(new Uint8Array(b))),
+  );
 }
 
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
@@ -105,8 +114,10 @@ function recordingContext() {
     return new Proxy(state, {
       get(target, prop) {
         if (prop in target) return target[prop];
-        if (prop === "createImageData") return (w: number, h: number) => ({ data: new Uint8ClampedArray(w * h * 4), width: w, height: h });
-        return (...args: any[]) => calls.push({ canvas, name: String(prop), args, style: target.strokeStyle ?? target.fillStyle });
+        if (prop === "createImageData")
+          return (w: number, h: number) => ({ data: new Uint8ClampedArray(w * h * 4), width: w, height: h });
+        return (...args: any[]) =>
+          calls.push({ canvas, name: String(prop), args, style: target.strokeStyle ?? target.fillStyle });
       },
       set(target, prop, value) {
         target[prop] = value;
@@ -115,7 +126,9 @@ function recordingContext() {
     });
   };
   const contexts = new Map<unknown, unknown>();
-  const spy = vi.spyOn(HTMLCanvasElement.prototype, "getContext").mockImplementation(function (this: HTMLCanvasElement) {
+  const spy = vi.spyOn(HTMLCanvasElement.prototype, "getContext").mockImplementation(function (
+    this: HTMLCanvasElement,
+  ) {
     if (!contexts.has(this)) contexts.set(this, make(this));
     return contexts.get(this) as any;
   });
@@ -150,7 +163,9 @@ describe("helpers", () => {
     expect([...parsed.lossSteps]).toEqual([0, 10, 20, 30]);
     const norms = encodeArray(new Array(12).fill(1), [3, 4], "float32", { bufferIndex: views.length });
     const bad = { ...f.result, norms: norms.header };
-    expect(() => parseFrame(bad, [...views, new DataView(norms.buffer)])).toThrow("frame norms must have shape [3, 5], got [3, 4]");
+    expect(() => parseFrame(bad, [...views, new DataView(norms.buffer)])).toThrow(
+      "frame norms must have shape [3, 5], got [3, 4]",
+    );
     expect(() => parseFrame({ ...f.result, sparsity: [0.1] }, views)).toThrow("1 sparsity values for 3 instances");
   });
 });
@@ -159,9 +174,11 @@ describe("SuperpositionToy", () => {
   test("renders the toolbar, sliders and one panel per instance; draws the `frame` reply", async () => {
     const model = makeModel();
     const { root, q, el } = mount(model);
-    for (const id of ["start-button", "stop-button", "status", "importance-decay", "loss-chart"]) expect(q(id), id).not.toBeNull();
+    for (const id of ["start-button", "stop-button", "status", "importance-decay", "loss-chart"])
+      expect(q(id), id).not.toBeNull();
     for (let i = 0; i < 3; i++) {
-      for (const id of [`instance-${i}`, `sparsity-${i}`, `feature-plane-${i}`, `gram-${i}`, `bars-${i}`]) expect(q(id), id).not.toBeNull();
+      for (const id of [`instance-${i}`, `sparsity-${i}`, `feature-plane-${i}`, `gram-${i}`, `bars-${i}`])
+        expect(q(id), id).not.toBeNull();
       expect(q(`gram-${i}`).getAttribute("aria-label")).toContain("W transpose W");
     }
     expect(el.querySelectorAll(".miw-sup-title")[2].textContent).toBe("sparsity 0.90 (feature probability 0.10)");
@@ -205,12 +222,16 @@ describe("SuperpositionToy", () => {
 
     // Instance 2 holds unit vectors at 72 degree steps: arrows from the centre to radius (100 - 12) / 1.2.
     const plane = q("feature-plane-2");
-    const ends = calls.filter((c) => c.canvas === plane && c.name === "lineTo" && c.args[0] !== 200 && c.args[1] !== 200);
+    const ends = calls.filter(
+      (c) => c.canvas === plane && c.name === "lineTo" && c.args[0] !== 200 && c.args[1] !== 200,
+    );
     expect(ends).toHaveLength(N);
     const r = 88 / 1.2;
     const radii = ends.map((c) => Math.hypot(c.args[0] - 100, c.args[1] - 100));
     for (const d of radii) expect(d).toBeCloseTo(r, 3);
-    const angles = ends.map((c) => Math.round((Math.atan2(100 - c.args[1], c.args[0] - 100) * 180) / Math.PI + 360) % 360).sort((a, b) => a - b);
+    const angles = ends
+      .map((c) => Math.round((Math.atan2(100 - c.args[1], c.args[0] - 100) * 180) / Math.PI + 360) % 360)
+      .sort((a, b) => a - b);
     expect(angles).toEqual([0, 72, 144, 216, 288]);
     // Least important first, so the most important (feature 0, at angle 0) is drawn last.
     expect(ends.at(-1)!.args[0]).toBeCloseTo(100 + r, 3);

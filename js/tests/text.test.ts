@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from "vitest";
-import { LINE_CHARS, TOKEN_CHARS, displayToken, quoteToken, setLine, shorten, tokenLabel } from "../src/lib/text";
+import { displayToken, LINE_CHARS, quoteToken, setLine, shorten, TOKEN_CHARS, tokenLabel } from "../src/lib/text";
 import { displayToken as fromTokens } from "../src/lib/tokens";
 
 const LONG = "x".repeat(10_000);

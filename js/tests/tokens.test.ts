@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { sequentialColormap } from "../src/lib/colormap";
 import { TOKEN_CHARS } from "../src/lib/text";
-import { TokenStrip, displayToken } from "../src/lib/tokens";
+import { displayToken, TokenStrip } from "../src/lib/tokens";
 
 const cmap = sequentialColormap("light");
 

@@ -44,12 +44,23 @@ function examplesReply(neuron: number, revision: number, examples: Ex[]) {
   const flat: number[] = [];
   for (const e of examples) for (let i = 0; i < width; i++) flat.push(i < e.acts.length ? e.acts[i] : NaN);
   const acts = encodeArray(flat, [examples.length, width], "float16", { bufferIndex: 0 });
-  const values = encodeArray(examples.map((e) => e.value), [examples.length], "float32", { bufferIndex: 1 });
+  const values = encodeArray(
+    examples.map((e) => e.value),
+    [examples.length],
+    "float32",
+    { bufferIndex: 1 },
+  );
   return {
     result: {
       revision,
       neuron,
-      examples: examples.map((e, i) => ({ tokens: e.tokens, max_index: e.max, doc: 10 + i, position: 40 + i, source: 0 })),
+      examples: examples.map((e, i) => ({
+        tokens: e.tokens,
+        max_index: e.max,
+        doc: 10 + i,
+        position: 40 + i,
+        source: 0,
+      })),
       activations: acts.header,
       values: values.header,
     },
@@ -73,7 +84,8 @@ function answer(model: FakeModel, method: string, reply: { result: unknown; buff
 function mount(model: FakeModel) {
   const mounted = mountView(widget, model, "top-examples");
   const key = (k: string, times = 1) => {
-    for (let i = 0; i < times; i++) mounted.q("overview").dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true, cancelable: true }));
+    for (let i = 0; i < times; i++)
+      mounted.q("overview").dispatchEvent(new KeyboardEvent("keydown", { key: k, bubbles: true, cancelable: true }));
   };
   const strips = () => [...mounted.el.querySelectorAll<HTMLElement>("[data-testid=example-strip]")];
   return { ...mounted, key, strips };
@@ -93,7 +105,14 @@ describe("TopExamples helpers", () => {
     expect(overviewRange([NaN, 2, 5])).toEqual({ lo: 0, hi: 5 });
     expect(overviewRange([-3, 1])).toEqual({ lo: -3, hi: 1 });
     expect(overviewRange([NaN])).toEqual({ lo: 0, hi: 1 });
-    const ex = (a: number[]) => ({ tokens: [], maxIndex: 0, value: 0, doc: 0, position: 0, activations: new Float32Array(a) });
+    const ex = (a: number[]) => ({
+      tokens: [],
+      maxIndex: 0,
+      value: 0,
+      doc: 0,
+      position: 0,
+      activations: new Float32Array(a),
+    });
     expect(activationRange([ex([-5, 1]), ex([2, NaN])])).toBe(5);
     expect(activationRange([])).toBe(1);
   });
@@ -119,7 +138,18 @@ describe("TopExamples", () => {
   test("renders the scan toolbar, the info line and the overview, and fetches the maxima", async () => {
     const model = makeModel();
     const { root, q } = mount(model);
-    for (const id of ["start-button", "stop-button", "progress", "status", "info", "overview", "readout", "examples-title", "examples", "error"]) {
+    for (const id of [
+      "start-button",
+      "stop-button",
+      "progress",
+      "status",
+      "info",
+      "overview",
+      "readout",
+      "examples-title",
+      "examples",
+      "error",
+    ]) {
       expect(q(id), id).not.toBeNull();
     }
     expect(q("info").textContent).toBe("10 neurons of blocks.1.mlp.hook_post · top 3 · 40 windows, 5,120 tokens");
@@ -170,7 +200,10 @@ describe("TopExamples", () => {
     expect(root.dataset.loading).toBeUndefined();
     expect(root.dataset.examples).toBe("13:1:2");
     expect(q("examples-title").textContent).toBe("neuron 13: top 2 examples · colour: activation, −4.000 … 0 … +4.000");
-    expect([...root.querySelectorAll("[data-testid=example-value]")].map((v) => v.textContent)).toEqual(["4.000", "3.000"]);
+    expect([...root.querySelectorAll("[data-testid=example-value]")].map((v) => v.textContent)).toEqual([
+      "4.000",
+      "3.000",
+    ]);
     const [first, second] = strips();
     const tokens = (s: HTMLElement) => [...s.querySelectorAll<HTMLElement>("[data-testid=token]")];
     expect(tokens(first).map((t) => t.textContent)).toEqual(["def", " f", "(", "x", "):"]);
@@ -251,7 +284,10 @@ describe("TopExamples", () => {
     await tick();
     expect(q("error").textContent).toContain("neuron 3 was not scanned");
     const bad = encodeArray([1, 2], [2], "float16");
-    answer(model, "overview", { result: { revision: 1, neurons: NEURONS, maxima: bad.header, filled: bad.header }, buffers: [bad.buffer] });
+    answer(model, "overview", {
+      result: { revision: 1, neurons: NEURONS, maxima: bad.header, filled: bad.header },
+      buffers: [bad.buffer],
+    });
     await tick();
     expect(q("error").textContent).toContain("one maximum per neuron (10)");
     model.set("error", "RuntimeError: device lost");

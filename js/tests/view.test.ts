@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from "vitest";
-import { ViewScope, parseUnitId } from "../src/lib/view";
+import { parseUnitId, ViewScope } from "../src/lib/view";
 import { FakeModel } from "./helpers";
 
 const tick = () => new Promise((r) => setTimeout(r, 0));

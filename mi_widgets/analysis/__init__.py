@@ -5,12 +5,12 @@ from .activations import activation_nbytes, check_direction, symmetric_range, to
 from .attention import THUMBNAIL_SIZE, check_patterns, pattern_thumbnails
 from .attribution import Attribution, logit_attribution
 from .composition import COMPOSITION_MODES, composition_baseline, composition_scores
-from .histogram import RunningHistogram
 from .head_scores import HEAD_TYPES, RunningHeadScores, check_detection_pattern, detection_patterns, head_scores
+from .histogram import RunningHistogram
 from .logit_lens import LensResult, logit_lens, residual_streams, single_token_id
+from .python_source import SOURCE_CLASSES, char_classes, source_windows, token_classes
 from .sae import SparseAutoencoder, as_sae, explained_variance, feature_recovery, planted_features
 from .superposition import ToyModel, feature_dimensionality, feature_importance, sample_features, toy_loss
-from .python_source import SOURCE_CLASSES, char_classes, source_windows, token_classes
 from .top_examples import RunningTopK, pad_rows, split_windows
 
 __all__ = [

@@ -11,7 +11,8 @@ activations live on; nothing is moved to the CPU.
 from __future__ import annotations
 
 import operator
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -76,9 +77,7 @@ def check_direction(direction: Any, d: int, device: torch.device | str | None = 
     return vector
 
 
-def unit_values(
-    acts: torch.Tensor, neuron: int | None = None, direction: torch.Tensor | None = None
-) -> torch.Tensor:
+def unit_values(acts: torch.Tensor, neuron: int | None = None, direction: torch.Tensor | None = None) -> torch.Tensor:
     """Values of one unit or one direction: ``acts [..., d]`` -> ``[...]`` in float32, on ``acts``' device.
 
     Give exactly one of ``neuron`` (an index along ``d``) or ``direction`` (a ``[d]`` vector; the

@@ -78,7 +78,11 @@ def _check_weights(attention: torch.Tensor, finite: bool) -> None:
         checks = [(~real, "is not finite", "finite weights")] if finite else []
         checks += [
             (real & (weights < 0), "is negative", "non-negative attention weights (rows need not sum to 1)"),
-            (real & (weights > FLOAT16_MAX), "is too large to show", f"weights up to {FLOAT16_MAX:g} (the view gets float16)"),
+            (
+                real & (weights > FLOAT16_MAX),
+                "is too large to show",
+                f"weights up to {FLOAT16_MAX:g} (the view gets float16)",
+            ),
         ]
         for mask, problem, expected in checks:
             if bool(mask.any()):

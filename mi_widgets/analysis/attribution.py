@@ -257,7 +257,9 @@ def direct_contributions(
     return x @ direction
 
 
-def logit_attribution(adapter: ModelAdapter, tokens: torch.Tensor, answer: int, wrong: int, position: int = -1) -> Attribution:
+def logit_attribution(
+    adapter: ModelAdapter, tokens: torch.Tensor, answer: int, wrong: int, position: int = -1
+) -> Attribution:
     """Direct logit attribution of ``logit[answer] - logit[wrong]`` at ``position`` of ``tokens [1, seq]``."""
     if answer == wrong:
         raise ValueError(f"answer and wrong are the same token ({answer}): the logit difference would be 0")
@@ -292,7 +294,9 @@ def logit_attribution(adapter: ModelAdapter, tokens: torch.Tensor, answer: int, 
     with torch.no_grad():
         resid = got[RESID_POST.format(layer=n_layers - 1)]
         if not bool(torch.isfinite(resid).all()):
-            raise ValueError(f"the model's final residual stream at position {pos} holds NaN or inf: nothing to attribute")
+            raise ValueError(
+                f"the model's final residual stream at position {pos} holds NaN or inf: nothing to attribute"
+            )
         device = resid.device
         dtype = _dtype(model)
         rtol = CHECK_RTOL if dtype in (torch.float32, torch.float64) else 3e-2  # half precision rounds more
@@ -310,17 +314,25 @@ def logit_attribution(adapter: ModelAdapter, tokens: torch.Tensor, answer: int, 
         for layer in range(n_layers):
             z = got[Z_HOOK.format(layer=layer)].reshape(n_heads, d_head)
             heads = torch.einsum("hd,hdm->hm", z, w_o32[layer])
-            bias = b_o[layer].detach().to(device, torch.float32)[None] if b_o is not None else torch.zeros_like(resid)[None]
+            bias = (
+                b_o[layer].detach().to(device, torch.float32)[None]
+                if b_o is not None
+                else torch.zeros_like(resid)[None]
+            )
             post = post_attn[layer]
             if post is not None:  # the attention output joins the residual stream through a norm: linear at its scale
                 post = _on(post, device)
                 attn_in = heads.sum(0) + bias[0]
                 heads, bias = post.linear(heads, attn_in), post.linear(bias, attn_in)
-                _check_close(heads.sum(0) + bias[0], got[ATTN_OUT_HOOK.format(layer=layer)], rtol,
-                             f"layer {layer}'s heads and b_O through its post-attention norm (ln1_post, read as "
-                             f"{post.kind}, eps {post.eps}, scale fixed at this run's) do not reproduce the attention "
-                             "output the model added to the residual stream (hook_attn_out), so that norm is not one "
-                             "this attribution reads")
+                _check_close(
+                    heads.sum(0) + bias[0],
+                    got[ATTN_OUT_HOOK.format(layer=layer)],
+                    rtol,
+                    f"layer {layer}'s heads and b_O through its post-attention norm (ln1_post, read as "
+                    f"{post.kind}, eps {post.eps}, scale fixed at this run's) do not reproduce the attention "
+                    "output the model added to the residual stream (hook_attn_out), so that norm is not one "
+                    "this attribution reads",
+                )
             rows.append(heads)
             labels += [f"L{layer}H{h}" for h in range(n_heads)]
             rows.append(bias)
@@ -329,26 +341,51 @@ def logit_attribution(adapter: ModelAdapter, tokens: torch.Tensor, answer: int, 
                 rows.append(got[MLP_OUT_HOOK.format(layer=layer)])
                 labels.append(f"L{layer} mlp")
         components = torch.cat([r.reshape(-1, resid.shape[-1]) for r in rows])
-        _check_close(components.sum(0), resid, rtol, "the embeddings, heads, attention biases and MLP outputs do not add "
-                     "up to the final residual stream, so this model's layout is not one this attribution reads")
+        _check_close(
+            components.sum(0),
+            resid,
+            rtol,
+            "the embeddings, heads, attention biases and MLP outputs do not add "
+            "up to the final residual stream, so this model's layout is not one this attribution reads",
+        )
         norm = _on(norm, device)
         real_norm = adapter.final_norm(resid[None, None].to(dtype))[0, 0].float() if norm.kind is not None else resid
-        _check_close(norm(resid), real_norm, rtol, f"the final norm read as {norm.kind} (eps {norm.eps}) does not reproduce "
-                     "the model's ln_final, so its weights or type are not what this attribution reads")
+        _check_close(
+            norm(resid),
+            real_norm,
+            rtol,
+            f"the final norm read as {norm.kind} (eps {norm.eps}) does not reproduce "
+            "the model's ln_final, so its weights or type are not what this attribution reads",
+        )
 
         logits = adapter.unembed_before_transform(resid[None, None].to(dtype))[0, 0].float()
         output = adapter.logits_transform(logits).float()
-        _check_close(output, real_logits, rtol, f"the final residual stream through ln_final, unembed and the model's "
-                     f"post-unembedding step does not give the logits the model returned at position {pos}, so something "
-                     "between its last residual stream and its logits is not what this attribution reads")
+        _check_close(
+            output,
+            real_logits,
+            rtol,
+            f"the final residual stream through ln_final, unembed and the model's "
+            f"post-unembedding step does not give the logits the model returned at position {pos}, so something "
+            "between its last residual stream and its logits is not what this attribution reads",
+        )
         softcap = adapter.logit_softcap
         if softcap is not None:
-            _check_close(softcap * torch.tanh(logits / softcap), output, rtol, f"this model's logits are not the soft cap "
-                         f"{softcap:g} * tanh(logit / {softcap:g}) of its unembedding, so its post-unembedding step is not "
-                         "one this attribution reads")
+            _check_close(
+                softcap * torch.tanh(logits / softcap),
+                output,
+                rtol,
+                f"this model's logits are not the soft cap "
+                f"{softcap:g} * tanh(logit / {softcap:g}) of its unembedding, so its post-unembedding step is not "
+                "one this attribution reads",
+            )
         else:
-            _check_close(logits, output, rtol, "this model changes its logits after the unembedding (e.g. a logit scale) "
-                         "and declares no soft cap: attributing through that step is not supported")
+            _check_close(
+                logits,
+                output,
+                rtol,
+                "this model changes its logits after the unembedding (e.g. a logit scale) "
+                "and declares no soft cap: attributing through that step is not supported",
+            )
 
         w_u32 = w_u.detach().to(device, torch.float32)
         direction = w_u32[:, answer] - w_u32[:, wrong]

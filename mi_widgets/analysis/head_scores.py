@@ -21,7 +21,7 @@ Everything here is batched, stays on the patterns' device, and keeps only runnin
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 

@@ -53,7 +53,11 @@ class RunningHistogram:
         target = torch.exp2(torch.floor(torch.log2(batch_max[need])) + 1)
         old = self.hi[need]
         fresh = old == 0
-        shifts = torch.where(fresh, torch.zeros_like(old), torch.log2(target / torch.where(fresh, target, old))).round().long()
+        shifts = (
+            torch.where(fresh, torch.zeros_like(old), torch.log2(target / torch.where(fresh, target, old)))
+            .round()
+            .long()
+        )
         units = torch.nonzero(need, as_tuple=True)[0]
         for shift in torch.unique(shifts).tolist():
             if shift == 0:

@@ -29,8 +29,9 @@ compared chunk by chunk, then dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -250,7 +251,9 @@ def single_token_id(adapter: ModelAdapter, value: Any, what: str = "target") -> 
     elif not isinstance(value, (str, bool)) and hasattr(value, "__index__"):  # numpy integers
         value = int(value.__index__())
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise TypeError(f"{what} must be a string of one token or a token id (int), got {type(value).__name__}: {value!r}")
+        raise TypeError(
+            f"{what} must be a string of one token or a token id (int), got {type(value).__name__}: {value!r}"
+        )
     if isinstance(value, int):
         if value < 0 or (d_vocab is not None and value >= int(d_vocab)):
             top = f"0..{int(d_vocab) - 1}" if d_vocab is not None else ">= 0"

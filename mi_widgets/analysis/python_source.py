@@ -11,14 +11,23 @@ from __future__ import annotations
 import io
 import keyword
 import tokenize
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 SOURCE_CLASSES: tuple[str, ...] = ("string", "comment", "indent", "keyword")
 
-_STRING_TYPES = {"STRING", "FSTRING_START", "FSTRING_MIDDLE", "FSTRING_END", "TSTRING_START", "TSTRING_MIDDLE", "TSTRING_END"}
+_STRING_TYPES = {
+    "STRING",
+    "FSTRING_START",
+    "FSTRING_MIDDLE",
+    "FSTRING_END",
+    "TSTRING_START",
+    "TSTRING_MIDDLE",
+    "TSTRING_END",
+}
 
 
 def char_classes(text: str) -> dict[str, np.ndarray]:
@@ -42,7 +51,9 @@ def char_classes(text: str) -> dict[str, np.ndarray]:
         raise ValueError(f"expected valid Python source, but tokenize failed: {exc}") from None
     bad = next((t for t in tokens if t.type == tokenize.ERRORTOKEN and t.string.strip()), None)
     if bad is not None:
-        raise ValueError(f"expected valid Python source, but tokenize failed at line {bad.start[0]}: {bad.line.strip()!r}")
+        raise ValueError(
+            f"expected valid Python source, but tokenize failed at line {bad.start[0]}: {bad.line.strip()!r}"
+        )
     fstring_depth, fstring_start = 0, 0
     for tok in tokens:
         name = tokenize.tok_name[tok.type]
@@ -91,7 +102,9 @@ def source_windows(model: Any, text: str) -> list[tuple[torch.Tensor, dict[str, 
     """
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None or not getattr(tokenizer, "is_fast", False):
-        raise ValueError("labelling source tokens needs the model's fast tokenizer (for character offsets); this model has none")
+        raise ValueError(
+            "labelling source tokens needs the model's fast tokenizer (for character offsets); this model has none"
+        )
     bos = tokenizer.bos_token_id
     if bos is None:
         raise ValueError("the model's tokenizer has no BOS token")
@@ -102,6 +115,8 @@ def source_windows(model: Any, text: str) -> list[tuple[torch.Tensor, dict[str, 
     windows = []
     for start in range(0, len(ids), step):
         chunk = torch.tensor([[int(bos)] + ids[start : start + step]])
-        masks = {name: torch.cat([torch.zeros(1, dtype=torch.bool), m[start : start + step]]) for name, m in labels.items()}
+        masks = {
+            name: torch.cat([torch.zeros(1, dtype=torch.bool), m[start : start + step]]) for name, m in labels.items()
+        }
         windows.append((chunk, masks))
     return windows

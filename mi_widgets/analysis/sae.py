@@ -75,15 +75,25 @@ class SparseAutoencoder(nn.Module):
 
     def extra_repr(self) -> str:
         k = f", k={self.k}" if self.k is not None else ""
-        return f"d_in={self.d_in}, d_sae={self.d_sae}, architecture={self.architecture!r}{k}, hook_name={self.hook_name!r}"
+        return (
+            f"d_in={self.d_in}, d_sae={self.d_sae}, architecture={self.architecture!r}{k}, hook_name={self.hook_name!r}"
+        )
 
     def save(self, path: str | Path) -> None:
         """Write the weights and settings to one file (``torch.save``); :meth:`load` reads it back."""
-        config = {"d_in": self.d_in, "d_sae": self.d_sae, "architecture": self.architecture, "k": self.k, "hook_name": self.hook_name}
-        torch.save({"config": config, "state_dict": {n: p.detach().cpu() for n, p in self.state_dict().items()}}, Path(path))
+        config = {
+            "d_in": self.d_in,
+            "d_sae": self.d_sae,
+            "architecture": self.architecture,
+            "k": self.k,
+            "hook_name": self.hook_name,
+        }
+        torch.save(
+            {"config": config, "state_dict": {n: p.detach().cpu() for n, p in self.state_dict().items()}}, Path(path)
+        )
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "SparseAutoencoder":
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> SparseAutoencoder:
         blob = torch.load(Path(path), map_location=device, weights_only=True)
         sae = cls(**blob["config"], device=device)
         sae.load_state_dict(blob["state_dict"])
@@ -99,7 +109,9 @@ def check_sae_shape(d_in: Any, d_sae: Any, architecture: Any, k: Any) -> None:
         raise ValueError(f"architecture must be one of {', '.join(map(repr, ARCHITECTURES))}, got {architecture!r}")
     if architecture == "topk":
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= d_sae:
-            raise ValueError(f"a topk SAE needs k, the number of active features per token, in 1..d_sae={d_sae}; got {k!r}")
+            raise ValueError(
+                f"a topk SAE needs k, the number of active features per token, in 1..d_sae={d_sae}; got {k!r}"
+            )
     elif k is not None:
         raise ValueError(f"k only applies to architecture='topk', got k={k!r} with architecture={architecture!r}")
 
@@ -234,5 +246,7 @@ def input_scale(x: torch.Tensor) -> float:
     """The factor that gives activations a mean squared norm of ``d_in`` (so one learning rate fits all models)."""
     mean_sq = float((x.float() ** 2).sum(-1).mean())
     if not math.isfinite(mean_sq) or mean_sq <= 0:
-        raise ValueError(f"cannot normalise activations whose mean squared norm is {mean_sq}: are they all zero, NaN or inf?")
+        raise ValueError(
+            f"cannot normalise activations whose mean squared norm is {mean_sq}: are they all zero, NaN or inf?"
+        )
     return math.sqrt(x.shape[-1] / mean_sq)

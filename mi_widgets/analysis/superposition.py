@@ -13,13 +13,15 @@ so a side-by-side comparison costs one optimiser. Everything runs on the device 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 
-def check_toy_settings(n_features: int, n_hidden: int, sparsity: Sequence[float], importance_decay: float) -> list[float]:
+def check_toy_settings(
+    n_features: int, n_hidden: int, sparsity: Sequence[float], importance_decay: float
+) -> list[float]:
     """Validate the toy's shape and settings; returns the sparsities as floats (one per instance)."""
     for name, value in (("n_features", n_features), ("n_hidden", n_hidden)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -57,8 +59,14 @@ def sample_features(
 class ToyModel(nn.Module):
     """``instances`` independent ReLU output models, ``W: [instances, m, n]``, ``b: [instances, n]``."""
 
-    def __init__(self, instances: int, n_features: int, n_hidden: int, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        instances: int,
+        n_features: int,
+        n_hidden: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
         super().__init__()
         bound = math.sqrt(6 / (n_features + n_hidden))  # Xavier-uniform, as in the paper's code
         w = (torch.rand((instances, n_hidden, n_features), generator=generator, device=device) * 2 - 1) * bound

@@ -16,7 +16,7 @@ each starting with BOS) and pad rows of different lengths into one batch with a 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -60,7 +60,9 @@ class RunningTopK:
     def positions(self) -> torch.Tensor:
         return self._state[2]
 
-    def update(self, values: torch.Tensor, doc_ids: torch.Tensor | Sequence[int], mask: torch.Tensor | None = None) -> None:
+    def update(
+        self, values: torch.Tensor, doc_ids: torch.Tensor | Sequence[int], mask: torch.Tensor | None = None
+    ) -> None:
         """Merge one batch's activations ``[batch, seq, n_units]`` of documents ``doc_ids [batch]``.
 
         ``mask [batch, seq]`` (bool, True for real tokens) leaves padding out. Runs on the
@@ -72,7 +74,9 @@ class RunningTopK:
         device = values.device
         docs = torch.as_tensor(doc_ids, device=device)
         if docs.shape != (batch,) or docs.dtype.is_floating_point or docs.dtype == torch.bool:
-            raise ValueError(f"expected {batch} integer doc ids (one per batch row), got {docs.dtype} of shape {list(docs.shape)}")
+            raise ValueError(
+                f"expected {batch} integer doc ids (one per batch row), got {docs.dtype} of shape {list(docs.shape)}"
+            )
         v = values.detach().float()
         invalid = torch.isnan(v)
         if mask is not None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import difflib
 import threading
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -119,7 +120,9 @@ class ModelAdapter:
                 return [self.resolve_hook(template.format(layer=layer)) for layer in range(self.n_layers)]
         close = difflib.get_close_matches(key, list(HOOK_SHORTHANDS), n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else f"shorthands are {', '.join(HOOK_SHORTHANDS)}"
-        raise ValueError(f"unknown hook {spec!r}: give a full hook name like 'blocks.0.mlp.hook_post' or a shorthand; {hint}")
+        raise ValueError(
+            f"unknown hook {spec!r}: give a full hook name like 'blocks.0.mlp.hook_post' or a shorthand; {hint}"
+        )
 
     def runner(self) -> tuple[Any, threading.RLock]:
         """The model's analysis twin and the lock every forward pass on it holds (see :mod:`.twin`)."""
@@ -170,13 +173,13 @@ class ModelAdapter:
                 raise ValueError(f"expected token ids of shape [seq] or [1, seq], got shape {list(tokens.shape)}")
             d_vocab = getattr(self.cfg, "d_vocab", None)
             if d_vocab is not None and (int(tokens.min()) < 0 or int(tokens.max()) >= int(d_vocab)):
-                raise ValueError(f"token ids must be in 0..{int(d_vocab) - 1}, got {int(tokens.min())}..{int(tokens.max())}")
+                raise ValueError(
+                    f"token ids must be in 0..{int(d_vocab) - 1}, got {int(tokens.min())}..{int(tokens.max())}"
+                )
             tokens = tokens.to(torch.long)[None]  # int32 / uint8 ids would fail in the embedding
         seq = int(tokens.shape[-1])
         if seq > self.n_ctx:
-            raise ValueError(
-                f"prompt is {seq} tokens long but the model's context (n_ctx) is {self.n_ctx}: shorten it"
-            )
+            raise ValueError(f"prompt is {seq} tokens long but the model's context (n_ctx) is {self.n_ctx}: shorten it")
         return tokens.to(self.device)
 
     def token_labels(self, tokens: torch.Tensor) -> list[str]:

@@ -9,8 +9,9 @@ activations around a maximum are recomputed on demand by :func:`context_windows`
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -43,7 +44,9 @@ def resolve_layer_hook(adapter: ModelAdapter, hook: str, layer: int | None) -> s
     names = adapter.layer_hooks(hook)
     if len(names) == 1:
         if layer is not None:
-            raise ValueError(f"layer= only applies to a per-layer shorthand like 'mlp.post'; {hook!r} already names one hook")
+            raise ValueError(
+                f"layer= only applies to a per-layer shorthand like 'mlp.post'; {hook!r} already names one hook"
+            )
         name = names[0]
     elif layer is None:
         raise ValueError(
@@ -75,7 +78,11 @@ def plan_corpus(adapter: ModelAdapter, corpus: Any) -> tuple[list[torch.Tensor],
         bos = adapter.bos_id if getattr(adapter.cfg, "default_prepend_bos", True) else None
         for index, text in enumerate(corpus):
             check_text(text, f"corpus[{index}]")  # the tokenizer's own error for a lone surrogate says nothing useful
-            tokens = model.to_tokens(text, prepend_bos=False, truncate=False)[0].cpu() if text else torch.zeros(0, dtype=torch.long)
+            tokens = (
+                model.to_tokens(text, prepend_bos=False, truncate=False)[0].cpu()
+                if text
+                else torch.zeros(0, dtype=torch.long)
+            )
             for window in split_windows(tokens, adapter.n_ctx, bos) if tokens.numel() else []:
                 rows.append(window)
                 sources.append(index)
@@ -106,7 +113,9 @@ def probe_units(adapter: ModelAdapter, hook: str, row: torch.Tensor) -> int:
     adapter.each_activation(tokens, [hook], lambda _, a: shapes.append(tuple(a.shape)))
     shape = shapes[0]
     if len(shape) < 2 or shape[:2] != tuple(tokens.shape):
-        raise ValueError(f"{hook!r} does not hold one activation vector per token: for tokens {list(tokens.shape)} it gave {list(shape)}")
+        raise ValueError(
+            f"{hook!r} does not hold one activation vector per token: for tokens {list(tokens.shape)} it gave {list(shape)}"
+        )
     units = 1
     for d in shape[2:]:
         units *= d

@@ -12,7 +12,8 @@ refuses it up front with the position and the character, instead of the tokenize
 from __future__ import annotations
 
 import operator
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,7 +66,9 @@ def describe(value: Any, limit: int = 60) -> str:
 def _is_int(value: Any) -> bool:
     """A Python or numpy integer or a 0-d integer tensor (not a bool): what may stand for one token id."""
     if isinstance(value, torch.Tensor):
-        return value.ndim == 0 and not (value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool)
+        return value.ndim == 0 and not (
+            value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool
+        )
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -114,7 +117,9 @@ def prompt_ids(prompt: Any) -> torch.Tensor:
             f"(item {bad} is {describe(items[bad])})"
         )
     if _is_int(prompt):
-        raise TypeError(f"expected a prompt as {PROMPT_KINDS}, got {describe(prompt)}: put a single token id in a list ([{prompt}])")
+        raise TypeError(
+            f"expected a prompt as {PROMPT_KINDS}, got {describe(prompt)}: put a single token id in a list ([{prompt}])"
+        )
     raise TypeError(f"expected a prompt as {PROMPT_KINDS}, got {describe(prompt)}")
 
 

@@ -46,7 +46,7 @@ class _Twin:
     lock: threading.RLock
 
 
-_twins: "weakref.WeakKeyDictionary[Any, _Twin]" = weakref.WeakKeyDictionary()
+_twins: weakref.WeakKeyDictionary[Any, _Twin] = weakref.WeakKeyDictionary()
 _guard = threading.Lock()
 
 
@@ -97,7 +97,11 @@ def make_twin(model: Any) -> Any:
         for name, value in list(vars(module).items()):
             # A method patched onto the user's instance (a wrapper, a mock) would call back into the
             # user's model: the twin uses its class's own method instead.
-            if callable(value) and not isinstance(value, torch.nn.Module) and callable(getattr(type(module), name, None)):
+            if (
+                callable(value)
+                and not isinstance(value, torch.nn.Module)
+                and callable(getattr(type(module), name, None))
+            ):
                 del module.__dict__[name]
         for attr in _HOOK_DICTS:
             hooks = getattr(module, attr, None)

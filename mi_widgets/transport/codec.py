@@ -128,9 +128,7 @@ def _lower_mask(shape: tuple[int, ...]) -> np.ndarray:
     return np.tri(shape[-1], dtype=bool)
 
 
-def _quantise(
-    values: np.ndarray, value_range: tuple[float, float] | None
-) -> tuple[np.ndarray, float, float]:
+def _quantise(values: np.ndarray, value_range: tuple[float, float] | None) -> tuple[np.ndarray, float, float]:
     finite = np.isfinite(values)
     if value_range is None:
         if finite.any():

@@ -38,9 +38,10 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Union
+from typing import Any, Literal
 
 from .codec import ArrayHeader, WireDtype, encode_array
 
@@ -49,7 +50,7 @@ MAX_REQUEST_BYTES = 1024 * 1024
 
 log = logging.getLogger("mi_widgets")
 
-Buffer = Union[bytes, memoryview]
+Buffer = bytes | memoryview
 Send = Callable[[dict[str, Any], list[Buffer]], None]
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import operator
 import re
-from typing import Any, Literal, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,11 +31,11 @@ from ..analysis.activations import (
     unit_values,
 )
 from ..capture.adapter import ModelAdapter
+from ..capture.inputs import index_in
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, int_param, static_asset
-from ..capture.inputs import index_in
 
-Prompt = Union[str, torch.Tensor, Sequence[int]]
+Prompt = str | torch.Tensor | Sequence[int]
 
 MAX_BATCH = 16  # prompts of equal length run together, at most this many per forward pass
 MAX_TOP_K = 100
@@ -68,8 +69,12 @@ class ActivationView(ProtocolWidget):
     _css = static_asset("activation.css")
 
     hook = traitlets.Unicode("", read_only=True).tag(sync=True)
-    hooks = traitlets.List(traitlets.Unicode(), read_only=True, help="full hook name per available layer").tag(sync=True)
-    layers = traitlets.List(traitlets.Int(), read_only=True, help="model layer numbers that can be shown").tag(sync=True)
+    hooks = traitlets.List(traitlets.Unicode(), read_only=True, help="full hook name per available layer").tag(
+        sync=True
+    )
+    layers = traitlets.List(traitlets.Int(), read_only=True, help="model layer numbers that can be shown").tag(
+        sync=True
+    )
     n_layers = traitlets.Int(0, read_only=True, help="len(layers)").tag(sync=True)
     d = traitlets.Int(0, read_only=True, help="width of the hooked activations").tag(sync=True)
     tokens = traitlets.List(traitlets.List(traitlets.Unicode()), read_only=True).tag(sync=True)
@@ -177,7 +182,9 @@ class ActivationView(ProtocolWidget):
         value = dict(proposal["value"])
         unknown = set(value) - {"layer", "neuron", "prompt", "position"}
         if unknown:
-            raise traitlets.TraitError(f"selected takes keys layer, neuron, prompt, position; got unknown {sorted(unknown)}")
+            raise traitlets.TraitError(
+                f"selected takes keys layer, neuron, prompt, position; got unknown {sorted(unknown)}"
+            )
         merged = {**(self.selected or {}), **value}  # a partial dict changes only what it names
         layer = merged.get("layer")
         try:
@@ -200,7 +207,11 @@ class ActivationView(ProtocolWidget):
             if prompt is None:
                 raise traitlets.TraitError("selected position needs a prompt: give both, or both None")
             position = _index_in(
-                "selected position", position, int(self._acts[prompt].shape[1]), traitlets.TraitError, f" (prompt {prompt}) or None"
+                "selected position",
+                position,
+                int(self._acts[prompt].shape[1]),
+                traitlets.TraitError,
+                f" (prompt {prompt}) or None",
             )
         return {"layer": int(layer), "neuron": neuron, "prompt": prompt, "position": position}
 
@@ -324,7 +335,7 @@ def _capture(adapter: ModelAdapter, tokens: list[torch.Tensor], names: list[str]
             batch = torch.cat([tokens[i] for i in group])
             stacked: list[torch.Tensor] = []  # [batch, layers, seq, d], allocated at the first hook
 
-            def keep(index: int, activation: torch.Tensor) -> None:
+            def keep(index: int, activation: torch.Tensor, seq: int = seq, stacked: list = stacked) -> None:
                 acts = per_token(activation, seq, names[index])
                 if not stacked:
                     stacked.append(acts.new_empty((acts.shape[0], len(names), seq, acts.shape[2])))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +20,9 @@ import traitlets
 
 from ..analysis.attention import check_patterns, pattern_thumbnails
 from ..capture.adapter import ModelAdapter
-from ..capture.inputs import visible_texts
+from ..capture.inputs import index_in, visible_texts
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, int_param, static_asset
-from ..capture.inputs import index_in
 
 _revisions = itertools.count(1)
 
@@ -93,9 +93,7 @@ class AttentionView(ProtocolWidget):
     # ----- other ways in -------------------------------------------------------------------
 
     @classmethod
-    def from_patterns(
-        cls, attention: Any, tokens: Sequence[str], *, layer: int = 0, head: int = 0
-    ) -> "AttentionView":
+    def from_patterns(cls, attention: Any, tokens: Sequence[str], *, layer: int = 0, head: int = 0) -> AttentionView:
         """Show patterns ``[heads, query, key]`` or ``[layers, heads, query, key]`` (torch or numpy).
 
         Weights must be finite and non-negative; rows need not sum to 1, but the colour scale is 0..1.
@@ -103,7 +101,9 @@ class AttentionView(ProtocolWidget):
         return cls._from_fixed(_as_tensor(attention), tokens, layer, head, finite=True)
 
     @classmethod
-    def _from_fixed(cls, attention: torch.Tensor, tokens: Sequence[str], layer: int, head: int, *, finite: bool) -> "AttentionView":
+    def _from_fixed(
+        cls, attention: torch.Tensor, tokens: Sequence[str], layer: int, head: int, *, finite: bool
+    ) -> AttentionView:
         labels = _token_labels(tokens)
         patterns = check_patterns(attention, len(labels), finite=finite)
         layers = list(patterns.unbind(0))
@@ -113,7 +113,7 @@ class AttentionView(ProtocolWidget):
     @classmethod
     def from_cache(
         cls, cache: Any, tokens: Sequence[str] | Any, *, batch_index: int = 0, layer: int = 0, head: int = 0
-    ) -> "AttentionView":
+    ) -> AttentionView:
         """Show the attention patterns stored in a TransformerLens ``ActivationCache``.
 
         A model computed these, so NaN/inf stay in and show as broken heads (see :func:`check_patterns`).
@@ -161,7 +161,9 @@ class AttentionView(ProtocolWidget):
         if value == self._snapshot.prompt:  # also how _apply's own write passes through
             return value
         if self._adapter is None:
-            raise traitlets.TraitError("this view shows fixed patterns (no model attached), so the prompt cannot change")
+            raise traitlets.TraitError(
+                "this view shows fixed patterns (no model attached), so the prompt cannot change"
+            )
         self._apply(self._compute(value))
         return value
 
@@ -176,15 +178,26 @@ class AttentionView(ProtocolWidget):
         out: dict[str, Any] = {"layer": layer, "head": head}
         for axis in ("query", "key"):
             position = value.get(axis)
-            out[axis] = None if position is None else index_in(f"selected {axis}", position, seq, traitlets.TraitError, " or None")
+            out[axis] = (
+                None
+                if position is None
+                else index_in(f"selected {axis}", position, seq, traitlets.TraitError, " or None")
+            )
         return out
 
     # ----- request handlers --------------------------------------------------------------
 
     def _serve_overview(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         snap = self._snapshot
-        reply = Reply({"revision": snap.revision, "n_layers": len(snap.layers), "n_heads": int(snap.layers[0].shape[0]),
-                       "seq": len(snap.tokens), "size": int(snap.thumbnails.shape[-1])})
+        reply = Reply(
+            {
+                "revision": snap.revision,
+                "n_layers": len(snap.layers),
+                "n_heads": int(snap.layers[0].shape[0]),
+                "seq": len(snap.tokens),
+                "size": int(snap.thumbnails.shape[-1]),
+            }
+        )
         reply.result["thumbnails"] = reply.add_array(snap.thumbnails, "uint8", value_range=(0.0, 1.0))
         return reply
 
@@ -239,7 +252,9 @@ class AttentionView(ProtocolWidget):
         self.set_trait("revision", snapshot.revision)
         self.prompt = snapshot.prompt  # equals the snapshot's prompt, so no re-run
 
-    def _check_head(self, layer: Any, head: Any, error: type[Exception] = IndexError, prefix: str = "") -> tuple[int, int]:
+    def _check_head(
+        self, layer: Any, head: Any, error: type[Exception] = IndexError, prefix: str = ""
+    ) -> tuple[int, int]:
         """``(layer, head)`` as ints in range; 1.7 or "1" is an error, never truncated to head 1."""
         n_layers, n_heads = len(self._snapshot.layers), int(self._snapshot.layers[0].shape[0])
         return index_in(f"{prefix}layer", layer, n_layers, error), index_in(f"{prefix}head", head, n_heads, error)

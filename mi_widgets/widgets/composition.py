@@ -17,9 +17,9 @@ import traitlets
 
 from ..analysis.composition import COMPOSITION_MODES, composition_baseline, composition_scores
 from ..capture.adapter import ModelAdapter
+from ..capture.inputs import index_in
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, static_asset
-from ..capture.inputs import index_in
 
 
 class CompositionView(ProtocolWidget):
@@ -119,7 +119,9 @@ class CompositionView(ProtocolWidget):
         revision = self.revision
         scores = self._scores(mode)
         n = self.n_layers * self.n_heads
-        matrix = torch.where(_valid_pairs(self.n_layers, self.n_heads).to(scores.device), scores.reshape(n, n).float(), float("nan"))
+        matrix = torch.where(
+            _valid_pairs(self.n_layers, self.n_heads).to(scores.device), scores.reshape(n, n).float(), float("nan")
+        )
         reply = Reply({"revision": revision, "mode": mode, "baseline": self.baseline})
         reply.result["scores"] = reply.add_array(matrix, "float16")
         return reply

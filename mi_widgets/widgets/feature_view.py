@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import traitlets
@@ -27,10 +28,9 @@ from ..analysis.sae import as_sae
 from ..analysis.top_examples import RunningTopK
 from ..capture.adapter import ModelAdapter
 from ..capture.corpus import Example, TopContexts, padded_activations, plan_corpus, probe_units, text_batch
-from ..capture.inputs import check_text, describe
+from ..capture.inputs import as_index, check_text, describe
 from ..transport.protocol import Context, Reply
 from .base import int_param, static_asset
-from ..capture.inputs import as_index
 from .streaming import StreamingWidget
 
 TOP_PER_TOKEN = 8
@@ -83,12 +83,20 @@ class FeatureView(StreamingWidget):
         if not adapter.has_tokenizer:
             raise ValueError("FeatureView shows prompts as text, but this model has no tokenizer")
         for name, value in (("k", k), ("batch_size", batch_size), ("context", context), ("after", after)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name in ("context", "after") else 1):
-                raise ValueError(f"{name} must be a{' non-negative' if name in ('context', 'after') else ' positive'} integer, got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < (0 if name in ("context", "after") else 1)
+            ):
+                raise ValueError(
+                    f"{name} must be a{' non-negative' if name in ('context', 'after') else ' positive'} integer, got {value!r}"
+                )
         info = as_sae(sae)
         name = hook or info.hook_name
         if not name:
-            raise ValueError("this SAE does not say which hook it reads (no hook_name): pass hook='blocks.0.hook_resid_post' or similar")
+            raise ValueError(
+                "this SAE does not say which hook it reads (no hook_name): pass hook='blocks.0.hook_resid_post' or similar"
+            )
         self._adapter, self._info = adapter, info
         self._hook = check_per_token_hook(adapter.resolve_hook(name))
         prompt_list = _prompt_texts(prompts)
@@ -178,7 +186,9 @@ class FeatureView(StreamingWidget):
         except TypeError:
             raise TypeError(f"a feature is an integer id, got {feature!r}") from None
         if not 0 <= feature < self._info.d_sae:
-            raise IndexError(f"feature must be in 0..{self._info.d_sae - 1} (the SAE has d_sae={self._info.d_sae}), got {feature}")
+            raise IndexError(
+                f"feature must be in 0..{self._info.d_sae - 1} (the SAE has d_sae={self._info.d_sae}), got {feature}"
+            )
         return feature
 
     # ----- encoding ----------------------------------------------------------------------
@@ -239,7 +249,9 @@ class FeatureView(StreamingWidget):
     # ----- one feature ---------------------------------------------------------------------
 
     def _examples(self, feature: int) -> list[Example]:
-        return self._contexts.examples(self._topk, feature, lambda a: self._features(a)[..., feature], positive_only=True)
+        return self._contexts.examples(
+            self._topk, feature, lambda a: self._features(a)[..., feature], positive_only=True
+        )
 
     def logits(self, feature: int) -> torch.Tensor | None:
         """``[d_vocab]``: how feature ``feature``'s decoder direction moves each logit (None if the hook cannot be unembedded)."""

@@ -9,7 +9,8 @@ kept in Python.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ipywidgets
 import torch
@@ -17,10 +18,10 @@ import traitlets
 
 from ..analysis.head_scores import HEAD_TYPES, RunningHeadScores, check_detection_pattern, detection_patterns
 from ..capture.adapter import PATTERN_HOOK, ModelAdapter
+from ..capture.inputs import index_in
 from ..transport.protocol import Context, Reply
 from .attention import AttentionView
 from .base import static_asset
-from ..capture.inputs import index_in
 from .streaming import StreamingWidget
 
 MIN_REPEAT = 8
@@ -66,7 +67,9 @@ class HeadScan(StreamingWidget):
         if detection_pattern is not None:
             seq = int(self._batches[0].shape[-1])
             if any(int(b.shape[-1]) != seq for b in self._batches):
-                raise ValueError("a detection pattern needs sequences of one length: pass `sequences` as one [n, seq] tensor")
+                raise ValueError(
+                    "a detection pattern needs sequences of one length: pass `sequences` as one [n, seq] tensor"
+                )
             self._custom = check_detection_pattern(torch.as_tensor(detection_pattern), seq).to(adapter.device)
             names = names + ("custom",)
         self._names: tuple[str, ...] = names
@@ -97,7 +100,9 @@ class HeadScan(StreamingWidget):
         flat = torch.nan_to_num(scores.flatten(), nan=float("-inf"))
         order = flat.argsort(descending=True)[: max(0, int(k))]
         n_heads = scores.shape[1]
-        return [(int(i) // n_heads, int(i) % n_heads, float(scores.flatten()[i])) for i in order if flat[i] > float("-inf")]
+        return [
+            (int(i) // n_heads, int(i) % n_heads, float(scores.flatten()[i])) for i in order if flat[i] > float("-inf")
+        ]
 
     def close(self) -> None:
         """Close the scan with its linked AttentionView and the box that shows them together."""

@@ -11,7 +11,8 @@ the cap (``total``); the model's own after it is ``output_total`` (see the analy
 from __future__ import annotations
 
 import itertools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import traitlets
@@ -82,19 +83,29 @@ class LogitAttribution(ProtocolWidget):
         answer_id = single_token_id(adapter, answer, "answer")
         wrong_id = single_token_id(adapter, wrong, "wrong")
         if answer_id == wrong_id:
-            raise ValueError(f"answer and wrong are the same token ({answer!r} and {wrong!r} -> id {answer_id}): "
-                             "the logit difference would always be 0")
+            raise ValueError(
+                f"answer and wrong are the same token ({answer!r} and {wrong!r} -> id {answer_id}): "
+                "the logit difference would always be 0"
+            )
         pos = resolve_position(position, int(tokens.shape[-1]))
         self._adapter = adapter
         self._result: Attribution = logit_attribution(adapter, tokens, answer_id, wrong_id, pos)
         super().__init__()
         answer_token, wrong_token = token_strings(adapter, [answer_id, wrong_id])
         for name, value in [
-            ("n_layers", adapter.n_layers), ("n_heads", adapter.n_heads), ("has_mlp", has_mlp(adapter)),
-            ("tokens", adapter.token_labels(tokens[0])), ("prompt", prompt if isinstance(prompt, str) else ""),
-            ("position", pos), ("answer_token", answer_token), ("wrong_token", wrong_token),
-            ("answer_id", answer_id), ("wrong_id", wrong_id), ("total", self._result.total),
-            ("output_total", self._result.output_total), ("softcap", self._result.softcap),
+            ("n_layers", adapter.n_layers),
+            ("n_heads", adapter.n_heads),
+            ("has_mlp", has_mlp(adapter)),
+            ("tokens", adapter.token_labels(tokens[0])),
+            ("prompt", prompt if isinstance(prompt, str) else ""),
+            ("position", pos),
+            ("answer_token", answer_token),
+            ("wrong_token", wrong_token),
+            ("answer_id", answer_id),
+            ("wrong_id", wrong_id),
+            ("total", self._result.total),
+            ("output_total", self._result.output_total),
+            ("softcap", self._result.softcap),
             ("revision", next(_revisions)),
         ]:
             self.set_trait(name, value)
@@ -161,10 +172,18 @@ class LogitAttribution(ProtocolWidget):
         bias_terms = [("ln_final bias", r.norm_bias), ("b_U", r.unembed_bias)]
         terms = [("embed", r.embed)] + ([("pos_embed", r.pos_embed)] if r.pos_embed is not None else [])
         terms += [("attention biases (b_O)", float(r.attn_bias.sum()))] + bias_terms
-        reply = Reply({
-            "revision": self.revision, "n_layers": self.n_layers, "n_heads": self.n_heads, "has_mlp": self.has_mlp,
-            "total": r.total, "output_total": r.output_total, "softcap": r.softcap, "terms": [name for name, _ in terms],
-        })
+        reply = Reply(
+            {
+                "revision": self.revision,
+                "n_layers": self.n_layers,
+                "n_heads": self.n_heads,
+                "has_mlp": self.has_mlp,
+                "total": r.total,
+                "output_total": r.output_total,
+                "softcap": r.softcap,
+                "terms": [name for name, _ in terms],
+            }
+        )
         out = reply.result
         out["heads"] = reply.add_array(r.heads.float(), "float32")
         out["attn"] = reply.add_array(r.attn.float(), "float32")

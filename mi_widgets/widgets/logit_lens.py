@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import traitlets
@@ -172,10 +173,17 @@ class LogitLens(ProtocolWidget):
         lens = self._lens
         result = lens.result
         rows, seq, k = result.top_ids.shape
-        reply = Reply({
-            "revision": lens.revision, "rows": rows, "seq": seq, "k": k,
-            "target_id": lens.target_id, "target_token": lens.target_token, "vocab": lens.vocab,
-        })
+        reply = Reply(
+            {
+                "revision": lens.revision,
+                "rows": rows,
+                "seq": seq,
+                "k": k,
+                "target_id": lens.target_id,
+                "target_token": lens.target_token,
+                "vocab": lens.vocab,
+            }
+        )
         out = reply.result
         out["top_ids"] = reply.add_array(result.top_ids.to(torch.int32), "int32")
         out["top_probs"] = reply.add_array(result.top_probs.to(torch.float16), "float16")
@@ -249,4 +257,3 @@ class LogitLens(ProtocolWidget):
             raise error(f"layer must be a row in 0..{rows - 1} (0 = embeddings, {rows - 1} = the output), got {layer}")
         if not 0 <= position < seq:
             raise error(f"position must be in 0..{seq - 1}, got {position}")
-

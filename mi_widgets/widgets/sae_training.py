@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import traitlets
@@ -82,7 +83,9 @@ class ActivationStream:
         tokens, mask = text_batch(self._adapter, rows)
         got: list[torch.Tensor] = []
         self._adapter.each_activation(
-            tokens.to(self._adapter.device), [self._hook], lambda _, a: got.append(a.reshape(a.shape[0], a.shape[1], -1))
+            tokens.to(self._adapter.device),
+            [self._hook],
+            lambda _, a: got.append(a.reshape(a.shape[0], a.shape[1], -1)),
         )
         return got[0][mask.to(got[0].device)].float().to(self._device)
 
@@ -159,13 +162,26 @@ class SAETrainer(TrainingWidget):
     ) -> None:
         if architecture == "topk" and k is None:
             k = min(16, d_sae) if isinstance(d_sae, int) and d_sae >= 1 else k
-        for name, value in (("steps", steps), ("batch_size", batch_size), ("windows_per_batch", windows_per_batch),
-                            ("buffer_size", buffer_size), ("dead_after", dead_after)):
+        for name, value in (
+            ("steps", steps),
+            ("batch_size", batch_size),
+            ("windows_per_batch", windows_per_batch),
+            ("buffer_size", buffer_size),
+            ("dead_after", dead_after),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name, value in (("lr", lr), ("l1_coefficient", l1_coefficient)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
-                raise ValueError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} finite number, got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+                or (name == "lr" and value == 0)
+            ):
+                raise ValueError(
+                    f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} finite number, got {value!r}"
+                )
         generator = torch.Generator().manual_seed(seed)
         if activations is not None:
             if model is not None or hook is not None or tokens is not None:
@@ -180,15 +196,22 @@ class SAETrainer(TrainingWidget):
             self._stream: Any = TensorStream(activations, generator, self._device)
         else:
             if model is None or hook is None or tokens is None:
-                raise ValueError("train an SAE on a model's activations with model, hook= and tokens= (or pass activations=)")
+                raise ValueError(
+                    "train an SAE on a model's activations with model, hook= and tokens= (or pass activations=)"
+                )
             adapter = ModelAdapter(model)
             hook_name = check_per_token_hook(resolve_layer_hook(adapter, hook, layer))
             rows, _ = plan_corpus(adapter, tokens)
             d_in = probe_units(adapter, hook_name, rows[0])
             self._device = torch.device(device) if device is not None else adapter.device
             self._stream = ActivationStream(
-                adapter, hook_name, rows, windows_per_batch=windows_per_batch, buffer_size=buffer_size,
-                generator=generator, device=self._device,
+                adapter,
+                hook_name,
+                rows,
+                windows_per_batch=windows_per_batch,
+                buffer_size=buffer_size,
+                generator=generator,
+                device=self._device,
             )
         check_sae_shape(d_in, d_sae, architecture, k)
         self._config = dict(d_in=d_in, d_sae=d_sae, architecture=architecture, k=k, hook_name=hook_name or None)
@@ -292,7 +315,11 @@ class SAETrainer(TrainingWidget):
         history = self._history
         stride = max(1, -(-len(history) // MAX_CURVE_POINTS))
         picked = [history[i] for i in range(len(history) - 1, -1, -stride)][::-1]
-        table = torch.tensor(picked, dtype=torch.float64) if picked else torch.zeros((0, len(METRICS) + 1), dtype=torch.float64)
+        table = (
+            torch.tensor(picked, dtype=torch.float64)
+            if picked
+            else torch.zeros((0, len(METRICS) + 1), dtype=torch.float64)
+        )
         reply = Reply({"step": self._step, "total": self._steps, "tokens": self._tokens_seen, "metrics": list(METRICS)})
         reply.result["steps"] = reply.add_array(table[:, 0].to(torch.int32), "int32")
         reply.result["values"] = reply.add_array(table[:, 1:].T.float(), "float32")

@@ -31,7 +31,7 @@ S = TypeVar("S", bound="StreamingWidget")
 # How long interpreter exit waits for one running scan to reach its next step.
 EXIT_WAIT_S = 60.0
 
-_live: "weakref.WeakSet[StreamingWidget]" = weakref.WeakSet()
+_live: weakref.WeakSet[StreamingWidget] = weakref.WeakSet()
 
 
 @atexit.register

@@ -8,7 +8,8 @@ the view sets ``sparsity`` or ``importance_decay``, which restarts training with
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import traitlets
@@ -78,7 +79,9 @@ class SuperpositionToy(TrainingWidget):
             )
         for name, value in (("steps", steps), ("batch_size", batch_size), ("seed", seed)):
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
-                raise ValueError(f"{name} must be a{' non-negative' if name == 'seed' else ' positive'} integer, got {value!r}")
+                raise ValueError(
+                    f"{name} must be a{' non-negative' if name == 'seed' else ' positive'} integer, got {value!r}"
+                )
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
             raise ValueError(f"lr must be a positive learning rate, got {lr!r}")
         self._device = torch.device(device) if device is not None else torch.device("cpu")
@@ -203,6 +206,8 @@ class SuperpositionToy(TrainingWidget):
         r["gram"] = reply.add_array(torch.einsum("ima,imb->iab", W, W), "float32")
         r["norms"] = reply.add_array(W.norm(dim=1), "float32")
         r["dimensionality"] = reply.add_array(feature_dimensionality(W), "float32")
-        r["loss_steps"] = reply.add_array(torch.tensor([self._loss_steps[i] for i in picked], dtype=torch.int32), "int32")
+        r["loss_steps"] = reply.add_array(
+            torch.tensor([self._loss_steps[i] for i in picked], dtype=torch.int32), "int32"
+        )
         r["loss"] = reply.add_array(curve, "float32")
         return reply

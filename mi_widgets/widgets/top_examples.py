@@ -13,7 +13,8 @@ The activations around each example are not stored: ``examples[n]`` reruns the m
 from __future__ import annotations
 
 import operator
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import traitlets
@@ -21,9 +22,9 @@ import traitlets
 from ..analysis.top_examples import RunningTopK, pad_rows
 from ..capture.adapter import ModelAdapter
 from ..capture.corpus import Example, TopContexts, padded_activations, plan_corpus, probe_units, resolve_layer_hook
+from ..capture.inputs import as_index
 from ..transport.protocol import Context, Reply
 from .base import int_param, static_asset
-from ..capture.inputs import as_index
 from .streaming import StreamingWidget
 
 DEFAULT_NEURONS = 64
@@ -32,7 +33,7 @@ DEFAULT_NEURONS = 64
 class NeuronExamples(Mapping[int, list[Example]]):
     """``examples[neuron]``: that neuron's top contexts so far, best first (keyed by neuron id)."""
 
-    def __init__(self, owner: "TopExamples") -> None:
+    def __init__(self, owner: TopExamples) -> None:
         self._owner = owner
 
     def __getitem__(self, neuron: int) -> list[Example]:
@@ -93,7 +94,12 @@ class TopExamples(StreamingWidget):
         autostart: bool = True,
     ) -> None:
         adapter = ModelAdapter(model)
-        for name, value, low in (("k", k, 1), ("batch_size", batch_size, 1), ("context", context, 0), ("after", after, 0)):
+        for name, value, low in (
+            ("k", k, 1),
+            ("batch_size", batch_size, 1),
+            ("context", context, 0),
+            ("after", after, 0),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self._adapter = adapter
@@ -188,7 +194,9 @@ class TopExamples(StreamingWidget):
         try:
             neuron = as_index("neuron", neuron)  # numpy ints too; 1.7 is not neuron 1
         except TypeError:
-            raise KeyError(f"neuron {neuron!r} was not scanned: neurons are integer ids; scanned neurons: {_describe(self.neurons)}") from None
+            raise KeyError(
+                f"neuron {neuron!r} was not scanned: neurons are integer ids; scanned neurons: {_describe(self.neurons)}"
+            ) from None
         col = self._col.get(neuron)
         if col is None:
             raise KeyError(f"neuron {neuron!r} was not scanned; scanned neurons: {_describe(self.neurons)}")
@@ -221,12 +229,20 @@ class TopExamples(StreamingWidget):
                 "revision": revision,
                 "neuron": neuron,
                 "examples": [
-                    {"tokens": e.tokens, "max_index": e.max_index, "doc": e.doc, "position": e.position, "source": e.source}
+                    {
+                        "tokens": e.tokens,
+                        "max_index": e.max_index,
+                        "doc": e.doc,
+                        "position": e.position,
+                        "source": e.source,
+                    }
                     for e in examples
                 ],
             }
         )
-        reply.result["values"] = reply.add_array(torch.tensor([e.value for e in examples], dtype=torch.float32), "float32")
+        reply.result["values"] = reply.add_array(
+            torch.tensor([e.value for e in examples], dtype=torch.float32), "float32"
+        )
         reply.result["activations"] = reply.add_array(padded_activations(examples), "float16")
         return reply
 

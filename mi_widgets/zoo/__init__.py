@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,6 +26,7 @@ def stdlib_texts(split: str = "heldout", max_files: int | None = None) -> list[s
 
     return texts(split, max_files)  # type: ignore[arg-type]
 
+
 _INSTALL_HINT = 'The model zoo needs TransformerLens 4: pip install "transformer-lens>=4"'
 
 
@@ -34,9 +35,7 @@ def available() -> list[str]:
     if not MODELS_DIR.is_dir():
         return []
     return sorted(
-        p.name
-        for p in MODELS_DIR.iterdir()
-        if (p / "config.json").is_file() and (p / "model.safetensors").is_file()
+        p.name for p in MODELS_DIR.iterdir() if (p / "config.json").is_file() and (p / "model.safetensors").is_file()
     )
 
 
@@ -48,7 +47,7 @@ def model_dir(name: str) -> Path:
     return MODELS_DIR / name
 
 
-def load(name: str, device: Union[str, torch.device, None] = None) -> "TransformerBridge":
+def load(name: str, device: str | torch.device | None = None) -> TransformerBridge:
     """Build a bundled model offline as a TransformerLens ``TransformerBridge`` in eval mode.
 
     ``device=None`` means CPU.
@@ -65,9 +64,7 @@ def load(name: str, device: Union[str, torch.device, None] = None) -> "Transform
     device = torch.device("cpu") if device is None else torch.device(device)
     # Loaded from disk on purpose: an in-memory tokenizer object breaks TransformerBridge boot.
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    model = TransformerBridge.boot_native(
-        TransformerBridgeConfig(**meta["config"]), tokenizer=tokenizer, device=device
-    )
+    model = TransformerBridge.boot_native(TransformerBridgeConfig(**meta["config"]), tokenizer=tokenizer, device=device)
     state = load_file(str(folder / "model.safetensors"))  # CPU; load_state_dict copies over
     model.load_state_dict(state, strict=True)
     model.eval()

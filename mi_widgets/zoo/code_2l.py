@@ -141,7 +141,10 @@ def train_code_2l(out: Path, steps: int, seed: int, device: str = "cpu") -> dict
             model.eval()
             held = eval_loss(model, heldout_stream, n_ctx, bos)
             model.train()
-            print(f"step {step + 1:5d}  train loss {loss.item():.3f}  held-out loss {held:.3f}  ({time.time() - t0:.0f}s)", flush=True)
+            print(
+                f"step {step + 1:5d}  train loss {loss.item():.3f}  held-out loss {held:.3f}  ({time.time() - t0:.0f}s)",
+                flush=True,
+            )
     train_s = time.time() - t0
 
     model.eval()
@@ -183,8 +186,8 @@ def readme(cfg: dict[str, Any], training: dict[str, Any]) -> str:
     m = training["metrics"]
     return f"""# code-2l
 
-A small transformer with MLPs (2 layers, 4 heads, d_model {cfg['d_model']}, d_mlp {cfg['d_mlp']}, {cfg['act_fn']},
-LayerNorm, n_ctx {cfg['n_ctx']}, vocab {cfg['d_vocab']}, learned positions) trained from scratch on the Python
+A small transformer with MLPs (2 layers, 4 heads, d_model {cfg["d_model"]}, d_mlp {cfg["d_mlp"]}, {cfg["act_fn"]},
+LayerNorm, n_ctx {cfg["n_ctx"]}, vocab {cfg["d_vocab"]}, learned positions) trained from scratch on the Python
 standard library's own source files: real code, docstrings and comments present wherever Python is. Some of its
 MLP neurons track indentation and keywords (held-out AUROC about 0.94 and 0.88) and, more weakly, comments; "inside
 a string" is a direction spread over many neurons rather than one neuron
@@ -198,18 +201,18 @@ texts = zoo.stdlib_texts("heldout")      # files the model never saw
 
 ## Training
 
-{training['recipe']}
+{training["recipe"]}
 
-Seed {training['seed']}, {training['steps']} steps, {training['train_seconds']} s on one CPU thread (torch
-{training['torch']}, stdlib of Python {training['python_stdlib']}). {m['train_tokens']:,} training tokens,
-{m['heldout_tokens']:,} held-out tokens. Tokenizer: {training['tokenizer']}.
+Seed {training["seed"]}, {training["steps"]} steps, {training["train_seconds"]} s on one CPU thread (torch
+{training["torch"]}, stdlib of Python {training["python_stdlib"]}). {m["train_tokens"]:,} training tokens,
+{m["heldout_tokens"]:,} held-out tokens. Tokenizer: {training["tokenizer"]}.
 
-Loss (nats/token): training files {m['train_loss']:.3f}, held-out files {m['heldout_loss']:.3f}; a unigram model
-(no context) scores {m['unigram_entropy']:.3f}.
+Loss (nats/token): training files {m["train_loss"]:.3f}, held-out files {m["heldout_loss"]:.3f}; a unigram model
+(no context) scores {m["unigram_entropy"]:.3f}.
 
 Regenerate (deterministic on CPU for the same library versions and stdlib):
 
 ```
-python -m mi_widgets.zoo.train code-2l --steps {training['steps']} --seed {training['seed']}
+python -m mi_widgets.zoo.train code-2l --steps {training["steps"]} --seed {training["seed"]}
 ```
 """

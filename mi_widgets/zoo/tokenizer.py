@@ -28,7 +28,11 @@ def train_bpe_tokenizer(out: Path, texts: list[str], vocab_size: int, n_ctx: int
     if tok.get_vocab_size() != vocab_size:
         raise RuntimeError(f"the corpus gave a vocabulary of {tok.get_vocab_size()} tokens, expected {vocab_size}")
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS_TOKEN, eos_token=BOS_TOKEN, unk_token=BOS_TOKEN, pad_token=BOS_TOKEN,
+        tokenizer_object=tok,
+        bos_token=BOS_TOKEN,
+        eos_token=BOS_TOKEN,
+        unk_token=BOS_TOKEN,
+        pad_token=BOS_TOKEN,
         model_max_length=n_ctx,
     )
     out.mkdir(parents=True, exist_ok=True)

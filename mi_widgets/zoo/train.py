@@ -121,24 +121,18 @@ def build_tokenizer(out: Path, n_ctx: int) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def _random_ids(
-    batch: int, n: int, bos_id: int, d_vocab: int, gen: torch.Generator
-) -> torch.Tensor:
+def _random_ids(batch: int, n: int, bos_id: int, d_vocab: int, gen: torch.Generator) -> torch.Tensor:
     ids = torch.randint(0, d_vocab - 1, (batch, n), generator=gen)
     return ids + (ids >= bos_id).long()  # uniform over every id except BOS
 
 
-def repeated_batch(
-    batch: int, length: int, bos_id: int, d_vocab: int, generator: torch.Generator
-) -> torch.Tensor:
+def repeated_batch(batch: int, length: int, bos_id: int, d_vocab: int, generator: torch.Generator) -> torch.Tensor:
     """[BOS, x, x] with x ``length`` random non-BOS ids per row."""
     x = _random_ids(batch, length, bos_id, d_vocab, generator)
     return torch.cat([torch.full((batch, 1), bos_id, dtype=torch.long), x, x], dim=1)
 
 
-def packed_batch(
-    batch: int, n_ctx: int, bos_id: int, d_vocab: int, generator: torch.Generator
-) -> torch.Tensor:
+def packed_batch(batch: int, n_ctx: int, bos_id: int, d_vocab: int, generator: torch.Generator) -> torch.Tensor:
     """[BOS, x1, x1, x2, x2, ...] cut at ``n_ctx``; each segment length drawn from MIN_L..MAX_L."""
     parts = [torch.full((batch, 1), bos_id, dtype=torch.long)]
     n = 1
@@ -151,9 +145,7 @@ def packed_batch(
 
 
 @torch.no_grad()
-def measure(
-    model: Any, length: int = 20, batch: int = 64, seed: int = 12345, offset: int = 0
-) -> dict[str, Any]:
+def measure(model: Any, length: int = 20, batch: int = 64, seed: int = 12345, offset: int = 0) -> dict[str, Any]:
     """Per-head induction/previous-token scores and losses on fresh [BOS, r, x, x] sequences.
 
     r is ``offset`` random tokens (none by default), x is ``length`` random tokens.
@@ -209,9 +201,7 @@ def format_scores(m: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def train_induction_2l(
-    out: Path, steps: int, seed: int, device: str = "cpu", classic: bool = False
-) -> dict[str, Any]:
+def train_induction_2l(out: Path, steps: int, seed: int, device: str = "cpu", classic: bool = False) -> dict[str, Any]:
     """Train ``induction-2l`` and write tokenizer, weights, config.json and README.md to ``out``."""
     from safetensors.torch import save_file
     from transformer_lens import TransformerBridge, TransformerBridgeConfig
@@ -226,9 +216,7 @@ def train_induction_2l(
     d_vocab = int(cfg_kwargs["d_vocab"])
     tokenizer = build_tokenizer(out, n_ctx)
     bos_id = int(tokenizer.bos_token_id)
-    model = TransformerBridge.boot_native(
-        TransformerBridgeConfig(**cfg_kwargs), tokenizer=tokenizer, device=device
-    )
+    model = TransformerBridge.boot_native(TransformerBridgeConfig(**cfg_kwargs), tokenizer=tokenizer, device=device)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     gen = torch.Generator().manual_seed(seed)
@@ -242,9 +230,7 @@ def train_induction_2l(
             tokens = packed_batch(BATCH, n_ctx, bos_id, d_vocab, gen)
         tokens = tokens.to(device)
         logits = model(tokens)
-        loss = F.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)
-        )
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -287,9 +273,7 @@ def train_induction_2l(
         ),
         "metrics": metrics,
     }
-    (out / "config.json").write_text(
-        json.dumps({"config": cfg_kwargs, "training": training}, indent=2) + "\n"
-    )
+    (out / "config.json").write_text(json.dumps({"config": cfg_kwargs, "training": training}, indent=2) + "\n")
     (out / "README.md").write_text(readme(cfg_kwargs, training))
     return training
 
@@ -313,16 +297,13 @@ def readme(cfg: dict[str, Any], training: dict[str, Any]) -> str:
         if pos == "rotary"
         else ""
     )
-    cmd = (
-        "python -m mi_widgets.zoo.train induction-2l "
-        f"--steps {training['steps']} --seed {training['seed']}"
-    )
+    cmd = f"python -m mi_widgets.zoo.train induction-2l --steps {training['steps']} --seed {training['seed']}"
     if pos != "rotary":
         cmd += " --classic"
     return f"""# induction-2l
 
-A tiny attention-only transformer (2 layers x 4 heads, d_model {cfg['d_model']}, d_head
-{cfg['d_head']}, n_ctx {cfg['n_ctx']}, vocab {cfg['d_vocab']}, {pos} positions) trained from
+A tiny attention-only transformer (2 layers x 4 heads, d_model {cfg["d_model"]}, d_head
+{cfg["d_head"]}, n_ctx {cfg["n_ctx"]}, vocab {cfg["d_vocab"]}, {pos} positions) trained from
 scratch to copy repeated random token sequences. It forms the textbook two-layer induction
 circuit: a previous-token head in layer 0 and induction heads in layer 1. Load it offline with:
 
@@ -333,10 +314,10 @@ model = zoo.load("induction-2l")  # a TransformerLens TransformerBridge
 
 {rotary_note}## Training
 
-{training['recipe']}
+{training["recipe"]}
 
-Seed {training['seed']}, {training['steps']} steps, {training['train_seconds']} s on one CPU thread
-(torch {training['torch']}). Tokenizer: {training['tokenizer']}. The tokenizer was trained on
+Seed {training["seed"]}, {training["steps"]} steps, {training["train_seconds"]} s on one CPU thread
+(torch {training["torch"]}). Tokenizer: {training["tokenizer"]}. The tokenizer was trained on
 code and a few sentences, so English splits into short pieces; the model knows nothing about
 language, only how to copy.
 
@@ -353,10 +334,10 @@ Induction score: mean attention from query i in the second copy to key i-L+1 (th
 the previous occurrence of the current token). Previous-token score: mean attention from query
 i to key i-1 over the x x part.
 
-- start: {m['eval']}. Loss on the first copy {m['loss_first']:.3f} (chance ln 511 =
-  {math.log(511):.3f}), on the repeated copy {m['loss_repeat']:.3f}.
-- end: {late['eval']} (the repeat sits at the end of the context). Loss on the first copy
-  {late['loss_first']:.3f}, on the repeated copy {late['loss_repeat']:.3f}.
+- start: {m["eval"]}. Loss on the first copy {m["loss_first"]:.3f} (chance ln 511 =
+  {math.log(511):.3f}), on the repeated copy {m["loss_repeat"]:.3f}.
+- end: {late["eval"]} (the repeat sits at the end of the context). Loss on the first copy
+  {late["loss_first"]:.3f}, on the repeated copy {late["loss_repeat"]:.3f}.
 
 | head | induction (start) | prev-token (start) | induction (end) | prev-token (end) |
 |------|-------------------|--------------------|-----------------|------------------|

@@ -25,8 +25,16 @@ FOLDER = Path(mw.__file__).resolve().parent / "zoo" / "models" / "code-2l"
 
 torch.manual_seed(0)
 cfg = HookedTransformerConfig(
-    d_model=128, d_head=32, n_heads=4, n_layers=2, d_mlp=512, act_fn="gelu", normalization_type="LN",
-    n_ctx=256, d_vocab=2048, seed=0,
+    d_model=128,
+    d_head=32,
+    n_heads=4,
+    n_layers=2,
+    d_mlp=512,
+    act_fn="gelu",
+    normalization_type="LN",
+    n_ctx=256,
+    d_vocab=2048,
+    seed=0,
 )
 # transformers 4 cannot read the tokenizer_config that transformers 5 wrote, but it reads tokenizer.json;
 # TL 2.x wants a tokenizer loaded from a folder, so save one in its own format first.

@@ -56,15 +56,28 @@ assert torch.allclose(comp.scores("K"), model.all_composition_scores("K").detach
 assert comp.top("K", k=1)[0][0] == 0
 
 # ActivationView: a TL2 model with MLPs (no tokenizer), ragged token-id prompts, neuron and direction values
-mlp_model = HookedTransformer(HookedTransformerConfig(
-    d_model=64, d_head=16, n_heads=4, n_layers=2, n_ctx=64, d_vocab=300, d_mlp=128, act_fn="gelu", attn_only=False, seed=0
-))
+mlp_model = HookedTransformer(
+    HookedTransformerConfig(
+        d_model=64,
+        d_head=16,
+        n_heads=4,
+        n_layers=2,
+        n_ctx=64,
+        d_vocab=300,
+        d_mlp=128,
+        act_fn="gelu",
+        attn_only=False,
+        seed=0,
+    )
+)
 act_prompts = [torch.arange(1, 9), torch.arange(20, 25)]
 act = mw.ActivationView(mlp_model, act_prompts, hook="mlp.post", layer=1, neuron=7)
 for i, ids in enumerate(act_prompts):
     _, act_cache = mlp_model.run_with_cache(ids[None], names_filter=lambda name: name.endswith("mlp.hook_post"))
     expected_acts = torch.stack([act_cache[f"blocks.{l}.mlp.hook_post"][0] for l in range(2)])
-    assert torch.allclose(act.activations[i], expected_acts, atol=1e-5), "ActivationView differs from TL 2.x run_with_cache"
+    assert torch.allclose(act.activations[i], expected_acts, atol=1e-5), (
+        "ActivationView differs from TL 2.x run_with_cache"
+    )
     assert torch.allclose(act.values()[i], expected_acts[1, :, 7], atol=1e-5)
 assert act.tokens[1] == [f"<{i}>" for i in range(20, 25)] and act.d == 128
 probe = torch.randn(64)
@@ -72,14 +85,29 @@ resid = mw.ActivationView(mlp_model, act_prompts[0], hook="blocks.0.hook_resid_p
 _, act_cache = mlp_model.run_with_cache(act_prompts[0][None], names_filter="blocks.0.hook_resid_post")
 assert torch.allclose(resid.values()[0], act_cache["blocks.0.hook_resid_post"][0] @ probe, atol=1e-4)
 act.send = lambda content, buffers=None: sent.append((content, buffers or []))
-act._handle_custom_msg({"type": "request", "id": 2, "method": "top", "params": {"prompt": 0, "position": 3, "layer": 1, "k": 5}}, [])
+act._handle_custom_msg(
+    {"type": "request", "id": 2, "method": "top", "params": {"prompt": 0, "position": 3, "layer": 1, "k": 5}}, []
+)
 assert sent[-1][0]["ok"], sent[-1][0]
-assert decode_array(sent[-1][0]["result"]["indices"], sent[-1][1]).tolist() == [n for n, _ in act.top_neurons(0, 3, k=5, layer=1)]
+assert decode_array(sent[-1][0]["result"]["indices"], sent[-1][1]).tolist() == [
+    n for n, _ in act.top_neurons(0, 3, k=5, layer=1)
+]
 
 # TopExamples: a TL2 model with MLPs (no tokenizer), a token-id corpus, against run_with_cache over all of it
-tx_model = HookedTransformer(HookedTransformerConfig(
-    d_model=32, d_head=8, n_heads=4, n_layers=2, n_ctx=32, d_vocab=300, d_mlp=64, act_fn="gelu", attn_only=False, seed=1
-))
+tx_model = HookedTransformer(
+    HookedTransformerConfig(
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        n_layers=2,
+        n_ctx=32,
+        d_vocab=300,
+        d_mlp=64,
+        act_fn="gelu",
+        attn_only=False,
+        seed=1,
+    )
+)
 tx_corpus = torch.randint(1, 300, (5, 20), generator=torch.Generator().manual_seed(0))
 tx = mw.TopExamples(tx_model, tx_corpus, hook="mlp.post", layer=1, neurons=range(16), k=3, batch_size=2).wait(60)
 assert tx.status == "done" and tx.hook == "blocks.1.mlp.hook_post", (tx.status, tx.error)
@@ -94,7 +122,16 @@ assert abs(float(tx_best[0].activations[tx_best[0].max_index]) - tx_best[0].valu
 # --- LogitLens and LogitAttribution on a TL 2.x model with MLPs and a non-trivial final LayerNorm
 ids = torch.arange(1, 12)
 mlp_cfg = HookedTransformerConfig(
-    d_model=64, d_head=16, n_heads=4, n_layers=2, n_ctx=64, d_vocab=300, d_mlp=128, act_fn="gelu", attn_only=False, seed=0
+    d_model=64,
+    d_head=16,
+    n_heads=4,
+    n_layers=2,
+    n_ctx=64,
+    d_vocab=300,
+    d_mlp=128,
+    act_fn="gelu",
+    attn_only=False,
+    seed=0,
 )
 mlp_model = HookedTransformer(mlp_cfg)
 with torch.no_grad():
@@ -105,7 +142,9 @@ with torch.no_grad():
             p.add_(0.2 * torch.randn_like(p))
 real = mlp_model(ids[None])[0].detach()
 lens = mw.LogitLens(mlp_model, ids, target=7, k=3)
-assert torch.allclose(lens.top_probs[-1], real.softmax(-1).topk(3).values, atol=1e-6), "LogitLens last row != model output"
+assert torch.allclose(lens.top_probs[-1], real.softmax(-1).topk(3).values, atol=1e-6), (
+    "LogitLens last row != model output"
+)
 assert torch.allclose(lens.target_probs[-1], real.softmax(-1)[:, 7], atol=1e-7, rtol=1e-5)
 _, mlp_cache = mlp_model.run_with_cache(ids[None])
 lens_probs = lambda normed: (normed @ mlp_model.W_U + mlp_model.b_U).softmax(-1).max(-1).values.detach()  # noqa: E731
@@ -116,7 +155,10 @@ old_reading = lens_probs(cached * mlp_model.ln_final.w + mlp_model.ln_final.b)
 assert torch.allclose(lens.top_probs[-1, :, 0], old_reading[-1], atol=1e-5)
 assert not torch.allclose(lens.top_probs[0, :, 0], old_reading[0], atol=1e-3), "the cached-scale reading differs early"
 attr = mw.LogitAttribution(mlp_model, ids, 5, 9, position=-2)
-assert abs(sum(attr.parts.values()) - float(real[-2, 5] - real[-2, 9])) < 1e-4, (sum(attr.parts.values()), real[-2, 5] - real[-2, 9])
+assert abs(sum(attr.parts.values()) - float(real[-2, 5] - real[-2, 9])) < 1e-4, (
+    sum(attr.parts.values()),
+    real[-2, 5] - real[-2, 9],
+)
 assert attr.heads.shape == (2, 4) and attr.mlps.shape == (2,) and abs(attr.parts["ln_final bias"]) > 1e-4
 d = mlp_model.W_U[:, 5] - mlp_model.W_U[:, 9]
 stack = mlp_cache.stack_head_results(layer=-1, pos_slice=-2)

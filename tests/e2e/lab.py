@@ -16,9 +16,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 CHROMIUM = os.environ.get("MIW_CHROMIUM", "/usr/bin/chromium")
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "e2e"
@@ -65,7 +66,7 @@ class JupyterLab:
         self._proc: subprocess.Popen[bytes] | None = None
         self.log_path = self._home / "server.log"
 
-    def start(self, timeout: float = 60.0) -> "JupyterLab":
+    def start(self, timeout: float = 60.0) -> JupyterLab:
         env = dict(os.environ)
         env.update(
             JUPYTER_CONFIG_DIR=str(self._home / "config"),
@@ -76,13 +77,22 @@ class JupyterLab:
             PYTHONUNBUFFERED="1",
         )
         # No "get notified about Jupyter news?" toast: offline it is noise, and it can cover what a test clicks.
-        notification = self._home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+        notification = (
+            self._home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+        )
         notification.parent.mkdir(parents=True, exist_ok=True)
         notification.write_text('{"fetchNews": "false", "checkForUpdates": false}')
         cmd = [
-            sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
-            f"--port={self.port}", f"--IdentityProvider.token={self.token}",
-            f"--ServerApp.root_dir={self.root_dir}", "--LabApp.expose_app_in_browser=True",
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--allow-root",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root_dir}",
+            "--LabApp.expose_app_in_browser=True",
         ]
         log = self.log_path.open("wb")
         self._proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root_dir)
@@ -142,7 +152,7 @@ class NotebookPage:
     def __init__(self, page: Any) -> None:
         self.page = page
 
-    def open(self, lab: JupyterLab, notebook: str, timeout_ms: int = 60_000) -> "NotebookPage":
+    def open(self, lab: JupyterLab, notebook: str, timeout_ms: int = 60_000) -> NotebookPage:
         self.page.goto(lab.notebook_url(notebook))
         self.wait_kernel_idle(timeout_ms)
         return self

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,9 @@ PROMPTS = [
     'for i in range(10):\n    print("item", i)\n',
 ]
 
-MODEL_CELL = 'import mi_widgets as mw\nmodel = mw.zoo.load("code-2l")  # the bundled model with MLPs, trained on stdlib sources'
+MODEL_CELL = (
+    'import mi_widgets as mw\nmodel = mw.zoo.load("code-2l")  # the bundled model with MLPs, trained on stdlib sources'
+)
 
 
 @pytest.fixture(scope="module")

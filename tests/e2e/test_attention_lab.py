@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -109,9 +110,7 @@ def test_prompt_box_reruns_model(notebook: NotebookPage) -> None:
     box = page.locator(f"{VIEW} [data-testid=prompt-input]")
     box.fill("One two three four. One two three four.")
     page.locator(f"{VIEW} [data-testid=run-button]").click()
-    page.wait_for_function(
-        f"() => +document.querySelector('{VIEW}').dataset.revision > {before}", timeout=30_000
-    )
+    page.wait_for_function(f"() => +document.querySelector('{VIEW}').dataset.revision > {before}", timeout=30_000)
     assert notebook.python_value("view.prompt") == "One two three four. One two three four."
     tokens = notebook.python_value("view.tokens")
     revision = _revision(notebook)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,11 +26,11 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookPage]
         yield nb
 
 
-
-
 def test_click_a_pair_selects_it_in_python(notebook: NotebookPage) -> None:
     page = notebook.page
-    notebook.click_cell(f"{VIEW} [data-testid=composition-heatmap]", row=2, col=4 + 3)  # writer L0H2 (the previous-token head), reader L1H3
+    notebook.click_cell(
+        f"{VIEW} [data-testid=composition-heatmap]", row=2, col=4 + 3
+    )  # writer L0H2 (the previous-token head), reader L1H3
     assert notebook.python_eventually("comp.selected", {"writer": [0, 2], "reader": [1, 3]}) == {
         "writer": [0, 2],
         "reader": [1, 3],
@@ -56,7 +56,10 @@ def test_keyboard_and_a_pair_that_cannot_compose(notebook: NotebookPage) -> None
     heatmap = page.locator(f"{VIEW} [data-testid=composition-heatmap]")
     heatmap.focus()
     page.keyboard.press("Escape")
-    assert notebook.python_eventually("comp.selected", {"writer": None, "reader": None}) == {"writer": None, "reader": None}
+    assert notebook.python_eventually("comp.selected", {"writer": None, "reader": None}) == {
+        "writer": None,
+        "reader": None,
+    }
     for key in ["ArrowDown"] * 6 + ["ArrowRight"]:  # cursor from (0, 0) to row 5 = L1H1, col 1 = L0H1
         page.keyboard.press(key)
     page.keyboard.press("Enter")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -27,8 +27,7 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookPage]
         'texts = mw.zoo.stdlib_texts("heldout", max_files=2)\n'
         'sae = mw.train_sae(model, hook="blocks.0.hook_resid_post", tokens=texts, display=False,\n'
         f"                   d_sae={D_SAE}, steps=20, batch_size=128, buffer_size=2048)  # a tiny SAE, quickly",
-        f"fv = mw.FeatureView(sae, model, [{PROMPT!r}], corpus=texts)\n"
-        "fv",
+        f"fv = mw.FeatureView(sae, model, [{PROMPT!r}], corpus=texts)\nfv",
     ]
     with notebook_in_lab(tmp_path_factory.mktemp("lab"), "feature_view.ipynb", cells) as nb:
         nb.page.wait_for_selector(f"{VIEW}[data-prompt='0']", timeout=60_000)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,7 +12,12 @@ pytestmark = pytest.mark.e2e
 
 VIEW = "[data-testid=logit-attribution]"
 HEATMAP = f"{VIEW} [data-testid=heads-heatmap]"
-MODEL, PROMPT, ANSWER, WRONG = ("code-2l", "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a", " -", " +")  # the bundled model with MLPs, trained on Python
+MODEL, PROMPT, ANSWER, WRONG = (
+    "code-2l",
+    "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a",
+    " -",
+    " +",
+)  # the bundled model with MLPs, trained on Python
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +33,6 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookPage]
         yield nb
 
 
-
-
 def _signed(v: float, digits: int) -> str:
     """The view's number format (``signed`` in logit_attribution.ts): a real minus sign."""
     return f"{'−' if v < 0 else '+'}{abs(v):.{digits}f}"
@@ -40,7 +43,9 @@ def test_renders_the_total_and_clicking_a_head_selects_it(notebook: NotebookPage
     total = notebook.python_value("attr.total")
     assert abs(total - notebook.python_value("sum(attr.parts.values())")) < 1e-4
     summary = page.locator(f"{VIEW} [data-testid=summary]").inner_text()
-    assert summary.startswith(f'logit("{ANSWER}") − logit("{WRONG}") at position') and summary.endswith(_signed(total, 4))
+    assert summary.startswith(f'logit("{ANSWER}") − logit("{WRONG}") at position') and summary.endswith(
+        _signed(total, 4)
+    )
     n_cells = notebook.python_value("attr.n_layers * attr.n_heads")
     assert int(page.locator(HEATMAP).get_attribute("data-cell-text") or 0) == n_cells  # values drawn in the cells
     notebook.click_cell(HEATMAP, 1, 2)
@@ -72,7 +77,9 @@ def test_keyboard_on_heads_and_bars(notebook: NotebookPage) -> None:
     page.keyboard.press("ArrowDown")  # next bar: layer 0's MLP if the model has MLPs, else layer 1's attention
     has_mlp = notebook.python_value("attr.has_mlp")
     page.keyboard.press("Enter")
-    expected = {"layer": 0, "head": None, "component": "mlp"} if has_mlp else {"layer": 1, "head": None, "component": "attn"}
+    expected = (
+        {"layer": 0, "head": None, "component": "mlp"} if has_mlp else {"layer": 1, "head": None, "component": "attn"}
+    )
     assert notebook.python_eventually("attr.selected", expected) == expected
     name = "mlps[0]" if has_mlp else "attn[1]"
     value = notebook.python_value(f"float(attr.{name})")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,7 +12,12 @@ pytestmark = pytest.mark.e2e
 
 VIEW = "[data-testid=logit-lens]"
 HEATMAP = f"{VIEW} [data-testid=lens-heatmap]"
-MODEL, PROMPT, TARGET, OTHER = ("code-2l", "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a", " -", " b")  # the bundled model with MLPs, trained on Python
+MODEL, PROMPT, TARGET, OTHER = (
+    "code-2l",
+    "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a",
+    " -",
+    " b",
+)  # the bundled model with MLPs, trained on Python
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +31,6 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookPage]
     with notebook_in_lab(tmp_path_factory.mktemp("lab"), "logit_lens.ipynb", cells) as nb:
         nb.page.wait_for_selector(f"{VIEW}[data-revision]:not([data-loading])", timeout=60_000)
         yield nb
-
-
 
 
 def _percent(p: float) -> str:
@@ -54,7 +57,9 @@ def test_click_selects_the_cell_in_python_and_reads_out_its_top_k(notebook: Note
     page.wait_for_selector(f"{VIEW}[data-selected='{len(rows) - 1}:{col}']")
     page.mouse.move(0, 0)  # leave the heatmap: the readout shows the selected cell
     # probabilities travel as float16: round the same way before formatting
-    top = notebook.python_value(f"[(t, float(__import__('numpy').float16(p))) for t, p in lens.top({len(rows) - 1}, {col})]")
+    top = notebook.python_value(
+        f"[(t, float(__import__('numpy').float16(p))) for t, p in lens.top({len(rows) - 1}, {col})]"
+    )
     shown_tokens = page.locator(f"{VIEW} [data-testid=readout-top] .miw-lens-token").all_text_contents()
     shown_probs = page.locator(f"{VIEW} [data-testid=readout-top] .miw-lens-prob").all_text_contents()
     assert shown_tokens == [_display(t) for t, _ in top]
@@ -72,7 +77,10 @@ def test_keyboard_moves_and_selects(notebook: NotebookPage) -> None:
     page = notebook.page
     page.locator(HEATMAP).focus()
     page.keyboard.press("Escape")
-    assert notebook.python_eventually("lens.selected", {"layer": None, "position": None}) == {"layer": None, "position": None}
+    assert notebook.python_eventually("lens.selected", {"layer": None, "position": None}) == {
+        "layer": None,
+        "position": None,
+    }
     for key in ["ArrowDown", "ArrowDown", "ArrowRight", "ArrowRight", "ArrowRight"]:  # cursor from (0, 0) to (1, 3)
         page.keyboard.press(key)
     head = page.locator(f"{VIEW} [data-testid=readout-head]").inner_text()

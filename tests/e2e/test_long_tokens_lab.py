@@ -5,7 +5,8 @@ naming the hovered token for as long as the pointer stays still on it."""
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -38,9 +39,7 @@ ACTIVATION_CELL = (
 )
 # The bundled BPE never makes a 10,000-character token: put one in the synced labels instead.
 LONG_ACTIVATION_TOKEN = (
-    "_toks = [list(t) for t in act.tokens]\n"
-    f'_toks[0][3] = "y" * {LONG}\n'
-    'act.set_trait("tokens", _toks)'
+    f'_toks = [list(t) for t in act.tokens]\n_toks[0][3] = "y" * {LONG}\nact.set_trait("tokens", _toks)'
 )
 
 # Samples, every SAMPLE_MS for HOLD_MS, what a still pointer must never see change.
@@ -116,9 +115,13 @@ def _assert_still(result: dict[str, Any], hovered: list[Any], full: str) -> None
     )
     for name in samples[0]["boxes"]:
         boxes = [s["boxes"][name] for s in samples]
-        assert set(boxes) == {boxes[0]}, f"{name} moved {_switches(boxes)} times under a still pointer: {sorted(set(boxes))}"
+        assert set(boxes) == {boxes[0]}, (
+            f"{name} moved {_switches(boxes)} times under a still pointer: {sorted(set(boxes))}"
+        )
     heights = sorted({s["height"] for s in samples})
-    assert heights[-1] < 1.6 * result["lineHeight"], f"readout is more than one line: heights {heights}, line {result['lineHeight']}"
+    assert heights[-1] < 1.6 * result["lineHeight"], (
+        f"readout is more than one line: heights {heights}, line {result['lineHeight']}"
+    )
     longest = max(len(s["text"]) for s in samples)
     assert longest <= MAX_SHOWN, f"the readout shows {longest} characters"
     assert full in samples[-1]["title"], "the readout's title lacks the full token"

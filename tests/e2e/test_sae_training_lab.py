@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -24,9 +25,7 @@ TRAINER_CELL = f'tr = mw.SAETrainer(model, hook="{HOOK}", tokens=texts, {SMALL},
 @pytest.fixture(scope="module")
 def notebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookPage]:
     cells = [
-        "import mi_widgets as mw\n"
-        'model = mw.zoo.load("code-2l")\n'
-        'texts = mw.zoo.stdlib_texts("heldout", max_files=4)',
+        'import mi_widgets as mw\nmodel = mw.zoo.load("code-2l")\ntexts = mw.zoo.stdlib_texts("heldout", max_files=4)',
     ]
     with notebook_in_lab(tmp_path_factory.mktemp("lab"), "sae_training.ipynb", cells) as nb:
         yield nb

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -27,8 +27,6 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookPage]
     with notebook_in_lab(tmp_path_factory.mktemp("lab"), "top_examples.ipynb", cells) as nb:
         nb.page.wait_for_selector(VIEW, timeout=60_000)
         yield nb
-
-
 
 
 def _wait_examples(nb: NotebookPage, neuron: int) -> None:

@@ -35,7 +35,7 @@ const ITEM_SIZE: Record<WireDtype, number> = { float32: 4, float16: 2, uint8: 1,
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 function isWireDtype(d: unknown): d is WireDtype {
-  return typeof d === "string" && Object.prototype.hasOwnProperty.call(ITEM_SIZE, d);
+  return typeof d === "string" && Object.hasOwn(ITEM_SIZE, d);
 }
 
 function asBytes(buf: BufferLike): Uint8Array {
@@ -98,14 +98,16 @@ export function floatToHalf(value: number): number {
 /** Decode one array of a message. Quantised uint8 and float16 become Float32Array. */
 export function decodeArray(header: ArrayHeader, buffers: ReadonlyArray<BufferLike>): DecodedArray {
   const { dtype } = header;
-  if (!isWireDtype(dtype)) throw new Error(`header dtype must be one of float32, float16, uint8, int32, got ${JSON.stringify(dtype)}`);
+  if (!isWireDtype(dtype))
+    throw new Error(`header dtype must be one of float32, float16, uint8, int32, got ${JSON.stringify(dtype)}`);
   const shape = header.shape.map(Number);
   const index = Number(header.buffer ?? 0);
   if (!(index >= 0 && index < buffers.length)) {
     throw new Error(`header points at buffer ${index}, but the message has ${buffers.length} buffer(s)`);
   }
   const lower = header.layout === "lower";
-  if (header.layout !== undefined && !lower) throw new Error(`header layout must be "lower" or absent, got ${JSON.stringify(header.layout)}`);
+  if (header.layout !== undefined && !lower)
+    throw new Error(`header layout must be "lower" or absent, got ${JSON.stringify(header.layout)}`);
   const count = lower ? lowerCount(shape) : shape.reduce((a, b) => a * b, 1);
   const bytes = asBytes(buffers[index]);
   const expected = count * ITEM_SIZE[dtype];
@@ -141,12 +143,26 @@ function expandLower<T extends Float32Array | Int32Array>(stored: T, shape: numb
   return out;
 }
 
-function decodeDense(dtype: WireDtype, header: ArrayHeader, shape: number[], count: number, bytes: Uint8Array): DecodedArray {
+function decodeDense(
+  dtype: WireDtype,
+  header: ArrayHeader,
+  shape: number[],
+  count: number,
+  bytes: Uint8Array,
+): DecodedArray {
   switch (dtype) {
     case "float32":
-      return { dtype, shape, data: LITTLE_ENDIAN ? copyInto(new Float32Array(count), bytes) : readSlow(bytes, count, "f32") };
+      return {
+        dtype,
+        shape,
+        data: LITTLE_ENDIAN ? copyInto(new Float32Array(count), bytes) : readSlow(bytes, count, "f32"),
+      };
     case "int32":
-      return { dtype, shape, data: LITTLE_ENDIAN ? copyInto(new Int32Array(count), bytes) : readSlow(bytes, count, "i32") };
+      return {
+        dtype,
+        shape,
+        data: LITTLE_ENDIAN ? copyInto(new Int32Array(count), bytes) : readSlow(bytes, count, "i32"),
+      };
     case "float16": {
       const out = new Float32Array(count);
       const table = halfLookup();
@@ -196,9 +212,11 @@ export function encodeArray(
   dtype: WireDtype,
   opts: { range?: [number, number]; bufferIndex?: number; layout?: "lower" } = {},
 ): { header: ArrayHeader; buffer: ArrayBuffer } {
-  if (!isWireDtype(dtype)) throw new Error(`wire dtype must be one of float32, float16, uint8, int32, got ${JSON.stringify(dtype)}`);
+  if (!isWireDtype(dtype))
+    throw new Error(`wire dtype must be one of float32, float16, uint8, int32, got ${JSON.stringify(dtype)}`);
   const total = shape.reduce((a, b) => a * b, 1);
-  if (values.length !== total) throw new Error(`shape [${shape.join(", ")}] needs ${total} values, got ${values.length}`);
+  if (values.length !== total)
+    throw new Error(`shape [${shape.join(", ")}] needs ${total} values, got ${values.length}`);
   if (opts.layout === "lower") values = selectLower(values, shape);
   const count = values.length;
   const header: ArrayHeader = { dtype, shape: [...shape], buffer: opts.bufferIndex ?? 0 };

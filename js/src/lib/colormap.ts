@@ -36,8 +36,20 @@ function buildLut(stops: ReadonlyArray<[number, RGB]>): Uint8ClampedArray {
 export function sequentialColormap(theme: Theme): Colormap {
   const stops: Array<[number, RGB]> =
     theme === "light"
-      ? [[0, [255, 255, 255]], [0.25, [198, 219, 239]], [0.5, [107, 174, 214]], [0.75, [33, 113, 181]], [1, [8, 48, 107]]]
-      : [[0, [20, 20, 20]], [0.25, [150, 45, 40]], [0.55, [225, 100, 35]], [0.8, [250, 175, 60]], [1, [255, 240, 170]]];
+      ? [
+          [0, [255, 255, 255]],
+          [0.25, [198, 219, 239]],
+          [0.5, [107, 174, 214]],
+          [0.75, [33, 113, 181]],
+          [1, [8, 48, 107]],
+        ]
+      : [
+          [0, [20, 20, 20]],
+          [0.25, [150, 45, 40]],
+          [0.55, [225, 100, 35]],
+          [0.8, [250, 175, 60]],
+          [1, [255, 240, 170]],
+        ];
   return { lut: buildLut(stops), nan: [...NAN_COLOUR] };
 }
 
@@ -45,8 +57,20 @@ export function sequentialColormap(theme: Theme): Colormap {
 export function divergingColormap(theme: Theme): Colormap {
   const stops: Array<[number, RGB]> =
     theme === "light"
-      ? [[0, [33, 102, 172]], [0.25, [146, 197, 222]], [0.5, [255, 255, 255]], [0.75, [244, 165, 130]], [1, [178, 24, 43]]]
-      : [[0, [90, 170, 255]], [0.25, [36, 78, 130]], [0.5, [20, 20, 20]], [0.75, [140, 52, 36]], [1, [255, 120, 80]]];
+      ? [
+          [0, [33, 102, 172]],
+          [0.25, [146, 197, 222]],
+          [0.5, [255, 255, 255]],
+          [0.75, [244, 165, 130]],
+          [1, [178, 24, 43]],
+        ]
+      : [
+          [0, [90, 170, 255]],
+          [0.25, [36, 78, 130]],
+          [0.5, [20, 20, 20]],
+          [0.75, [140, 52, 36]],
+          [1, [255, 120, 80]],
+        ];
   return { lut: buildLut(stops), nan: [...NAN_COLOUR] };
 }
 
@@ -125,7 +149,8 @@ export function watchTheme(el: Element, cb: (theme: Theme) => void): () => void 
   };
   const observer = typeof MutationObserver === "function" ? new MutationObserver(check) : null;
   for (const target of [doc.body, doc.documentElement]) {
-    if (target) observer?.observe(target, { attributes: true, attributeFilter: ["data-jp-theme-light", "class", "style"] });
+    if (target)
+      observer?.observe(target, { attributes: true, attributeFilter: ["data-jp-theme-light", "class", "style"] });
   }
   const media = view && typeof view.matchMedia === "function" ? view.matchMedia("(prefers-color-scheme: dark)") : null;
   media?.addEventListener?.("change", check);

@@ -5,7 +5,7 @@
  * with the max token outlined and each token's activation in its tooltip).
  */
 
-import { type DecodedArray } from "./codec";
+import type { DecodedArray } from "./codec";
 import { TokenStrip } from "./tokens";
 import { el, intOr } from "./view";
 
@@ -21,7 +21,11 @@ export interface ParsedExample {
  * `acts`, shape [examples, width], each row cut to its example's tokens. Errors name the reply
  * and the array, e.g. `{reply: "feature reply", acts: "example_acts"}`.
  */
-export function parseExamples(items: unknown, acts: DecodedArray, what: { reply: string; acts: string }): ParsedExample[] {
+export function parseExamples(
+  items: unknown,
+  acts: DecodedArray,
+  what: { reply: string; acts: string },
+): ParsedExample[] {
   const list: unknown[] = Array.isArray(items) ? items : [];
   const width = acts.shape[1] ?? 0;
   if (acts.shape.length !== 2 || acts.shape[0] !== list.length) {
@@ -29,7 +33,8 @@ export function parseExamples(items: unknown, acts: DecodedArray, what: { reply:
   }
   return list.map((item: any, i) => {
     const tokens: string[] = Array.isArray(item?.tokens) ? item.tokens.map(String) : [];
-    if (tokens.length > width) throw new Error(`${what.reply}: example ${i} has ${tokens.length} tokens but ${width} activations`);
+    if (tokens.length > width)
+      throw new Error(`${what.reply}: example ${i} has ${tokens.length} tokens but ${width} activations`);
     return {
       tokens,
       maxIndex: intOr(item?.max_index, -1),
@@ -55,7 +60,11 @@ export interface ExampleRowOptions {
  * then its tokens (`example-strip`) with the max token outlined and each token's activation in
  * its tooltip. The caller colours the strip and may listen to it.
  */
-export function exampleRow(example: ParsedExample, index: number, opts: ExampleRowOptions): { row: HTMLDivElement; strip: TokenStrip } {
+export function exampleRow(
+  example: ParsedExample,
+  index: number,
+  opts: ExampleRowOptions,
+): { row: HTMLDivElement; strip: TokenStrip } {
   const { tokens, maxIndex, activations } = example;
   const row = el("div", opts.rowClass, "example");
   row.dataset.index = String(index);

@@ -11,7 +11,7 @@
  */
 
 import { type Colormap, colorIndex, luminance, rgbAt } from "./colormap";
-import { TOKEN_CHARS, shorten } from "./text";
+import { shorten, TOKEN_CHARS } from "./text";
 
 export interface Cell {
   row: number;
@@ -121,10 +121,10 @@ export function truncateLabel(text: string, maxWidth: number, measure: (s: strin
   let hi = text.length;
   while (lo < hi) {
     const mid = Math.ceil((lo + hi) / 2);
-    if (measure(text.slice(0, mid) + "…") <= maxWidth) lo = mid;
+    if (measure(`${text.slice(0, mid)}…`) <= maxWidth) lo = mid;
     else hi = mid - 1;
   }
-  return text.slice(0, lo) + "…";
+  return `${text.slice(0, lo)}…`;
 }
 
 /** Black or white: whichever reads better on the colour value `v` gets (NaN: on the NaN colour). */
@@ -147,7 +147,13 @@ function packedLut(cmap: Colormap): Uint32Array {
  * Fill `out` (RGBA, one pixel per value, 4-byte aligned like ImageData.data) from values via
  * the colormap over [lo, hi]; NaN and +-inf get the NaN colour.
  */
-export function colourPixels(values: ArrayLike<number>, cmap: Colormap, lo: number, hi: number, out: Uint8ClampedArray): void {
+export function colourPixels(
+  values: ArrayLike<number>,
+  cmap: Colormap,
+  lo: number,
+  hi: number,
+  out: Uint8ClampedArray,
+): void {
   const lut = packedLut(cmap);
   const px = new Uint32Array(out.buffer, out.byteOffset, values.length);
   const scale = hi > lo ? 255 / (hi - lo) : 0;
@@ -431,7 +437,10 @@ export class CanvasHeatmap {
     canvas = document.createElement("canvas");
     const ctx = canvas.getContext("2d");
     if (ctx !== null && this.values !== null) {
-      const m = factor > 1 ? maxPool(this.values, this.rows, this.cols, factor) : { data: this.values, rows: this.rows, cols: this.cols };
+      const m =
+        factor > 1
+          ? maxPool(this.values, this.rows, this.cols, factor)
+          : { data: this.values, rows: this.rows, cols: this.cols };
       canvas.width = m.cols;
       canvas.height = m.rows;
       const image = ctx.createImageData(m.cols, m.rows);
@@ -521,7 +530,17 @@ export class CanvasHeatmap {
       const src = this.source(f);
       const [pc0, pc1, pr0, pr1] = [Math.floor(c0 / f), Math.ceil(c1 / f), Math.floor(r0 / f), Math.ceil(r1 / f)];
       const size = f * cell;
-      ctx.drawImage(src, pc0, pr0, pc1 - pc0, pr1 - pr0, x(pc0 * f), y(pr0 * f), (pc1 - pc0) * size, (pr1 - pr0) * size);
+      ctx.drawImage(
+        src,
+        pc0,
+        pr0,
+        pc1 - pc0,
+        pr1 - pr0,
+        x(pc0 * f),
+        y(pr0 * f),
+        (pc1 - pc0) * size,
+        (pr1 - pr0) * size,
+      );
     }
     this.drawCellText(ctx, layout, [r0, r1], [c0, c1]);
     this.drawGroups(ctx, layout, [r0, r1], [c0, c1], text);

@@ -12,7 +12,7 @@
 
 import "./line_chart.css";
 
-import { type Theme, categoricalColor } from "./colormap";
+import { categoricalColor, type Theme } from "./colormap";
 import { setLine } from "./text";
 
 export interface Series {
@@ -151,7 +151,13 @@ export function dataExtent(
 
 /** The y axis range: `fixed` when valid for the scale, else the data padded by 5% (not below 0 for non-negative data). */
 export function yDomain(ylo: number, yhi: number, logY: boolean, fixed: [number, number] | null): [number, number] {
-  if (fixed !== null && Number.isFinite(fixed[0]) && Number.isFinite(fixed[1]) && fixed[1] > fixed[0] && (!logY || fixed[0] > 0)) {
+  if (
+    fixed !== null &&
+    Number.isFinite(fixed[0]) &&
+    Number.isFinite(fixed[1]) &&
+    fixed[1] > fixed[0] &&
+    (!logY || fixed[0] > 0)
+  ) {
     return fixed;
   }
   if (!Number.isFinite(ylo) || !Number.isFinite(yhi)) return logY ? [1, 10] : [0, 1];

@@ -141,17 +141,30 @@ export class RequestClient {
     const buffers = opts.buffers ?? [];
     let size: number;
     try {
-      size = new TextEncoder().encode(JSON.stringify(content)).byteLength + buffers.reduce((n, b) => n + b.byteLength, 0);
+      size =
+        new TextEncoder().encode(JSON.stringify(content)).byteLength + buffers.reduce((n, b) => n + b.byteLength, 0);
     } catch (e) {
-      return Promise.reject(new Error(`request ${method} has params that cannot be sent as JSON: ${(e as Error).message}`));
+      return Promise.reject(
+        new Error(`request ${method} has params that cannot be sent as JSON: ${(e as Error).message}`),
+      );
     }
     if (size > this.maxRequestBytes) {
       return Promise.reject(
-        new Error(`request ${method} is ${size} bytes, over the ${this.maxRequestBytes}-byte limit for messages to the kernel`),
+        new Error(
+          `request ${method} is ${size} bytes, over the ${this.maxRequestBytes}-byte limit for messages to the kernel`,
+        ),
       );
     }
     return new Promise<Response>((resolve, reject) => {
-      this.pending.set(id, { method, supersede: opts.supersede, onProgress: opts.onProgress, resolve, reject, slices: [], nextPart: 0 });
+      this.pending.set(id, {
+        method,
+        supersede: opts.supersede,
+        onProgress: opts.onProgress,
+        resolve,
+        reject,
+        slices: [],
+        nextPart: 0,
+      });
       if (opts.supersede !== undefined) this.bySupersede.set(opts.supersede, id);
       try {
         this.model.send(content, undefined, buffers);
@@ -170,7 +183,10 @@ export class RequestClient {
   onEvent(event: string, listener: (event: Response) => void): () => void {
     if (this.disposed) return () => {};
     let set = this.listeners.get(event);
-    if (set === undefined) this.listeners.set(event, (set = new Set()));
+    if (set === undefined) {
+      set = new Set();
+      this.listeners.set(event, set);
+    }
     set.add(listener);
     return () => set.delete(listener);
   }

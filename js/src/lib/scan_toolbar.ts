@@ -10,8 +10,8 @@
 
 import "./scan_toolbar.css";
 
-import { type RequestClient } from "./protocol";
-import { type ErrorBanner, type ViewModel, button, clamp, el } from "./view";
+import type { RequestClient } from "./protocol";
+import { button, clamp, type ErrorBanner, el, type ViewModel } from "./view";
 
 export type ScanStatus = "idle" | "running" | "done" | "stopped" | "error";
 
@@ -102,8 +102,14 @@ export class ScanToolbar {
     onModel("change:revision", () => this.refresh());
     onModel("change:status", () => this.render());
     onModel("change:progress", () => this.render());
-    this.startButton.addEventListener("click", opts.guard("start", () => this.command("start")));
-    this.stopButton.addEventListener("click", opts.guard("stop", () => this.command("stop")));
+    this.startButton.addEventListener(
+      "click",
+      opts.guard("start", () => this.command("start")),
+    );
+    this.stopButton.addEventListener(
+      "click",
+      opts.guard("stop", () => this.command("stop")),
+    );
     this.render();
   }
 

@@ -15,6 +15,7 @@ export const LINE_CHARS = 240;
 /** Printable form of a token: control characters become visible symbols, spaces stay (white-space: pre). */
 export function displayToken(label: string): string {
   if (label === "") return "∅";
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what this makes visible
   return label.replace(/[\u0000-\u001f\u007f]/g, (ch) => {
     switch (ch) {
       case "\n":

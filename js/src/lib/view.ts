@@ -3,8 +3,8 @@
  * anywidget entry point. A failure anywhere in a view ends up in its banner, never in the host.
  */
 
-import { type Theme, detectTheme, watchTheme } from "./colormap";
-import { RequestClient, isCancelled, type WidgetModelLike } from "./protocol";
+import { detectTheme, type Theme, watchTheme } from "./colormap";
+import { isCancelled, RequestClient, type WidgetModelLike } from "./protocol";
 
 /** The part of an anywidget model a view uses. */
 export interface ViewModel extends WidgetModelLike {
@@ -15,7 +15,11 @@ export interface ViewModel extends WidgetModelLike {
   off(ev: string, cb: (...args: any[]) => void): void;
 }
 
-export function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, testid?: string): HTMLElementTagNameMap[K] {
+export function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  cls: string,
+  testid?: string,
+): HTMLElementTagNameMap[K] {
   const node = document.createElement(tag);
   node.className = cls;
   if (testid) node.dataset.testid = testid;
@@ -65,7 +69,10 @@ export function errorText(e: unknown): string {
 }
 
 /** Wrap a handler so that anything it throws goes to `onError` instead of the host. */
-export function guard<A extends unknown[]>(onError: (e: unknown) => void, fn: (...args: A) => void): (...args: A) => void {
+export function guard<A extends unknown[]>(
+  onError: (e: unknown) => void,
+  fn: (...args: A) => void,
+): (...args: A) => void {
   return (...args: A) => {
     try {
       fn(...args);

@@ -12,12 +12,23 @@
 import "../lib/base.css";
 import "./activation.css";
 
-import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Colormap, type Theme, detectTheme, divergingColormap } from "../lib/colormap";
-import { type RequestClient } from "../lib/protocol";
+import { type ArrayHeader, decodeArray } from "../lib/codec";
+import { type Colormap, detectTheme, divergingColormap, type Theme } from "../lib/colormap";
+import type { RequestClient } from "../lib/protocol";
 import { setLine } from "../lib/text";
 import { TokenStrip } from "../lib/tokens";
-import { type ErrorBanner, type UnitIdSpec, type ViewModel, ViewScope, button, clamp, el, intOr, parseUnitId, renderView } from "../lib/view";
+import {
+  button,
+  clamp,
+  type ErrorBanner,
+  el,
+  intOr,
+  parseUnitId,
+  renderView,
+  type UnitIdSpec,
+  type ViewModel,
+  ViewScope,
+} from "../lib/view";
 
 export type ActivationModel = ViewModel;
 
@@ -171,7 +182,8 @@ class ActivationView {
       this.fetchValues();
       this.renderReadout();
     });
-    for (const name of ["layers", "hooks", "d", "has_direction"]) this.scope.on(`change:${name}`, () => this.syncControls());
+    for (const name of ["layers", "hooks", "d", "has_direction"])
+      this.scope.on(`change:${name}`, () => this.syncControls());
     this.scope.on("change:tokens", () => {
       this.syncTokens();
       this.values.clear();
@@ -183,9 +195,18 @@ class ActivationView {
       "change",
       this.scope.guard("view", () => this.select({ layer: Number(this.layerSelect.value) })),
     );
-    this.neuronInput.addEventListener("keydown", this.scope.guard("view", (ev: KeyboardEvent) => this.neuronKey(ev)));
-    this.neuronInput.addEventListener("change", this.scope.guard("view", () => this.commitNeuron()));
-    this.directionButton.addEventListener("click", this.scope.guard("view", () => this.select({ neuron: null })));
+    this.neuronInput.addEventListener(
+      "keydown",
+      this.scope.guard("view", (ev: KeyboardEvent) => this.neuronKey(ev)),
+    );
+    this.neuronInput.addEventListener(
+      "change",
+      this.scope.guard("view", () => this.commitNeuron()),
+    );
+    this.directionButton.addEventListener(
+      "click",
+      this.scope.guard("view", () => this.select({ neuron: null })),
+    );
     this.topList.addEventListener(
       "click",
       this.scope.guard("view", (ev: MouseEvent) => {
@@ -221,7 +242,9 @@ class ActivationView {
     const position = intOr(raw.position, null);
     const validPrompt = prompt !== null && prompt >= 0 && prompt < this.tokens.length ? prompt : null;
     const validPosition =
-      validPrompt !== null && position !== null && position >= 0 && position < this.tokens[validPrompt].length ? position : null;
+      validPrompt !== null && position !== null && position >= 0 && position < this.tokens[validPrompt].length
+        ? position
+        : null;
     return {
       layer: layer !== null && layers.includes(layer) ? layer : (layers[0] ?? 0),
       neuron: neuron !== null && neuron >= 0 && neuron < this.d() ? neuron : this.hasDirection() ? null : 0,
@@ -331,7 +354,9 @@ class ActivationView {
       strip.element.dataset.testid = "token-strip";
       strip.element.dataset.prompt = String(p);
       strip.setTokens(labels);
-      strip.onHover(this.scope.guard("view", (i: number | null) => this.setHover(i === null ? null : { prompt: p, position: i })));
+      strip.onHover(
+        this.scope.guard("view", (i: number | null) => this.setHover(i === null ? null : { prompt: p, position: i })),
+      );
       strip.onClick(this.scope.guard("view", (i: number) => this.clickToken(p, i)));
       strip.onClear(this.scope.guard("view", () => this.select({ prompt: null, position: null })));
       return strip;
@@ -414,13 +439,17 @@ class ActivationView {
     const offsets = decodeArray(result.offsets as ArrayHeader, buffers).data;
     const n = this.tokens.length;
     if (!(offsets instanceof Int32Array) || offsets.length !== n + 1) {
-      throw new Error(`values reply needs ${n + 1} int32 offsets (one per prompt, plus the end), got ${offsets.length}`);
+      throw new Error(
+        `values reply needs ${n + 1} int32 offsets (one per prompt, plus the end), got ${offsets.length}`,
+      );
     }
     for (let p = 0; p < n; p++) {
       const length = offsets[p + 1] - offsets[p];
-      if (length !== this.tokens[p].length) throw new Error(`values reply has ${length} values for prompt ${p}, which has ${this.tokens[p].length} tokens`);
+      if (length !== this.tokens[p].length)
+        throw new Error(`values reply has ${length} values for prompt ${p}, which has ${this.tokens[p].length} tokens`);
     }
-    if (data.length !== offsets[n]) throw new Error(`values reply has ${data.length} values, offsets say ${offsets[n]}`);
+    if (data.length !== offsets[n])
+      throw new Error(`values reply has ${data.length} values, offsets say ${offsets[n]}`);
     const range = Number(result.range);
     return { key, range: Number.isFinite(range) && range > 0 ? range : 0, offsets, data: Float32Array.from(data) };
   }
@@ -451,7 +480,9 @@ class ActivationView {
           const indices = decodeArray(result.indices as ArrayHeader, buffers).data;
           const values = decodeArray(result.values as ArrayHeader, buffers).data;
           if (!(indices instanceof Int32Array) || indices.length !== values.length) {
-            throw new Error(`top reply needs int32 indices and values of one length, got ${indices.length} and ${values.length}`);
+            throw new Error(
+              `top reply needs int32 indices and values of one length, got ${indices.length} and ${values.length}`,
+            );
           }
           this.banner.clear("top");
           const top = { indices, values: Float32Array.from(values) };
@@ -499,7 +530,9 @@ class ActivationView {
 
   private renderSelection(): void {
     const sel = this.selected();
-    this.strips.forEach((strip, p) => strip.setLocked(p === sel.prompt ? sel.position : null));
+    this.strips.forEach((strip, p) => {
+      strip.setLocked(p === sel.prompt ? sel.position : null);
+    });
     this.root.dataset.selected = sel.prompt === null ? "" : `${sel.prompt}:${sel.position}`;
     this.renderReadout();
   }
@@ -527,9 +560,14 @@ class ActivationView {
       return;
     }
     const v = this.shown;
-    const value = v !== null && v.key === this.unitKey(sel) ? formatValue(v.data[v.offsets[f.prompt] + f.position]) : "…";
+    const value =
+      v !== null && v.key === this.unitKey(sel) ? formatValue(v.data[v.offsets[f.prompt] + f.position]) : "…";
     const token = this.tokens[f.prompt][f.position];
-    setLine(this.readoutText, (quote) => `prompt ${f.prompt}, token ${f.position} ${quote(token)} · L${sel.layer} ${unitLabel(sel.neuron)}: ${value} · top neurons:`);
+    setLine(
+      this.readoutText,
+      (quote) =>
+        `prompt ${f.prompt}, token ${f.position} ${quote(token)} · L${sel.layer} ${unitLabel(sel.neuron)}: ${value} · top neurons:`,
+    );
     this.root.dataset.focus = `${f.prompt}:${f.position}`;
     this.fetchTop(f, sel.layer);
   }

@@ -10,13 +10,13 @@
 import "../lib/base.css";
 import "./attention.css";
 
-import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Colormap, type Theme, detectTheme, sequentialColormap } from "../lib/colormap";
+import { type ArrayHeader, decodeArray } from "../lib/codec";
+import { type Colormap, detectTheme, sequentialColormap, type Theme } from "../lib/colormap";
 import { CanvasHeatmap, type Cell, colourPixels } from "../lib/heatmap";
-import { type RequestClient, type Progress, type Response } from "../lib/protocol";
+import type { Progress, RequestClient, Response } from "../lib/protocol";
 import { setLine, tokenLabel } from "../lib/text";
 import { TokenStrip } from "../lib/tokens";
-import { type ErrorBanner, type ViewModel, ViewScope, button, clamp, el, intOr, renderView } from "../lib/view";
+import { button, clamp, type ErrorBanner, el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
 
 export interface Selected {
   layer: number;
@@ -179,7 +179,10 @@ class AttentionView {
     this.scope.on("change:prompt", () => this.syncPromptBox());
     this.scope.on("change:can_rerun", () => this.syncPromptBox());
 
-    this.runButton.addEventListener("click", this.scope.guard("run", () => this.run()));
+    this.runButton.addEventListener(
+      "click",
+      this.scope.guard("run", () => this.run()),
+    );
     this.prompt.addEventListener("keydown", (ev) => {
       // Text input belongs to the prompt, not to notebook shortcuts (Shift+Enter runs the cell there).
       ev.stopPropagation();
@@ -189,14 +192,22 @@ class AttentionView {
       }
     });
 
-    this.grid.addEventListener("click", this.scope.guard("view", (ev: MouseEvent) => this.gridClick(ev)));
-    this.grid.addEventListener("keydown", this.scope.guard("view", (ev: KeyboardEvent) => this.gridKey(ev)));
+    this.grid.addEventListener(
+      "click",
+      this.scope.guard("view", (ev: MouseEvent) => this.gridClick(ev)),
+    );
+    this.grid.addEventListener(
+      "keydown",
+      this.scope.guard("view", (ev: KeyboardEvent) => this.gridKey(ev)),
+    );
     this.grid.addEventListener("mousemove", (ev) => {
       const hit = this.gridHit(ev);
       this.grid.title = hit ? `L${hit.layer}H${hit.head}` : "";
     });
 
-    this.heatmap.onHover(this.scope.guard("view", (cell: Cell | null) => this.setHover(cell ? { query: cell.row, key: cell.col } : null)));
+    this.heatmap.onHover(
+      this.scope.guard("view", (cell: Cell | null) => this.setHover(cell ? { query: cell.row, key: cell.col } : null)),
+    );
     this.heatmap.onClick(this.scope.guard("view", (cell: Cell) => this.toggleLock(cell.row, cell.col)));
     this.heatmap.onClear(this.scope.guard("view", () => this.unlock()));
     this.heatmap.onPaint((tag) => {
@@ -209,7 +220,11 @@ class AttentionView {
         this.setHover(i === null ? null : this.mode === "to" ? { query: i, key: null } : { query: null, key: i }),
       ),
     );
-    this.strip.onClick(this.scope.guard("view", (i: number) => (this.mode === "to" ? this.toggleLock(i, null) : this.toggleLock(null, i))));
+    this.strip.onClick(
+      this.scope.guard("view", (i: number) =>
+        this.mode === "to" ? this.toggleLock(i, null) : this.toggleLock(null, i),
+      ),
+    );
     this.strip.onClear(this.scope.guard("view", () => this.unlock()));
 
     this.modeButton.addEventListener(
@@ -280,7 +295,11 @@ class AttentionView {
   private syncTokens(): void {
     const raw = this.model.get("tokens");
     const tokens = Array.isArray(raw) ? raw.map(String) : [];
-    if (tokens.length === this.tokens.length && tokens.every((t, i) => t === this.tokens[i]) && this.strip.length === tokens.length) {
+    if (
+      tokens.length === this.tokens.length &&
+      tokens.every((t, i) => t === this.tokens[i]) &&
+      this.strip.length === tokens.length
+    ) {
       return;
     }
     this.tokens = tokens;
@@ -293,7 +312,9 @@ class AttentionView {
   /** Heatmap axis labels; falls back to indices where the pattern is longer than the tokens. */
   private syncLabels(): void {
     const seq = this.pattern?.seq ?? this.tokens.length;
-    const labels = Array.from({ length: seq }, (_, i) => (i < this.tokens.length ? tokenLabel(this.tokens[i]) : `#${i}`));
+    const labels = Array.from({ length: seq }, (_, i) =>
+      i < this.tokens.length ? tokenLabel(this.tokens[i]) : `#${i}`,
+    );
     this.heatmap.setLabels(labels, labels);
   }
 
@@ -345,7 +366,10 @@ class AttentionView {
   /** A result computed for another revision: drop it and ask again (bounded, in case Python is ahead). */
   private retryStale(kind: "overview" | "pattern"): void {
     if (this.staleRetries[kind]++ >= STALE_RETRIES) {
-      this.banner.fail(kind, new Error(`the kernel keeps answering ${kind} for another revision than ${this.revision}`));
+      this.banner.fail(
+        kind,
+        new Error(`the kernel keeps answering ${kind} for another revision than ${this.revision}`),
+      );
       return;
     }
     this.pending[kind] = ++this.tickets;
@@ -367,7 +391,8 @@ class AttentionView {
     done: (value: T) => void,
     superseded: (value: T) => void = () => {},
   ): void {
-    const ticket = (this.pending[kind] = ++this.tickets);
+    const ticket = ++this.tickets;
+    this.pending[kind] = ticket;
     this.updateState();
     const settle = (outcome: () => void) => {
       if (ticket !== this.pending[kind]) return false;
@@ -394,18 +419,22 @@ class AttentionView {
 
   private fetchOverview(): void {
     const revision = this.revision;
-    this.track("overview", this.client.request("overview", { revision }, { supersede: "overview" }), ({ result, buffers }) => {
-      if (result.revision !== this.revision) return this.retryStale("overview");
-      this.staleRetries.overview = 0;
-      const thumbs = decodeArray(result.thumbnails as ArrayHeader, buffers);
-      const [nLayers, nHeads, size] = thumbs.shape;
-      if (thumbs.shape.length !== 4 || thumbs.shape[3] !== size) {
-        throw new Error(`thumbnails must have shape [layers, heads, size, size], got [${thumbs.shape.join(", ")}]`);
-      }
-      this.overview = { revision, nLayers, nHeads, size, thumbs: thumbs.data as Float32Array };
-      this.renderThumbs();
-      this.drawGrid();
-    });
+    this.track(
+      "overview",
+      this.client.request("overview", { revision }, { supersede: "overview" }),
+      ({ result, buffers }) => {
+        if (result.revision !== this.revision) return this.retryStale("overview");
+        this.staleRetries.overview = 0;
+        const thumbs = decodeArray(result.thumbnails as ArrayHeader, buffers);
+        const [nLayers, nHeads, size] = thumbs.shape;
+        if (thumbs.shape.length !== 4 || thumbs.shape[3] !== size) {
+          throw new Error(`thumbnails must have shape [layers, heads, size, size], got [${thumbs.shape.join(", ")}]`);
+        }
+        this.overview = { revision, nLayers, nHeads, size, thumbs: thumbs.data as Float32Array };
+        this.renderThumbs();
+        this.drawGrid();
+      },
+    );
   }
 
   private fetchPattern(): void {
@@ -450,7 +479,13 @@ class AttentionView {
     if (decoded.shape.length !== 2 || seq !== seq2) {
       throw new Error(`pattern must have shape [seq, seq], got [${decoded.shape.join(", ")}]`);
     }
-    const p: Pattern = { revision: result.revision, layer: result.layer, head: result.head, seq, data: decoded.data as Float32Array };
+    const p: Pattern = {
+      revision: result.revision,
+      layer: result.layer,
+      head: result.head,
+      seq,
+      data: decoded.data as Float32Array,
+    };
     this.cache.set(`${p.revision}:${p.layer}:${p.head}`, p);
     if (this.cache.size > PATTERN_CACHE) this.cache.delete(this.cache.keys().next().value!);
     return p;
@@ -516,7 +551,11 @@ class AttentionView {
     } else {
       this.status.title = "";
       this.status.textContent =
-        state === "loading" ? "loading…" : state === "error" ? "error" : `${this.tokens.length} tokens · ${this.nLayers()}×${this.nHeads()} heads`;
+        state === "loading"
+          ? "loading…"
+          : state === "error"
+            ? "error"
+            : `${this.tokens.length} tokens · ${this.nLayers()}×${this.nHeads()} heads`;
     }
   }
 
@@ -587,7 +626,8 @@ class AttentionView {
     for (let l = 0; l < L; l++) {
       for (let h = 0; h < H; h++) {
         const src = (l * H + h) * s * s;
-        for (let i = 0; i < s; i++) arranged.set(thumbs.subarray(src + i * s, src + (i + 1) * s), (l * s + i) * width + h * s);
+        for (let i = 0; i < s; i++)
+          arranged.set(thumbs.subarray(src + i * s, src + (i + 1) * s), (l * s + i) * width + h * s);
       }
     }
     this.gridSource.width = width;
@@ -631,7 +671,8 @@ class AttentionView {
       for (let h = 0; h < H; h++) {
         const x = GRID_MARGIN_LEFT + h * pitch;
         const y = GRID_MARGIN_TOP + l * pitch;
-        if (thumbsReady) ctx.drawImage(this.gridSource, h * o.size, l * o.size, o.size, o.size, x, y, pitch - gap, pitch - gap);
+        if (thumbsReady)
+          ctx.drawImage(this.gridSource, h * o.size, l * o.size, o.size, o.size, x, y, pitch - gap, pitch - gap);
         else {
           ctx.fillStyle = muted;
           ctx.fillRect(x, y, pitch - gap, pitch - gap);
@@ -643,10 +684,12 @@ class AttentionView {
     ctx.textBaseline = "middle";
     ctx.textAlign = "right";
     const rowStride = Math.ceil(12 / pitch);
-    for (let l = 0; l < L; l += rowStride) ctx.fillText(`L${l}`, GRID_MARGIN_LEFT - 4, GRID_MARGIN_TOP + (l + 0.5) * pitch);
+    for (let l = 0; l < L; l += rowStride)
+      ctx.fillText(`L${l}`, GRID_MARGIN_LEFT - 4, GRID_MARGIN_TOP + (l + 0.5) * pitch);
     ctx.textAlign = "center";
     const colStride = Math.ceil(22 / pitch);
-    for (let h = 0; h < H; h += colStride) ctx.fillText(`H${h}`, GRID_MARGIN_LEFT + (h + 0.5) * pitch, GRID_MARGIN_TOP / 2);
+    for (let h = 0; h < H; h += colStride)
+      ctx.fillText(`H${h}`, GRID_MARGIN_LEFT + (h + 0.5) * pitch, GRID_MARGIN_TOP / 2);
     if (L > 0 && H > 0) {
       const { layer, head } = this.selected();
       ctx.strokeStyle = accent;

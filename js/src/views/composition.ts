@@ -12,12 +12,12 @@
 import "../lib/base.css";
 import "./composition.css";
 
-import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Theme, detectTheme, divergingColormap, sequentialColormap, withEmptyCells } from "../lib/colormap";
-import { type Cell, CanvasHeatmap } from "../lib/heatmap";
-import { type RequestClient } from "../lib/protocol";
+import { type ArrayHeader, decodeArray } from "../lib/codec";
+import { detectTheme, divergingColormap, sequentialColormap, type Theme, withEmptyCells } from "../lib/colormap";
+import { CanvasHeatmap, type Cell } from "../lib/heatmap";
+import type { RequestClient } from "../lib/protocol";
 import { setLine } from "../lib/text";
-import { type ErrorBanner, type ViewModel, ViewScope, button, el, intOr, renderView } from "../lib/view";
+import { button, type ErrorBanner, el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
 
 export const MODES = ["Q", "K", "V"] as const;
 export type Mode = (typeof MODES)[number];
@@ -47,7 +47,11 @@ export function headAt(i: number, nHeads: number): Head {
 }
 
 /** The values drawn and their colour range: score − baseline on a symmetric scale, or raw scores on [0, max]. */
-export function displayValues(data: Float32Array, baseline: number, relative: boolean): { values: Float32Array; lo: number; hi: number } {
+export function displayValues(
+  data: Float32Array,
+  baseline: number,
+  relative: boolean,
+): { values: Float32Array; lo: number; hi: number } {
   const values = new Float32Array(data.length);
   let extent = 0;
   for (let i = 0; i < data.length; i++) {
@@ -96,7 +100,10 @@ class CompositionView {
       MODES.map((m) => {
         const b = button(`${m}-composition`, "miw-button", `mode-${m}`);
         b.title = `${m}-composition: how much a later head's ${({ Q: "queries", K: "keys", V: "values" } as const)[m]} read an earlier head's output`;
-        b.addEventListener("click", this.scope.guard("mode", () => this.setMode(m)));
+        b.addEventListener(
+          "click",
+          this.scope.guard("mode", () => this.setMode(m)),
+        );
         modes.append(b);
         return [m, b] as const;
       }),
@@ -104,7 +111,10 @@ class CompositionView {
     const relative = el("label", "miw-comp-relative");
     this.relativeBox = el("input", "", "relative");
     this.relativeBox.type = "checkbox";
-    this.relativeBox.addEventListener("change", this.scope.guard("view", () => this.setRelative(this.relativeBox.checked)));
+    this.relativeBox.addEventListener(
+      "change",
+      this.scope.guard("view", () => this.setRelative(this.relativeBox.checked)),
+    );
     this.relativeText = el("span", "");
     relative.append(this.relativeBox, this.relativeText);
     this.scale = el("span", "miw-comp-scale", "scale");
@@ -159,10 +169,12 @@ class CompositionView {
     this.scope.on("change:n_layers", reshape);
     this.scope.on("change:n_heads", reshape);
     this.scope.on("change:selected", () => this.renderSelection());
-    this.heatmap.onHover(this.scope.guard("view", (cell: Cell | null) => {
-      this.hovered = cell;
-      this.renderReadout();
-    }));
+    this.heatmap.onHover(
+      this.scope.guard("view", (cell: Cell | null) => {
+        this.hovered = cell;
+        this.renderReadout();
+      }),
+    );
     this.heatmap.onClick(this.scope.guard("view", (cell: Cell) => this.click(cell)));
     this.heatmap.onClear(this.scope.guard("view", () => this.select(null)));
     this.scope.followTheme(this.root, (t) => this.applyTheme(t));
@@ -190,7 +202,9 @@ class CompositionView {
   private selected(): { writer: Head; reader: Head } | null {
     const raw = (this.model.get("selected") ?? {}) as { writer?: unknown; reader?: unknown };
     const pair = (v: unknown): Head | null =>
-      Array.isArray(v) && v.length === 2 && Number.isInteger(v[0]) && Number.isInteger(v[1]) ? { layer: v[0], head: v[1] } : null;
+      Array.isArray(v) && v.length === 2 && Number.isInteger(v[0]) && Number.isInteger(v[1])
+        ? { layer: v[0], head: v[1] }
+        : null;
     const writer = pair(raw.writer);
     const reader = pair(raw.reader);
     return writer !== null && reader !== null ? { writer, reader } : null;
@@ -209,7 +223,9 @@ class CompositionView {
   private select(pair: { writer: Head; reader: Head } | null): void {
     this.model.set(
       "selected",
-      pair === null ? { writer: null, reader: null } : { writer: [pair.writer.layer, pair.writer.head], reader: [pair.reader.layer, pair.reader.head] },
+      pair === null
+        ? { writer: null, reader: null }
+        : { writer: [pair.writer.layer, pair.writer.head], reader: [pair.reader.layer, pair.reader.head] },
     );
     this.model.save_changes();
   }
@@ -219,11 +235,15 @@ class CompositionView {
     const writer = headAt(cell.row, H);
     const reader = headAt(cell.col, H);
     if (writer.layer >= reader.layer) {
-      setLine(this.readout, `${headLabel(writer)} → ${headLabel(reader)}: no composition (the reading head must be in a later layer)`);
+      setLine(
+        this.readout,
+        `${headLabel(writer)} → ${headLabel(reader)}: no composition (the reading head must be in a later layer)`,
+      );
       return;
     }
     const sel = this.selected();
-    const same = sel !== null && headLabel(sel.writer) === headLabel(writer) && headLabel(sel.reader) === headLabel(reader);
+    const same =
+      sel !== null && headLabel(sel.writer) === headLabel(writer) && headLabel(sel.reader) === headLabel(reader);
     this.select(same ? null : { writer, reader });
   }
 
@@ -305,7 +325,9 @@ class CompositionView {
     const cmap = withEmptyCells(relative ? divergingColormap(this.theme) : sequentialColormap(this.theme), this.theme);
     this.heatmap.setColormap(cmap, lo, hi);
     this.heatmap.setData(values, n, n, `${scores.revision}:${this.mode()}:${relative}`);
-    this.scale.textContent = relative ? `colour: ${signed(lo)} … ${signed(hi)} vs random` : `colour: 0 … ${hi.toFixed(3)}`;
+    this.scale.textContent = relative
+      ? `colour: ${signed(lo)} … ${signed(hi)} vs random`
+      : `colour: 0 … ${hi.toFixed(3)}`;
     delete this.root.dataset.loading;
     this.root.dataset.revision = String(scores.revision);
     this.renderSelection();
@@ -324,7 +346,11 @@ class CompositionView {
   private renderReadout(): void {
     const H = this.nHeads();
     const sel = this.selected();
-    const cell = this.hovered ?? (sel === null ? null : { row: sel.writer.layer * H + sel.writer.head, col: sel.reader.layer * H + sel.reader.head });
+    const cell =
+      this.hovered ??
+      (sel === null
+        ? null
+        : { row: sel.writer.layer * H + sel.writer.head, col: sel.reader.layer * H + sel.reader.head });
     const scores = this.cache.get(this.mode());
     if (cell === null || scores === undefined || H === 0) {
       setLine(this.readout, "Hover a cell for its score; click to select the pair in Python (view.selected).");

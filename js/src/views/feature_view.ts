@@ -18,14 +18,24 @@
 import "../lib/base.css";
 import "./feature_view.css";
 
-import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Theme, detectTheme, sequentialColormap } from "../lib/colormap";
+import { type ArrayHeader, decodeArray } from "../lib/codec";
+import { detectTheme, sequentialColormap, type Theme } from "../lib/colormap";
 import { exampleRow, parseExamples } from "../lib/examples";
-import { type RequestClient } from "../lib/protocol";
+import type { RequestClient } from "../lib/protocol";
 import { ScanToolbar, scanStatus } from "../lib/scan_toolbar";
 import { setLine, tokenLabel } from "../lib/text";
 import { TokenStrip } from "../lib/tokens";
-import { type ErrorBanner, type UnitIdSpec, type ViewModel, ViewScope, button, el, intOr, parseUnitId, renderView } from "../lib/view";
+import {
+  button,
+  type ErrorBanner,
+  el,
+  intOr,
+  parseUnitId,
+  renderView,
+  type UnitIdSpec,
+  type ViewModel,
+  ViewScope,
+} from "../lib/view";
 
 export type FeatureViewModel = ViewModel;
 
@@ -304,7 +314,8 @@ class FeatureView {
     this.scope.on("change:prompts", promptChanged);
     this.scope.on("change:d_sae", () => this.syncFeatureInput());
     this.scope.on("change:status", () => this.renderHeader());
-    for (const name of ["hook", "d_sae", "k", "n_docs", "n_tokens"]) this.scope.on(`change:${name}`, () => this.renderInfo());
+    for (const name of ["hook", "d_sae", "k", "n_docs", "n_tokens"])
+      this.scope.on(`change:${name}`, () => this.renderInfo());
 
     this.strip.onHover(this.scope.guard("view", (i: number | null) => this.setHover(i)));
     this.strip.onClick(this.scope.guard("view", (i: number) => this.setLock(this.locked === i ? null : i)));
@@ -323,8 +334,14 @@ class FeatureView {
         this.model.save_changes();
       }),
     );
-    this.promptInput.addEventListener("keydown", this.scope.guard("view", (ev: KeyboardEvent) => this.promptKeydown(ev)));
-    this.featureInput.addEventListener("keydown", this.scope.guard("view", (ev: KeyboardEvent) => this.featureKeydown(ev)));
+    this.promptInput.addEventListener(
+      "keydown",
+      this.scope.guard("view", (ev: KeyboardEvent) => this.promptKeydown(ev)),
+    );
+    this.featureInput.addEventListener(
+      "keydown",
+      this.scope.guard("view", (ev: KeyboardEvent) => this.featureKeydown(ev)),
+    );
     this.scope.followTheme(this.root, (t) => this.applyTheme(t));
   }
 
@@ -491,7 +508,11 @@ class FeatureView {
     for (let j = 0; j < p.k; j++) {
       const id = p.ids[i * p.k + j];
       if (id < 0) continue;
-      const chip = button(`#${id} ${p.values[i * p.k + j].toFixed(2)}`, "miw-button miw-button-small miw-fv-chip", "feature-chip");
+      const chip = button(
+        `#${id} ${p.values[i * p.k + j].toFixed(2)}`,
+        "miw-button miw-button-small miw-fv-chip",
+        "feature-chip",
+      );
       chip.dataset.feature = String(id);
       chip.setAttribute("aria-pressed", String(id === current));
       chip.title = `show feature ${id}`;
@@ -499,7 +520,9 @@ class FeatureView {
     }
     const token = p.tokens[i];
     setLine(this.caption, (quote) =>
-      chips.length === 0 ? `token ${i} ${quote(token)}: no feature fires here.` : `token ${i} ${quote(token)}: top features (click to show one)`,
+      chips.length === 0
+        ? `token ${i} ${quote(token)}: no feature fires here.`
+        : `token ${i} ${quote(token)}: top features (click to show one)`,
     );
     this.chips.replaceChildren(...chips);
     this.chips.dataset.position = String(i);
@@ -544,12 +567,18 @@ class FeatureView {
   }
 
   private decodePrompt(key: string, index: number, result: any, buffers: DataView[]): PromptData {
-    if (Number(result?.prompt) !== index) throw new Error(`prompt reply is for prompt ${JSON.stringify(result?.prompt)}, asked for ${index}`);
+    if (Number(result?.prompt) !== index)
+      throw new Error(`prompt reply is for prompt ${JSON.stringify(result?.prompt)}, asked for ${index}`);
     const tokens = Array.isArray(result.tokens) ? result.tokens.map(String) : [];
     const ids = decodeArray(result.top_ids as ArrayHeader, buffers);
     const values = decodeArray(result.top_values as ArrayHeader, buffers);
     const [seq, k] = ids.shape;
-    if (!(ids.data instanceof Int32Array) || ids.shape.length !== 2 || seq !== tokens.length || values.shape.join() !== ids.shape.join()) {
+    if (
+      !(ids.data instanceof Int32Array) ||
+      ids.shape.length !== 2 ||
+      seq !== tokens.length ||
+      values.shape.join() !== ids.shape.join()
+    ) {
       throw new Error(
         `prompt reply needs int32 top_ids and top_values of shape [${tokens.length}, K], got [${ids.shape.join(", ")}] (${ids.dtype}) and [${values.shape.join(", ")}]`,
       );
@@ -558,7 +587,8 @@ class FeatureView {
   }
 
   private showPrompt(p: PromptData | null): void {
-    const sameTokens = p !== null && this.promptData !== null && p.tokens.join("\u0000") === this.promptData.tokens.join("\u0000");
+    const sameTokens =
+      p !== null && this.promptData !== null && p.tokens.join("\u0000") === this.promptData.tokens.join("\u0000");
     this.promptData = p;
     if (!sameTokens) {
       this.hovered = null;
@@ -603,20 +633,29 @@ class FeatureView {
   private takeFeature(promptKey: string, result: any, buffers: DataView[]): void {
     const feature = Number(result?.feature);
     const revision = Number(result?.revision);
-    if (!Number.isFinite(revision)) throw new Error(`feature reply has no revision: ${JSON.stringify(result?.revision)}`);
+    if (!Number.isFinite(revision))
+      throw new Error(`feature reply has no revision: ${JSON.stringify(result?.revision)}`);
     if (feature !== this.selected() || promptKey !== this.promptKey()) return; // the selection moved on
     const s = this.shown;
     if (s !== null && s.feature === feature && revision < s.revision) return; // older than what is drawn
 
     const promptActs = decodeArray(result.prompt_acts as ArrayHeader, buffers);
-    if (promptActs.shape.length !== 1) throw new Error(`feature reply: prompt_acts must be 1-d, got shape [${promptActs.shape.join(", ")}]`);
+    if (promptActs.shape.length !== 1)
+      throw new Error(`feature reply: prompt_acts must be 1-d, got shape [${promptActs.shape.join(", ")}]`);
     const counts = decodeArray(result.histogram?.counts as ArrayHeader, buffers);
     if (!(counts.data instanceof Int32Array) || counts.shape.length !== 1) {
-      throw new Error(`feature reply: histogram counts must be 1-d int32, got ${counts.dtype} [${counts.shape.join(", ")}]`);
+      throw new Error(
+        `feature reply: histogram counts must be 1-d int32, got ${counts.dtype} [${counts.shape.join(", ")}]`,
+      );
     }
     const exampleActs = decodeArray(result.example_acts as ArrayHeader, buffers);
     const examples = parseExamples(result.examples, exampleActs, { reply: "feature reply", acts: "example_acts" }).map(
-      ({ tokens, maxIndex, activations }, i): FeatureExample => ({ tokens, maxIndex, value: Number(result.examples[i]?.value), acts: activations }),
+      ({ tokens, maxIndex, activations }, i): FeatureExample => ({
+        tokens,
+        maxIndex,
+        value: Number(result.examples[i]?.value),
+        acts: activations,
+      }),
     );
     const max = result.max === null || result.max === undefined ? null : Number(result.max);
     this.shown = {
@@ -654,7 +693,9 @@ class FeatureView {
     const p = this.promptData;
     const cmap = sequentialColormap(this.theme);
     const hi = s === null ? 1 : colourScale(s);
-    this.exampleStrips.forEach((strip, i) => strip.setWeights(s?.examples[i]?.acts ?? null, cmap, 0, hi));
+    this.exampleStrips.forEach((strip, i) => {
+      strip.setWeights(s?.examples[i]?.acts ?? null, cmap, 0, hi);
+    });
     this.scale.textContent = s === null ? "" : `colour: feature ${s.feature}, 0 … ${formatValue(hi)}`;
     if (s === null || p === null || s.promptKey !== p.key || s.promptActs.length !== p.tokens.length) {
       this.strip.setWeights(null, cmap, 0, 1);
@@ -773,7 +814,12 @@ class FeatureView {
     c.dataset.bins = String(hist.counts.length);
     c.dataset.total = String(total);
     const range = `${formatValue(hist.lo)} … ${formatValue(hist.hi)}`;
-    const text = s === null ? "" : total === 0 ? "activation histogram: no activations yet" : `activation histogram: ${total.toLocaleString("en-US")} nonzero activations, ${range}`;
+    const text =
+      s === null
+        ? ""
+        : total === 0
+          ? "activation histogram: no activations yet"
+          : `activation histogram: ${total.toLocaleString("en-US")} nonzero activations, ${range}`;
     this.histCaption.textContent = text;
     c.setAttribute("aria-label", text || "activation histogram");
     const dpr = window.devicePixelRatio || 1;
@@ -790,12 +836,17 @@ class FeatureView {
     }
     const style = getComputedStyle(this.root);
     const prop = (name: string, fallback: string) => style.getPropertyValue(name).trim() || fallback;
-    drawHistogram(ctx, hist, { width: HIST_WIDTH, height: HIST_HEIGHT }, {
-      bar: prop("--miw-accent", "#1976d2"),
-      text: prop("--miw-fg-muted", style.color || "#666"),
-      axis: prop("--miw-border", "#bdbdbd"),
-      font: `10px ${prop("--jp-ui-font-family", "sans-serif")}`,
-    });
+    drawHistogram(
+      ctx,
+      hist,
+      { width: HIST_WIDTH, height: HIST_HEIGHT },
+      {
+        bar: prop("--miw-accent", "#1976d2"),
+        text: prop("--miw-fg-muted", style.color || "#666"),
+        axis: prop("--miw-border", "#bdbdbd"),
+        font: `10px ${prop("--jp-ui-font-family", "sans-serif")}`,
+      },
+    );
   }
 }
 

@@ -12,11 +12,19 @@
 import "../lib/base.css";
 import "./head_scan.css";
 
-import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Colormap, type Theme, colorIndex, detectTheme, luminance, rgbAt, sequentialColormap } from "../lib/colormap";
-import { type RequestClient } from "../lib/protocol";
-import { ScanToolbar, type ScanStatus } from "../lib/scan_toolbar";
-import { type ErrorBanner, type ViewModel, ViewScope, clamp, el, intOr, renderView } from "../lib/view";
+import { type ArrayHeader, decodeArray } from "../lib/codec";
+import {
+  type Colormap,
+  colorIndex,
+  detectTheme,
+  luminance,
+  rgbAt,
+  sequentialColormap,
+  type Theme,
+} from "../lib/colormap";
+import type { RequestClient } from "../lib/protocol";
+import { type ScanStatus, ScanToolbar } from "../lib/scan_toolbar";
+import { clamp, type ErrorBanner, el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
 
 export type Status = ScanStatus;
 
@@ -164,13 +172,16 @@ class HeadScanView {
 
   private takeScores(result: any, buffers: DataView[]): void {
     const revision = Number(result?.revision);
-    if (!Number.isFinite(revision)) throw new Error(`scores reply has no revision: ${JSON.stringify(result?.revision)}`);
+    if (!Number.isFinite(revision))
+      throw new Error(`scores reply has no revision: ${JSON.stringify(result?.revision)}`);
     if (this.scores !== null && revision < this.scores.revision) return; // older than what is drawn
     const decoded = decodeArray(result.scores as ArrayHeader, buffers);
     const names = Array.isArray(result.names) ? result.names.map(String) : [];
     const [n, nLayers, nHeads] = decoded.shape;
     if (decoded.shape.length !== 3 || n !== names.length) {
-      throw new Error(`scores must have shape [${names.length} names, layers, heads], got [${decoded.shape.join(", ")}]`);
+      throw new Error(
+        `scores must have shape [${names.length} names, layers, heads], got [${decoded.shape.join(", ")}]`,
+      );
     }
     this.scores = { revision, names, nLayers, nHeads, data: decoded.data as Float32Array };
     this.root.dataset.revision = String(revision);
@@ -210,14 +221,25 @@ class HeadScanView {
           c.tabIndex = -1;
           c.dataset.layer = String(l);
           c.dataset.head = String(h);
-          c.addEventListener("click", this.scope.guard("view", () => this.cellClick(p, l, h)));
+          c.addEventListener(
+            "click",
+            this.scope.guard("view", () => this.cellClick(p, l, h)),
+          );
           cells.push(c);
           grid.append(c);
         }
       }
       const here = sel.score === name && sel.layer !== null && sel.head !== null;
-      const p: Panel = { name, grid, cells, cursor: here ? { layer: sel.layer!, head: sel.head! } : { layer: 0, head: 0 } };
-      grid.addEventListener("keydown", this.scope.guard("view", (ev: KeyboardEvent) => this.gridKey(p, ev)));
+      const p: Panel = {
+        name,
+        grid,
+        cells,
+        cursor: here ? { layer: sel.layer!, head: sel.head! } : { layer: 0, head: 0 },
+      };
+      grid.addEventListener(
+        "keydown",
+        this.scope.guard("view", (ev: KeyboardEvent) => this.gridKey(p, ev)),
+      );
       panel.append(title, grid);
       return p;
     });
@@ -293,7 +315,12 @@ class HeadScanView {
   }
 
   private gridKey(p: Panel, ev: KeyboardEvent): void {
-    const moves: Record<string, [number, number]> = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
+    const moves: Record<string, [number, number]> = {
+      ArrowUp: [-1, 0],
+      ArrowDown: [1, 0],
+      ArrowLeft: [0, -1],
+      ArrowRight: [0, 1],
+    };
     const move = moves[ev.key];
     if (move === undefined && ev.key !== "Enter" && ev.key !== " ") return;
     ev.preventDefault();

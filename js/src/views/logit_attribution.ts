@@ -15,12 +15,12 @@
 import "../lib/base.css";
 import "./logit_attribution.css";
 
-import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Colormap, type Theme, cssColor, detectTheme, divergingColormap } from "../lib/colormap";
-import { type Cell, CanvasHeatmap } from "../lib/heatmap";
-import { type RequestClient } from "../lib/protocol";
+import { type ArrayHeader, decodeArray } from "../lib/codec";
+import { type Colormap, cssColor, detectTheme, divergingColormap, type Theme } from "../lib/colormap";
+import { CanvasHeatmap, type Cell } from "../lib/heatmap";
+import type { RequestClient } from "../lib/protocol";
 import { displayToken, quoteToken, setLine } from "../lib/text";
-import { type ErrorBanner, type ViewModel, ViewScope, clamp, el, intOr, renderView } from "../lib/view";
+import { clamp, type ErrorBanner, el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
 
 export type AttributionModel = ViewModel;
 
@@ -75,7 +75,8 @@ export function decodeAttribution(result: any, buffers: DataView[]): Attribution
   };
   const names: unknown = result.terms;
   const values = decodeArray(result.term_values as ArrayHeader, buffers).data;
-  if (!Array.isArray(names) || names.length !== values.length) throw new Error("attribution terms must name one value each");
+  if (!Array.isArray(names) || names.length !== values.length)
+    throw new Error("attribution terms must name one value each");
   return {
     revision: Number(result.revision),
     nLayers,
@@ -168,11 +169,21 @@ class LogitAttributionView {
     this.scope.on("change:revision", () => this.fetch());
     this.scope.on("change:selected", () => this.renderSelection());
     this.scope.on("change:error", () => this.banner.render());
-    for (const name of ["total", "output_total", "softcap", "answer_token", "wrong_token", "position", "tokens"]) this.scope.on(`change:${name}`, () => this.renderSummary());
-    this.heatmap.onHover(this.scope.guard("view", (cell: Cell | null) => this.hover(cell === null ? null : { layer: cell.row, head: cell.col, component: "head" })));
-    this.heatmap.onClick(this.scope.guard("view", (cell: Cell) => this.click({ layer: cell.row, head: cell.col, component: "head" })));
+    for (const name of ["total", "output_total", "softcap", "answer_token", "wrong_token", "position", "tokens"])
+      this.scope.on(`change:${name}`, () => this.renderSummary());
+    this.heatmap.onHover(
+      this.scope.guard("view", (cell: Cell | null) =>
+        this.hover(cell === null ? null : { layer: cell.row, head: cell.col, component: "head" }),
+      ),
+    );
+    this.heatmap.onClick(
+      this.scope.guard("view", (cell: Cell) => this.click({ layer: cell.row, head: cell.col, component: "head" })),
+    );
     this.heatmap.onClear(this.scope.guard("view", () => this.select(null)));
-    this.bars.addEventListener("keydown", this.scope.guard("view", (ev: KeyboardEvent) => this.barKey(ev)));
+    this.bars.addEventListener(
+      "keydown",
+      this.scope.guard("view", (ev: KeyboardEvent) => this.barKey(ev)),
+    );
     this.scope.followTheme(this.root, (t) => this.applyTheme(t));
   }
 
@@ -310,11 +321,26 @@ class LogitAttributionView {
         const text = el("span", "miw-dla-bar-value");
         text.textContent = signed(value, 3);
         b.append(name, track, text);
-        b.addEventListener("click", this.scope.guard("view", () => this.click(sel)));
-        b.addEventListener("mouseenter", this.scope.guard("view", () => this.hover(sel)));
-        b.addEventListener("mouseleave", this.scope.guard("view", () => this.hover(null)));
-        b.addEventListener("focus", this.scope.guard("view", () => this.hover(sel)));
-        b.addEventListener("blur", this.scope.guard("view", () => this.hover(null)));
+        b.addEventListener(
+          "click",
+          this.scope.guard("view", () => this.click(sel)),
+        );
+        b.addEventListener(
+          "mouseenter",
+          this.scope.guard("view", () => this.hover(sel)),
+        );
+        b.addEventListener(
+          "mouseleave",
+          this.scope.guard("view", () => this.hover(null)),
+        );
+        b.addEventListener(
+          "focus",
+          this.scope.guard("view", () => this.hover(sel)),
+        );
+        b.addEventListener(
+          "blur",
+          this.scope.guard("view", () => this.hover(null)),
+        );
         row.append(b);
         this.barButtons.push({ sel, button: b });
       }
@@ -326,7 +352,9 @@ class LogitAttributionView {
 
   private renderSelection(): void {
     const sel = this.selected();
-    this.heatmap.setLocked(sel !== null && sel.component === "head" ? { row: sel.layer, col: sel.head as number } : null);
+    this.heatmap.setLocked(
+      sel !== null && sel.component === "head" ? { row: sel.layer, col: sel.head as number } : null,
+    );
     const label = selectionLabel(sel);
     for (const { sel: s, button } of this.barButtons) {
       const on = selectionLabel(s) === label;
@@ -342,10 +370,14 @@ class LogitAttributionView {
     const data = this.data;
     const sel = this.hovered ?? this.selected();
     if (data === null || sel === null || sel.layer >= data.nLayers) {
-      setLine(this.readout, "Hover a head or a bar for its exact contribution; click to select it in Python (attr.selected).");
+      setLine(
+        this.readout,
+        "Hover a head or a bar for its exact contribution; click to select it in Python (attr.selected).",
+      );
       return;
     }
-    const share = (v: number) => (data.total !== 0 && Number.isFinite(data.total) ? ` (${((100 * v) / data.total).toFixed(1)}% of the total)` : "");
+    const share = (v: number) =>
+      data.total !== 0 && Number.isFinite(data.total) ? ` (${((100 * v) / data.total).toFixed(1)}% of the total)` : "";
     let text: string;
     if (sel.component === "head" && sel.head !== null && sel.head < data.nHeads) {
       const v = data.heads[sel.layer * data.nHeads + sel.head];

@@ -15,12 +15,12 @@
 import "../lib/base.css";
 import "./logit_lens.css";
 
-import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Theme, detectTheme, sequentialColormap } from "../lib/colormap";
-import { type Cell, CanvasHeatmap } from "../lib/heatmap";
-import { type Progress, type RequestClient } from "../lib/protocol";
+import { type ArrayHeader, decodeArray } from "../lib/codec";
+import { detectTheme, sequentialColormap, type Theme } from "../lib/colormap";
+import { CanvasHeatmap, type Cell } from "../lib/heatmap";
+import type { Progress, RequestClient } from "../lib/protocol";
 import { quoteToken, setLine, tokenLabel } from "../lib/text";
-import { type ErrorBanner, type ViewModel, ViewScope, button, clamp, el, intOr, renderView } from "../lib/view";
+import { button, clamp, type ErrorBanner, el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
 
 export type LensModel = ViewModel;
 
@@ -48,7 +48,8 @@ export function decodeLens(result: any, buffers: DataView[]): LensData {
   const rows = Number(result?.rows);
   const seq = Number(result?.seq);
   const k = Number(result?.k);
-  if (![rows, seq, k].every((n) => Number.isInteger(n) && n >= 0)) throw new Error(`lens reply has a bad shape: rows ${result?.rows}, seq ${result?.seq}, k ${result?.k}`);
+  if (![rows, seq, k].every((n) => Number.isInteger(n) && n >= 0))
+    throw new Error(`lens reply has a bad shape: rows ${result?.rows}, seq ${result?.seq}, k ${result?.k}`);
   const get = (name: string, shape: number[]) => {
     const d = decodeArray(result[name] as ArrayHeader, buffers);
     if (d.shape.length !== shape.length || d.shape.some((n, i) => n !== shape[i])) {
@@ -63,11 +64,24 @@ export function decodeLens(result: any, buffers: DataView[]): LensData {
   const targetRanks = hasTarget ? Int32Array.from(get("target_ranks", [rows, seq])) : null;
   const ids = decodeArray(result.vocab_ids as ArrayHeader, buffers).data;
   const strings: unknown = result.vocab;
-  if (!Array.isArray(strings) || strings.length !== ids.length) throw new Error("lens vocab must list one string per vocab id");
+  if (!Array.isArray(strings) || strings.length !== ids.length)
+    throw new Error("lens vocab must list one string per vocab id");
   const vocab = new Map<number, string>();
   for (let i = 0; i < ids.length; i++) vocab.set(ids[i], String(strings[i]));
   const targetId = intOr(result.target_id, null);
-  return { revision: Number(result.revision), rows, seq, k, topIds, topProbs, targetProbs, targetRanks, targetId, targetToken: String(result.target_token ?? ""), vocab };
+  return {
+    revision: Number(result.revision),
+    rows,
+    seq,
+    k,
+    topIds,
+    topProbs,
+    targetProbs,
+    targetRanks,
+    targetId,
+    targetToken: String(result.target_token ?? ""),
+    vocab,
+  };
 }
 
 /** What the heatmap colours: the target's probability if there is one, else the top-1 probability. */
@@ -177,7 +191,10 @@ class LogitLensView {
     this.scope.on("change:selected", () => this.renderSelection());
     this.scope.on("change:error", () => this.banner.render());
 
-    this.targetButton.addEventListener("click", this.scope.guard("target", () => this.setTarget()));
+    this.targetButton.addEventListener(
+      "click",
+      this.scope.guard("target", () => this.setTarget()),
+    );
     this.targetInput.addEventListener("keydown", (ev) => {
       ev.stopPropagation(); // typing belongs to the box, not to notebook shortcuts
       if (ev.key === "Enter" && !ev.isComposing) {
@@ -185,11 +202,13 @@ class LogitLensView {
         this.scope.guard("target", () => this.setTarget())();
       }
     });
-    this.heatmap.onHover(this.scope.guard("view", (cell: Cell | null) => {
-      this.hovered = cell;
-      this.heatmap.highlight(cell?.row ?? null, cell?.col ?? null);
-      this.renderReadout();
-    }));
+    this.heatmap.onHover(
+      this.scope.guard("view", (cell: Cell | null) => {
+        this.hovered = cell;
+        this.heatmap.highlight(cell?.row ?? null, cell?.col ?? null);
+        this.renderReadout();
+      }),
+    );
     this.heatmap.onClick(this.scope.guard("view", (cell: Cell) => this.click(cell)));
     this.heatmap.onClear(this.scope.guard("view", () => this.select(null)));
     this.scope.followTheme(this.root, (t) => this.applyTheme(t));
@@ -204,11 +223,16 @@ class LogitLensView {
 
   private selected(): Cell | null {
     const raw = (this.model.get("selected") ?? {}) as { layer?: unknown; position?: unknown };
-    return Number.isInteger(raw.layer) && Number.isInteger(raw.position) ? { row: raw.layer as number, col: raw.position as number } : null;
+    return Number.isInteger(raw.layer) && Number.isInteger(raw.position)
+      ? { row: raw.layer as number, col: raw.position as number }
+      : null;
   }
 
   private select(cell: Cell | null): void {
-    this.model.set("selected", cell === null ? { layer: null, position: null } : { layer: cell.row, position: cell.col });
+    this.model.set(
+      "selected",
+      cell === null ? { layer: null, position: null } : { layer: cell.row, position: cell.col },
+    );
     this.model.save_changes();
   }
 
@@ -235,7 +259,10 @@ class LogitLensView {
       if (error !== undefined) this.banner.fail("target", error);
     };
     // The kernel bumps `revision` on success, whose handler fetches the new lens.
-    this.client.request("target", { target }, { supersede: "target", onProgress }).then(() => done(), (e) => done(e));
+    this.client.request("target", { target }, { supersede: "target", onProgress }).then(
+      () => done(),
+      (e) => done(e),
+    );
   }
 
   private applyTheme(theme: Theme): void {
@@ -269,13 +296,17 @@ class LogitLensView {
   private syncTargetBox(): void {
     const target = this.model.get("target");
     const token = String(this.model.get("target_token") ?? "");
-    if (document.activeElement !== this.targetInput) this.targetInput.value = typeof target === "string" ? target : token;
+    if (document.activeElement !== this.targetInput)
+      this.targetInput.value = typeof target === "string" ? target : token;
     this.root.dataset.target = token;
   }
 
   private syncLabels(): void {
     const rows = this.labels("rows");
-    this.heatmap.setLabels(rows, this.labels("tokens").map((t) => tokenLabel(t)));
+    this.heatmap.setLabels(
+      rows,
+      this.labels("tokens").map((t) => tokenLabel(t)),
+    );
     this.heatmap.element.style.height = `${clamp(rows.length * 48 + 150, 220, 560)}px`;
   }
 
@@ -321,7 +352,11 @@ class LogitLensView {
     const rows = this.labels("rows");
     const tokens = this.labels("tokens");
     const head = el("div", "miw-line miw-lens-readout-head", "readout-head");
-    setLine(head, (quote) => `${rows[cell.row] ?? `row ${cell.row}`} · position ${cell.col} ${quote(tokens[cell.col] ?? "")} → next token:`);
+    setLine(
+      head,
+      (quote) =>
+        `${rows[cell.row] ?? `row ${cell.row}`} · position ${cell.col} ${quote(tokens[cell.col] ?? "")} → next token:`,
+    );
     const list = el("ol", "miw-lens-top", "readout-top");
     for (const { id, token, prob } of cellTop(lens, cell.row, cell.col)) {
       const item = el("li", "");

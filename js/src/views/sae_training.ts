@@ -17,10 +17,10 @@ import "../lib/base.css";
 import "./sae_training.css";
 
 import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { type Theme, detectTheme } from "../lib/colormap";
-import { LineChart, formatValue } from "../lib/line_chart";
+import { detectTheme, type Theme } from "../lib/colormap";
+import { formatValue, LineChart } from "../lib/line_chart";
 import { ScanToolbar } from "../lib/scan_toolbar";
-import { type ViewModel, ViewScope, el, intOr, renderView } from "../lib/view";
+import { el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
 
 export type SAETrainingModel = ViewModel;
 
@@ -57,22 +57,26 @@ const METRICS: Record<string, MetricSpec> = {
 /** Charts shown before the first frame says which metrics there are. */
 const DEFAULT_METRICS = ["loss", "mse", "l0", "fve", "dead"];
 
-export const FOREGROUND_HINT = "training in this cell: interrupt the kernel (■) to stop early; the weights so far are kept";
+export const FOREGROUND_HINT =
+  "training in this cell: interrupt the kernel (■) to stop early; the weights so far are kept";
 
 function spec(name: string): MetricSpec {
-  return Object.prototype.hasOwnProperty.call(METRICS, name) ? METRICS[name] : { title: () => name, short: name };
+  return Object.hasOwn(METRICS, name) ? METRICS[name] : { title: () => name, short: name };
 }
 
 /** Decode and check a `frame` result; throws with what is wrong. */
 export function parseFrame(result: any, buffers: DataView[]): TrainingFrame {
-  if (result === null || typeof result !== "object") throw new Error(`frame must be an object, got ${JSON.stringify(result)}`);
+  if (result === null || typeof result !== "object")
+    throw new Error(`frame must be an object, got ${JSON.stringify(result)}`);
   const metrics = Array.isArray(result.metrics) ? result.metrics.map(String) : [];
   const steps = decodeArray(result.steps as ArrayHeader, buffers);
   const values = decodeArray(result.values as ArrayHeader, buffers);
   const T = steps.shape.length === 1 ? steps.shape[0] : -1;
   if (T < 0) throw new Error(`frame steps must have shape [T], got [${steps.shape.join(", ")}]`);
   if (values.shape.length !== 2 || values.shape[0] !== metrics.length || values.shape[1] !== T) {
-    throw new Error(`frame values must have shape [${metrics.length} metrics, ${T} steps], got [${values.shape.join(", ")}]`);
+    throw new Error(
+      `frame values must have shape [${metrics.length} metrics, ${T} steps], got [${values.shape.join(", ")}]`,
+    );
   }
   const num = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : 0);
   return {
@@ -181,16 +185,25 @@ class SAETrainingView {
 
   private wire(): void {
     const { scope } = this;
-    scope.onDispose(scope.client.onEvent("frame", scope.guard("frame", (e) => {
-      this.eventsSeen++;
-      this.take(parseFrame(e.result, e.buffers));
-    })));
+    scope.onDispose(
+      scope.client.onEvent(
+        "frame",
+        scope.guard("frame", (e) => {
+          this.eventsSeen++;
+          this.take(parseFrame(e.result, e.buffers));
+        }),
+      ),
+    );
     scope.onDispose(() => cancelAnimationFrame(this.raf));
-    scope.onDispose(() => this.charts.forEach((c) => c.chart.dispose()));
+    scope.onDispose(() => {
+      for (const c of this.charts) c.chart.dispose();
+    });
     scope.on("change:error", () => scope.banner.render());
-    for (const trait of ["hook", "architecture", "d_in", "d_sae"]) scope.on(`change:${trait}`, () => this.renderConfig());
+    for (const trait of ["hook", "architecture", "d_in", "d_sae"])
+      scope.on(`change:${trait}`, () => this.renderConfig());
     // Registered after the toolbar's listeners, so this runs after its own render enables Stop.
-    for (const trait of ["foreground", "status", "progress"]) scope.on(`change:${trait}`, () => this.renderForeground());
+    for (const trait of ["foreground", "status", "progress"])
+      scope.on(`change:${trait}`, () => this.renderForeground());
     scope.followTheme(this.root, (theme) => {
       this.theme = theme;
       for (const c of this.charts) c.chart.setTheme(theme);
@@ -262,7 +275,13 @@ class SAETrainingView {
     this.charts = names.map((name) => {
       const s = spec(name);
       const yRange = s.yRange ?? null;
-      const chart = new LineChart({ title: s.title(dSae), logY: s.logY, yRange: yRange ?? undefined, height: 120, testid: `chart-${name}` });
+      const chart = new LineChart({
+        title: s.title(dSae),
+        logY: s.logY,
+        yRange: yRange ?? undefined,
+        height: 120,
+        testid: `chart-${name}`,
+      });
       chart.setTheme(this.theme);
       return { name, chart, yRange };
     });
@@ -271,7 +290,8 @@ class SAETrainingView {
 
   private draw(frame: TrainingFrame): void {
     const { metrics, points: T } = frame;
-    if (metrics.length !== this.charts.length || metrics.some((m, i) => m !== this.charts[i].name)) this.buildCharts(metrics);
+    if (metrics.length !== this.charts.length || metrics.some((m, i) => m !== this.charts[i].name))
+      this.buildCharts(metrics);
     this.charts.forEach((c, m) => {
       const y = frame.values.subarray(m * T, (m + 1) * T);
       const range = spec(c.name).yRange;

@@ -17,12 +17,20 @@ import "../lib/base.css";
 import "./superposition.css";
 
 import { type ArrayHeader, type DecodedArray, decodeArray } from "../lib/codec";
-import { type Colormap, type Theme, colorIndex, detectTheme, divergingColormap, rgbAt, sequentialColormap } from "../lib/colormap";
+import {
+  type Colormap,
+  colorIndex,
+  detectTheme,
+  divergingColormap,
+  rgbAt,
+  sequentialColormap,
+  type Theme,
+} from "../lib/colormap";
 import { colourPixels } from "../lib/heatmap";
 import { LineChart } from "../lib/line_chart";
-import { type Response } from "../lib/protocol";
+import type { Response } from "../lib/protocol";
 import { ScanToolbar } from "../lib/scan_toolbar";
-import { type ViewModel, ViewScope, clamp, el, intOr, renderView } from "../lib/view";
+import { clamp, el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
 
 export type SuperpositionModel = ViewModel;
 
@@ -92,7 +100,8 @@ function array(result: any, name: string, buffers: DataView[], rank: number): De
   const header = result?.[name] as ArrayHeader | undefined;
   if (header === undefined || header === null) throw new Error(`frame has no ${name}`);
   const a = decodeArray(header, buffers);
-  if (a.shape.length !== rank) throw new Error(`frame ${name} must have ${rank} dimensions, got shape [${a.shape.join(", ")}]`);
+  if (a.shape.length !== rank)
+    throw new Error(`frame ${name} must have ${rank} dimensions, got shape [${a.shape.join(", ")}]`);
   return a;
 }
 
@@ -227,7 +236,12 @@ class SuperpositionView {
     const decayName = el("span", "miw-sup-slider-name");
     decayName.textContent = "importance decay";
     decayName.title = "feature i has importance decay^i";
-    this.decaySlider = this.slider(0.1, 1, "importance-decay", "importance decay: feature i has importance decay to the power i");
+    this.decaySlider = this.slider(
+      0.1,
+      1,
+      "importance-decay",
+      "importance decay: feature i has importance decay to the power i",
+    );
     this.decayValue = el("output", "miw-sup-slider-value");
     decayRow.append(decayName, this.decaySlider, this.decayValue);
 
@@ -424,7 +438,11 @@ class SuperpositionView {
       this.drawBars(p.bars, f, i);
     });
     this.chart.setSeries(
-      f.sparsity.map((s, i) => ({ label: `sparsity ${s.toFixed(2)}`, x: f.lossSteps, y: f.loss.subarray(i * f.T, (i + 1) * f.T) })),
+      f.sparsity.map((s, i) => ({
+        label: `sparsity ${s.toFixed(2)}`,
+        x: f.lossSteps,
+        y: f.loss.subarray(i * f.T, (i + 1) * f.T),
+      })),
     );
   }
 
@@ -597,7 +615,12 @@ class SuperpositionView {
       const row = el("label", "miw-sup-slider-row");
       const name = el("span", "miw-sup-slider-name");
       name.textContent = "sparsity";
-      const slider = this.slider(0, 0.99, `sparsity-${i}`, `sparsity of instance ${i}: the probability that a feature is zero`);
+      const slider = this.slider(
+        0,
+        0.99,
+        `sparsity-${i}`,
+        `sparsity of instance ${i}: the probability that a feature is zero`,
+      );
       const value = el("output", "miw-sup-slider-value");
       row.append(name, slider, value);
       const plane = withPlane
@@ -607,7 +630,11 @@ class SuperpositionView {
             `instance ${i}: each feature's column of W as an arrow in the 2-D hidden space, darker for more important features, with the unit circle`,
           )
         : null;
-      const gram = this.canvas("miw-sup-gram", `gram-${i}`, `instance ${i}: W transpose W, features by features, blue negative, red positive`);
+      const gram = this.canvas(
+        "miw-sup-gram",
+        `gram-${i}`,
+        `instance ${i}: W transpose W, features by features, blue negative, red positive`,
+      );
       const bars = this.canvas(
         "miw-sup-bars",
         `bars-${i}`,
@@ -636,8 +663,14 @@ class SuperpositionView {
         }),
       );
       slider.addEventListener("blur", () => (p.dragging = false));
-      gram.addEventListener("mousemove", this.scope.guard("view", (ev: MouseEvent) => this.hover(p, "gram", ev)));
-      bars.addEventListener("mousemove", this.scope.guard("view", (ev: MouseEvent) => this.hover(p, "bars", ev)));
+      gram.addEventListener(
+        "mousemove",
+        this.scope.guard("view", (ev: MouseEvent) => this.hover(p, "gram", ev)),
+      );
+      bars.addEventListener(
+        "mousemove",
+        this.scope.guard("view", (ev: MouseEvent) => this.hover(p, "bars", ev)),
+      );
       this.showSparsity(p, list[i] ?? 0, true);
       return p;
     });

@@ -14,15 +14,15 @@
 import "../lib/base.css";
 import "./top_examples.css";
 
-import { decodeArray, type ArrayHeader } from "../lib/codec";
-import { type Theme, detectTheme, divergingColormap, sequentialColormap, withEmptyCells } from "../lib/colormap";
-import { type Cell, CanvasHeatmap } from "../lib/heatmap";
-import { type RequestClient } from "../lib/protocol";
-import { type ParsedExample, exampleRow, formatActivation, parseExamples } from "../lib/examples";
+import { type ArrayHeader, decodeArray } from "../lib/codec";
+import { detectTheme, divergingColormap, sequentialColormap, type Theme, withEmptyCells } from "../lib/colormap";
+import { exampleRow, formatActivation, type ParsedExample, parseExamples } from "../lib/examples";
+import { CanvasHeatmap, type Cell } from "../lib/heatmap";
+import type { RequestClient } from "../lib/protocol";
 import { ScanToolbar } from "../lib/scan_toolbar";
 import { setLine } from "../lib/text";
-import { type TokenStrip } from "../lib/tokens";
-import { type ErrorBanner, type ViewModel, ViewScope, el, intOr, renderView } from "../lib/view";
+import type { TokenStrip } from "../lib/tokens";
+import { type ErrorBanner, el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
 
 export type TopExamplesModel = ViewModel;
 
@@ -226,13 +226,16 @@ class TopExamplesView {
 
   private takeOverview(result: any, buffers: DataView[]): void {
     const revision = Number(result?.revision);
-    if (!Number.isFinite(revision)) throw new Error(`overview reply has no revision: ${JSON.stringify(result?.revision)}`);
+    if (!Number.isFinite(revision))
+      throw new Error(`overview reply has no revision: ${JSON.stringify(result?.revision)}`);
     if (this.overview !== null && revision < this.overview.revision) return; // older than what is drawn
     const neurons = Array.isArray(result.neurons) ? result.neurons.map(Number) : [];
     const maxima = decodeArray(result.maxima as ArrayHeader, buffers);
     const filled = decodeArray(result.filled as ArrayHeader, buffers);
     if (maxima.shape.length !== 1 || maxima.shape[0] !== neurons.length || filled.shape[0] !== neurons.length) {
-      throw new Error(`overview must hold one maximum per neuron (${neurons.length}), got shape [${maxima.shape.join(", ")}]`);
+      throw new Error(
+        `overview must hold one maximum per neuron (${neurons.length}), got shape [${maxima.shape.join(", ")}]`,
+      );
     }
     this.overview = { revision, neurons, maxima: maxima.data as Float32Array, filled: filled.data as Int32Array };
     this.root.dataset.revision = String(revision);
@@ -334,13 +337,19 @@ class TopExamplesView {
     const neuron = hovered ?? this.selected();
     const o = this.overview;
     if (neuron === null) {
-      setLine(this.readout, "Hover a neuron for its best activation; click (or Enter) to see its top examples (ex.selected).");
+      setLine(
+        this.readout,
+        "Hover a neuron for its best activation; click (or Enter) to see its top examples (ex.selected).",
+      );
       return;
     }
     const i = o === null ? -1 : o.neurons.indexOf(neuron);
     const best = i < 0 ? NaN : o!.maxima[i];
     const count = i < 0 ? 0 : o!.filled[i];
-    setLine(this.readout, `neuron ${neuron}: ${Number.isFinite(best) ? `max ${formatActivation(best)} · ${count} example${count === 1 ? "" : "s"}` : "no examples yet"}`);
+    setLine(
+      this.readout,
+      `neuron ${neuron}: ${Number.isFinite(best) ? `max ${formatActivation(best)} · ${count} example${count === 1 ? "" : "s"}` : "no examples yet"}`,
+    );
   }
 
   private renderExamples(): void {
@@ -382,7 +391,10 @@ class TopExamplesView {
       // Hovering a token shows it and its activation in place of the example's window and position.
       strip.onHover(
         this.scope.guard("view", (t: number | null) => {
-          setLine(where, t === null ? place : (quote) => `${quote(e.tokens[t])}: activation ${formatActivation(e.activations[t])}`);
+          setLine(
+            where,
+            t === null ? place : (quote) => `${quote(e.tokens[t])}: activation ${formatActivation(e.activations[t])}`,
+          );
         }),
       );
       this.strips.push(strip);
