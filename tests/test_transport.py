@@ -519,3 +519,27 @@ def test_event_matches_vectors_and_router_push_sends_it() -> None:
         event_message("big", {}, [b"12345678"], 4)
     with pytest.raises(ValueError, match="event name must be a non-empty string"):
         event_message("", {}, [])
+
+
+def test_router_stamps_replies_with_the_revision_their_handler_started_from() -> None:
+    sent: list[dict[str, Any]] = []
+    state = {"revision": 7}
+    router = RequestRouter(lambda content, buffers: sent.append(content), revision=lambda: state["revision"])
+
+    def read(params: dict[str, Any], buffers: Any, ctx: Any) -> Reply:
+        state["revision"] = 8  # the data moved on while the handler ran: the reply is still for 7
+        return Reply({"value": 1})
+
+    def remake(params: dict[str, Any], buffers: Any, ctx: Any) -> Reply:
+        return Reply({"revision": 42})  # a handler that made new data names its own
+
+    router.add("read", read)
+    router.add("remake", remake)
+    router.handle({"type": "request", "id": "a", "method": "read", "params": {}}, [])
+    router.handle({"type": "request", "id": "b", "method": "remake", "params": {}}, [])
+    assert [c["result"]["revision"] for c in sent] == [7, 42]
+    unstamped: list[dict[str, Any]] = []
+    plain = RequestRouter(lambda content, buffers: unstamped.append(content))
+    plain.add("read", read)
+    plain.handle({"type": "request", "id": "c", "method": "read", "params": {}}, [])
+    assert "revision" not in unstamped[0]["result"]

@@ -28,6 +28,11 @@ A reply whose buffers exceed ``max_message_bytes`` (4 MiB: Colab drops bigger
 messages) is cut into parts; the view concatenates the slices of all parts in
 order and splits them again by ``buffer_lengths``.
 
+A router made with ``revision=`` (every widget's: ``ProtocolWidget.revision``) stamps each
+reply's ``result["revision"]`` with the revision current when its handler started, unless the
+handler names its own (a handler that made new data), so the view can drop a reply computed
+for data it no longer shows.
+
 Handlers marked ``background=True`` run on one worker thread, so the kernel
 stays free to receive newer requests and ``cancel`` messages while a model
 runs; a cancelled handler stops at its next ``ctx.raise_if_cancelled()``.
@@ -119,8 +124,11 @@ class _Route:
 class RequestRouter:
     """Dispatches view requests to handlers and sends their replies (or errors) back."""
 
-    def __init__(self, send: Send, *, max_message_bytes: int = MAX_REPLY_BYTES) -> None:
+    def __init__(
+        self, send: Send, *, max_message_bytes: int = MAX_REPLY_BYTES, revision: Callable[[], int] | None = None
+    ) -> None:
         self._send = send
+        self._revision = revision
         self._max_message_bytes = max_message_bytes
         self._routes: dict[str, _Route] = {}
         self._in_flight: dict[Any, Context] = {}
@@ -179,8 +187,11 @@ class RequestRouter:
     def _run(self, handler: Handler, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> None:
         try:
             ctx.raise_if_cancelled()
+            revision = self._revision() if self._revision is not None else None
             reply = handler(params, buffers, ctx)
             ctx.raise_if_cancelled()
+            if revision is not None:  # the data the handler read; a handler that made new data names its own
+                reply.result.setdefault("revision", revision)
             for content, parts in split_reply(ctx.request_id, reply.result, reply.buffers, self._max_message_bytes):
                 self._send(content, parts)
         except Cancelled as exc:

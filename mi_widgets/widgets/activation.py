@@ -79,7 +79,6 @@ class ActivationView(ProtocolWidget):
     d = traitlets.Int(0, read_only=True, help="width of the hooked activations").tag(sync=True)
     tokens = traitlets.List(traitlets.List(traitlets.Unicode()), read_only=True).tag(sync=True)
     has_direction = traitlets.Bool(False, read_only=True).tag(sync=True)
-    revision = traitlets.Int(0, read_only=True).tag(sync=True)
     selected = traitlets.Dict().tag(sync=True)
 
     def __init__(
@@ -149,7 +148,7 @@ class ActivationView(ProtocolWidget):
         with self.hold_sync():
             self._direction = vector
             self.set_trait("has_direction", vector is not None)
-            self.set_trait("revision", self.revision + 1)
+            self._bump_revision()
             if vector is None and self.selected.get("neuron") is None:
                 self.selected = {**self.selected, "neuron": 0}
 

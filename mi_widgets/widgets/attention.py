@@ -24,8 +24,6 @@ from ..capture.inputs import index_in, visible_texts
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, int_param, static_asset
 
-_revisions = itertools.count(1)
-
 
 @dataclass(frozen=True)
 class _Snapshot:
@@ -55,7 +53,6 @@ class AttentionView(ProtocolWidget):
     tokens = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
     prompt = traitlets.Unicode("").tag(sync=True)
     can_rerun = traitlets.Bool(False, read_only=True).tag(sync=True)
-    revision = traitlets.Int(0, read_only=True).tag(sync=True)
     selected = traitlets.Dict().tag(sync=True)
 
     def __init__(
@@ -107,7 +104,7 @@ class AttentionView(ProtocolWidget):
         labels = _token_labels(tokens)
         patterns = check_patterns(attention, len(labels), finite=finite)
         layers = list(patterns.unbind(0))
-        snapshot = _Snapshot(next(_revisions), "", labels, layers, pattern_thumbnails(layers))
+        snapshot = _Snapshot(cls._new_revision(), "", labels, layers, pattern_thumbnails(layers))
         return cls(_snapshot=snapshot, layer=layer, head=head)
 
     @classmethod
@@ -238,7 +235,9 @@ class AttentionView(ProtocolWidget):
 
         layers = adapter.attention_patterns(tokens, on_layer=on_layer)
         text = prompt if isinstance(prompt, str) else ""
-        return _Snapshot(next(_revisions), text, adapter.token_labels(tokens[0]), layers, pattern_thumbnails(layers))
+        return _Snapshot(
+            self._new_revision(), text, adapter.token_labels(tokens[0]), layers, pattern_thumbnails(layers)
+        )
 
     def _apply(self, snapshot: _Snapshot) -> None:
         with self._applying, self.hold_sync():
@@ -249,7 +248,7 @@ class AttentionView(ProtocolWidget):
 
     def _set_snapshot_traits(self, snapshot: _Snapshot) -> None:
         self.set_trait("tokens", list(snapshot.tokens))
-        self.set_trait("revision", snapshot.revision)
+        self._bump_revision(snapshot.revision)
         self.prompt = snapshot.prompt  # equals the snapshot's prompt, so no re-run
 
     def _check_head(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import anywidget
+import traitlets
 
 from ..transport.protocol import Buffer, Handler, Reply, RequestRouter
 
@@ -44,13 +46,36 @@ def static_asset(name: str) -> Path | str:
     return _NOT_BUILT % json.dumps(message)
 
 
+# Revisions of data computed before it is applied come from one counter, so none is ever reused. (Not a
+# counter per class: anywidget's add_traits makes a subclass per instance.)
+_revisions = itertools.count(1)
+
+
 class ProtocolWidget(anywidget.AnyWidget):
-    """An anywidget that answers view requests through a :class:`RequestRouter`."""
+    """An anywidget that answers view requests through a :class:`RequestRouter`.
+
+    It owns ``revision``: the state of the data its requests serve. Every reply is stamped with the
+    revision it was computed for (the one current when the handler started, unless the handler names
+    its own), so a view can drop a reply for data it no longer shows.
+    """
+
+    revision = traitlets.Int(0, read_only=True).tag(sync=True)
+
+    @staticmethod
+    def _new_revision() -> int:
+        """A fresh revision for data computed before it is applied (a new prompt's snapshot), never reused."""
+        return next(_revisions)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._router = RequestRouter(self._send_message)
+        self._router = RequestRouter(self._send_message, revision=lambda: self.revision)
         self.on_msg(self._on_custom_msg)
+
+    def _bump_revision(self, revision: int | None = None) -> int:
+        """Move ``revision`` on: one step, or to ``revision`` (from :meth:`_new_revision`); returns it."""
+        value = self.revision + 1 if revision is None else revision
+        self.set_trait("revision", value)
+        return value
 
     def _serve(self, method: str, handler: Handler, *, background: bool = False) -> None:
         self._router.add(method, handler, background=background)

@@ -38,7 +38,6 @@ class CompositionView(ProtocolWidget):
     mode = traitlets.Enum(COMPOSITION_MODES, default_value="K").tag(sync=True)
     relative = traitlets.Bool(True, help="show score minus the random baseline").tag(sync=True)
     baseline = traitlets.Float(0.0, read_only=True).tag(sync=True)
-    revision = traitlets.Int(0, read_only=True).tag(sync=True)
     selected = traitlets.Dict().tag(sync=True)
 
     def __init__(self, model: Any, mode: str = "K", *, relative: bool = True) -> None:
@@ -84,7 +83,7 @@ class CompositionView(ProtocolWidget):
         """Recompute from the current weights (after training or editing the model)."""
         with self._lock:
             self._cache.clear()
-        self.set_trait("revision", self.revision + 1)
+        self._bump_revision()
 
     @traitlets.validate("selected")
     def _check_selected(self, proposal: dict[str, Any]) -> dict[str, Any]:

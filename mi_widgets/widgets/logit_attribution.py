@@ -10,7 +10,6 @@ the cap (``total``); the model's own after it is ``output_total`` (see the analy
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,8 +22,6 @@ from ..capture.adapter import ModelAdapter
 from ..capture.inputs import as_index
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, static_asset
-
-_revisions = itertools.count(1)
 
 COMPONENTS = ("head", "attn", "mlp")
 
@@ -66,7 +63,6 @@ class LogitAttribution(ProtocolWidget):
     total = traitlets.Float(0.0, read_only=True).tag(sync=True)
     output_total = traitlets.Float(0.0, read_only=True).tag(sync=True)
     softcap = traitlets.Float(None, allow_none=True, read_only=True).tag(sync=True)
-    revision = traitlets.Int(0, read_only=True).tag(sync=True)
     selected = traitlets.Dict().tag(sync=True)
 
     def __init__(
@@ -106,9 +102,9 @@ class LogitAttribution(ProtocolWidget):
             ("total", self._result.total),
             ("output_total", self._result.output_total),
             ("softcap", self._result.softcap),
-            ("revision", next(_revisions)),
         ]:
             self.set_trait(name, value)
+        self._bump_revision(self._new_revision())
         self.selected = {}
         self._serve("attribution", self._serve_attribution)
 

@@ -10,7 +10,6 @@ probabilities and the strings of just the tokens that occur.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,8 +31,6 @@ from ..capture.adapter import ModelAdapter
 from ..capture.inputs import as_index
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, static_asset
-
-_revisions = itertools.count(1)
 
 Target = int | str | None
 
@@ -81,7 +78,6 @@ class LogitLens(ProtocolWidget):
     target = traitlets.Union([traitlets.Int(), traitlets.Unicode()], default_value=None, allow_none=True).tag(sync=True)
     target_id = traitlets.Int(None, allow_none=True, read_only=True).tag(sync=True)
     target_token = traitlets.Unicode("", read_only=True).tag(sync=True)
-    revision = traitlets.Int(0, read_only=True).tag(sync=True)
     selected = traitlets.Dict().tag(sync=True)
 
     def __init__(
@@ -232,7 +228,7 @@ class LogitLens(ProtocolWidget):
             ids = sorted(ids + [target_id])
         vocab = token_strings(self._adapter, ids)
         label = "" if target_id is None else vocab[ids.index(target_id)]
-        return _Lens(next(_revisions), resid, result, target, target_id, label, ids, vocab)
+        return _Lens(self._new_revision(), resid, result, target, target_id, label, ids, vocab)
 
     def _apply(self, lens: _Lens) -> None:
         with self._applying, self.hold_sync():
@@ -242,7 +238,7 @@ class LogitLens(ProtocolWidget):
     def _set_lens_traits(self, lens: _Lens) -> None:
         self.set_trait("target_id", lens.target_id)
         self.set_trait("target_token", lens.target_token)
-        self.set_trait("revision", lens.revision)
+        self._bump_revision(lens.revision)
         self.target = lens.target  # equals the snapshot's target, so no recompute
 
     def _target_tensor(self, name: str) -> torch.Tensor:

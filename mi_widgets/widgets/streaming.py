@@ -54,7 +54,6 @@ class StreamingWidget(ProtocolWidget):
     status = traitlets.Unicode("idle", read_only=True).tag(sync=True)
     progress = traitlets.Dict(read_only=True).tag(sync=True)
     error = traitlets.Unicode("", read_only=True).tag(sync=True)
-    revision = traitlets.Int(0, read_only=True).tag(sync=True)
 
     _thread_name = "mi_widgets-scan"
 
@@ -140,7 +139,7 @@ class StreamingWidget(ProtocolWidget):
                 done += 1
                 with self.hold_sync():
                     self.set_trait("progress", {"done": done, "total": total})
-                    self.set_trait("revision", self.revision + 1)
+                    self._bump_revision()
             self.set_trait("status", "done" if done == total else "stopped")
         except Exception as exc:  # shown in the view; the kernel and the partial results survive
             self.set_trait("error", f"{type(exc).__name__}: {exc}")

@@ -137,7 +137,7 @@ class TrainingWidget(StreamingWidget):
         finally:
             with self.hold_sync():
                 self.set_trait("progress", {"done": self._step, "total": total})
-                self.set_trait("revision", self.revision + 1)
+                self._bump_revision()
                 self.set_trait("status", status)
             try:
                 self._push("frame", self._frame())
