@@ -129,6 +129,9 @@ def test_arrow_keys_move_a_focused_slider(notebook: NotebookPage) -> None:
 
 def test_stop_keeps_the_weights_the_view_drew(notebook: NotebookPage) -> None:
     page = notebook.page
+    # The previous test restarted training; the view may still show the old run's step until the new
+    # run's first frame arrives, so wait on the kernel's step of the current run first, then on the view.
+    assert notebook.python_eventually("toy.step >= 50", True, timeout_s=30.0) is True
     _wait_step_at_least(notebook, 50)
     page.locator(f"{VIEW} [data-testid=stop-button]").click()
     page.wait_for_selector(f"{VIEW}[data-status=stopped]", timeout=30_000)
