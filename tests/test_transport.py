@@ -543,3 +543,40 @@ def test_router_stamps_replies_with_the_revision_their_handler_started_from() ->
     plain.add("read", read)
     plain.handle({"type": "request", "id": "c", "method": "read", "params": {}}, [])
     assert "revision" not in unstamped[0]["result"]
+
+
+def test_endpoints_are_declared_once_on_the_widget_class() -> None:
+    """``@endpoint`` routes a request to a method; a subclass's declaration of a method name wins."""
+    from mi_widgets.transport.protocol import Context, Reply
+    from mi_widgets.widgets.base import ProtocolWidget, endpoint
+
+    class Base(ProtocolWidget):
+        _esm = "export default {}"
+
+        @endpoint("ping")
+        def _ping(self, params: dict, buffers: list, ctx: Context) -> Reply:
+            return Reply({"from": "base"})
+
+        @endpoint("slow", background=True)
+        def _slow(self, params: dict, buffers: list, ctx: Context) -> Reply:
+            return Reply({"thread": threading.current_thread().name})
+
+    class Child(Base):
+        @endpoint("ping")
+        def _ping_child(self, params: dict, buffers: list, ctx: Context) -> Reply:
+            return Reply({"from": "child"})
+
+    sent: list[dict] = []
+    w = Child()
+    w._send_message = lambda content, buffers: sent.append(content)  # type: ignore[method-assign]
+    w._router._send = w._send_message
+    w._router.handle({"type": "request", "id": "a", "method": "ping", "params": {}})
+    assert sent[-1]["result"] == {"from": "child", "revision": 0}
+    w._router.handle({"type": "request", "id": "b", "method": "slow", "params": {}})
+    deadline = time.monotonic() + 5
+    while len(sent) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sent[-1]["result"]["thread"].startswith("mi_widgets")
+    w._router.handle({"type": "request", "id": "c", "method": "nope", "params": {}})
+    assert sent[-1]["error"]["type"] == "UnknownMethod" and "ping, slow" in sent[-1]["error"]["message"]
+    w.close()

@@ -31,7 +31,7 @@ function makeModel(attrs: Record<string, unknown> = {}): FakeModel {
   });
 }
 
-function reply(opts: { hasMlp?: boolean; heads?: number[]; shape?: [number, number] } = {}) {
+function reply(opts: { hasMlp?: boolean; heads?: number[]; shape?: [number, number]; revision?: number } = {}) {
   const arrays: Array<[string, number[], number[]]> = [
     ["heads", opts.heads ?? HEADS, opts.shape ?? [L, H]],
     ["attn", ATTN, [L]],
@@ -40,7 +40,7 @@ function reply(opts: { hasMlp?: boolean; heads?: number[]; shape?: [number, numb
     ["term_values", TERM_VALUES, [TERM_VALUES.length]],
   ];
   const result: Record<string, unknown> = {
-    revision: 1,
+    revision: opts.revision ?? 1,
     n_layers: L,
     n_heads: H,
     has_mlp: opts.hasMlp ?? true,
@@ -84,10 +84,10 @@ describe("logit attribution helpers", () => {
   test("decode checks shapes", () => {
     const r = reply({ heads: [1, 2, 3], shape: [1, 3] });
     expect(() =>
-      decodeAttribution(
-        r.result,
-        r.buffers.map((b) => new DataView(b)),
-      ),
+      decodeAttribution({
+        result: r.result,
+        buffers: r.buffers.map((b) => new DataView(b)),
+      }),
     ).toThrow("heads must have shape [2, 3], got [1, 3]");
   });
 });
@@ -188,10 +188,41 @@ describe("LogitAttribution view", () => {
     expect(mounted.q("error").textContent).toContain("cannot read W_O");
     model.set("revision", 2);
     const again = model.requests("attribution").at(-1);
-    model.reply(again.id, reply().result, reply().buffers);
+    const r = reply({ revision: 2 });
+    model.reply(again.id, r.result, r.buffers);
     await tick();
     expect(mounted.q("error").textContent).toBe("");
-    expect(mounted.root.dataset.revision).toBe("1");
+    expect(mounted.root.dataset.revision).toBe("2");
+  });
+
+  test("a reply for an old revision is never drawn; the revision change refetches", async () => {
+    const model = makeModel();
+    const mounted = mountView(widget, model, "logit-attribution");
+    const first = model.requests("attribution").at(-1);
+    model.set("revision", 2); // a new prompt while the first request is out: it is cancelled and asked again
+    expect(model.sent.some((s) => s.content.type === "cancel" && s.content.id === first.id)).toBe(true);
+    const second = model.requests("attribution").at(-1);
+    expect(second.id).not.toBe(first.id);
+    // The first reply arrives anyway (it crossed the cancel): not drawn.
+    const old = reply({ heads: [9, 9, 9, 9, 9, 9] });
+    model.reply(first.id, old.result, old.buffers);
+    await tick();
+    expect(mounted.root.dataset.revision).toBeUndefined();
+    expect(mounted.root.dataset.loading).toBe("true");
+    // Nor is a reply to the new request that was computed for the old revision (the kernel was behind).
+    model.reply(second.id, old.result, old.buffers);
+    await tick();
+    expect(mounted.root.dataset.revision).toBeUndefined();
+    expect(mounted.q("summary").textContent).not.toContain("+9.0");
+    // A reply for the current revision is drawn.
+    model.set("revision", 3);
+    const third = model.requests("attribution").at(-1);
+    const r = reply({ revision: 3 });
+    model.reply(third.id, r.result, r.buffers);
+    await tick();
+    expect(mounted.root.dataset.revision).toBe("3");
+    expect(mounted.root.dataset.loading).toBeUndefined();
+    expect(mounted.q("error").textContent).toBe("");
   });
 
   test("dispose removes the view and its listeners", async () => {

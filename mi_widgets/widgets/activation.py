@@ -33,7 +33,7 @@ from ..analysis.activations import (
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import index_in
 from ..transport.protocol import Context, Reply
-from .base import ProtocolWidget, int_param, static_asset
+from .base import ProtocolWidget, endpoint, int_param, static_asset
 
 Prompt = str | torch.Tensor | Sequence[int]
 
@@ -121,8 +121,6 @@ class ActivationView(ProtocolWidget):
         except traitlets.TraitError:
             self.close()  # no half-made widget left open in the kernel
             raise
-        self._serve("values", self._serve_values)
-        self._serve("top", self._serve_top)
 
     # ----- Python API ------------------------------------------------------------------
 
@@ -216,6 +214,7 @@ class ActivationView(ProtocolWidget):
 
     # ----- request handlers --------------------------------------------------------------
 
+    @endpoint("values")
     def _serve_values(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         layer = int_param(params, "layer")
         neuron = params.get("neuron")
@@ -233,6 +232,7 @@ class ActivationView(ProtocolWidget):
         reply.result["offsets"] = reply.add_array(offsets, "int32")
         return reply
 
+    @endpoint("top")
     def _serve_top(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         prompt, position, layer = int_param(params, "prompt"), int_param(params, "position"), int_param(params, "layer")
         k = int_param(params, "k")

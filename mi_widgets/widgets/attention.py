@@ -22,7 +22,7 @@ from ..analysis.attention import check_patterns, pattern_thumbnails
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import index_in, visible_texts
 from ..transport.protocol import Context, Reply
-from .base import ProtocolWidget, int_param, static_asset
+from .base import ProtocolWidget, endpoint, int_param, static_asset
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,6 @@ class AttentionView(ProtocolWidget):
         self._set_snapshot_traits(_snapshot)
         self.set_trait("can_rerun", self._adapter is not None)
         self.selected = {"layer": layer, "head": head, "query": None, "key": None}
-        self._serve("overview", self._serve_overview)
-        self._serve("pattern", self._serve_pattern)
-        self._serve("run", self._serve_run, background=True)
 
     # ----- other ways in -------------------------------------------------------------------
 
@@ -184,6 +181,7 @@ class AttentionView(ProtocolWidget):
 
     # ----- request handlers --------------------------------------------------------------
 
+    @endpoint("overview")
     def _serve_overview(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         snap = self._snapshot
         reply = Reply(
@@ -198,6 +196,7 @@ class AttentionView(ProtocolWidget):
         reply.result["thumbnails"] = reply.add_array(snap.thumbnails, "uint8", value_range=(0.0, 1.0))
         return reply
 
+    @endpoint("pattern")
     def _serve_pattern(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         snap = self._snapshot
         layer, head = int_param(params, "layer"), int_param(params, "head")
@@ -210,6 +209,7 @@ class AttentionView(ProtocolWidget):
         )
         return reply
 
+    @endpoint("run", background=True)
     def _serve_run(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         if self._adapter is None:
             raise ValueError("this view shows fixed patterns (no model attached), so it cannot re-run")

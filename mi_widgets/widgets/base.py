@@ -5,13 +5,15 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anywidget
 import traitlets
 
-from ..transport.protocol import Buffer, Handler, Reply, RequestRouter
+from ..transport.protocol import Buffer, Reply, RequestRouter
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -46,6 +48,42 @@ def static_asset(name: str) -> Path | str:
     return _NOT_BUILT % json.dumps(message)
 
 
+@dataclass(frozen=True)
+class _Endpoint:
+    method: str
+    background: bool
+
+
+F = TypeVar("F", bound=Callable[..., Reply])
+
+
+def endpoint(method: str, *, background: bool = False) -> Callable[[F], F]:
+    """Declare a widget method as the handler of the view's request ``method``.
+
+    The handler is ``(self, params, buffers, ctx) -> Reply``. ``background=True`` runs it on the
+    widget's worker thread (for model runs: the kernel stays free for newer requests and cancels).
+    :class:`ProtocolWidget` finds every declared endpoint of its class (a subclass's declaration
+    of a method name wins) and routes the requests; the router stamps each reply's revision.
+    """
+
+    def declare(handler: F) -> F:
+        handler._endpoint = _Endpoint(method, background)  # type: ignore[attr-defined]
+        return handler
+
+    return declare
+
+
+def _endpoints(cls: type) -> dict[str, tuple[str, bool]]:
+    """``method -> (attribute name, background)`` for every endpoint ``cls`` declares or inherits."""
+    found: dict[str, tuple[str, bool]] = {}
+    for klass in reversed(cls.__mro__):
+        for name, attr in vars(klass).items():
+            spec = getattr(attr, "_endpoint", None)
+            if isinstance(spec, _Endpoint):
+                found[spec.method] = (name, spec.background)
+    return found
+
+
 # Revisions of data computed before it is applied come from one counter, so none is ever reused. (Not a
 # counter per class: anywidget's add_traits makes a subclass per instance.)
 _revisions = itertools.count(1)
@@ -69,6 +107,8 @@ class ProtocolWidget(anywidget.AnyWidget):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._router = RequestRouter(self._send_message, revision=lambda: self.revision)
+        for method, (name, background) in _endpoints(type(self)).items():
+            self._router.add(method, getattr(self, name), background=background)
         self.on_msg(self._on_custom_msg)
 
     def _bump_revision(self, revision: int | None = None) -> int:
@@ -76,9 +116,6 @@ class ProtocolWidget(anywidget.AnyWidget):
         value = self.revision + 1 if revision is None else revision
         self.set_trait("revision", value)
         return value
-
-    def _serve(self, method: str, handler: Handler, *, background: bool = False) -> None:
-        self._router.add(method, handler, background=background)
 
     def _push(self, event: str, reply: Reply) -> None:
         """Push ``reply`` to every open view as event ``event`` (no request needed; see the protocol)."""

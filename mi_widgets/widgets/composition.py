@@ -19,7 +19,7 @@ from ..analysis.composition import COMPOSITION_MODES, composition_baseline, comp
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import index_in
 from ..transport.protocol import Context, Reply
-from .base import ProtocolWidget, static_asset
+from .base import ProtocolWidget, endpoint, static_asset
 
 
 class CompositionView(ProtocolWidget):
@@ -56,7 +56,6 @@ class CompositionView(ProtocolWidget):
         self.set_trait("n_heads", adapter.n_heads)
         self.set_trait("baseline", composition_baseline(int(cfg.d_model), int(cfg.d_head)))
         self.selected = {"writer": None, "reader": None}
-        self._serve("scores", self._serve_scores, background=True)
 
     # ----- Python API ------------------------------------------------------------------
 
@@ -111,6 +110,7 @@ class CompositionView(ProtocolWidget):
 
     # ----- request handlers --------------------------------------------------------------
 
+    @endpoint("scores", background=True)
     def _serve_scores(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         mode = params.get("mode")
         if mode not in COMPOSITION_MODES:

@@ -30,7 +30,7 @@ from ..capture.adapter import ModelAdapter
 from ..capture.corpus import Example, TopContexts, padded_activations, plan_corpus, probe_units, text_batch
 from ..capture.inputs import as_index, check_text, describe
 from ..transport.protocol import Context, Reply
-from .base import int_param, static_asset
+from .base import endpoint, int_param, static_asset
 from .streaming import StreamingWidget
 
 TOP_PER_TOKEN = 8
@@ -122,8 +122,6 @@ class FeatureView(StreamingWidget):
         self.set_trait("n_tokens", sum(int(r.shape[0]) for r in self._rows))
         self.prompts = prompt_list
         self.selected = {"feature": None}
-        self._serve("prompt", self._serve_prompt, background=True)
-        self._serve("feature", self._serve_feature, background=True)
         if autostart:
             self.start()
 
@@ -269,6 +267,7 @@ class FeatureView(StreamingWidget):
             raise ValueError(f"prompt must index prompts (0..{len(prompts) - 1}), got {index}")
         return prompts[index]
 
+    @endpoint("prompt", background=True)
     def _serve_prompt(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         text = self._prompt_index(params)
         labels, feats = self._encode_prompt(text)
@@ -280,6 +279,7 @@ class FeatureView(StreamingWidget):
         reply.result["top_values"] = reply.add_array(torch.where(values > 0, values, 0.0), "float32")
         return reply
 
+    @endpoint("feature", background=True)
     def _serve_feature(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         feature = self._check_feature(params.get("feature"))
         revision = self.revision

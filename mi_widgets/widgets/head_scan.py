@@ -21,7 +21,7 @@ from ..capture.adapter import PATTERN_HOOK, ModelAdapter
 from ..capture.inputs import index_in
 from ..transport.protocol import Context, Reply
 from .attention import AttentionView
-from .base import static_asset
+from .base import endpoint, static_asset
 from .streaming import StreamingWidget
 
 MIN_REPEAT = 8
@@ -81,7 +81,6 @@ class HeadScan(StreamingWidget):
         self.set_trait("n_heads", adapter.n_heads)
         self.set_trait("score_names", list(names))
         self.selected = {"score": "induction", "layer": None, "head": None}
-        self._serve("scores", self._serve_scores)
         if autostart:
             self.start()
 
@@ -143,6 +142,7 @@ class HeadScan(StreamingWidget):
 
     # ----- internals ---------------------------------------------------------------------
 
+    @endpoint("scores")
     def _serve_scores(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         revision, scores = self.revision, self._running.scores()
         reply = Reply({"revision": revision, "names": list(self._names)})

@@ -21,7 +21,7 @@ from ..analysis.logit_lens import single_token_id, token_strings
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import as_index
 from ..transport.protocol import Context, Reply
-from .base import ProtocolWidget, static_asset
+from .base import ProtocolWidget, endpoint, static_asset
 
 COMPONENTS = ("head", "attn", "mlp")
 
@@ -106,7 +106,6 @@ class LogitAttribution(ProtocolWidget):
             self.set_trait(name, value)
         self._bump_revision(self._new_revision())
         self.selected = {}
-        self._serve("attribution", self._serve_attribution)
 
     # ----- Python API ------------------------------------------------------------------
 
@@ -163,6 +162,7 @@ class LogitAttribution(ProtocolWidget):
 
     # ----- request handlers --------------------------------------------------------------
 
+    @endpoint("attribution")
     def _serve_attribution(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         r = self._result
         bias_terms = [("ln_final bias", r.norm_bias), ("b_U", r.unembed_bias)]

@@ -30,7 +30,7 @@ from ..analysis.logit_lens import (
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import as_index
 from ..transport.protocol import Context, Reply
-from .base import ProtocolWidget, static_asset
+from .base import ProtocolWidget, endpoint, static_asset
 
 Target = int | str | None
 
@@ -101,8 +101,6 @@ class LogitLens(ProtocolWidget):
         self.set_trait("prompt", prompt if isinstance(prompt, str) else "")
         self._set_lens_traits(self._lens)
         self.selected = {"layer": None, "position": None}
-        self._serve("lens", self._serve_lens)
-        self._serve("target", self._serve_target, background=True)
 
     # ----- Python API ------------------------------------------------------------------
 
@@ -165,6 +163,7 @@ class LogitLens(ProtocolWidget):
 
     # ----- request handlers --------------------------------------------------------------
 
+    @endpoint("lens")
     def _serve_lens(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         lens = self._lens
         result = lens.result
@@ -191,6 +190,7 @@ class LogitLens(ProtocolWidget):
             out["target_probs"] = out["target_ranks"] = None
         return reply
 
+    @endpoint("target", background=True)
     def _serve_target(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         value = params.get("target")
         if isinstance(value, str) and value == "":

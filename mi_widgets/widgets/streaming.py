@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import traitlets
 
 from ..transport.protocol import Context, Reply
-from .base import ProtocolWidget
+from .base import ProtocolWidget, endpoint
 
 S = TypeVar("S", bound="StreamingWidget")
 
@@ -62,8 +62,6 @@ class StreamingWidget(ProtocolWidget):
         self._thread: threading.Thread | None = None
         super().__init__(**kwargs)
         self.set_trait("progress", {"done": 0, "total": self._n_steps()})
-        self._serve("start", self._serve_start)
-        self._serve("stop", self._serve_stop)
 
     # ----- what a scan implements --------------------------------------------------------
 
@@ -120,10 +118,12 @@ class StreamingWidget(ProtocolWidget):
         self.set_trait("status", "running")
         self.set_trait("progress", {"done": 0, "total": self._n_steps()})
 
+    @endpoint("start")
     def _serve_start(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         self.start()
         return Reply()
 
+    @endpoint("stop")
     def _serve_stop(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         self.stop()
         return Reply()

@@ -24,7 +24,7 @@ from ..capture.adapter import ModelAdapter
 from ..capture.corpus import Example, TopContexts, padded_activations, plan_corpus, probe_units, resolve_layer_hook
 from ..capture.inputs import as_index
 from ..transport.protocol import Context, Reply
-from .base import int_param, static_asset
+from .base import endpoint, int_param, static_asset
 from .streaming import StreamingWidget
 
 DEFAULT_NEURONS = 64
@@ -126,8 +126,6 @@ class TopExamples(StreamingWidget):
         self.set_trait("n_docs", len(self._rows))
         self.set_trait("n_tokens", sum(int(r.shape[0]) for r in self._rows))
         self.selected = {"neuron": None}
-        self._serve("overview", self._serve_overview)
-        self._serve("examples", self._serve_examples, background=True)
         if autostart:
             self.start()
 
@@ -208,6 +206,7 @@ class TopExamples(StreamingWidget):
 
     # ----- request handlers --------------------------------------------------------------
 
+    @endpoint("overview")
     def _serve_overview(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         revision = self.revision
         values = self._topk.snapshot()[0]
@@ -217,6 +216,7 @@ class TopExamples(StreamingWidget):
         reply.result["filled"] = reply.add_array((values > float("-inf")).sum(-1).int(), "int32")
         return reply
 
+    @endpoint("examples", background=True)
     def _serve_examples(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         neuron = int_param(params, "neuron")
         if neuron not in self._col:

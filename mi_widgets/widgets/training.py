@@ -20,6 +20,7 @@ from typing import Any
 import traitlets
 
 from ..transport.protocol import Context, Reply
+from .base import endpoint
 from .streaming import StreamingWidget
 
 PROGRESS_INTERVAL = 0.1
@@ -52,7 +53,6 @@ class TrainingWidget(StreamingWidget):
         self._step = 0
         self.exception: BaseException | None = None  # what ended the last run with status "error"
         super().__init__(**kwargs)
-        self._serve("frame", self._serve_frame)
 
     # ----- what a training widget implements ----------------------------------------------
 
@@ -156,5 +156,6 @@ class TrainingWidget(StreamingWidget):
             return 1
         return max(1, min(self._chunk, int(self._frame_interval / max(per_step, 1e-9))))
 
+    @endpoint("frame")
     def _serve_frame(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         return self._frame()

@@ -4,12 +4,25 @@
  */
 
 import { detectTheme, type Theme, watchTheme } from "./colormap";
-import { isCancelled, RequestClient, type WidgetModelLike } from "./protocol";
+import { isCancelled, type Progress, RequestClient, type Response, type WidgetModelLike } from "./protocol";
+import { type Params, Resource, type ResourceSpec } from "./resource";
 
-/** The part of an anywidget model a view uses. */
-export interface ViewModel extends WidgetModelLike {
-  get(name: string): any;
-  set(name: string, value: unknown): void;
+/** The traits every widget has (`ProtocolWidget.revision`; `error` where the widget reports one). */
+export interface BaseTraits {
+  revision: number;
+  error?: string;
+}
+
+/** Traits of a model whose view declares none (tests, helpers): any name goes. */
+export type LooseTraits = BaseTraits & Record<string, any>;
+
+/**
+ * The part of an anywidget model a view uses, typed by the widget's traits `T` (a view declares
+ * them as an interface), so a trait-name typo is a compile error.
+ */
+export interface ViewModel<T extends object = LooseTraits> extends WidgetModelLike {
+  get<K extends keyof T & string>(name: K): T[K];
+  set<K extends keyof T & string>(name: K, value: T[K]): void;
   save_changes(): void;
   on(ev: string, cb: (...args: any[]) => void): void;
   off(ev: string, cb: (...args: any[]) => void): void;
@@ -92,7 +105,7 @@ export class ErrorBanner {
   private readonly errors = new Map<string, string>();
 
   constructor(
-    private readonly model: ViewModel,
+    private readonly model: ViewModel<BaseTraits>,
     private readonly onChange: () => void = () => {},
   ) {
     this.element = el("div", "miw-error");
@@ -134,16 +147,20 @@ export class ErrorBanner {
 }
 
 /**
- * What every view owns for its lifetime: a request client, an error banner, guarded model
- * listeners and cleanups. `dispose()` disposes the client, then runs the cleanups in order.
+ * What every view owns for its lifetime: a request client, an error banner, its resources,
+ * guarded model listeners and cleanups. `dispose()` disposes the resources and the client, then
+ * runs the cleanups in order.
  */
-export class ViewScope<M extends ViewModel = ViewModel> {
+export class ViewScope<T extends BaseTraits = LooseTraits> {
   readonly client: RequestClient;
   readonly banner: ErrorBanner;
   private readonly cleanups: Array<() => void> = [];
+  private readonly resources: Array<Resource<any, any>> = [];
+  private readonly loadingListeners: Array<(loading: boolean) => void> = [];
+  private readonly commands = new Set<string>();
 
   constructor(
-    readonly model: M,
+    readonly model: ViewModel<T>,
     onBannerChange?: () => void,
   ) {
     this.client = new RequestClient(model);
@@ -156,10 +173,87 @@ export class ViewScope<M extends ViewModel = ViewModel> {
   }
 
   /** Listen to a model event (errors go to the "view" banner source) until dispose. */
-  on(event: string, fn: () => void): void {
+  on(event: `change:${keyof T & string}`, fn: () => void): void {
     const cb = this.guard("view", fn);
     this.model.on(event, cb);
     this.onDispose(() => this.model.off(event, cb));
+  }
+
+  /** Call `fn` when any of the named traits changes. */
+  onChange(names: ReadonlyArray<keyof T & string>, fn: () => void): void {
+    for (const name of names) this.on(`change:${name}`, fn);
+  }
+
+  /**
+   * Declare an endpoint this view reads (see `resource.ts` for the one stale policy). It is fetched
+   * once now, again on every `revision` change and on a change of a trait in `refetchOn`; call its
+   * `fetch()` when something else changes what `params()` wants.
+   */
+  resource<P extends Params, D>(
+    spec: ResourceSpec<P, D> & { refetchOn?: ReadonlyArray<keyof T & string>; lazy?: boolean },
+  ): Resource<P, D> {
+    const r = new Resource<P, D>(
+      {
+        client: this.client,
+        revision: () => Number(this.model.get("revision")) || 0,
+        fail: (source, e) => this.banner.fail(source, e),
+        clear: (source) => this.banner.clear(source),
+        loadingChanged: () => this.loadingChanged(),
+      },
+      spec,
+    );
+    if (this.resources.length === 0) this.on("change:revision", () => this.revisionChanged());
+    this.resources.push(r);
+    for (const name of spec.refetchOn ?? []) this.on(`change:${name}`, () => void r.fetch());
+    if (!spec.lazy) void r.fetch();
+    return r;
+  }
+
+  /**
+   * Ask the kernel to do something (run a prompt, start a scan). A newer call of the same method
+   * supersedes the older; errors go to the banner under the method's name; resolves to the reply,
+   * or `null` when it failed or was superseded. `busy(method)` is true while one is out.
+   */
+  command(
+    method: string,
+    params: Params = {},
+    opts: { onProgress?: (p: Progress) => void } = {},
+  ): Promise<Response | null> {
+    this.banner.clear(method);
+    this.commands.add(method);
+    this.loadingChanged();
+    const request = this.client.request(method, params, { supersede: method, onProgress: opts.onProgress });
+    const end = () => {
+      this.commands.delete(method);
+      this.loadingChanged();
+    };
+    return request.then(
+      (reply) => {
+        end();
+        return reply;
+      },
+      (e) => {
+        if (!isCancelled(e)) {
+          end();
+          this.banner.fail(method, e);
+        }
+        return null;
+      },
+    );
+  }
+
+  busy(method: string): boolean {
+    return this.commands.has(method);
+  }
+
+  /** A resource's request is out. */
+  get loading(): boolean {
+    return this.resources.some((r) => r.loading);
+  }
+
+  /** Call `fn(loading)` whenever a resource request or a command starts or ends. */
+  onLoading(fn: (loading: boolean) => void): void {
+    this.loadingListeners.push(this.guard("view", fn));
   }
 
   /**
@@ -178,13 +272,71 @@ export class ViewScope<M extends ViewModel = ViewModel> {
   }
 
   dispose(): void {
+    for (const r of this.resources) r.dispose();
     this.client.dispose();
     for (const c of this.cleanups.splice(0)) c();
+  }
+
+  private revisionChanged(): void {
+    for (const r of this.resources) r.revisionChanged();
+  }
+
+  private loadingChanged(): void {
+    const loading = this.loading;
+    for (const fn of this.loadingListeners) fn(loading);
+  }
+}
+
+/**
+ * The base of every view: owns the root element (in `host`), the scope (client, banner,
+ * resources), the theme and dispose. A subclass builds its DOM in its constructor, declares its
+ * resources with `this.scope.resource(...)` and overrides `applyTheme`; `data-loading` on the
+ * root says a request is out.
+ */
+export abstract class View<T extends BaseTraits = BaseTraits> {
+  protected readonly model: ViewModel<T>;
+  protected readonly scope: ViewScope<T>;
+  protected readonly banner: ErrorBanner;
+  protected readonly root: HTMLDivElement;
+  protected theme: Theme;
+
+  constructor(model: ViewModel<T>, host: HTMLElement, root: { className: string; testid: string }) {
+    this.model = model;
+    this.theme = detectTheme(host);
+    this.scope = new ViewScope<T>(model, () => this.bannerChanged());
+    this.banner = this.scope.banner;
+    this.root = el("div", `miw-root ${root.className}`, root.testid);
+    this.scope.on("change:error" as `change:${keyof T & string}`, () => this.banner.render());
+    this.scope.onLoading((loading) => {
+      if (loading) this.root.dataset.loading = "true";
+      else delete this.root.dataset.loading;
+      this.loadingChanged(loading);
+    });
+    this.scope.followTheme(this.root, (theme) => {
+      if (theme === this.theme) return;
+      this.theme = theme;
+      this.applyTheme(theme);
+    });
+    host.append(this.root);
+    this.scope.onDispose(() => this.root.remove());
+  }
+
+  /** The page theme changed (light/dark): redraw what depends on it. */
+  protected applyTheme(_theme: Theme): void {}
+
+  /** The banner was shown, changed or hidden. */
+  protected bannerChanged(): void {}
+
+  /** A request started or all ended. */
+  protected loadingChanged(_loading: boolean): void {}
+
+  dispose(): void {
+    this.scope.dispose();
   }
 }
 
 /** The anywidget entry point of a view class; a view that fails to start says so in the cell. */
-export function renderView<M extends ViewModel>(
+export function renderView<M extends ViewModel<any>>(
   name: string,
   create: (model: M, host: HTMLElement) => { dispose(): void },
 ): { render(props: { model: M; el: HTMLElement }): () => void } {

@@ -16,13 +16,29 @@ import "../lib/base.css";
 import "./logit_attribution.css";
 
 import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { type Colormap, cssColor, detectTheme, divergingColormap, type Theme } from "../lib/colormap";
+import { type Colormap, cssColor, divergingColormap } from "../lib/colormap";
 import { CanvasHeatmap, type Cell } from "../lib/heatmap";
-import type { RequestClient } from "../lib/protocol";
+import type { Response } from "../lib/protocol";
 import { displayToken, quoteToken, setLine } from "../lib/text";
-import { clamp, type ErrorBanner, el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
+import { type BaseTraits, clamp, el, intOr, renderView, View, type ViewModel } from "../lib/view";
 
-export type AttributionModel = ViewModel;
+/** The LogitAttribution widget's traits (Python: `mi_widgets/widgets/logit_attribution.py`). */
+export interface AttributionTraits extends BaseTraits {
+  n_layers: number;
+  n_heads: number;
+  has_mlp: boolean;
+  tokens: string[];
+  prompt: string;
+  position: number;
+  answer_token: string;
+  wrong_token: string;
+  answer_id: number;
+  wrong_id: number;
+  total: number;
+  output_total: number;
+  softcap: number | null;
+  selected: { layer: number | null; head: number | null; component: Component | null };
+}
 
 export type Component = "head" | "attn" | "mlp";
 
@@ -60,7 +76,7 @@ export function symmetricExtent(...arrays: ArrayLike<number>[]): number {
 }
 
 /** Decode and check an `attribution` reply. */
-export function decodeAttribution(result: any, buffers: DataView[]): AttributionData {
+export function decodeAttribution({ result, buffers }: Response): AttributionData {
   const nLayers = Number(result?.n_layers);
   const nHeads = Number(result?.n_heads);
   if (!(Number.isInteger(nLayers) && Number.isInteger(nHeads) && nLayers > 0 && nHeads > 0)) {
@@ -96,13 +112,8 @@ export function selectionLabel(s: Selection | null): string {
   return s.component === "head" ? `L${s.layer}H${s.head}` : `L${s.layer} ${s.component}`;
 }
 
-class LogitAttributionView {
-  private readonly model: AttributionModel;
-  private readonly root: HTMLDivElement;
-  private readonly scope: ViewScope;
-  private readonly client: RequestClient;
+class LogitAttributionView extends View<AttributionTraits> {
   private readonly summary: HTMLDivElement;
-  private readonly banner: ErrorBanner;
   private readonly heatmap: CanvasHeatmap;
   private readonly scale: HTMLSpanElement;
   private readonly bars: HTMLDivElement;
@@ -110,19 +121,12 @@ class LogitAttributionView {
   private readonly terms: HTMLDivElement;
   private readonly readout: HTMLDivElement;
 
-  private theme: Theme;
   private data: AttributionData | null = null;
   private hovered: Selection | null = null;
   private barButtons: Array<{ sel: Selection; button: HTMLButtonElement }> = [];
 
-  constructor(model: AttributionModel, host: HTMLElement) {
-    this.model = model;
-    this.theme = detectTheme(host);
-    this.scope = new ViewScope(model);
-    this.client = this.scope.client;
-    this.banner = this.scope.banner;
-    this.root = el("div", "miw-root miw-dla", "logit-attribution");
-
+  constructor(model: ViewModel<AttributionTraits>, host: HTMLElement) {
+    super(model, host, { className: "miw-dla", testid: "logit-attribution" });
     this.summary = el("div", "miw-dla-summary", "summary");
     const body = el("div", "miw-dla-body");
     const left = el("div", "miw-dla-heads");
@@ -148,29 +152,29 @@ class LogitAttributionView {
     this.readout.setAttribute("role", "status");
 
     this.root.append(this.summary, this.banner.element, body, this.terms, this.readout);
-    host.append(this.root);
-    this.scope.onDispose(() => this.root.remove());
+    this.scope.onDispose(() => this.heatmap.dispose());
 
     this.wire();
     this.renderSummary();
     this.banner.render();
     this.renderReadout();
-    this.fetch();
-  }
-
-  dispose(): void {
-    this.heatmap.dispose();
-    this.scope.dispose();
+    this.scope.resource({
+      method: "attribution",
+      decode: decodeAttribution,
+      draw: (data) => {
+        this.data = data;
+        this.draw();
+      },
+    });
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
   private wire(): void {
-    this.scope.on("change:revision", () => this.fetch());
     this.scope.on("change:selected", () => this.renderSelection());
-    this.scope.on("change:error", () => this.banner.render());
-    for (const name of ["total", "output_total", "softcap", "answer_token", "wrong_token", "position", "tokens"])
-      this.scope.on(`change:${name}`, () => this.renderSummary());
+    this.scope.onChange(["total", "output_total", "softcap", "answer_token", "wrong_token", "position", "tokens"], () =>
+      this.renderSummary(),
+    );
     this.heatmap.onHover(
       this.scope.guard("view", (cell: Cell | null) =>
         this.hover(cell === null ? null : { layer: cell.row, head: cell.col, component: "head" }),
@@ -184,7 +188,6 @@ class LogitAttributionView {
       "keydown",
       this.scope.guard("view", (ev: KeyboardEvent) => this.barKey(ev)),
     );
-    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
   }
 
   // ---- model state ----------------------------------------------------------------------
@@ -225,28 +228,8 @@ class LogitAttributionView {
     ev.stopPropagation(); // keep notebook command-mode shortcuts (arrows move cells) from firing too
   }
 
-  private applyTheme(theme: Theme): void {
-    if (theme === this.theme) return;
-    this.theme = theme;
+  protected applyTheme(): void {
     this.draw();
-  }
-
-  // ---- requests -------------------------------------------------------------------------
-
-  private fetch(): void {
-    this.root.dataset.loading = "true";
-    this.client.request("attribution", {}, { supersede: "attribution" }).then(
-      ({ result, buffers }) => {
-        try {
-          this.banner.clear("attribution");
-          this.data = decodeAttribution(result, buffers);
-          this.draw();
-        } catch (e) {
-          this.banner.fail("attribution", e);
-        }
-      },
-      (e) => this.banner.fail("attribution", e),
-    );
   }
 
   // ---- rendering ------------------------------------------------------------------------
@@ -287,7 +270,6 @@ class LogitAttributionView {
     this.scale.textContent = `colour: ${signed(-m, 3)} … ${signed(m, 3)} (blue: favours ${quoteToken(String(this.model.get("wrong_token") ?? ""))})`;
     this.renderBars(data, cmap);
     this.terms.textContent = data.terms.map((t) => `${t.name} ${signed(t.value)}`).join(" · ");
-    delete this.root.dataset.loading;
     this.root.dataset.revision = String(data.revision);
     this.renderSelection();
   }
@@ -396,4 +378,7 @@ class LogitAttributionView {
 }
 
 /** anywidget entry point: one LogitAttribution view per rendered output. */
-export default renderView<AttributionModel>("LogitAttribution", (model, host) => new LogitAttributionView(model, host));
+export default renderView<ViewModel<AttributionTraits>>(
+  "LogitAttribution",
+  (model, host) => new LogitAttributionView(model, host),
+);
