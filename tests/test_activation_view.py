@@ -105,7 +105,7 @@ def test_activations_values_and_top_neurons_match_run_with_cache(
     view = mw.ActivationView(gpt2_bridge, PROMPTS, hook="mlp.post", layer=1, neuron=5)
     names = ["blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"]
     assert view.hooks == names and view.layers == [0, 1] and view.n_layers == 2 and view.d == 256
-    assert view.selected == {"layer": 1, "neuron": 5, "prompt": None, "position": None}
+    assert view.selected == {"layer": 1, "neuron": 5, "prompt_index": None, "position": None}
     # only the requested hooks; the two prompts of equal length share one forward pass, the other has its own
     seqs = [len(t) for t in view.tokens]
     assert seqs[0] == seqs[1] != seqs[2]
@@ -215,24 +215,24 @@ def test_bad_input(gpt2_bridge: Any, native_model: Any, native_model_no_tokenize
 
 def test_selection_is_validated_and_partial_updates_merge(gpt2_bridge: Any) -> None:
     view = mw.ActivationView(gpt2_bridge, PROMPTS)
-    view.selected = {"neuron": 9, "prompt": 2, "position": 4}
-    assert view.selected == {"layer": 0, "neuron": 9, "prompt": 2, "position": 4}
+    view.selected = {"neuron": 9, "prompt_index": 2, "position": 4}
+    assert view.selected == {"layer": 0, "neuron": 9, "prompt_index": 2, "position": 4}
     n2 = len(view.tokens[2])
     for bad, message in [
         ({"neuron": -1}, r"selected neuron must be in 0\.\.255, got -1"),
         ({"neuron": None}, "this view has none"),
         ({"neuron": 2.5}, "selected neuron must be an integer"),
         ({"layer": 5}, r"layer must be in 0\.\.1"),
-        ({"prompt": 3}, r"selected prompt must be in 0\.\.2 or None, got 3"),
+        ({"prompt_index": 3}, r"selected prompt_index must be in 0\.\.2 or None, got 3"),
         ({"position": n2}, rf"selected position must be in 0\.\.{n2 - 1} \(prompt 2\) or None, got {n2}"),
-        ({"prompt": None, "position": 1}, "needs a prompt"),
+        ({"prompt_index": None, "position": 1}, "needs a prompt_index"),
         ({"head": 1}, "unknown"),
     ]:
         with pytest.raises(traitlets.TraitError, match=message):
             view.selected = bad
-    assert view.selected == {"layer": 0, "neuron": 9, "prompt": 2, "position": 4}  # a bad value changes nothing
-    view.selected = {"prompt": None, "position": None, "layer": np.int64(1)}
-    assert view.selected == {"layer": 1, "neuron": 9, "prompt": None, "position": None}
+    assert view.selected == {"layer": 0, "neuron": 9, "prompt_index": 2, "position": 4}  # a bad value changes nothing
+    view.selected = {"prompt_index": None, "position": None, "layer": np.int64(1)}
+    assert view.selected == {"layer": 1, "neuron": 9, "prompt_index": None, "position": None}
     with pytest.raises(IndexError, match=rf"position must be in 0\.\.{len(view.tokens[0]) - 1}, got 99"):
         view.top_neurons(0, 99)
     with pytest.raises(IndexError, match=r"prompt must be in 0\.\.2"):
@@ -298,11 +298,11 @@ def test_top_request_and_request_errors(
 ) -> None:
     view = mw.ActivationView(gpt2_bridge, PROMPTS)
     sent = capture(view)
-    rid = ask(view, "top", {"prompt": 1, "position": 3, "layer": 1, "k": 10})
+    rid = ask(view, "top", {"prompt_index": 1, "position": 3, "layer": 1, "k": 10})
     sent.wait(rid)
     content, buffers = sent.reply(rid)
     result = content["result"]
-    assert content["ok"] and (result["prompt"], result["position"], result["layer"]) == (1, 3, 1)
+    assert content["ok"] and (result["prompt_index"], result["position"], result["layer"]) == (1, 3, 1)
     assert result["indices"]["dtype"] == "int32" and result["values"]["dtype"] == "float16"
     top = view.top_neurons(1, 3, k=10, layer=1)
     assert decode_array(result["indices"], buffers).tolist() == [n for n, _ in top]
@@ -313,13 +313,13 @@ def test_top_request_and_request_errors(
         ("values", {"layer": 3, "neuron": 0}, r"layer must be in 0\.\.1"),
         ("values", {"layer": 0, "neuron": None}, "has no direction"),
         ("values", {"layer": "0", "neuron": 1}, "'layer' must be an integer"),
-        ("top", {"prompt": 5, "position": 0, "layer": 0, "k": 10}, r"prompt must be in 0\.\.2"),
+        ("top", {"prompt_index": 5, "position": 0, "layer": 0, "k": 10}, r"prompt must be in 0\.\.2"),
         (
             "top",
-            {"prompt": 0, "position": 99, "layer": 0, "k": 10},
+            {"prompt_index": 0, "position": 99, "layer": 0, "k": 10},
             rf"position must be in 0\.\.{len(view.tokens[0]) - 1}",
         ),
-        ("top", {"prompt": 0, "position": 0, "layer": 0, "k": 0}, r"k must be in 1\.\.100"),
+        ("top", {"prompt_index": 0, "position": 0, "layer": 0, "k": 0}, r"k must be in 1\.\.100"),
     ]:
         rid = ask(view, method, params)
         sent.wait(rid)

@@ -275,32 +275,30 @@ def test_gemma2_softcap_relation_and_widget_fields(boot: Callable[[str], Any]) -
 
 def test_gemma2_reads_norm_weights_as_one_plus_w(boot: Callable[[str], Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """Gemma stores w and applies 1 + w: read as plain w, the self-checks refuse rather than split wrongly."""
-    from mi_widgets.analysis import attribution
+    from mi_widgets.analysis.attribution import FinalNorm
 
     model = boot("gemma2")
-    norm = attribution.read_final_norm(model)
+    norm = ModelAdapter(model).final_norm_weights()
     assert torch.allclose(norm.weight, 1.0 + model.ln_final.original_component.weight.detach())
-    posts = attribution.read_post_attn_norms(model)
+    posts = ModelAdapter(model).post_attn_norms()
     assert len(posts) == 2 and all(p is not None and p.kind == "RMS" and p.bias is None for p in posts)
     hf_post = model.original_model.model.layers[0].post_attention_layernorm
     assert torch.allclose(posts[0].weight, 1.0 + hf_post.weight.detach())
 
-    plain = attribution.FinalNorm(norm.kind, norm.weight - 1.0, norm.bias, norm.eps)
-    monkeypatch.setattr(attribution, "read_final_norm", lambda m: plain)
+    plain = FinalNorm(norm.kind, norm.weight - 1.0, norm.bias, norm.eps)
+    monkeypatch.setattr(ModelAdapter, "final_norm_weights", lambda self: plain)
     with pytest.raises(RuntimeError, match="final norm read as RMS .* does not reproduce the model's ln_final"):
         mw.LogitAttribution(model, PROMPT, **IOI)
     monkeypatch.undo()
-    plain_posts = [attribution.FinalNorm(p.kind, p.weight - 1.0, None, p.eps) for p in posts]
-    monkeypatch.setattr(attribution, "read_post_attn_norms", lambda m: list(plain_posts))
+    plain_posts = [FinalNorm(p.kind, p.weight - 1.0, None, p.eps) for p in posts]
+    monkeypatch.setattr(ModelAdapter, "post_attn_norms", lambda self: list(plain_posts))
     with pytest.raises(RuntimeError, match=r"layer 0's heads and b_O through its post-attention norm \(ln1_post"):
         mw.LogitAttribution(model, PROMPT, **IOI)
 
 
 def test_models_without_post_norms_have_none(arch: tuple[str, Any]) -> None:
-    from mi_widgets.analysis.attribution import read_post_attn_norms
-
     name, model = arch
-    assert any(p is not None for p in read_post_attn_norms(model)) == (name == "gemma2")
+    assert any(p is not None for p in ModelAdapter(model).post_attn_norms()) == (name == "gemma2")
 
 
 # ----- refused readouts --------------------------------------------------------------------------

@@ -311,8 +311,8 @@ def test_feature_acts_with_a_prompt_index_out_of_range(native_model: Any) -> Non
     with pytest.raises(TypeError, match="prompt must be an index into prompts \\(an integer\\) or a text, got 0.5"):
         fv.feature_acts(0.5)
     assert fv.feature_acts(np.int64(0)).shape[-1] == 8
-    with pytest.raises(traitlets.TraitError, match="prompt must be an index into prompts, got True"):
-        fv.prompt = True
+    with pytest.raises(traitlets.TraitError, match="prompt_index must be an index into prompts, got True"):
+        fv.prompt_index = True
     fv.close()
 
 
@@ -347,8 +347,8 @@ def _selections(bad: Any) -> list[tuple[str, dict[str, Any], str]]:
         ("composition", {"writer": [0, bad], "reader": [1, 1]}, "selected writer head"),
         ("composition", {"writer": [0, 1], "reader": [bad, 1]}, "selected reader layer"),
         ("activation", {"neuron": bad}, "selected neuron"),
-        ("activation", {"prompt": bad, "position": 1}, "selected prompt"),
-        ("activation", {"prompt": 1, "position": bad}, "selected position"),
+        ("activation", {"prompt_index": bad, "position": 1}, "selected prompt_index"),
+        ("activation", {"prompt_index": 1, "position": bad}, "selected position"),
         ("top_examples", {"neuron": bad}, "selected neuron"),
         ("feature_view", {"feature": bad}, "feature"),
         ("logit_lens", {"layer": bad, "position": 1}, "selected layer"),
@@ -363,7 +363,7 @@ def test_selected_refuses_indices_that_are_not_integers(views: dict[str, Any], b
     for name, value, what in _selections(bad):
         if bad is None and (name, what) in {
             ("attention", "selected query"),
-            ("activation", "selected prompt"),
+            ("activation", "selected prompt_index"),
             ("activation", "selected position"),
             ("top_examples", "selected neuron"),
             ("feature_view", "feature"),

@@ -29,3 +29,47 @@ def test_every_view_is_built_and_used_by_one_widget() -> None:
             assert (STATIC / f"{view}.css").is_file() and f"{view}.css" in used, f"{view}.css is not built or not used"
     stray = sorted({name.rsplit(".", 1)[0] for name in used} - set(views))
     assert not stray, f"widgets use assets with no view in js/src/views: {stray}"
+
+
+_INTERFACE = re.compile(r"export interface (\w+Traits) extends (\w+) \{(.*?)\n\}", re.S)
+_FIELD = re.compile(r"^\s+(\w+)\??:", re.M)
+_INHERITED = {"BaseTraits": {"revision", "error"}, "ScanTraits": {"revision", "error", "status", "progress"}}
+
+
+def _ts_traits(view: str) -> set[str]:
+    """The fields of the view's ``export interface XTraits extends BaseTraits|ScanTraits`` (with the inherited ones)."""
+    found = _INTERFACE.findall((VIEWS / f"{view}.ts").read_text(encoding="utf-8"))
+    assert len(found) == 1, f"{view}.ts must declare one `export interface <Name>Traits extends BaseTraits|ScanTraits`"
+    _, parent, body = found[0]
+    assert parent in _INHERITED, f"{view}.ts: {parent} is not a known trait interface"
+    return set(_FIELD.findall(body)) | _INHERITED[parent]
+
+
+def test_every_view_declares_its_widgets_traits() -> None:
+    """A view's trait interface names exactly the widget's synced traits, so a typo in a view is a compile error
+    and a trait added in Python without the view knowing it fails here."""
+    import importlib
+
+    from mi_widgets.widgets.base import ProtocolWidget
+
+    framework = {n for n in ProtocolWidget.class_trait_names(sync=True) if n != "revision"}
+    for module_path in sorted(WIDGETS.glob("*.py")):
+        views = re.findall(r'static_asset\("(\w+)\.js"\)', module_path.read_text(encoding="utf-8"))
+        if not views:
+            continue
+        module = importlib.import_module(f"mi_widgets.widgets.{module_path.stem}")
+        widgets = [
+            c
+            for c in vars(module).values()
+            if isinstance(c, type) and issubclass(c, ProtocolWidget) and c.__module__ == module.__name__
+        ]
+        assert len(widgets) == 1, f"{module_path.name}: expected one widget class, found {widgets}"
+        python = {n for n in widgets[0].class_trait_names(sync=True) if not n.startswith("_")} - framework
+        python |= {"error"} & set(widgets[0].class_trait_names())
+        ts = _ts_traits(views[0])
+        if "error" not in python:
+            ts.discard("error")  # BaseTraits.error is optional: only widgets that report errors have it
+        assert ts == python, (
+            f"{views[0]}.ts traits differ from {widgets[0].__name__}'s: "
+            f"only in TS {sorted(ts - python)}, only in Python {sorted(python - ts)}"
+        )

@@ -11,7 +11,8 @@ import torch
 import traitlets
 
 import mi_widgets as mw
-from mi_widgets.analysis.composition import composition_baseline, composition_scores
+from mi_widgets.analysis.composition import composition_baseline
+from mi_widgets.capture.adapter import ModelAdapter
 from mi_widgets.transport.codec import decode_array
 
 
@@ -52,12 +53,17 @@ def test_baseline_matches_random_heads() -> None:
 
 
 def test_modes_and_errors(model: Any) -> None:
+    adapter = ModelAdapter(model)
     for mode in "QKV":
-        assert composition_scores(model, mode).shape == (2, 4, 2, 4)
+        scores = adapter.composition_scores(mode)
+        assert scores.shape == (2, 4, 2, 4) and not scores.requires_grad
     with pytest.raises(ValueError, match="mode must be one of Q, K, V"):
-        composition_scores(model, "O")
+        adapter.composition_scores("O")
+    without = ModelAdapter(model)
+    without.model = torch.nn.Linear(2, 2)  # a model object that cannot score composition
+    assert adapter.has_composition_scores and not without.has_composition_scores
     with pytest.raises(TypeError, match="all_composition_scores"):
-        composition_scores(torch.nn.Linear(2, 2))
+        without.composition_scores()
     with pytest.raises(TypeError, match="expected a TransformerLens model"):
         mw.CompositionView(torch.nn.Linear(2, 2))
     with pytest.raises(traitlets.TraitError):

@@ -137,9 +137,9 @@ def mlp_model(tokenizer: Any, vocab_size: int) -> Any:
 def test_hook_comes_from_the_sae_or_from_hook(native_model: Any) -> None:
     fv = mw.FeatureView(random_sae(64, 8, "blocks.1.hook_resid_pre"), native_model, PROMPT, autostart=False)
     assert fv.hook == "blocks.1.hook_resid_pre" and fv.d_sae == 8 and fv.k == 10 and fv.status == "idle"
-    assert fv.prompts == [PROMPT] and fv.prompt == 0 and fv.selected == {"feature": None}
+    assert fv.prompts == [PROMPT] and fv.prompt_index == 0 and fv.selected == {"feature": None}
     rows = windows_of(native_model, [PROMPT])  # corpus defaults to the prompts
-    assert fv.n_docs == len(rows) == 1 and fv.n_tokens == sum(len(r) for r in rows)
+    assert fv.n_windows == len(rows) == 1 and fv.n_tokens == sum(len(r) for r in rows)
     assert fv.progress == {"done": 0, "total": 1}
 
     override = mw.FeatureView(
@@ -203,7 +203,7 @@ def test_construction_errors(native_model: Any, native_model_no_tokenizer: Any) 
 def test_scan_reads_the_corpus_windows(fv: Any, brute: dict[str, Any]) -> None:
     rows = brute["rows"]
     assert len(rows) > len(CORPUS)  # the long text gave several windows; batches of 3 are padded
-    assert fv.n_docs == len(rows) and all(torch.equal(a, b) for a, b in zip(fv._rows, rows))
+    assert fv.n_windows == len(rows) and all(torch.equal(a, b) for a, b in zip(fv._rows, rows))
     assert fv.n_tokens == sum(len(r) for r in rows)
     assert fv.progress == {"done": math.ceil(len(rows) / 3), "total": math.ceil(len(rows) / 3)}
     assert fv._scanned == len(brute["where"]) == fv.n_tokens - len(rows)  # every token but the BOS of each window
@@ -228,12 +228,12 @@ def test_examples_equal_a_brute_force_sort(fv: Any, native_model: Any, brute: di
         torch.testing.assert_close(torch.tensor([e.value for e in examples]), want, atol=1e-5, rtol=1e-5)
         assert [e.value for e in examples] == sorted((e.value for e in examples), reverse=True)  # best first
         for e in examples:
-            assert (e.doc, e.position) in where  # never a BOS position
-            assert float(acts[e.doc][e.position, f]) == pytest.approx(e.value, abs=1e-5)
-            start, end = max(0, e.position - 4), min(len(rows[e.doc]), e.position + 3)
-            assert e.max_index == e.position - start and e.source == min(e.doc, len(SENTENCES))
-            assert e.tokens == native_model.to_str_tokens(rows[e.doc][start:end])
-            torch.testing.assert_close(e.activations, acts[e.doc][start:end, f], atol=1e-5, rtol=1e-5)
+            assert (e.window, e.position) in where  # never a BOS position
+            assert float(acts[e.window][e.position, f]) == pytest.approx(e.value, abs=1e-5)
+            start, end = max(0, e.position - 4), min(len(rows[e.window]), e.position + 3)
+            assert e.max_index == e.position - start and e.source == min(e.window, len(SENTENCES))
+            assert e.tokens == native_model.to_str_tokens(rows[e.window][start:end])
+            torch.testing.assert_close(e.activations, acts[e.window][start:end, f], atol=1e-5, rtol=1e-5)
             assert float(e.activations[e.max_index]) == pytest.approx(e.value, abs=1e-5)
         if len(want):  # the best example's window peaks at its max_index
             best = examples[0]
@@ -339,7 +339,7 @@ def test_planted_features_fire_exactly_where_expected(
     # the detector of token `at`: its count, from the token ids alone
     assert int(fv._fires[0]) == len(occurrences) and float(fv.density[0]) == pytest.approx(len(occurrences) / n_text)
     examples = fv.examples(0)
-    assert len(examples) == 4 and all((e.doc, e.position) in occurrences for e in examples)
+    assert len(examples) == 4 and all((e.window, e.position) in occurrences for e in examples)
     assert all(
         e.value == pytest.approx(planted["margins"][0], abs=1e-5) and e.tokens[e.max_index] == label for e in examples
     )
@@ -356,7 +356,7 @@ def test_planted_features_fire_exactly_where_expected(
     assert ((acts[:, 0] > 0) == (tokens == at)).all()
 
     sent = capture(fv)
-    content, buffers = reply_of(sent, ask(fv, "feature", {"feature": 1, "prompt": 0}))
+    content, buffers = reply_of(sent, ask(fv, "feature", {"feature": 1, "prompt_index": 0}))
     result = content["result"]
     assert content["ok"] and result["fires"] == 0 and result["density"] == 0.0 and result["max"] == 0.0
     np.testing.assert_allclose(decode_array(result["prompt_acts"], buffers), acts[:, 1].numpy(), atol=1e-6)
@@ -380,10 +380,10 @@ def test_planted_features_fire_exactly_where_expected(
 def test_prompt_request(fv: Any, native_model: Any, capture: Callable, ask: Callable) -> None:
     sent = capture(fv)
     for i, text in enumerate(PROMPTS):
-        content, buffers = reply_of(sent, ask(fv, "prompt", {"prompt": i}))
+        content, buffers = reply_of(sent, ask(fv, "prompt", {"prompt_index": i}))
         assert content["ok"], content
         result = content["result"]
-        assert result["prompt"] == i and result["tokens"] == native_model.to_str_tokens(text)
+        assert result["prompt_index"] == i and result["tokens"] == native_model.to_str_tokens(text)
         assert result["top_ids"]["dtype"] == "int32" and result["top_values"]["dtype"] == "float32"
         ids, values = decode_array(result["top_ids"], buffers), decode_array(result["top_values"], buffers)
         seq = len(result["tokens"])
@@ -403,7 +403,7 @@ def test_prompt_request(fv: Any, native_model: Any, capture: Callable, ask: Call
 def test_prompt_request_with_fewer_features_than_8(native_model: Any, capture: Callable, ask: Callable) -> None:
     fv = mw.FeatureView(random_sae(64, 3, RESID), native_model, PROMPT, autostart=False)
     sent = capture(fv)
-    content, buffers = reply_of(sent, ask(fv, "prompt", {"prompt": 0}))
+    content, buffers = reply_of(sent, ask(fv, "prompt", {"prompt_index": 0}))
     ids = decode_array(content["result"]["top_ids"], buffers)
     assert content["ok"] and ids.shape == (len(content["result"]["tokens"]), 3)
 
@@ -415,7 +415,7 @@ def test_feature_request(
     flat = brute["flat"]
     W_U = native_model.W_U.detach()
     for f in (0, 4, D_SAE - 1):
-        content, buffers = reply_of(sent, ask(fv, "feature", {"feature": f, "prompt": 1}))
+        content, buffers = reply_of(sent, ask(fv, "feature", {"feature": f, "prompt_index": 1}))
         assert content["ok"], content
         r = content["result"]
         fires = int((flat[:, f] > 0).sum())
@@ -445,8 +445,11 @@ def test_feature_request(
         )
 
         examples = fv.examples(f)
-        assert [(e["tokens"], e["max_index"]) for e in r["examples"]] == [(e.tokens, e.max_index) for e in examples]
-        np.testing.assert_allclose([e["value"] for e in r["examples"]], [e.value for e in examples], rtol=1e-6)
+        assert [(e["tokens"], e["max_index"], e["window"], e["position"], e["source"]) for e in r["examples"]] == [
+            (e.tokens, e.max_index, e.window, e.position, e.source) for e in examples
+        ]
+        assert r["example_values"]["dtype"] == "float32"
+        np.testing.assert_allclose(decode_array(r["example_values"], buffers), [e.value for e in examples], rtol=1e-6)
         acts = decode_array(r["example_acts"], buffers)
         assert r["example_acts"]["dtype"] == "float16" and acts.shape == (
             len(examples),
@@ -472,19 +475,23 @@ def test_bad_request_params_give_error_replies(fv: Any, capture: Callable, ask: 
         ("feature", {}, "a feature is an integer id, got None"),
         ("feature", {"feature": "3"}, "a feature is an integer id, got '3'"),
         ("feature", {"feature": True}, "a feature is an integer id, got True"),
-        ("feature", {"feature": 0, "prompt": 2}, r"prompt must index prompts \(0\.\.1\), got 2"),
-        ("feature", {"feature": 0, "prompt": "0"}, "request parameter 'prompt' must be an integer, got '0'"),
-        ("prompt", {"prompt": 2}, r"prompt must index prompts \(0\.\.1\), got 2"),
-        ("prompt", {"prompt": -1}, r"prompt must index prompts \(0\.\.1\), got -1"),
-        ("prompt", {}, "request parameter 'prompt' must be an integer, got None"),
+        ("feature", {"feature": 0, "prompt_index": 2}, r"prompt_index must index prompts \(0\.\.1\), got 2"),
+        (
+            "feature",
+            {"feature": 0, "prompt_index": "0"},
+            "request parameter 'prompt_index' must be an integer, got '0'",
+        ),
+        ("prompt", {"prompt_index": 2}, r"prompt_index must index prompts \(0\.\.1\), got 2"),
+        ("prompt", {"prompt_index": -1}, r"prompt_index must index prompts \(0\.\.1\), got -1"),
+        ("prompt", {}, "request parameter 'prompt_index' must be an integer, got None"),
         ("nonsense", {}, "unknown method 'nonsense'"),
     ]:
         assert re.search(message, error_of(sent, ask(fv, method, params))), (method, params)
-    content, _ = reply_of(sent, ask(fv, "prompt", {"prompt": 0}))  # the widget still serves
+    content, _ = reply_of(sent, ask(fv, "prompt", {"prompt_index": 0}))  # the widget still serves
     assert content["ok"]
 
 
-def test_selected_and_prompt_are_validated(native_model: Any, sae: SparseAutoencoder) -> None:
+def test_selected_and_prompt_index_are_validated(native_model: Any, sae: SparseAutoencoder) -> None:
     fv = mw.FeatureView(sae, native_model, PROMPTS, autostart=False)
     fv.selected = {"feature": 7}
     assert fv.selected == {"feature": 7}
@@ -500,10 +507,10 @@ def test_selected_and_prompt_are_validated(native_model: Any, sae: SparseAutoenc
         with pytest.raises(traitlets.TraitError, match=message):
             fv.selected = value
     assert fv.selected == {"feature": None}
-    with pytest.raises(traitlets.TraitError, match=r"prompt must index prompts \(0\.\.1\), got 2"):
-        fv.prompt = 2
-    fv.prompt = 1
-    assert fv.prompt == 1
+    with pytest.raises(traitlets.TraitError, match=r"prompt_index must index prompts \(0\.\.1\), got 2"):
+        fv.prompt_index = 2
+    fv.prompt_index = 1
+    assert fv.prompt_index == 1
 
 
 def test_prompts_added_from_the_view(
@@ -512,21 +519,22 @@ def test_prompts_added_from_the_view(
     fv = mw.FeatureView(sae, native_model, PROMPTS, autostart=False)
     sent = capture(fv)
     new = "The lazy dog sat."
-    fv.set_state({"prompt": 2, "prompts": [*PROMPTS, new]})  # one message from the view, prompt listed first
-    assert fv.prompts == [*PROMPTS, new] and fv.prompt == 2
-    content, buffers = reply_of(sent, ask(fv, "prompt", {"prompt": 2}))
+    # one message from the view, prompt_index listed first
+    fv.set_state({"prompt_index": 2, "prompts": [*PROMPTS, new]})
+    assert fv.prompts == [*PROMPTS, new] and fv.prompt_index == 2
+    content, buffers = reply_of(sent, ask(fv, "prompt", {"prompt_index": 2}))
     assert content["ok"] and content["result"]["tokens"] == native_model.to_str_tokens(new)
     want = encode_rows(native_model, RESID, sae, [native_model.to_tokens(new)[0]])[0]
     np.testing.assert_allclose(
         decode_array(content["result"]["top_values"], buffers), want.topk(8, dim=-1).values.numpy(), atol=1e-5
     )
-    content, buffers = reply_of(sent, ask(fv, "feature", {"feature": 0, "prompt": 2}))
+    content, buffers = reply_of(sent, ask(fv, "feature", {"feature": 0, "prompt_index": 2}))
     np.testing.assert_allclose(decode_array(content["result"]["prompt_acts"], buffers), want[:, 0].numpy(), atol=1e-5)
 
     # from Python, the same way
     fv.prompts = [*fv.prompts, "Hello world!"]
-    fv.prompt = len(fv.prompts) - 1
-    content, _ = reply_of(sent, ask(fv, "prompt", {"prompt": fv.prompt}))
+    fv.prompt_index = len(fv.prompts) - 1
+    content, _ = reply_of(sent, ask(fv, "prompt", {"prompt_index": fv.prompt_index}))
     assert content["ok"] and content["result"]["tokens"] == native_model.to_str_tokens("Hello world!")
 
 
@@ -538,13 +546,13 @@ def test_a_too_long_prompt_gives_an_error_reply(
     long = " ".join(SENTENCES)
     n = native_model.to_tokens(long, truncate=False).shape[1]
     assert n > 64
-    fv.set_state({"prompts": [*PROMPTS, long], "prompt": 2})
+    fv.set_state({"prompts": [*PROMPTS, long], "prompt_index": 2})
     message = rf"prompt is {n} tokens long but the model's context \(n_ctx\) is 64"
-    assert re.search(message, error_of(sent, ask(fv, "prompt", {"prompt": 2})))
-    assert re.search(message, error_of(sent, ask(fv, "feature", {"feature": 0, "prompt": 2})))
+    assert re.search(message, error_of(sent, ask(fv, "prompt", {"prompt_index": 2})))
+    assert re.search(message, error_of(sent, ask(fv, "feature", {"feature": 0, "prompt_index": 2})))
     with pytest.raises(ValueError, match=message):
         fv.feature_acts(2)
-    content, _ = reply_of(sent, ask(fv, "prompt", {"prompt": 0}))  # the kernel side is unharmed
+    content, _ = reply_of(sent, ask(fv, "prompt", {"prompt_index": 0}))  # the kernel side is unharmed
     assert content["ok"]
 
 
@@ -553,8 +561,8 @@ def test_a_blank_prompt_from_the_view_gives_an_error_reply(
 ) -> None:
     fv = mw.FeatureView(sae, native_model, PROMPTS, autostart=False)
     sent = capture(fv)
-    fv.set_state({"prompts": [*PROMPTS, "   "], "prompt": 2})
-    assert "prompt is empty" in error_of(sent, ask(fv, "prompt", {"prompt": 2}))
+    fv.set_state({"prompts": [*PROMPTS, "   "], "prompt_index": 2})
+    assert "prompt is empty" in error_of(sent, ask(fv, "prompt", {"prompt_index": 2}))
 
 
 # ----- logits for hooks other than the residual stream ------------------------------------------------
@@ -605,7 +613,7 @@ def test_no_linear_path_gives_empty_logit_lists(
     assert fv.status == "done", fv.error
     assert fv.logits(0) is None
     sent = capture(fv)
-    content, _ = reply_of(sent, ask(fv, "feature", {"feature": 0, "prompt": 0}))
+    content, _ = reply_of(sent, ask(fv, "feature", {"feature": 0, "prompt_index": 0}))
     r = content["result"]
     assert content["ok"] and r["promoted"] == [] and r["suppressed"] == []
     assert len(r["examples"]) == 2 and r["fires"] == int(fv._fires[0])  # the rest of the dashboard is there

@@ -11,8 +11,9 @@ import torch
 import traitlets
 
 import mi_widgets as mw
-from mi_widgets.analysis.logit_lens import lens_hooks, logit_lens, model_unembed, residual_streams, single_token_id
+from mi_widgets.analysis.logit_lens import logit_lens
 from mi_widgets.capture.adapter import ModelAdapter
+from mi_widgets.capture.readout import lens_hooks, model_unembed, residual_streams, single_token_id
 from mi_widgets.transport.codec import decode_array
 
 from .conftest import PROMPT

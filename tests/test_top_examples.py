@@ -149,7 +149,7 @@ def test_widget_equals_run_with_cache_over_the_corpus(gpt2_bridge: Any, corpus: 
     )
     assert ex.status == "done", ex.error
     rows = windows_of(gpt2_bridge, corpus)
-    assert ex.n_docs == len(rows) > len(corpus)  # the long text gave several windows
+    assert ex.n_windows == len(rows) > len(corpus)  # the long text gave several windows
     assert all(torch.equal(a, b) for a, b in zip(ex._rows, rows))
     assert ex.progress == {"done": math.ceil(len(rows) / 3), "total": math.ceil(len(rows) / 3)}
     acts = cached_activations(gpt2_bridge, rows, neurons)
@@ -166,12 +166,14 @@ def test_widget_equals_run_with_cache_over_the_corpus(gpt2_bridge: Any, corpus: 
     col = neurons.index(6)
     assert [e.value for e in examples] == pytest.approx(values[col].tolist())
     for e in examples:
-        row = rows[e.doc]
+        row = rows[e.window]
         start = max(0, e.position - 5)
         end = min(len(row), e.position + 3)
         assert e.tokens == gpt2_bridge.to_str_tokens(row[start:end])
-        assert e.max_index == e.position - start and e.source == (e.doc if e.doc < len(SENTENCES) else len(SENTENCES))
-        torch.testing.assert_close(e.activations, acts[e.doc][start:end, col], atol=1e-5, rtol=1e-5)
+        assert e.max_index == e.position - start and e.source == (
+            e.window if e.window < len(SENTENCES) else len(SENTENCES)
+        )
+        torch.testing.assert_close(e.activations, acts[e.window][start:end, col], atol=1e-5, rtol=1e-5)
         assert float(e.activations[e.max_index]) == pytest.approx(e.value, abs=1e-5)
     assert ex.examples[6] is examples  # cached until the scan moves on
     assert len(ex.examples) == len(neurons) and list(ex.examples)[:2] == [0, 2]
@@ -183,11 +185,11 @@ def test_token_batches_and_shorthand_hook(gpt2_bridge: Any) -> None:
     gen = torch.Generator().manual_seed(1)
     batches = [torch.randint(0, 300, (3, 20), generator=gen), torch.randint(0, 300, (2, 9), generator=gen)]
     ex = mw.TopExamples(gpt2_bridge, batches, hook="mlp.post", layer=1, neurons=[5, 1, 200], k=3, batch_size=2).wait(60)
-    assert ex.status == "done" and ex.hook == HOOK and ex.neurons == [5, 1, 200] and ex.n_docs == 5
+    assert ex.status == "done" and ex.hook == HOOK and ex.neurons == [5, 1, 200] and ex.n_windows == 5
     rows = [r for b in batches for r in b]
     acts = cached_activations(gpt2_bridge, rows, [5, 1, 200])
     torch.testing.assert_close(ex._topk.values, torch.cat(acts).topk(3, dim=0).values.T, atol=1e-5, rtol=1e-5)
-    assert [e.source for e in ex.examples[200]] == [e.doc for e in ex.examples[200]]  # one source per row
+    assert [e.source for e in ex.examples[200]] == [e.window for e in ex.examples[200]]  # one source per row
     default = mw.TopExamples(gpt2_bridge, batches[0], hook="blocks.0.hook_resid_post", autostart=False)
     assert default.neurons == list(range(64)) and default.status == "idle"  # d_model 64: all of them
 
@@ -206,7 +208,7 @@ def test_stop_keeps_partial_results_equal_to_the_batches_seen(gpt2_bridge: Any, 
     assert ex.status == "stopped" and 3 <= done < total and ex.revision == done
     acts = cached_activations(gpt2_bridge, ex._rows[:done], list(range(16)))  # batch_size 1: one window per batch
     torch.testing.assert_close(ex._topk.values, torch.cat(acts).topk(3, dim=0).values.T, atol=1e-5, rtol=1e-5)
-    assert all(e.doc < done for e in ex.examples[0])
+    assert all(e.window < done for e in ex.examples[0])
     revision = ex.revision
     ex.start()  # restart: from an empty state, the revision keeps growing
     ex.wait(120)
@@ -250,12 +252,16 @@ def test_overview_and_examples_requests(gpt2_bridge: Any, corpus: list[str], cap
     examples = ex.examples[12]
     assert result["neuron"] == 12 and [e["tokens"] for e in result["examples"]] == [e.tokens for e in examples]
     assert [e["max_index"] for e in result["examples"]] == [e.max_index for e in examples]
-    acts = decode_array(result["activations"], buffers)
-    assert result["activations"]["dtype"] == "float16" and acts.shape == (3, max(len(e.tokens) for e in examples))
+    assert [[e["window"], e["position"], e["source"]] for e in result["examples"]] == [
+        [e.window, e.position, e.source] for e in examples
+    ]
+    acts = decode_array(result["example_acts"], buffers)
+    assert result["example_acts"]["dtype"] == "float16" and acts.shape == (3, max(len(e.tokens) for e in examples))
     for row, e in zip(acts, examples):
         np.testing.assert_allclose(row[: len(e.tokens)], e.activations.numpy(), rtol=2e-3, atol=2e-3)
         assert np.isnan(row[len(e.tokens) :]).all()
-    np.testing.assert_allclose(decode_array(result["values"], buffers), [e.value for e in examples], rtol=1e-6)
+    assert result["example_values"]["dtype"] == "float32"
+    np.testing.assert_allclose(decode_array(result["example_values"], buffers), [e.value for e in examples], rtol=1e-6)
 
     rid = ask(ex, "examples", {"neuron": 3})
     sent.wait(rid)

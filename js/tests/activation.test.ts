@@ -22,7 +22,7 @@ function makeModel(attrs: Record<string, unknown> = {}): FakeModel {
     tokens: TOKENS,
     has_direction: false,
     revision: 0,
-    selected: { layer: 0, neuron: 0, prompt: null, position: null },
+    selected: { layer: 0, neuron: 0, prompt_index: null, position: null },
     ...attrs,
   });
 }
@@ -55,7 +55,7 @@ function topReply(prompt: number, position: number, layer: number, revision = 0)
   const a = encodeArray(indices, [TOP_K], "int32", { bufferIndex: 0 });
   const b = encodeArray(vals, [TOP_K], "float16", { bufferIndex: 1 });
   return {
-    result: { revision, prompt, position, layer, indices: a.header, values: b.header },
+    result: { revision, prompt_index: prompt, position, layer, indices: a.header, values: b.header },
     buffers: [a.buffer, b.buffer],
   };
 }
@@ -142,13 +142,13 @@ describe("ActivationView", () => {
     ]);
     select.value = "1";
     select.dispatchEvent(new Event("change"));
-    expect(model.get("selected")).toEqual({ layer: 1, neuron: 0, prompt: null, position: null });
+    expect(model.get("selected")).toEqual({ layer: 1, neuron: 0, prompt_index: null, position: null });
     expect(model.saves).toBe(1);
     expect(model.requests("values").at(-1).params).toEqual({ layer: 1, neuron: 0 });
     answer(model, "values", valuesReply(1, 0));
     await tick();
     expect(root.dataset.painted).toBe("0:1:0");
-    model.set("selected", { layer: 0, neuron: 0, prompt: null, position: null }); // from Python
+    model.set("selected", { layer: 0, neuron: 0, prompt_index: null, position: null }); // from Python
     expect(select.value).toBe("0");
     expect(root.dataset.painted).toBe("0:0:0");
     expect(model.requests("values")).toHaveLength(2);
@@ -159,7 +159,7 @@ describe("ActivationView", () => {
       layers: [1],
       hooks: ["blocks.1.hook_resid_post"],
       n_layers: 1,
-      selected: { layer: 1, neuron: 0, prompt: null, position: null },
+      selected: { layer: 1, neuron: 0, prompt_index: null, position: null },
     });
     const { q } = mount(model);
     expect(q<HTMLSelectElement>("layer-select").hidden).toBe(true);
@@ -215,7 +215,7 @@ describe("ActivationView", () => {
     await tick();
     token(0, 2).dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
     expect(q("readout-text").textContent).toBe('prompt 0, token 2 " f" · L0 n0: +1.000 · top neurons:');
-    expect(model.requests("top").map((r) => r.params)).toEqual([{ prompt: 0, position: 2, layer: 0, k: TOP_K }]);
+    expect(model.requests("top").map((r) => r.params)).toEqual([{ prompt_index: 0, position: 2, layer: 0, k: TOP_K }]);
     answer(model, "top", topReply(0, 2, 0));
     await tick();
     const buttons = () => [...q("top-list").querySelectorAll<HTMLButtonElement>("[data-testid=top-neuron]")];
@@ -226,7 +226,7 @@ describe("ActivationView", () => {
     strips()[0].dispatchEvent(new MouseEvent("mouseleave"));
     expect(root.dataset.focus).toBe("0:2");
     buttons()[1].click();
-    expect(model.get("selected")).toEqual({ layer: 0, neuron: 5, prompt: null, position: null });
+    expect(model.get("selected")).toEqual({ layer: 0, neuron: 5, prompt_index: null, position: null });
     expect(model.requests("values").at(-1).params).toEqual({ layer: 0, neuron: 5 });
     expect(
       buttons()
@@ -260,15 +260,15 @@ describe("ActivationView", () => {
     expect(readout.title).toBe(`prompt 0, token 2 "${long}" · L0 n0: +1.000 · top neurons:`);
   });
 
-  test("clicking a token selects {prompt, position}; again or Escape clears; keyboard works on the strip", async () => {
+  test("clicking a token selects {prompt_index, position}; again or Escape clears; keyboard works on the strip", async () => {
     const model = makeModel();
     const { token, root, strips, q } = mount(model);
     token(1, 2).click();
-    expect(model.get("selected")).toEqual({ layer: 0, neuron: 0, prompt: 1, position: 2 });
+    expect(model.get("selected")).toEqual({ layer: 0, neuron: 0, prompt_index: 1, position: 2 });
     expect(root.dataset.selected).toBe("1:2");
     expect(token(1, 2).classList.contains("miw-token-locked")).toBe(true);
     token(1, 2).click();
-    expect(model.get("selected")).toEqual({ layer: 0, neuron: 0, prompt: null, position: null });
+    expect(model.get("selected")).toEqual({ layer: 0, neuron: 0, prompt_index: null, position: null });
     expect(token(1, 2).classList.contains("miw-token-locked")).toBe(false);
     // keyboard: focus a token, move right, Enter selects
     token(0, 0).focus();
@@ -277,12 +277,12 @@ describe("ActivationView", () => {
     press("ArrowRight");
     expect(root.dataset.focus).toBe("0:1");
     press("Enter");
-    expect(model.get("selected")).toEqual({ layer: 0, neuron: 0, prompt: 0, position: 1 });
+    expect(model.get("selected")).toEqual({ layer: 0, neuron: 0, prompt_index: 0, position: 1 });
     expect(q("readout-text").textContent).toContain('prompt 0, token 1 "def"');
     press("Escape");
-    expect(model.get("selected")).toEqual({ layer: 0, neuron: 0, prompt: null, position: null });
+    expect(model.get("selected")).toEqual({ layer: 0, neuron: 0, prompt_index: null, position: null });
     // a selection from Python locks the token in its strip
-    model.set("selected", { layer: 0, neuron: 0, prompt: 1, position: 0 });
+    model.set("selected", { layer: 0, neuron: 0, prompt_index: 1, position: 0 });
     expect(token(1, 0).getAttribute("aria-selected")).toBe("true");
     expect(strips()[0].querySelector(".miw-token-locked")).toBeNull();
   });
@@ -290,7 +290,7 @@ describe("ActivationView", () => {
   test("a direction: button colours by it (neuron null), a top neuron switches back", async () => {
     const model = makeModel({
       has_direction: true,
-      selected: { layer: 1, neuron: null, prompt: null, position: null },
+      selected: { layer: 1, neuron: null, prompt_index: null, position: null },
     });
     const { q, root, token, input } = mount(model);
     expect(model.requests("values")[0].params).toEqual({ layer: 1, neuron: null });
@@ -325,7 +325,7 @@ describe("ActivationView", () => {
     await tick();
     expect(q("error").textContent).toContain("neuron must be in 0..31, got 40");
     expect(root.dataset.state).toBe("error");
-    model.set("selected", { layer: 0, neuron: 3, prompt: null, position: null });
+    model.set("selected", { layer: 0, neuron: 3, prompt_index: null, position: null });
     answer(model, "values", valuesReply(0, 3, 0, [["a"], ["b"]])); // lengths do not match the prompts
     await tick();
     expect(q("error").textContent).toContain("values reply has 1 values for prompt 0, which has 4 tokens");
@@ -335,13 +335,61 @@ describe("ActivationView", () => {
     model.reply(stale.id, valuesReply(0, 3, 0).result, valuesReply(0, 3, 0).buffers);
     await tick();
     expect(root.dataset.painted).toBeUndefined();
-    model.set("selected", { layer: 0, neuron: 4, prompt: null, position: null });
+    model.set("selected", { layer: 0, neuron: 4, prompt_index: null, position: null });
     answer(model, "values", valuesReply(0, 4, 1));
     await tick();
     expect(root.dataset.painted).toBe("1:0:4");
     expect(q("error").textContent).toBe("");
     q("error-dismiss").click();
     expect(q("error").parentElement!.hidden).toBe(true);
+  });
+
+  test("a reply for an old revision is never drawn; the revision change refetches values and top neurons", async () => {
+    const model = makeModel();
+    const { q, root, token } = mount(model);
+    answer(model, "values", valuesReply(0, 0));
+    token(0, 2).click(); // select a token: its top neurons are asked for
+    answer(model, "top", topReply(0, 2, 0));
+    await tick();
+    expect(root.dataset.painted).toBe("0:0:0");
+    expect(q("top-list").dataset.state).toBe("ready");
+    model.set("selected", { layer: 0, neuron: 5, prompt_index: 0, position: 2 });
+    const first = model.requests("values").at(-1);
+    model.set("revision", 1); // e.g. a new direction while n5 is out: cancelled and asked again
+    expect(model.sent.some((s) => s.content.type === "cancel" && s.content.id === first.id)).toBe(true);
+    const second = model.requests("values").at(-1);
+    expect(second.id).not.toBe(first.id);
+    expect(second.params).toEqual({ layer: 0, neuron: 5 });
+    expect(root.dataset.state).toBe("loading");
+    // the top neurons of revision 0 are not shown for revision 1: asked again
+    expect(model.requests("top")).toHaveLength(2);
+    expect(q("top-list").dataset.state).toBe("loading");
+    expect(q("top-list").children).toHaveLength(0);
+    // The first reply arrives anyway (it crossed the cancel), then one for the new request computed
+    // for the old revision (the kernel was behind): neither is drawn.
+    model.reply(first.id, valuesReply(0, 5, 0).result, valuesReply(0, 5, 0).buffers);
+    await tick();
+    expect(root.dataset.state).toBe("loading");
+    model.reply(second.id, valuesReply(0, 5, 0).result, valuesReply(0, 5, 0).buffers);
+    answer(model, "top", topReply(0, 2, 0, 0));
+    await tick();
+    expect(root.dataset.painted).toBe("0:0:0");
+    expect(q("readout-text").textContent).toContain("L0 n5: …");
+    expect(q("top-list").dataset.state).toBe("loading");
+    // n0 was cached for revision 0 only: asked again, not drawn from the cache
+    model.set("selected", { layer: 0, neuron: 0, prompt_index: 0, position: 2 });
+    expect(model.requests("values").at(-1).params).toEqual({ layer: 0, neuron: 0 });
+    expect(root.dataset.painted).toBe("0:0:0");
+    answer(model, "values", valuesReply(0, 0, 1));
+    await tick();
+    expect(root.dataset.painted).toBe("1:0:0");
+    expect(root.dataset.state).toBe("ready");
+    expect(q("readout-text").textContent).toContain(`L0 n0: ${formatValue(valueAt(0, 0, 0, 2))}`);
+    answer(model, "top", topReply(0, 2, 0, 1));
+    await tick();
+    expect(q("top-list").dataset.state).toBe("ready");
+    expect(root.dataset.loading).toBeUndefined();
+    expect(q("error").textContent).toBe("");
   });
 
   test("a top request error shows in the banner", async () => {

@@ -51,8 +51,9 @@ describe("AttentionView", () => {
     const model = makeModel();
     const { root, q } = mount(model);
     expect(root.dataset.state).toBe("loading");
-    expect(model.requests("overview").map((r) => r.params)).toEqual([{ revision: 1 }]);
-    expect(model.requests("pattern").map((r) => r.params)).toEqual([{ revision: 1, layer: 0, head: 0 }]);
+    // No `revision` param: the kernel never reads one (the reply says which revision it is for).
+    expect(model.requests("overview").map((r) => r.params)).toEqual([{}]);
+    expect(model.requests("pattern").map((r) => r.params)).toEqual([{ layer: 0, head: 0 }]);
     for (const id of [
       "prompt-input",
       "run-button",
@@ -89,12 +90,15 @@ describe("AttentionView", () => {
     answer(model, "pattern", patternReply(0, 0, 0)); // computed for an older revision
     await tick();
     expect(root.dataset.painted).toBeUndefined();
+    // No retry timers: the next revision change refetches (lib/resource.ts).
     await tick(80);
+    expect(model.requests("pattern")).toHaveLength(1);
+    model.set("revision", 2);
     const retry = model.requests("pattern");
     expect(retry).toHaveLength(2);
-    answer(model, "pattern", patternReply(1, 0, 0));
+    answer(model, "pattern", patternReply(2, 0, 0));
     await tick();
-    expect(root.dataset.painted).toBe("1:0:0");
+    expect(root.dataset.painted).toBe("2:0:0");
   });
 
   test("a revision bump clears the old pattern and supersedes old requests", async () => {
@@ -107,8 +111,8 @@ describe("AttentionView", () => {
     model.set("revision", 2);
     expect(root.dataset.painted).toBeUndefined();
     expect(root.dataset.revision).toBe("2");
-    expect(model.requests("pattern").at(-1).params).toEqual({ revision: 2, layer: 0, head: 0 });
-    expect(model.requests("overview").at(-1).params).toEqual({ revision: 2 });
+    expect(model.requests("pattern").at(-1).params).toEqual({ layer: 0, head: 0 });
+    expect(model.requests("overview").at(-1).params).toEqual({});
     answer(model, "pattern", patternReply(2, 0, 0));
     await tick();
     expect(root.dataset.painted).toBe("2:0:0");
@@ -118,6 +122,7 @@ describe("AttentionView", () => {
     const model = makeModel();
     const { root, q } = mount(model);
     answer(model, "pattern", patternReply(1, 0, 0));
+    await tick(); // drawn, so cached (a reply that lands after the user moved on is not kept)
     const grid = q("head-grid");
     grid.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowRight", bubbles: true }));
     grid.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowDown", bubbles: true }));
@@ -244,6 +249,103 @@ describe("AttentionView", () => {
     ]);
     await tick();
     expect(q("error").textContent).toContain("buffer holds 4 bytes");
+  });
+});
+
+describe("AttentionView stale policy (lib/resource.ts)", () => {
+  const cancelled = (model: FakeModel) =>
+    model.sent.filter((s) => s.content.type === "cancel").map((s) => s.content.id);
+
+  test("a reply for an old revision is never drawn; the revision change cancels and refetches both", async () => {
+    const model = makeModel();
+    const { root, q } = mount(model);
+    const [overview1] = model.requests("overview");
+    const [pattern1] = model.requests("pattern");
+    model.attrs.tokens = ["x", "y", "z"];
+    model.set("revision", 2); // a new prompt while both requests are out
+    expect(cancelled(model)).toEqual(expect.arrayContaining([overview1.id, pattern1.id]));
+    const overview2 = model.requests("overview").at(-1);
+    const pattern2 = model.requests("pattern").at(-1);
+    expect([overview2.id, pattern2.id]).not.toContain(overview1.id);
+    expect(pattern2.id).not.toBe(pattern1.id);
+    // The old tokens are gone at once.
+    const strip = () => [...q("token-strip").querySelectorAll("[data-testid=token]")].map((t) => t.textContent);
+    expect(strip()).toEqual(["x", "y", "z"]);
+    // The first replies arrive anyway (they crossed the cancels): not drawn.
+    model.reply(overview1.id, overviewReply(1).result, overviewReply(1).buffers);
+    model.reply(pattern1.id, patternReply(1, 0, 0).result, patternReply(1, 0, 0).buffers);
+    await tick();
+    expect(root.dataset.painted).toBeUndefined();
+    expect(root.dataset.state).toBe("loading");
+    expect(root.dataset.loading).toBe("true");
+    // Nor are replies to the new requests that were computed for the old revision (the kernel was behind).
+    model.reply(pattern2.id, patternReply(1, 0, 0).result, patternReply(1, 0, 0).buffers);
+    model.reply(overview2.id, overviewReply(1).result, overviewReply(1).buffers);
+    await tick();
+    expect(root.dataset.painted).toBeUndefined();
+    expect(model.requests("pattern")).toHaveLength(2); // no retry timers
+    // The current revision is drawn.
+    model.set("revision", 3);
+    answer(model, "overview", overviewReply(3));
+    answer(model, "pattern", patternReply(3, 0, 0));
+    await tick();
+    expect(root.dataset.painted).toBe("3:0:0");
+    expect(root.dataset.state).toBe("ready");
+    expect(root.dataset.loading).toBeUndefined();
+    expect(q("error").textContent).toBe("");
+  });
+
+  test("an echo of selected that keeps layer/head asks nothing; another head does", async () => {
+    const model = makeModel();
+    const { root } = mount(model);
+    // In flight: folded into the request that is out.
+    model.set("selected", { layer: 0, head: 0, query: 1, key: null });
+    expect(model.requests("pattern")).toHaveLength(1);
+    expect(cancelled(model)).toEqual([]);
+    answer(model, "pattern", patternReply(1, 0, 0));
+    await tick();
+    expect(root.dataset.painted).toBe("1:0:0");
+    // Drawn: nothing to ask.
+    model.set("selected", { layer: 0, head: 0, query: 2, key: 1 });
+    model.set("selected", { layer: 0, head: 0, query: null, key: null });
+    expect(model.requests("pattern")).toHaveLength(1);
+    model.set("selected", { layer: 1, head: 2, query: null, key: null });
+    expect(model.requests("pattern").at(-1).params).toEqual({ layer: 1, head: 2 });
+  });
+
+  test("patterns are cached per revision; a revision change empties the cache", async () => {
+    const model = makeModel();
+    const { root } = mount(model);
+    answer(model, "pattern", patternReply(1, 0, 0));
+    await tick();
+    model.set("selected", { layer: 0, head: 1, query: null, key: null });
+    answer(model, "pattern", patternReply(1, 0, 1));
+    await tick();
+    expect(root.dataset.painted).toBe("1:0:1");
+    model.set("selected", { layer: 0, head: 0, query: null, key: null });
+    expect(root.dataset.painted).toBe("1:0:0");
+    expect(model.requests("pattern")).toHaveLength(2);
+    model.set("revision", 2);
+    expect(root.dataset.painted).toBeUndefined();
+    answer(model, "pattern", patternReply(2, 0, 0));
+    await tick();
+    model.set("selected", { layer: 0, head: 1, query: null, key: null }); // cached for revision 1 only
+    expect(model.requests("pattern")).toHaveLength(4);
+    expect(root.dataset.painted).toBe("2:0:0");
+  });
+
+  test("a reply for a revision the view has not seen yet stays drawn when that revision arrives", async () => {
+    const model = makeModel();
+    const { root } = mount(model);
+    answer(model, "overview", overviewReply(2)); // the kernel applied a new prompt; its trait is on the way
+    answer(model, "pattern", patternReply(2, 0, 0));
+    await tick();
+    expect(root.dataset.painted).toBe("2:0:0");
+    model.set("revision", 2);
+    expect(root.dataset.painted).toBe("2:0:0");
+    expect(model.requests("pattern")).toHaveLength(1);
+    expect(model.requests("overview")).toHaveLength(1);
+    expect(root.dataset.state).toBe("ready");
   });
 });
 

@@ -181,6 +181,44 @@ describe("CompositionView", () => {
     expect(root.dataset.revision).toBe("1");
   });
 
+  test("a reply for an old revision is never drawn; modes cached for it are asked again", async () => {
+    const model = makeModel();
+    const { root, q } = mount(model);
+    answer(model, scoresReply("K"));
+    await tick();
+    q("mode-V").click();
+    answer(model, scoresReply("V"));
+    await tick();
+    expect(root.dataset.revision).toBe("0");
+    q("mode-K").click(); // from the cache
+    expect(model.requests("scores")).toHaveLength(2);
+    q("mode-Q").click();
+    const first = model.requests("scores").at(-1);
+    model.set("revision", 1); // a refresh while Q is out: cancelled and asked again
+    expect(model.sent.some((s) => s.content.type === "cancel" && s.content.id === first.id)).toBe(true);
+    const second = model.requests("scores").at(-1);
+    expect(second.id).not.toBe(first.id);
+    expect(second.params).toEqual({ mode: "Q" });
+    // The first reply arrives anyway (it crossed the cancel), then one for the new request computed
+    // for the old revision (the kernel was behind): neither is drawn.
+    model.reply(first.id, scoresReply("Q", 0).result, scoresReply("Q", 0).buffers);
+    await tick();
+    expect(root.dataset.loading).toBe("true");
+    model.reply(second.id, scoresReply("Q", 0).result, scoresReply("Q", 0).buffers);
+    await tick();
+    expect(root.dataset.revision).toBe("0");
+    expect(q("readout").textContent).toContain("Hover a cell");
+    // K was cached for revision 0 only: asked again
+    q("mode-K").click();
+    expect(model.requests("scores").at(-1).params).toEqual({ mode: "K" });
+    expect(model.requests("scores")).toHaveLength(5);
+    answer(model, scoresReply("K", 1));
+    await tick();
+    expect(root.dataset.revision).toBe("1");
+    expect(root.dataset.loading).toBeUndefined();
+    expect(q("error").textContent).toBe("");
+  });
+
   test("failed requests and malformed replies go to the banner, and the view keeps working", async () => {
     const model = makeModel();
     const { q } = mount(model);

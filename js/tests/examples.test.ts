@@ -1,53 +1,83 @@
 import { afterEach, describe, expect, test } from "vitest";
-import { decodeArray, encodeArray } from "../src/lib/codec";
+import { encodeArray } from "../src/lib/codec";
 import { exampleRow, formatActivation, parseExamples } from "../src/lib/examples";
 import { el } from "../src/lib/view";
 
 afterEach(() => document.body.replaceChildren());
 
-/** Examples' activations NaN-padded into [examples, width], decoded as a view decodes a reply. */
-function padded(rows: number[][], width: number, dtype: "float16" | "float32" = "float16") {
+/**
+ * A reply's examples as Python's `add_examples` sends them: `items` as JSON, `values` float32 and the
+ * activations NaN-padded into [examples, width]; `acts`/`values` override the arrays' shapes.
+ */
+function reply(
+  items: unknown,
+  rows: number[][],
+  opts: { width?: number; dtype?: "float16" | "float32"; values?: number[]; actsShape?: number[] } = {},
+) {
+  const width = opts.width ?? Math.max(0, ...rows.map((r) => r.length));
   const flat = rows.flatMap((r) => Array.from({ length: width }, (_, i) => (i < r.length ? r[i] : NaN)));
-  const { header, buffer } = encodeArray(flat, [rows.length, width], dtype);
-  return decodeArray(header, [buffer]);
+  const acts = encodeArray(flat, opts.actsShape ?? [rows.length, width], opts.dtype ?? "float16", { bufferIndex: 0 });
+  const v = opts.values ?? rows.map((r) => Math.max(...r, 0));
+  const values = encodeArray(v, [v.length], "float32", { bufferIndex: 1 });
+  return {
+    result: { examples: items, example_acts: acts.header, example_values: values.header },
+    buffers: [new DataView(acts.buffer), new DataView(values.buffer)],
+  };
 }
 
-const WHAT = { reply: "feature reply", acts: "example_acts" };
+function parse(r: ReturnType<typeof reply>, what = "feature reply") {
+  return parseExamples(r.result, r.buffers, what);
+}
 
 describe("parseExamples", () => {
-  test("reads tokens and max index and cuts each activation row to its tokens", () => {
+  test("reads tokens, max index, value, window, position and source, and cuts each activation row to its tokens", () => {
     const items = [
-      { tokens: ["a", " cat", 7], max_index: 1, value: 5 },
+      { tokens: ["a", " cat", 7], max_index: 1, window: 12, position: 40, source: 3 },
       { tokens: ["x"], max_index: "0" },
     ];
-    const examples = parseExamples(items, padded([[0.5, 2, -1], [3]], 3), WHAT);
+    const examples = parse(reply(items, [[0.5, 2, -1], [3]], { values: [2, 3] }));
     expect(examples).toHaveLength(2);
     expect(examples[0].tokens).toEqual(["a", " cat", "7"]);
     expect(examples[0].maxIndex).toBe(1);
+    expect([examples[0].value, examples[0].window, examples[0].position, examples[0].source]).toEqual([2, 12, 40, 3]);
     expect([...examples[0].activations]).toEqual([0.5, 2, -1]);
     expect(examples[1].maxIndex).toBe(-1); // not an integer
+    expect([examples[1].value, examples[1].window, examples[1].position, examples[1].source]).toEqual([3, -1, -1, -1]);
     expect(examples[1].activations).toBeInstanceOf(Float32Array);
     expect([...examples[1].activations]).toEqual([3]); // the NaN padding is cut off
-    expect(Object.keys(examples[0]).sort()).toEqual(["activations", "maxIndex", "tokens"]);
+    expect(Object.keys(examples[0]).sort()).toEqual([
+      "activations",
+      "maxIndex",
+      "position",
+      "source",
+      "tokens",
+      "value",
+      "window",
+    ]);
   });
 
   test("anything but a list is no examples; an example without tokens has none", () => {
-    expect(parseExamples(undefined, padded([], 4), WHAT)).toEqual([]);
-    const [e] = parseExamples([{}], padded([[]], 2, "float32"), WHAT);
+    expect(parse(reply(undefined, [], { width: 4 }))).toEqual([]);
+    const [e] = parse(reply([{}], [[]], { width: 2, dtype: "float32" }));
     expect(e.tokens).toEqual([]);
     expect(e.activations).toHaveLength(0);
   });
 
   test("errors name the reply, the array and the shapes", () => {
-    expect(() => parseExamples([{ tokens: ["a"] }], padded([], 1), WHAT)).toThrow(
+    expect(() => parse(reply([{ tokens: ["a"] }], [], { width: 1, values: [1] }))).toThrow(
       "feature reply: 1 examples but example_acts of shape [0, 1]",
     );
-    const { header, buffer } = encodeArray([1, 2], [2], "float32");
-    expect(() =>
-      parseExamples([{}, {}], decodeArray(header, [buffer]), { reply: "examples reply", acts: "activations" }),
-    ).toThrow("examples reply: 2 examples but activations of shape [2]");
-    expect(() => parseExamples([{ tokens: ["a", "b", "c"] }], padded([[1, 2]], 2), WHAT)).toThrow(
+    expect(() => parse(reply([{}, {}], [[1], [2]], { actsShape: [2] }), "examples reply")).toThrow(
+      "examples reply: 2 examples but example_acts of shape [2]",
+    );
+    expect(() => parse(reply([{ tokens: ["a"] }], [[1]], { values: [1, 2] }))).toThrow(
+      "feature reply: 1 examples but example_values of shape [2]",
+    );
+    expect(() => parse(reply([{ tokens: ["a", "b", "c"] }], [[1, 2]]))).toThrow(
       "feature reply: example 0 has 3 tokens but 2 activations",
+    );
+    expect(() => parseExamples({ examples: [], example_values: {} }, [], "examples reply")).toThrow(
+      "examples reply has no example_acts",
     );
   });
 });

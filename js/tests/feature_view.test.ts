@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test, vi } from "vitest";
 import { encodeArray } from "../src/lib/codec";
 import { cssColor, sequentialColormap } from "../src/lib/colormap";
 import { parseUnitId } from "../src/lib/view";
-import widget, { colourScale, drawHistogram, FEATURE_ID, formatPercent } from "../src/views/feature_view";
+import widget, { colorScale, drawHistogram, FEATURE_ID, formatPercent } from "../src/views/feature_view";
 import { FakeModel, mountView } from "./helpers";
 
 const K = 8;
@@ -13,10 +13,10 @@ function makeModel(attrs: Record<string, unknown> = {}): FakeModel {
     hook: "blocks.1.hook_resid_post",
     d_sae: 1024,
     k: 4,
-    n_docs: 100,
+    n_windows: 100,
     n_tokens: 51200,
     prompts: ["The cat sat"],
-    prompt: 0,
+    prompt_index: 0,
     selected: { feature: null },
     status: "idle",
     progress: { done: 0, total: 10 },
@@ -27,7 +27,7 @@ function makeModel(attrs: Record<string, unknown> = {}): FakeModel {
 }
 
 /** Per token, its (feature, value) pairs strongest first; the rest of the K slots are empty (-1). */
-function promptReply(prompt: number, tokens: string[], rows: Array<Array<[number, number]>>) {
+function promptReply(promptIndex: number, tokens: string[], rows: Array<Array<[number, number]>>) {
   const ids: number[] = [];
   const values: number[] = [];
   for (const row of rows) {
@@ -38,7 +38,10 @@ function promptReply(prompt: number, tokens: string[], rows: Array<Array<[number
   }
   const a = encodeArray(ids, [tokens.length, K], "int32", { bufferIndex: 0 });
   const b = encodeArray(values, [tokens.length, K], "float32", { bufferIndex: 1 });
-  return { result: { prompt, tokens, top_ids: a.header, top_values: b.header }, buffers: [a.buffer, b.buffer] };
+  return {
+    result: { revision: 0, prompt_index: promptIndex, tokens, top_ids: a.header, top_values: b.header }, // the kernel stamps every reply
+    buffers: [a.buffer, b.buffer],
+  };
 }
 
 const ROWS: Array<Array<[number, number]>> = [
@@ -85,6 +88,12 @@ function featureReply(
   const p = encodeArray(promptActs, [promptActs.length], "float32", { bufferIndex: 0 });
   const c = encodeArray(counts, [counts.length], "int32", { bufferIndex: 1 });
   const x = encodeArray(flat, [examples.length, width], "float16", { bufferIndex: 2 });
+  const v = encodeArray(
+    examples.map((e) => e.value),
+    [examples.length],
+    "float32",
+    { bufferIndex: 3 },
+  );
   return {
     result: {
       revision,
@@ -99,10 +108,17 @@ function featureReply(
         { token: "\n", value: 0.5 },
       ],
       suppressed: [{ token: " dog", value: -0.75 }],
-      examples: examples.map((e) => ({ tokens: e.tokens, max_index: e.max, value: e.value })),
+      examples: examples.map((e, i) => ({
+        tokens: e.tokens,
+        max_index: e.max,
+        window: 20 + i,
+        position: 7,
+        source: 1,
+      })),
       example_acts: x.header,
+      example_values: v.header,
     },
-    buffers: [p.buffer, c.buffer, x.buffer],
+    buffers: [p.buffer, c.buffer, x.buffer, v.buffer],
   };
 }
 
@@ -152,10 +168,10 @@ describe("FeatureView helpers", () => {
     expect(formatPercent(0.0000012)).toBe("0.00012%");
   });
 
-  test("colourScale: the largest finite value shown, 1 when nothing is positive", () => {
-    const ex = (a: number[]) => ({ tokens: [], maxIndex: 0, value: 0, acts: new Float32Array(a) });
-    expect(colourScale({ max: 2, promptActs: new Float32Array([3, NaN]), examples: [ex([1, 7])] })).toBe(7);
-    expect(colourScale({ max: null, promptActs: new Float32Array([0]), examples: [] })).toBe(1);
+  test("colorScale: the largest finite value shown, 1 when nothing is positive", () => {
+    const ex = (a: number[]) => ({ tokens: [], maxIndex: 0, value: 0, activations: new Float32Array(a) });
+    expect(colorScale({ max: 2, promptActs: new Float32Array([3, NaN]), examples: [ex([1, 7])] })).toBe(7);
+    expect(colorScale({ max: null, promptActs: new Float32Array([0]), examples: [] })).toBe(1);
   });
 
   test("drawHistogram: one bar per nonzero bin, the axis ends labelled", () => {
@@ -167,14 +183,14 @@ describe("FeatureView helpers", () => {
         return true;
       },
     }) as unknown as CanvasRenderingContext2D;
-    const colours = { bar: "blue", text: "grey", axis: "black", font: "10px sans-serif" };
-    drawHistogram(ctx, { counts: [4, 0, 2, 1], lo: 0.01, hi: 5.21 }, { width: 360, height: 120 }, colours);
+    const colors = { bar: "blue", text: "grey", axis: "black", font: "10px sans-serif" };
+    drawHistogram(ctx, { counts: [4, 0, 2, 1], lo: 0.01, hi: 5.21 }, { width: 360, height: 120 }, colors);
     const rects = calls.filter((c) => c.name === "fillRect");
     expect(rects).toHaveLength(4); // three bars and the axis
     expect(rects[0].args[3]).toBeCloseTo(2 * rects[1].args[3]); // 4 vs 2 counts: twice as tall
     expect(calls.filter((c) => c.name === "fillText").map((c) => c.args[0])).toEqual(["0.01", "5.21", "4 per bin"]);
     calls.length = 0;
-    drawHistogram(ctx, { counts: [0, 0], lo: 0, hi: 0 }, { width: 360, height: 120 }, colours);
+    drawHistogram(ctx, { counts: [0, 0], lo: 0, hi: 0 }, { width: 360, height: 120 }, colors);
     expect(calls.filter((c) => c.name === "fillText").map((c) => c.args[0])).toEqual(["no activations yet"]);
   });
 });
@@ -203,7 +219,7 @@ describe("FeatureView", () => {
     );
     expect(q("prompt-select").hidden).toBe(true); // one prompt
     expect(q("dashboard").hidden).toBe(true); // nothing selected
-    expect(model.requests().map((r) => [r.method, r.params])).toEqual([["prompt", { prompt: 0 }]]);
+    expect(model.requests().map((r) => [r.method, r.params])).toEqual([["prompt", { prompt_index: 0 }]]);
     answer(model, "prompt", promptReply(0, TOKENS, ROWS));
     await tick();
     expect(root.dataset.prompt).toBe("0");
@@ -244,7 +260,7 @@ describe("FeatureView", () => {
     expect(q("dashboard").hidden).toBe(false);
     expect(q("feature-header").textContent).toBe("Feature 123 · loading…");
     await tick();
-    expect(model.requests("feature").map((r) => r.params)).toEqual([{ feature: 123, prompt: 0 }]);
+    expect(model.requests("feature").map((r) => r.params)).toEqual([{ feature: 123, prompt_index: 0 }]);
   });
 
   test("a feature selected in Python is fetched and drawn: header, histogram, lists, examples, prompt colours", async () => {
@@ -252,7 +268,7 @@ describe("FeatureView", () => {
     const { root, q, tokens } = await mountWithPrompt(model);
     model.set("selected", { feature: 123 });
     await tick();
-    expect(model.requests("feature").map((r) => r.params)).toEqual([{ feature: 123, prompt: 0 }]);
+    expect(model.requests("feature").map((r) => r.params)).toEqual([{ feature: 123, prompt_index: 0 }]);
     expect(q("dashboard").dataset.feature).toBeUndefined();
     answer(model, "feature", featureReply(123, 2));
     await tick();
@@ -318,12 +334,12 @@ describe("FeatureView", () => {
     input.value = "A dog ran";
     keydown("prompt-input", "Enter");
     expect(model.get("prompts")).toEqual(["The cat sat", "A dog ran"]);
-    expect(model.get("prompt")).toBe(1);
+    expect(model.get("prompt_index")).toBe(1);
     expect(model.saves).toBe(1);
     expect(input.value).toBe("");
     expect(model.requests("prompt")).toHaveLength(1); // not before save_changes went out
     await tick();
-    expect(model.requests("prompt").map((r) => r.params)).toEqual([{ prompt: 0 }, { prompt: 1 }]);
+    expect(model.requests("prompt").map((r) => r.params)).toEqual([{ prompt_index: 0 }, { prompt_index: 1 }]);
     expect(model.requests("feature")).toHaveLength(0); // nothing selected
     const select = q<HTMLSelectElement>("prompt-select");
     expect(select.hidden).toBe(false);
@@ -332,10 +348,10 @@ describe("FeatureView", () => {
     // the select switches back
     select.value = "0";
     select.dispatchEvent(new Event("change"));
-    expect(model.get("prompt")).toBe(0);
+    expect(model.get("prompt_index")).toBe(0);
     expect(model.saves).toBe(2);
     await tick();
-    expect(model.requests("prompt").at(-1).params).toEqual({ prompt: 0 });
+    expect(model.requests("prompt").at(-1).params).toEqual({ prompt_index: 0 });
   });
 
   test("feature-input: Enter selects a valid id, an invalid one says why", async () => {
@@ -353,7 +369,7 @@ describe("FeatureView", () => {
     expect(model.saves).toBe(1);
     expect(q("feature-message").textContent).toBe("");
     await tick();
-    expect(model.requests("feature").map((r) => r.params)).toEqual([{ feature: 42, prompt: 0 }]);
+    expect(model.requests("feature").map((r) => r.params)).toEqual([{ feature: 42, prompt_index: 0 }]);
   });
 
   test("stale replies are dropped: older revisions, other features, other prompts", async () => {
@@ -383,11 +399,11 @@ describe("FeatureView", () => {
     expect(q("dashboard").dataset.feature).toBeUndefined();
 
     model.set("prompts", ["The cat sat", "A dog ran"]);
-    model.set("prompt", 1);
+    model.set("prompt_index", 1);
     await tick();
     const featureFor1 = model.requests("feature").at(-1);
-    expect(featureFor1.params).toEqual({ feature: 7, prompt: 1 });
-    model.set("prompt", 0); // back before the replies arrive
+    expect(featureFor1.params).toEqual({ feature: 7, prompt_index: 1 });
+    model.set("prompt_index", 0); // back before the replies arrive
     await tick();
     model.reply(featureFor1.id, featureReply(7, 6).result, featureReply(7, 6).buffers); // superseded by the fetch for prompt 0
     await tick();
@@ -396,6 +412,53 @@ describe("FeatureView", () => {
     answer(model, "feature", featureReply(7, 6));
     await tick();
     expect(q("dashboard").dataset.feature).toBe("7");
+  });
+
+  test("stale policy: a feature reply computed for the revision before a bump is never drawn", async () => {
+    const model = makeModel({ selected: { feature: 123 }, revision: 3 });
+    const { q } = mount(model);
+    answer(model, "prompt", promptReply(0, TOKENS, ROWS));
+    answer(model, "feature", featureReply(123, 3));
+    await tick();
+    expect(q("dashboard").dataset.revision).toBe("3");
+
+    model.set("revision", 4);
+    expect(model.requests("feature")).toHaveLength(2);
+    // computed for revision 3: as new as what is drawn, but older than the revision the view asked at
+    answer(model, "feature", featureReply(123, 3, { fires: 1, examples: EXAMPLES.slice(1) }));
+    await tick();
+    expect(q("dashboard").dataset.revision).toBe("3");
+    expect(q("examples").querySelectorAll("[data-testid=example]")).toHaveLength(2);
+    expect(q("error").textContent).toBe("");
+    model.set("revision", 5);
+    answer(model, "feature", featureReply(123, 5, { examples: EXAMPLES.slice(1) }));
+    await tick();
+    expect(q("dashboard").dataset.revision).toBe("5");
+    expect(q("examples").querySelectorAll("[data-testid=example]")).toHaveLength(1);
+    expect(model.requests("prompt")).toHaveLength(1); // the prompt does not follow the scan
+  });
+
+  test("a prompt replaced under the same index is asked for again, with the feature on it", async () => {
+    const model = makeModel({ selected: { feature: 123 } });
+    const { root, tokens } = mount(model);
+    answer(model, "prompt", promptReply(0, TOKENS, ROWS));
+    answer(model, "feature", featureReply(123, 1));
+    await tick();
+    expect(root.dataset.painted).toBe("123:1");
+    model.set("prompts", ["The cat sat"]); // the same text: nothing to ask
+    await tick();
+    expect(model.requests("prompt")).toHaveLength(1);
+    model.set("prompts", ["A dog"]);
+    await tick();
+    expect(model.requests("prompt").map((r) => r.params)).toEqual([{ prompt_index: 0 }, { prompt_index: 0 }]);
+    expect(model.requests("feature").at(-1).params).toEqual({ feature: 123, prompt_index: 0 });
+    answer(model, "prompt", promptReply(0, ["<bos>", "A", " dog"], [[], [[123, 1]], []]));
+    await tick();
+    expect(tokens().map((t) => t.textContent)).toEqual(["<bos>", "A", " dog"]);
+    expect(root.dataset.painted).toBeUndefined(); // the drawn values belong to the old prompt
+    answer(model, "feature", featureReply(123, 1, { promptActs: [0, 1, 0] }));
+    await tick();
+    expect(root.dataset.painted).toBe("123:1");
   });
 
   test("a revision refetches the selected feature, coalesced", async () => {
@@ -439,7 +502,7 @@ describe("FeatureView", () => {
     expect(q("error").textContent).toContain("KeyError: feature 3 is dead");
     const bad = encodeArray([1, 2], [2], "int32");
     answer(model, "prompt", {
-      result: { prompt: 0, tokens: TOKENS, top_ids: bad.header, top_values: bad.header },
+      result: { revision: 0, prompt_index: 0, tokens: TOKENS, top_ids: bad.header, top_values: bad.header },
       buffers: [bad.buffer],
     });
     await tick();

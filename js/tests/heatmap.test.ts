@@ -4,8 +4,8 @@ import {
   CanvasHeatmap,
   CELL_TEXT_MIN,
   cellAt,
-  cellTextColour,
-  colourPixels,
+  cellTextColor,
+  colorPixels,
   fitCell,
   type Layout,
   maxPool,
@@ -94,10 +94,10 @@ describe("viewport maths", () => {
     expect(measure(cut)).toBeLessThanOrEqual(70);
   });
 
-  test("colourPixels paints NaN and inf in the NaN colour", () => {
+  test("colorPixels paints NaN and inf in the NaN colour", () => {
     const cmap = sequentialColormap("light");
     const out = new Uint8ClampedArray(16);
-    colourPixels([0, 1, NaN, Infinity], cmap, 0, 1, out);
+    colorPixels([0, 1, NaN, Infinity], cmap, 0, 1, out);
     expect([...out]).toEqual([255, 255, 255, 255, 8, 48, 107, 255, 255, 0, 255, 255, 255, 0, 255, 255]);
   });
 });
@@ -166,11 +166,11 @@ function recordingContext() {
 }
 
 describe("cell text", () => {
-  test("cellTextColour is black on light cells, white on dark ones and on the NaN colour", () => {
+  test("cellTextColor is black on light cells, white on dark ones and on the NaN colour", () => {
     const cmap = sequentialColormap("light");
-    expect(cellTextColour(0, cmap, 0, 1)).toBe("#000");
-    expect(cellTextColour(1, cmap, 0, 1)).toBe("#fff");
-    expect(cellTextColour(NaN, cmap, 0, 1)).toBe("#fff"); // magenta
+    expect(cellTextColor(0, cmap, 0, 1)).toBe("#000");
+    expect(cellTextColor(1, cmap, 0, 1)).toBe("#fff");
+    expect(cellTextColor(NaN, cmap, 0, 1)).toBe("#fff"); // magenta
   });
 
   test("visible cells get their text, cut to the cell, once cells are big enough", () => {

@@ -87,10 +87,10 @@ afterEach(() => document.body.replaceChildren());
 
 describe("logit lens helpers", () => {
   test("decode a reply; colour by top-1 without a target, by the target's probability with one", () => {
-    const plain = decodeLens(
-      lensReply().result,
-      lensReply().buffers.map((b) => new DataView(b)),
-    );
+    const plain = decodeLens({
+      result: lensReply().result,
+      buffers: lensReply().buffers.map((b) => new DataView(b)),
+    });
     expect(plain.targetProbs).toBeNull();
     expect(cellTop(plain, 1, 2)).toEqual([
       { id: 12, token: "c", prob: expect.closeTo(0.5 + 5 / 20, 3) },
@@ -100,10 +100,10 @@ describe("logit lens helpers", () => {
       Array.from({ length: 9 }, (_, i) => (0.5 + i / 20).toFixed(2)),
     );
     const r = lensReply(1, true);
-    const withTarget = decodeLens(
-      r.result,
-      r.buffers.map((b) => new DataView(b)),
-    );
+    const withTarget = decodeLens({
+      result: r.result,
+      buffers: r.buffers.map((b) => new DataView(b)),
+    });
     expect(withTarget.targetId).toBe(20);
     expect(cellValues(withTarget)[4]).toBeCloseTo(0.4, 3);
     expect(withTarget.targetRanks![8]).toBe(9);
@@ -112,16 +112,16 @@ describe("logit lens helpers", () => {
   test("decode refuses a wrong shape or a vocab that does not match its ids", () => {
     const r = lensReply();
     expect(() =>
-      decodeLens(
-        { ...r.result, seq: 4 },
-        r.buffers.map((b) => new DataView(b)),
-      ),
+      decodeLens({
+        result: { ...r.result, seq: 4 },
+        buffers: r.buffers.map((b) => new DataView(b)),
+      }),
     ).toThrow("top_ids must have shape [3, 4, 2]");
     expect(() =>
-      decodeLens(
-        { ...r.result, vocab: ["a"] },
-        r.buffers.map((b) => new DataView(b)),
-      ),
+      decodeLens({
+        result: { ...r.result, vocab: ["a"] },
+        buffers: r.buffers.map((b) => new DataView(b)),
+      }),
     ).toThrow("one string per vocab id");
   });
 
@@ -254,6 +254,64 @@ describe("LogitLens view", () => {
     expect(Array.from(el.querySelectorAll("[data-testid=readout-top] li span")).map((s) => s.textContent)).toContain(
       "a",
     );
+  });
+
+  test("a revision change cancels the lens request in flight; a reply for an old revision is never drawn", async () => {
+    const model = makeModel();
+    const { root, q } = mount(model);
+    const first = model.requests("lens").at(-1);
+    model.set("revision", 2); // a new target was applied while the first lens was out
+    expect(model.sent.some((s) => s.content.type === "cancel" && s.content.id === first.id)).toBe(true);
+    const second = model.requests("lens").at(-1);
+    expect(second.id).not.toBe(first.id);
+    const old = lensReply(1);
+    model.reply(first.id, old.result, old.buffers); // crossed the cancel: not drawn
+    await tick();
+    expect(root.dataset.revision).toBeUndefined();
+    expect(root.dataset.loading).toBe("true");
+    model.reply(second.id, old.result, old.buffers); // the kernel answered for revision 1 still: not drawn
+    await tick();
+    expect(root.dataset.revision).toBeUndefined();
+    expect(q("target-info").textContent).toBe("");
+    model.set("revision", 3);
+    answer(model, "lens", lensReply(3, true));
+    await tick();
+    expect(root.dataset.revision).toBe("3");
+    expect(root.dataset.loading).toBeUndefined();
+    expect(q("target-info").textContent).toBe('target " d" (id 20)');
+    answer(model, "lens", lensReply(2)); // a late reply older than what is drawn changes nothing
+    await tick();
+    expect(root.dataset.revision).toBe("3");
+  });
+
+  test("a newer target supersedes an older one: only the newest one's progress and outcome show", async () => {
+    const model = makeModel();
+    const { root, q } = mount(model);
+    answer(model, "lens", lensReply());
+    await tick();
+    const input = q<HTMLInputElement>("target-input");
+    input.value = " Mary";
+    q("target-button").click();
+    const older = model.requests("target").at(-1);
+    input.value = " d";
+    q("target-button").click();
+    const newer = model.requests("target").at(-1);
+    expect(newer.params).toEqual({ target: " d" });
+    expect(model.sent.some((s) => s.content.type === "cancel" && s.content.id === older.id)).toBe(true);
+    await tick();
+    expect(root.dataset.targeting).toBe("true"); // the older one ending does not hide the newer one's progress
+    expect(q("progress").hidden).toBe(false);
+    model.emit("msg:custom", { type: "progress", id: older.id, done: 3, total: 3, label: "layer 3/3" }, []);
+    model.replyError(older.id, "ValueError", "target ' Mary' tokenizes to 2 tokens");
+    await tick();
+    expect(q("error").textContent).toBe(""); // superseded: never shown
+    expect(q<HTMLProgressElement>("progress").hasAttribute("value")).toBe(false);
+    model.emit("msg:custom", { type: "progress", id: newer.id, done: 1, total: 3, label: "layer 1/3" }, []);
+    expect(q<HTMLProgressElement>("progress").value).toBe(1);
+    model.reply(newer.id, { revision: 2, target_id: 20, target_token: " d" });
+    await tick();
+    expect(q("progress").hidden).toBe(true);
+    expect(root.dataset.targeting).toBeUndefined();
   });
 
   test("very long tokens: the readout keeps three short lines, whole tokens in titles", async () => {

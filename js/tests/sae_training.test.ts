@@ -51,6 +51,11 @@ function push(model: FakeModel, f: { result: unknown; buffers: ArrayBuffer[] }) 
   );
 }
 
+/** Answer a `frame` request; the kernel stamps every reply with the revision it was computed for. */
+function replyFrame(model: FakeModel, id: string, f: { result: unknown; buffers: ArrayBuffer[] }, revision = 0): void {
+  model.reply(id, { ...(f.result as object), revision }, f.buffers);
+}
+
 const nextFrame = () => new Promise((r) => requestAnimationFrame(() => r(undefined)));
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
 
@@ -89,8 +94,7 @@ describe("SAETrainer view", () => {
     const { root, q } = mount(model);
     const reqs = model.requests("frame");
     expect(reqs).toHaveLength(1);
-    const f = frame(1200);
-    model.reply(reqs[0].id, f.result, f.buffers);
+    replyFrame(model, reqs[0].id, frame(1200));
     await tick();
     await nextFrame();
     expect(root.dataset.step).toBe("1200");
@@ -122,11 +126,58 @@ describe("SAETrainer view", () => {
     model.set("revision", 1);
     const req = model.requests("frame").at(-1);
     push(model, frame(500));
-    const old = frame(450);
-    model.reply(req.id, old.result, old.buffers);
+    replyFrame(model, req.id, frame(450), 1);
     await tick();
     await nextFrame();
     expect(root.dataset.step).toBe("500");
+  });
+
+  test("stale policy: a reply for an older revision than asked is never drawn; bumps during a request fold into one more", async () => {
+    const model = makeModel();
+    const { root, q } = mount(model);
+    const first = model.requests("frame")[0];
+    model.set("revision", 1);
+    model.set("revision", 2);
+    expect(model.requests("frame")).toHaveLength(1); // coalesced: the request in flight lands first
+    replyFrame(model, first.id, frame(40), 0); // asked at revision 0: drawn
+    await tick();
+    await nextFrame();
+    expect(root.dataset.step).toBe("40");
+    const requests = model.requests("frame");
+    expect(requests).toHaveLength(2); // then one more, for revision 2
+    replyFrame(model, requests[1].id, frame(60), 1); // computed for revision 1 < 2: never drawn
+    await tick();
+    await nextFrame();
+    expect(root.dataset.step).toBe("40");
+    expect(root.dataset.frames).toBe("1");
+    expect(q("error").textContent).toBe("");
+  });
+
+  test("a fetched frame is ordered against pushed ones by (revision, step): never over a newer push", async () => {
+    const model = makeModel({ status: "running" });
+    const { root } = mount(model);
+    push(model, frame(2000)); // the last frame of a run, at revision 0
+    await nextFrame();
+    replyFrame(model, model.requests("frame")[0].id, frame(1990), 0); // same revision, older step: dropped
+    await tick();
+    await nextFrame();
+    expect(root.dataset.step).toBe("2000");
+    expect(root.dataset.frames).toBe("1");
+
+    model.set("revision", 1); // the run ended; the reply was computed after that (a restarted run's step 10)
+    replyFrame(model, model.requests("frame")[1].id, frame(10), 1);
+    await tick();
+    await nextFrame();
+    expect(root.dataset.step).toBe("10");
+    expect(root.dataset.frames).toBe("2");
+
+    model.set("revision", 2);
+    push(model, frame(40)); // stamped with revision 2
+    replyFrame(model, model.requests("frame")[2].id, frame(40), 2); // same revision, same step: drawn
+    await tick();
+    await nextFrame();
+    expect(root.dataset.step).toBe("40");
+    expect(root.dataset.frames).toBe("3"); // one draw: both came before the animation frame
   });
 
   test("variance explained keeps [0, 1] unless the data leaves it", async () => {

@@ -17,6 +17,8 @@ function makeModel(attrs: Record<string, unknown> = {}): FakeModel {
     status: "idle",
     progress: { done: 0, total: 0 },
     error: "",
+    revision: 0,
+    foreground: false,
     ...attrs,
   });
 }
@@ -91,6 +93,11 @@ function push(model: FakeModel, f: { result: unknown; buffers: ArrayBuffer[] }):
     content,
     f.buffers.map((b) => offsetView(new Uint8Array(b))),
   );
+}
+
+/** Answer a `frame` request; the kernel stamps every reply with the revision it was computed for. */
+function replyFrame(model: FakeModel, id: string, f: { result: unknown; buffers: ArrayBuffer[] }, revision = 0): void {
+  model.reply(id, { ...(f.result as object), revision }, f.buffers);
 }
 
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
@@ -190,8 +197,7 @@ describe("SuperpositionToy", () => {
     const setSeries = vi.spyOn(LineChart.prototype, "setSeries");
     const req = model.requests("frame")[0];
     expect(req.params).toEqual({});
-    const f = frame(40);
-    model.reply(req.id, f.result, f.buffers);
+    replyFrame(model, req.id, frame(40));
     await nextFrame();
     expect(root.dataset.frames).toBe("1");
     expect(root.dataset.step).toBe("40");
@@ -253,11 +259,63 @@ describe("SuperpositionToy", () => {
     const { root } = mount(model);
     push(model, frame(50));
     const req = model.requests("frame")[0];
-    const f = frame(5);
-    model.reply(req.id, f.result, f.buffers);
+    replyFrame(model, req.id, frame(5));
     await nextFrame();
     expect(root.dataset.step).toBe("50");
     expect(root.dataset.frames).toBe("1");
+  });
+
+  test("stale policy: a reply for an older revision than asked is never drawn; bumps during a request fold into one more", async () => {
+    const model = makeModel();
+    const { root, q } = mount(model);
+    const first = model.requests("frame")[0];
+    model.set("revision", 1);
+    model.set("revision", 2);
+    expect(model.requests("frame")).toHaveLength(1); // coalesced: the request in flight lands first
+    replyFrame(model, first.id, frame(40), 0); // asked at revision 0: drawn
+    await nextFrame();
+    expect(root.dataset.step).toBe("40");
+    const requests = model.requests("frame");
+    expect(requests).toHaveLength(2); // then one more, for revision 2
+    replyFrame(model, requests[1].id, frame(60), 1); // computed for revision 1 < 2: never drawn
+    await nextFrame();
+    expect(root.dataset.step).toBe("40");
+    expect(root.dataset.frames).toBe("1");
+    expect(q("error").textContent).toBe("");
+    model.set("revision", 3);
+    replyFrame(model, model.requests("frame")[2].id, frame(80), 3);
+    await nextFrame();
+    expect(root.dataset.step).toBe("80");
+    expect(root.dataset.frames).toBe("2");
+  });
+
+  test("a fetched frame is ordered against pushed ones by (revision, step): never over a newer push", async () => {
+    const model = makeModel();
+    const { root } = mount(model);
+    push(model, frame(3000)); // the last frame of a run, at revision 0
+    await nextFrame();
+    replyFrame(model, model.requests("frame")[0].id, frame(2990), 0); // same revision, older step: dropped
+    await nextFrame();
+    expect(root.dataset.step).toBe("3000");
+    expect(root.dataset.frames).toBe("1");
+
+    model.set("revision", 1); // the run ended; the reply was computed after that (a restarted run's step 10)
+    replyFrame(model, model.requests("frame")[1].id, frame(10), 1);
+    await nextFrame();
+    expect(root.dataset.step).toBe("10");
+    expect(root.dataset.frames).toBe("2");
+
+    push(model, frame(30)); // stamped with revision 1
+    model.set("revision", 2);
+    push(model, frame(40)); // stamped with revision 2
+    replyFrame(model, model.requests("frame")[2].id, frame(35), 2); // same revision, older step: dropped
+    await nextFrame();
+    expect(root.dataset.step).toBe("40");
+    expect(root.dataset.frames).toBe("3");
+    model.set("revision", 3);
+    replyFrame(model, model.requests("frame")[3].id, frame(40), 3); // a newer revision: drawn
+    await nextFrame();
+    expect(root.dataset.frames).toBe("4");
   });
 
   test("a sparsity slider shows its value while dragged and sets the trait on release", () => {

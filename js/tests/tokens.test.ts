@@ -128,7 +128,7 @@ describe("TokenStrip behaviour", () => {
     strip.setWeights(w, cmap, 0, 1);
     expect(s[0].style.backgroundColor).toBe("red");
     expect(s[1].style.backgroundColor).toBe("rgb(8, 48, 107)");
-    strip.invalidateColours();
+    strip.invalidateColors();
     strip.setWeights(w, cmap, 0, 1);
     expect(s[0].style.backgroundColor).not.toBe("red");
   });

@@ -1,7 +1,6 @@
 import { afterEach, describe, expect, test } from "vitest";
 import { encodeArray } from "../src/lib/codec";
 import { cssColor, divergingColormap } from "../src/lib/colormap";
-import { CoalescedFetch } from "../src/lib/scan_toolbar";
 import widget, { activationRange, gridColumns, overviewRange } from "../src/views/top_examples";
 import { FakeModel, mountView } from "./helpers";
 
@@ -12,7 +11,7 @@ function makeModel(attrs: Record<string, unknown> = {}): FakeModel {
     hook: "blocks.1.mlp.hook_post",
     neurons: NEURONS,
     k: 3,
-    n_docs: 40,
+    n_windows: 40,
     n_tokens: 5120,
     status: "idle",
     progress: { done: 0, total: 5 },
@@ -57,12 +56,12 @@ function examplesReply(neuron: number, revision: number, examples: Ex[]) {
       examples: examples.map((e, i) => ({
         tokens: e.tokens,
         max_index: e.max,
-        doc: 10 + i,
+        window: 10 + i,
         position: 40 + i,
         source: 0,
       })),
-      activations: acts.header,
-      values: values.header,
+      example_acts: acts.header,
+      example_values: values.header,
     },
     buffers: [acts.buffer, values.buffer],
   };
@@ -79,6 +78,16 @@ function answer(model: FakeModel, method: string, reply: { result: unknown; buff
   const req = model.requests(method).at(-1);
   model.reply(req.id, reply.result, reply.buffers ?? []);
   return req;
+}
+
+/** The last request of `method`, to be answered later. */
+function answerLater(model: FakeModel, method: string) {
+  const req = model.requests(method).at(-1);
+  return {
+    id: req.id as string,
+    params: req.params,
+    reply: (r: { result: unknown; buffers?: ArrayBuffer[] }) => model.reply(req.id, r.result, r.buffers ?? []),
+  };
 }
 
 function mount(model: FakeModel) {
@@ -109,28 +118,13 @@ describe("TopExamples helpers", () => {
       tokens: [],
       maxIndex: 0,
       value: 0,
-      doc: 0,
+      window: 0,
       position: 0,
+      source: 0,
       activations: new Float32Array(a),
     });
     expect(activationRange([ex([-5, 1]), ex([2, NaN])])).toBe(5);
     expect(activationRange([])).toBe(1);
-  });
-
-  test("CoalescedFetch: one in flight, calls meanwhile fold into one more", async () => {
-    const resolvers: Array<() => void> = [];
-    const fetcher = new CoalescedFetch(() => new Promise<void>((r) => resolvers.push(r)));
-    fetcher.run();
-    fetcher.run();
-    fetcher.run();
-    expect(resolvers).toHaveLength(1);
-    resolvers[0]();
-    await tick();
-    expect(resolvers).toHaveLength(2);
-    resolvers[1]();
-    await tick();
-    expect(resolvers).toHaveLength(2);
-    expect(fetcher.busy).toBe(false);
   });
 });
 
@@ -255,6 +249,40 @@ describe("TopExamples", () => {
     answer(model, "examples", examplesReply(21, 6, EXAMPLES)); // for the neuron that was selected before
     await tick();
     expect(root.dataset.examples).toBeUndefined();
+  });
+
+  test("stale policy: a reply computed for the revision before a bump is never drawn, and a new selection drops the old request", async () => {
+    const model = makeModel({ selected: { neuron: 21 }, revision: 3 });
+    const { root, q } = mount(model);
+    answer(model, "overview", overviewReply(3, 2));
+    answer(model, "examples", examplesReply(21, 3, EXAMPLES));
+    await tick();
+    expect(root.dataset.revision).toBe("3");
+    expect(root.dataset.examples).toBe("21:3:2");
+
+    model.set("revision", 4);
+    // replies the kernel computed for revision 3 (as new as what is drawn, but older than the view's revision)
+    answer(model, "overview", overviewReply(3));
+    answer(model, "examples", examplesReply(21, 3, EXAMPLES.slice(1)));
+    await tick();
+    expect(root.dataset.revision).toBe("3");
+    expect(root.dataset.examples).toBe("21:3:2");
+    expect(q("error").textContent).toBe("");
+
+    // a new selection cancels the request in flight for the old one at once: its reply is never drawn
+    model.set("revision", 5);
+    const pending = answerLater(model, "examples");
+    expect(pending.params).toEqual({ neuron: 21 });
+    model.set("selected", { neuron: 34 });
+    expect(model.sent.some((s) => s.content.type === "cancel" && s.content.id === pending.id)).toBe(true);
+    expect(model.requests("examples").at(-1).params).toEqual({ neuron: 34 });
+    pending.reply(examplesReply(21, 5, EXAMPLES));
+    await tick();
+    expect(root.dataset.examples).toBeUndefined();
+    expect(q("examples-title").textContent).toBe("neuron 34: loading…");
+    answer(model, "examples", examplesReply(34, 5, EXAMPLES.slice(1)));
+    await tick();
+    expect(root.dataset.examples).toBe("34:5:1");
   });
 
   test("Start and Stop go through the shared toolbar", async () => {

@@ -34,8 +34,9 @@ Architectures beyond GPT-2's layout, and what is done about each:
   would skip (OPT-350m's ``project_out``), a post-attention norm with a bias, or a layout whose
   components do not add up to the residual stream is refused, with the part named.
 
-This reads the weights of the model as it is (TransformerLens 4.x ``TransformerBridge`` or
-2.x ``HookedTransformer``), never changes it, and needs no compatibility mode. TransformerLens's
+The weights are those of the model as it is (TransformerLens 4.x ``TransformerBridge`` or
+2.x ``HookedTransformer``, read by :class:`~mi_widgets.capture.adapter.ModelAdapter`), never
+changed, and no compatibility mode is needed. TransformerLens's
 own ``cache.logit_attrs`` needs ``enable_compatibility_mode()`` (4.x) or ``fold_ln=True``
 (2.x): folding the norm's ``w`` into ``W_U`` and its ``b`` into ``b_U``, centring the weights
 that write to the residual stream, and folding value biases ``b_V`` into ``b_O``. Totals are
@@ -46,25 +47,17 @@ Every result is checked against the model's own forward pass (each post-normed a
 against ``hook_attn_out``, components against the final residual, the norm against ``ln_final``,
 the readout against the logits the model returned on the same run, the parts against the logit
 difference), so a model whose layout is read wrongly raises instead of showing wrong numbers.
+
+This module is tensors in, tensors out: :func:`~mi_widgets.capture.readout.attribution_inputs`
+runs the model once and reads its weights into an :class:`AttributionInputs`, and
+:func:`logit_attribution` splits it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
-
-from ..capture.adapter import ModelAdapter
-from .logit_lens import check_readout
-
-Z_HOOK = "blocks.{layer}.attn.hook_z"
-MLP_OUT_HOOK = "blocks.{layer}.hook_mlp_out"
-EMBED_HOOK = "hook_embed"
-POS_EMBED_HOOK = "hook_pos_embed"
-RESID_PRE_0 = "blocks.0.hook_resid_pre"
-RESID_POST = "blocks.{layer}.hook_resid_post"
-ATTN_OUT_HOOK = "blocks.{layer}.hook_attn_out"
 
 # Relative tolerance of the self-checks (float32 sums of a few hundred terms, any device).
 CHECK_RTOL = 1e-3
@@ -131,106 +124,50 @@ class Attribution:
         return self.heads.sum(-1) + self.attn_bias
 
 
-def read_final_norm(model: Any) -> FinalNorm:
-    """The final norm's type, weight, bias and eps, from ``cfg.normalization_type`` and ``model.ln_final``."""
-    cfg = model.cfg
-    kind = getattr(cfg, "normalization_type", "LN")
-    eps = float(getattr(cfg, "eps", 1e-5))
-    if kind is None:
-        return FinalNorm(None, None, None, eps)
-    if kind not in ("LN", "LNPre", "RMS", "RMSPre"):
-        raise ValueError(
-            f"cannot attribute through a final norm of type {kind!r}: expected cfg.normalization_type "
-            "LN, LNPre, RMS, RMSPre or None"
-        )
-    ln = getattr(model, "ln_final", None)
-    if ln is None:
-        raise ValueError(f"cfg.normalization_type is {kind!r} but the model has no ln_final module to read")
-    weight = bias = None
-    if not kind.endswith("Pre"):  # *Pre norms have their weights folded into the unembedding
-        weight = _norm_weight(ln)
-        bias = _param(ln, "b", "bias")
-        if weight is None:
-            raise ValueError(f"cannot read the final norm's weight (ln_final.w) of this {type(model).__qualname__}")
-    return FinalNorm("LN" if kind.startswith("LN") else "RMS", weight, bias, eps)
+@dataclass(frozen=True)
+class AttributionInputs:
+    """What one forward pass gives a direct logit attribution at one position, and the weights it splits with.
 
-
-def read_post_attn_norms(model: Any) -> list[FinalNorm | None]:
-    """Per layer, the norm applied to the attention output before it joins the residual stream (Gemma 2's
-    ``ln1_post``), or None where the block has none."""
-    cfg = model.cfg
-    default = str(getattr(cfg, "normalization_type", None) or "RMS")
-    eps = float(getattr(cfg, "eps", 1e-5))
-    norms: list[FinalNorm | None] = []
-    for block in _blocks(model):
-        ln = _submodule(block, "ln1_post")
-        if ln is None or isinstance(ln, torch.nn.Identity):  # TL 2.x's post-"norm" of a model without norms
-            norms.append(None)
-            continue
-        kind, eps_here = _norm_kind(ln, default), float(getattr(ln, "eps", eps))
-        norms.append(FinalNorm(kind, _norm_weight(ln), _param(ln, "b", "bias"), eps_here))
-    return norms
-
-
-def read_unembed(model: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``W_U [d_model, d_vocab]`` and ``b_U [d_vocab]`` (None if the model has none)."""
-    w_u = _model_param(model, "W_U")
-    if w_u is None or w_u.ndim != 2:
-        raise ValueError(f"cannot read the unembedding W_U [d_model, d_vocab] of this {type(model).__qualname__}")
-    return w_u, _model_param(model, "b_U")
-
-
-def read_attn_out(model: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``W_O [layers, heads, d_head, d_model]`` and ``b_O [layers, d_model]`` (None if absent)."""
-    w_o = _model_param(model, "W_O")
-    if w_o is None:  # stack per block
-        try:
-            w_o = torch.stack([block.attn.W_O for block in model.blocks])
-        except (AttributeError, TypeError, RuntimeError):
-            w_o = None
-    if w_o is None or w_o.ndim != 4:
-        raise ValueError(
-            f"cannot read the attention output weights W_O [layers, heads, d_head, d_model] of this "
-            f"{type(model).__qualname__}; direct logit attribution needs them"
-        )
-    b_o = _model_param(model, "b_O")
-    if b_o is None:
-        try:
-            b_o = torch.stack([block.attn.b_O for block in model.blocks])
-        except (AttributeError, TypeError, RuntimeError):
-            b_o = None
-    return w_o, b_o
-
-
-def attribution_hooks(adapter: ModelAdapter) -> list[str]:
-    """Exactly the hooks the attribution reads: embeddings, every head's ``z``, every MLP output, the final residual,
-    and the attention output of every layer with a post-attention norm (to check the heads through it)."""
-    hooks = [EMBED_HOOK] if has_pos_embed(adapter) else []
-    hooks.append(RESID_PRE_0)
-    post = read_post_attn_norms(adapter.model)
-    for layer in range(adapter.n_layers):
-        hooks.append(Z_HOOK.format(layer=layer))
-        if layer < len(post) and post[layer] is not None:
-            hooks.append(ATTN_OUT_HOOK.format(layer=layer))
-        if has_mlp(adapter):
-            hooks.append(MLP_OUT_HOOK.format(layer=layer))
-    hooks.append(RESID_POST.format(layer=adapter.n_layers - 1))
-    return hooks
-
-
-def has_pos_embed(adapter: ModelAdapter) -> bool:
-    """Token and positional embeddings apart only for learned absolute positions added to the residual stream.
-
-    Rotary models (and TransformerLens 4.x bridges alias ``hook_pos_embed`` to the rotary
-    embedding there) have no positional term: all that enters block 0 is one ``embed`` term.
+    Built by :func:`~mi_widgets.capture.readout.attribution_inputs`. Activations are float32 vectors
+    ``[d_model]`` at ``position`` (``z`` per layer ``[heads, d_head]``), on the model's device; the
+    weights are the model's own, detached, in its dtype.
     """
-    names = set(adapter.hook_names())
-    kind = getattr(adapter.cfg, "positional_embedding_type", "standard")
-    return {EMBED_HOOK, POS_EMBED_HOOK} <= names and kind == "standard"
+
+    position: int
+    embed: torch.Tensor | None  # hook_embed; None when no positional term is apart (then resid_pre is all of it)
+    resid_pre: torch.Tensor  # blocks.0.hook_resid_pre: what enters block 0
+    z: list[torch.Tensor]  # per layer: attn.hook_z
+    attn_out: list[torch.Tensor | None]  # per layer: hook_attn_out where the layer has a post-attention norm
+    mlp_out: list[torch.Tensor] | None  # per layer: hook_mlp_out; None for attention-only models
+    resid: torch.Tensor  # the last block's hook_resid_post
+    logits: torch.Tensor  # [d_vocab] the logits the model returned at the position, on the same run
+    norm_out: torch.Tensor  # the model's ln_final of resid (resid itself without a final norm)
+    unembedded: torch.Tensor  # [d_vocab] unembed(ln_final(resid)), before the model's post-unembedding step
+    transformed: torch.Tensor  # [d_vocab] that step applied (a soft cap; identity for most models)
+    softcap: float | None  # the soft cap c the model declares (c * tanh(x / c)), or None
+    dtype: torch.dtype  # the model's parameter dtype: half precision gets a looser self-check
+    final_norm: FinalNorm
+    post_attn_norms: list[FinalNorm | None]  # per layer (Gemma 2's ln1_post), None where there is none
+    w_u: torch.Tensor  # W_U [d_model, d_vocab]
+    b_u: torch.Tensor | None  # b_U [d_vocab]
+    w_o: torch.Tensor  # W_O [layers, heads, d_head, d_model]
+    b_o: torch.Tensor | None  # b_O [layers, d_model]
 
 
-def has_mlp(adapter: ModelAdapter) -> bool:
-    return not bool(getattr(adapter.cfg, "attn_only", False))
+def check_attribution_weights(
+    w_o: torch.Tensor, post_attn: list[FinalNorm | None], n_layers: int, n_heads: int
+) -> list[FinalNorm | None]:
+    """Refuse weights this attribution cannot split with; the post-attention norms padded to ``n_layers``."""
+    if tuple(w_o.shape[:2]) != (n_layers, n_heads):
+        raise ValueError(f"W_O has shape {list(w_o.shape)}, expected [{n_layers}, {n_heads}, d_head, d_model]")
+    post_attn = list(post_attn) + [None] * (n_layers - len(post_attn))
+    for layer, post in enumerate(post_attn):
+        if post is not None and post.bias is not None and bool(post.bias.any()):
+            raise ValueError(
+                f"layer {layer}'s post-attention norm (ln1_post) has a bias: splitting the attention output through "
+                "it is not supported (expected a post-attention norm without a bias, like Gemma 2's RMSNorm)"
+            )
+    return post_attn
 
 
 def resolve_position(position: int, seq: int) -> int:
@@ -257,54 +194,36 @@ def direct_contributions(
     return x @ direction
 
 
-def logit_attribution(
-    adapter: ModelAdapter, tokens: torch.Tensor, answer: int, wrong: int, position: int = -1
-) -> Attribution:
-    """Direct logit attribution of ``logit[answer] - logit[wrong]`` at ``position`` of ``tokens [1, seq]``."""
+def logit_attribution(inputs: AttributionInputs, answer: int, wrong: int) -> Attribution:
+    """Direct logit attribution of ``logit[answer] - logit[wrong]`` from one run's :class:`AttributionInputs`.
+
+    ``attribution_inputs(adapter, tokens, position)`` (:mod:`mi_widgets.capture.readout`) makes them.
+    """
     if answer == wrong:
         raise ValueError(f"answer and wrong are the same token ({answer}): the logit difference would be 0")
-    seq = int(tokens.shape[-1])
-    pos = resolve_position(position, seq)
-    model = adapter.model
-    check_readout(adapter, "direct logit attribution")
-    norm = read_final_norm(model)
-    post_attn = read_post_attn_norms(model)
-    w_u, b_u = read_unembed(model)
-    w_o, b_o = read_attn_out(model)
-    n_layers, n_heads = adapter.n_layers, adapter.n_heads
-    if tuple(w_o.shape[:2]) != (n_layers, n_heads):
-        raise ValueError(f"W_O has shape {list(w_o.shape)}, expected [{n_layers}, {n_heads}, d_head, d_model]")
+    pos = inputs.position
+    w_u, b_u, w_o, b_o = inputs.w_u, inputs.b_u, inputs.w_o, inputs.b_o
+    n_layers = len(inputs.z)
+    n_heads = int(w_o.shape[1]) if w_o.ndim == 4 else 0
+    post_attn = check_attribution_weights(w_o, inputs.post_attn_norms, n_layers, n_heads)
     d_head = int(w_o.shape[2])
-    post_attn += [None] * (n_layers - len(post_attn))
-    for layer, post in enumerate(post_attn):
-        if post is not None and post.bias is not None and bool(post.bias.any()):
-            raise ValueError(
-                f"layer {layer}'s post-attention norm (ln1_post) has a bias: splitting the attention output through "
-                "it is not supported (expected a post-attention norm without a bias, like Gemma 2's RMSNorm)"
-            )
-
-    names = attribution_hooks(adapter)
-    got: dict[str, torch.Tensor] = {}
-
-    def keep(index: int, act: torch.Tensor) -> None:
-        got[names[index]] = act[0, pos].detach().float().clone()
-
-    real_logits = adapter.run_to_logits(tokens, names, keep)[0, pos].detach().float()
+    has_mlp = inputs.mlp_out is not None
+    norm = inputs.final_norm
 
     with torch.no_grad():
-        resid = got[RESID_POST.format(layer=n_layers - 1)]
+        resid = inputs.resid
         if not bool(torch.isfinite(resid).all()):
             raise ValueError(
                 f"the model's final residual stream at position {pos} holds NaN or inf: nothing to attribute"
             )
         device = resid.device
-        dtype = _dtype(model)
+        dtype = inputs.dtype
         rtol = CHECK_RTOL if dtype in (torch.float32, torch.float64) else 3e-2  # half precision rounds more
         rows: list[torch.Tensor] = []
         labels: list[str] = []
-        resid_pre = got[RESID_PRE_0]
-        if EMBED_HOOK in got:
-            embed = got[EMBED_HOOK]
+        resid_pre = inputs.resid_pre
+        if inputs.embed is not None:
+            embed = inputs.embed
             rows += [embed, resid_pre - embed]
             labels += ["embed", "pos_embed"]
         else:
@@ -312,7 +231,7 @@ def logit_attribution(
             labels.append("embed")
         w_o32 = w_o.detach().to(device, torch.float32)
         for layer in range(n_layers):
-            z = got[Z_HOOK.format(layer=layer)].reshape(n_heads, d_head)
+            z = inputs.z[layer].reshape(n_heads, d_head)
             heads = torch.einsum("hd,hdm->hm", z, w_o32[layer])
             bias = (
                 b_o[layer].detach().to(device, torch.float32)[None]
@@ -326,7 +245,7 @@ def logit_attribution(
                 heads, bias = post.linear(heads, attn_in), post.linear(bias, attn_in)
                 _check_close(
                     heads.sum(0) + bias[0],
-                    got[ATTN_OUT_HOOK.format(layer=layer)],
+                    _captured(inputs.attn_out[layer], f"layer {layer}'s hook_attn_out"),
                     rtol,
                     f"layer {layer}'s heads and b_O through its post-attention norm (ln1_post, read as "
                     f"{post.kind}, eps {post.eps}, scale fixed at this run's) do not reproduce the attention "
@@ -337,8 +256,8 @@ def logit_attribution(
             labels += [f"L{layer}H{h}" for h in range(n_heads)]
             rows.append(bias)
             labels.append(f"L{layer} b_O")
-            if has_mlp(adapter):
-                rows.append(got[MLP_OUT_HOOK.format(layer=layer)])
+            if inputs.mlp_out is not None:
+                rows.append(inputs.mlp_out[layer])
                 labels.append(f"L{layer} mlp")
         components = torch.cat([r.reshape(-1, resid.shape[-1]) for r in rows])
         _check_close(
@@ -349,17 +268,15 @@ def logit_attribution(
             "up to the final residual stream, so this model's layout is not one this attribution reads",
         )
         norm = _on(norm, device)
-        real_norm = adapter.final_norm(resid[None, None].to(dtype))[0, 0].float() if norm.kind is not None else resid
         _check_close(
             norm(resid),
-            real_norm,
+            inputs.norm_out,
             rtol,
             f"the final norm read as {norm.kind} (eps {norm.eps}) does not reproduce "
             "the model's ln_final, so its weights or type are not what this attribution reads",
         )
 
-        logits = adapter.unembed_before_transform(resid[None, None].to(dtype))[0, 0].float()
-        output = adapter.logits_transform(logits).float()
+        logits, output, real_logits = inputs.unembedded, inputs.transformed, inputs.logits
         _check_close(
             output,
             real_logits,
@@ -368,7 +285,7 @@ def logit_attribution(
             f"post-unembedding step does not give the logits the model returned at position {pos}, so something "
             "between its last residual stream and its logits is not what this attribution reads",
         )
-        softcap = adapter.logit_softcap
+        softcap = inputs.softcap
         if softcap is not None:
             _check_close(
                 softcap * torch.tanh(logits / softcap),
@@ -405,13 +322,13 @@ def logit_attribution(
     parts = dict(zip(labels, shares.tolist()))
     parts["ln_final bias"] = norm_bias
     parts["b_U"] = unembed_bias
-    n_embed = 2 if EMBED_HOOK in got else 1
-    per_layer = n_heads + 1 + int(has_mlp(adapter))  # heads, b_O, mlp
-    blocks = shares[n_embed:].reshape(n_layers, per_layer)
+    n_embed = 2 if inputs.embed is not None else 1
+    per_layer = n_heads + 1 + int(has_mlp)  # heads, b_O, mlp
+    by_layer = shares[n_embed:].reshape(n_layers, per_layer)
     return Attribution(
-        heads=blocks[:, :n_heads],
-        attn_bias=blocks[:, n_heads],
-        mlps=blocks[:, n_heads + 1] if has_mlp(adapter) else torch.zeros(n_layers, device=device),
+        heads=by_layer[:, :n_heads],
+        attn_bias=by_layer[:, n_heads],
+        mlps=by_layer[:, n_heads + 1] if has_mlp else torch.zeros(n_layers, device=device),
         embed=parts["embed"],
         pos_embed=parts.get("pos_embed"),
         norm_bias=norm_bias,
@@ -426,69 +343,6 @@ def logit_attribution(
 # ----- internals ---------------------------------------------------------------------------
 
 
-def _param(module: Any, *names: str) -> torch.Tensor | None:
-    for name in names:
-        try:
-            value = getattr(module, name, None)
-        except Exception:  # some bridges raise from properties they cannot compute
-            value = None
-        if isinstance(value, torch.Tensor):
-            return value.detach()
-    return None
-
-
-def _model_param(model: Any, name: str) -> torch.Tensor | None:
-    return _param(model, name)
-
-
-def _norm_weight(ln: Any) -> torch.Tensor | None:
-    """A norm's effective weight: Gemma's RMSNorm stores ``w`` and multiplies by ``1 + w``.
-
-    TransformerLens 4.x bridges say so with ``uses_weight_offset`` (from ``cfg.rmsnorm_uses_offset``);
-    2.x adds the 1 when it loads the weights.
-    """
-    weight = _param(ln, "w", "weight")
-    if weight is not None and getattr(ln, "uses_weight_offset", False) is True:
-        weight = weight + 1.0
-    return weight
-
-
-def _norm_kind(ln: Any, default: str) -> str:
-    """``"RMS"`` or ``"LN"`` for a norm module (4.x bridges say ``uses_rms_norm``; 2.x classes are named so)."""
-    rms = getattr(ln, "uses_rms_norm", None)
-    if isinstance(rms, bool):
-        return "RMS" if rms else "LN"
-    name = type(ln).__name__
-    if name.startswith("RMSNorm"):
-        return "RMS"
-    if name.startswith("LayerNorm"):
-        return "LN"
-    return "LN" if default.startswith("LN") else "RMS"
-
-
-def _blocks(model: Any) -> list[Any]:
-    try:
-        return list(getattr(model, "blocks", None) or [])
-    except TypeError:
-        return []
-
-
-def _submodule(module: Any, name: str) -> Any:
-    """``module.name`` if it is a torch module (bridges may raise, or delegate to the HF layer, for absent names)."""
-    try:
-        value = getattr(module, name, None)
-    except Exception:
-        return None
-    return value if isinstance(value, torch.nn.Module) else None
-
-
-def _dtype(model: Any) -> torch.dtype:
-    try:
-        return next(model.parameters()).dtype
-    except (AttributeError, StopIteration, TypeError):
-        return torch.float32
-
-
 def _on(norm: FinalNorm, device: torch.device) -> FinalNorm:
     move = lambda t: None if t is None else t.detach().to(device, torch.float32)  # noqa: E731
     return FinalNorm(norm.kind, move(norm.weight), move(norm.bias), norm.eps)
@@ -499,3 +353,9 @@ def _check_close(got: torch.Tensor, expected: torch.Tensor, rtol: float, message
     size = float(expected.float().abs().max()) + 1e-6
     if not err <= rtol * size + 1e-5:  # also catches NaN
         raise RuntimeError(f"{message} (max difference {err:.3g} on values up to {size:.3g})")
+
+
+def _captured(value: torch.Tensor | None, what: str) -> torch.Tensor:
+    if value is None:
+        raise ValueError(f"the attribution inputs lack {what}, which a layer with a post-attention norm needs")
+    return value

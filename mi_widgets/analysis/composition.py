@@ -1,8 +1,9 @@
 """Q-, K- and V-composition between heads of different layers (Elhage et al. 2021).
 
-TransformerLens computes the scores (``all_composition_scores``, 2.x and 4.x alike); this
-module checks the mode, detaches the result (it carries grad), keeps it on the model's
-device, and adds the random baseline the scores must be read against.
+TransformerLens computes the scores from the weights (``all_composition_scores``, 2.x and 4.x
+alike; :meth:`~mi_widgets.capture.adapter.ModelAdapter.composition_scores` checks the mode,
+detaches the result and keeps it on the model's device); this module has the modes and the
+random baseline the scores must be read against.
 
 Score ``[l1, h1, l2, h2]`` is how much head ``(l2, h2)`` reads, through its queries, keys or
 values, what head ``(l1, h1)`` writes: ``||W_OV^{l1h1} W^{l2h2}|| / (||W_OV|| ||W||)``
@@ -13,25 +14,9 @@ from :func:`composition_baseline`, which is how ARENA and Elhage et al. read the
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 COMPOSITION_MODES: tuple[str, ...] = ("Q", "K", "V")
-
-
-def composition_scores(model: Any, mode: str = "K") -> torch.Tensor:
-    """Composition scores ``[layers, heads, layers, heads]`` of one mode (``"Q"``, ``"K"`` or ``"V"``)."""
-    if mode not in COMPOSITION_MODES:
-        raise ValueError(f"mode must be one of {', '.join(COMPOSITION_MODES)}, got {mode!r}")
-    compute = getattr(model, "all_composition_scores", None)
-    if not callable(compute):
-        raise TypeError(
-            "expected a TransformerLens model with all_composition_scores (TransformerBridge or "
-            f"HookedTransformer), got {type(model).__qualname__}"
-        )
-    with torch.no_grad():
-        return compute(mode).detach()
 
 
 def composition_baseline(d_model: int, d_head: int, *, samples: int = 64, seed: int = 0) -> float:

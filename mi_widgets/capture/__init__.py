@@ -1,4 +1,6 @@
-"""Capture: run models with only the hooks a view needs; read corpora in windows the model can take."""
+"""Capture: the only room that touches a model. Run it with only the hooks a view needs, read its weights
+(:class:`ModelAdapter`), read its output (:mod:`.readout`), read corpora in windows it can take (:mod:`.corpus`)
+and stream activations over them (:mod:`.streams`)."""
 
 from .adapter import PATTERN_HOOK, ModelAdapter
 from .corpus import (
@@ -11,9 +13,16 @@ from .corpus import (
     resolve_layer_hook,
     text_batch,
 )
+from .readout import attribution_inputs, residual_streams, single_token_id
+from .streams import ActivationStream, TensorStream
 
 __all__ = [
     "PATTERN_HOOK",
+    "ActivationStream",
+    "TensorStream",
+    "attribution_inputs",
+    "residual_streams",
+    "single_token_id",
     "Example",
     "ModelAdapter",
     "TopContexts",

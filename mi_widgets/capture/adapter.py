@@ -12,16 +12,30 @@ never see ours.
 from __future__ import annotations
 
 import difflib
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 
+from ..analysis.attribution import FinalNorm
+from ..analysis.composition import COMPOSITION_MODES
 from .inputs import check_text, check_weights_loaded, index_in, prompt_ids, visible_texts
 from .twin import analysis_twin
 
 PATTERN_HOOK = "blocks.{layer}.attn.hook_pattern"
+EMBED_HOOK = "hook_embed"
+POS_EMBED_HOOK = "hook_pos_embed"
+
+# Modules some bridges mount between the last residual stream and the logits, which ln_final -> unembed
+# would skip (the same list TransformerLens 4.3's own logit lens refuses): OPT-350m's project_out,
+# BERT-style heads, DeepSeek-V4's hc_head, BD3LM's sigma_map, AST's classifier norm.
+READOUT_TRANSFORM_COMPONENTS = ("project_out", "mlm_head", "prediction_head", "hc_head", "sigma_map", "classifier_ln")
+
+# Hooks whose vectors live in the residual stream (so W_U reads them directly), and the MLP's hidden layer.
+_RESID_HOOK = re.compile(r"(hook_resid_(pre|mid|post)|hook_attn_out|hook_mlp_out|hook_embed|hook_pos_embed)$")
+_MLP_POST = re.compile(r"^blocks\.(\d+)\.mlp\.hook_post$")
 
 # Per-layer shorthands users type ("mlp.post"), each meaning that hook point in every layer.
 HOOK_SHORTHANDS: dict[str, str] = {
@@ -307,6 +321,180 @@ class ModelAdapter:
             )
         return logits
 
+    # ----- weights: read from the model as it is, never changed --------------------------------
+    # Everything that reads a weight lives here (analysis gets tensors): detached, in the model's dtype,
+    # on the model's device, from TransformerLens 4.x bridges and 2.x HookedTransformers alike.
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's parameters (float32 when it has none to read)."""
+        try:
+            return next(self.model.parameters()).dtype
+        except (AttributeError, StopIteration, TypeError):
+            return torch.float32
+
+    @property
+    def has_mlp(self) -> bool:
+        """False for attention-only models (``cfg.attn_only``)."""
+        return not bool(getattr(self.cfg, "attn_only", False))
+
+    @property
+    def has_pos_embed(self) -> bool:
+        """Token and positional embeddings apart only for learned absolute positions added to the residual stream.
+
+        Rotary models (and TransformerLens 4.x bridges alias ``hook_pos_embed`` to the rotary
+        embedding there) have no positional term: all that enters block 0 is one ``embed`` term.
+        """
+        names = set(self.hook_names())
+        kind = getattr(self.cfg, "positional_embedding_type", "standard")
+        return {EMBED_HOOK, POS_EMBED_HOOK} <= names and kind == "standard"
+
+    def unembed_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``W_U [d_model, d_vocab]`` and ``b_U [d_vocab]`` (None if the model has none); a ValueError if unreadable."""
+        model = self.model
+        w_u = _param(model, "W_U")
+        if w_u is None or w_u.ndim != 2:
+            raise ValueError(f"cannot read the unembedding W_U [d_model, d_vocab] of this {type(model).__qualname__}")
+        return w_u, _param(model, "b_U")
+
+    def attn_out_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``W_O [layers, heads, d_head, d_model]`` and ``b_O [layers, d_model]`` (None if absent); a ValueError if
+        ``W_O`` cannot be read (from the model, or stacked from its blocks)."""
+        model = self.model
+        w_o = _param(model, "W_O")
+        if w_o is None:  # stack per block
+            try:
+                w_o = torch.stack([block.attn.W_O for block in model.blocks])
+            except (AttributeError, TypeError, RuntimeError):
+                w_o = None
+        if w_o is None or w_o.ndim != 4:
+            raise ValueError(
+                f"cannot read the attention output weights W_O [layers, heads, d_head, d_model] of this "
+                f"{type(model).__qualname__}; direct logit attribution needs them"
+            )
+        b_o = _param(model, "b_O")
+        if b_o is None:
+            try:
+                b_o = torch.stack([block.attn.b_O for block in model.blocks])
+            except (AttributeError, TypeError, RuntimeError):
+                b_o = None
+        return w_o, b_o
+
+    def mlp_out_weight(self, layer: int) -> torch.Tensor | None:
+        """Layer ``layer``'s MLP output weight ``W_out [d_mlp, d_model]``, or None where it cannot be read."""
+        blocks = _blocks(self.model)
+        if not 0 <= layer < len(blocks):
+            return None
+        w_out = getattr(getattr(blocks[layer], "mlp", None), "W_out", None)
+        return w_out.detach() if isinstance(w_out, torch.Tensor) else None
+
+    def final_norm_weights(self) -> FinalNorm:
+        """The final norm's type, weight, bias and eps, from ``cfg.normalization_type`` and ``model.ln_final``.
+
+        The weight is the effective one (Gemma's ``1 + w``); ``*Pre`` norms have theirs folded into the
+        unembedding (weight and bias None). A ValueError for a norm type or module it cannot read.
+        """
+        model, cfg = self.model, self.cfg
+        kind = getattr(cfg, "normalization_type", "LN")
+        eps = float(getattr(cfg, "eps", 1e-5))
+        if kind is None:
+            return FinalNorm(None, None, None, eps)
+        if kind not in ("LN", "LNPre", "RMS", "RMSPre"):
+            raise ValueError(
+                f"cannot attribute through a final norm of type {kind!r}: expected cfg.normalization_type "
+                "LN, LNPre, RMS, RMSPre or None"
+            )
+        ln = getattr(model, "ln_final", None)
+        if ln is None:
+            raise ValueError(f"cfg.normalization_type is {kind!r} but the model has no ln_final module to read")
+        weight = bias = None
+        if not kind.endswith("Pre"):  # *Pre norms have their weights folded into the unembedding
+            weight = _norm_weight(ln)
+            bias = _param(ln, "b", "bias")
+            if weight is None:
+                raise ValueError(f"cannot read the final norm's weight (ln_final.w) of this {type(model).__qualname__}")
+        return FinalNorm("LN" if kind.startswith("LN") else "RMS", weight, bias, eps)
+
+    def post_attn_norms(self) -> list[FinalNorm | None]:
+        """Per layer, the norm applied to the attention output before it joins the residual stream (Gemma 2's
+        ``ln1_post``), or None where the block has none."""
+        cfg = self.cfg
+        default = str(getattr(cfg, "normalization_type", None) or "RMS")
+        eps = float(getattr(cfg, "eps", 1e-5))
+        norms: list[FinalNorm | None] = []
+        for block in _blocks(self.model):
+            ln = _submodule(block, "ln1_post")
+            if ln is None or isinstance(ln, torch.nn.Identity):  # TL 2.x's post-"norm" of a model without norms
+                norms.append(None)
+                continue
+            kind, eps_here = _norm_kind(ln, default), float(getattr(ln, "eps", eps))
+            norms.append(FinalNorm(kind, _norm_weight(ln), _param(ln, "b", "bias"), eps_here))
+        return norms
+
+    def direct_logit_map(self, hook: str, d_in: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The linear map from a direction ``[d_in]`` written at ``hook`` to the logits it adds directly.
+
+        ``d @ W_U`` for a hook in the residual stream (``hook_resid_*``, ``hook_attn_out``,
+        ``hook_mlp_out``, the embeddings) of width ``d_model``, ``d @ W_out @ W_U`` for
+        ``blocks.L.mlp.hook_post``; None when the direction reaches the logits otherwise (or the
+        weights cannot be read). The map holds the model's own weights and computes on their device.
+        """
+        try:
+            w_u, _ = self.unembed_weights()
+        except ValueError:
+            return None
+        if _RESID_HOOK.search(hook) and d_in == w_u.shape[0]:
+            return lambda d: d.to(w_u) @ w_u
+        match = _MLP_POST.match(hook)
+        w_out = self.mlp_out_weight(int(match.group(1))) if match else None
+        if w_out is not None and w_out.shape == (d_in, w_u.shape[0]):
+            return lambda d: d.to(w_out) @ w_out @ w_u
+        return None
+
+    @property
+    def has_composition_scores(self) -> bool:
+        """Whether the model computes composition scores (``all_composition_scores``: TL 4.x and 2.x do)."""
+        return callable(getattr(self.model, "all_composition_scores", None))
+
+    def composition_scores(self, mode: str = "K") -> torch.Tensor:
+        """Q-, K- or V-composition scores ``[layers, heads, layers, heads]`` (writer, reader) from the weights.
+
+        TransformerLens computes them (``all_composition_scores``); the result is detached (it carries
+        grad) and stays on the model's device. See :mod:`mi_widgets.analysis.composition`.
+        """
+        if mode not in COMPOSITION_MODES:
+            raise ValueError(f"mode must be one of {', '.join(COMPOSITION_MODES)}, got {mode!r}")
+        compute = getattr(self.model, "all_composition_scores", None)
+        if not callable(compute):
+            raise TypeError(
+                "expected a TransformerLens model with all_composition_scores (TransformerBridge or "
+                f"HookedTransformer), got {type(self.model).__qualname__}"
+            )
+        with torch.no_grad():
+            return compute(mode).detach()
+
+    def check_readout(self, what: str) -> None:
+        """Refuse, by name, a model whose logits are not ``transform(unembed(ln_final(last hook_resid_post)))``.
+
+        ``what`` names the analysis in the message ("the logit lens", "direct logit attribution").
+        """
+        model = self.model
+        modules = getattr(model, "_modules", None) or {}
+        mounted = [name for name in READOUT_TRANSFORM_COMPONENTS if name in modules]
+        if mounted:
+            raise ValueError(
+                f"{what} reads the residual stream through the model's ln_final and unembed, but this "
+                f"{type(model).__qualname__} has {', '.join(mounted)} on the way from its last residual stream to "
+                "its logits, which that path would skip: this architecture's readout is not supported"
+            )
+        for layer, block in enumerate(getattr(model, "blocks", None) or []):
+            if getattr(block, "hook_out_is_single_residual_stream", True) is False:
+                raise ValueError(
+                    f"{what} needs one residual stream [batch, position, d_model] per block, but blocks.{layer} "
+                    f"({type(block).__name__}) carries several that the model combines before ln_final: "
+                    "this architecture's residual stream is not supported"
+                )
+
     def _run(
         self, tokens: torch.Tensor, names: Sequence[str], fn: Callable[[int, torch.Tensor], None], *, stop_early: bool
     ) -> Any:
@@ -346,3 +534,59 @@ def _bind(fn: Callable[..., None], index: int) -> Callable[[torch.Tensor, Any], 
         fn(tensor, hook, index)
 
     return hook_fn
+
+
+# ----- reading weights and modules ---------------------------------------------------------------
+
+
+def _param(module: Any, *names: str) -> torch.Tensor | None:
+    """The first of ``names`` that is a tensor attribute of ``module``, detached; None if none is."""
+    for name in names:
+        try:
+            value = getattr(module, name, None)
+        except Exception:  # some bridges raise from properties they cannot compute
+            value = None
+        if isinstance(value, torch.Tensor):
+            return value.detach()
+    return None
+
+
+def _norm_weight(ln: Any) -> torch.Tensor | None:
+    """A norm's effective weight: Gemma's RMSNorm stores ``w`` and multiplies by ``1 + w``.
+
+    TransformerLens 4.x bridges say so with ``uses_weight_offset`` (from ``cfg.rmsnorm_uses_offset``);
+    2.x adds the 1 when it loads the weights.
+    """
+    weight = _param(ln, "w", "weight")
+    if weight is not None and getattr(ln, "uses_weight_offset", False) is True:
+        weight = weight + 1.0
+    return weight
+
+
+def _norm_kind(ln: Any, default: str) -> str:
+    """``"RMS"`` or ``"LN"`` for a norm module (4.x bridges say ``uses_rms_norm``; 2.x classes are named so)."""
+    rms = getattr(ln, "uses_rms_norm", None)
+    if isinstance(rms, bool):
+        return "RMS" if rms else "LN"
+    name = type(ln).__name__
+    if name.startswith("RMSNorm"):
+        return "RMS"
+    if name.startswith("LayerNorm"):
+        return "LN"
+    return "LN" if default.startswith("LN") else "RMS"
+
+
+def _blocks(model: Any) -> list[Any]:
+    try:
+        return list(getattr(model, "blocks", None) or [])
+    except TypeError:
+        return []
+
+
+def _submodule(module: Any, name: str) -> Any:
+    """``module.name`` if it is a torch module (bridges may raise, or delegate to the HF layer, for absent names)."""
+    try:
+        value = getattr(module, name, None)
+    except Exception:
+        return None
+    return value if isinstance(value, torch.nn.Module) else None

@@ -9,7 +9,7 @@ activations around a maximum are recomputed on demand by :func:`context_windows`
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,17 +25,18 @@ from .inputs import check_text
 class Example:
     """One top-activating context of a neuron.
 
-    ``tokens``/``activations`` cover the window around the maximum (up to ``context`` tokens
-    before, ``after`` tokens after); ``max_index`` is the maximum's index in that window;
-    ``value`` its activation as found by the scan; ``doc`` the corpus window (row) and
-    ``position`` the token position in it; ``source`` the corpus item (text or token row).
+    ``tokens``/``activations`` cover the context around the maximum (up to ``context`` tokens
+    before, ``after`` tokens after); ``max_index`` is the maximum's index in that context;
+    ``value`` its activation as found by the scan; ``window`` the corpus window (row) it is in
+    and ``position`` the token position in that window; ``source`` the corpus item (text or
+    token row) the window was cut from.
     """
 
     tokens: list[str]
     activations: torch.Tensor
     max_index: int
     value: float
-    doc: int
+    window: int
     position: int
     source: int
 
@@ -140,26 +141,26 @@ def context_windows(
     if not found:
         return []
     ends: dict[int, int] = {}
-    for _, doc, pos in found:
-        ends[doc] = max(ends.get(doc, 0), min(int(rows[doc].shape[0]), pos + after + 1))
-    docs = list(ends)
-    tokens, _ = pad_rows([rows[d][: ends[d]] for d in docs])
+    for _, window, pos in found:
+        ends[window] = max(ends.get(window, 0), min(int(rows[window].shape[0]), pos + after + 1))
+    windows = list(ends)
+    tokens, _ = pad_rows([rows[w][: ends[w]] for w in windows])
     got: list[torch.Tensor] = []
     adapter.each_activation(tokens.to(adapter.device), [hook], lambda _, a: got.append(unit_values(a).float().cpu()))
     acts = got[0]
     out = []
-    for value, doc, pos in found:
-        row = docs.index(doc)
-        start, end = max(0, pos - context), min(ends[doc], pos + after + 1)
+    for value, window, pos in found:
+        row = windows.index(window)
+        start, end = max(0, pos - context), min(ends[window], pos + after + 1)
         out.append(
             Example(
-                tokens=adapter.token_labels(rows[doc][start:end]),
+                tokens=adapter.token_labels(rows[window][start:end]),
                 activations=acts[row, start:end].clone(),
                 max_index=pos - start,
                 value=value,
-                doc=doc,
+                window=window,
                 position=pos,
-                source=sources[doc],
+                source=sources[window],
             )
         )
     return out
@@ -175,7 +176,7 @@ def text_batch(adapter: ModelAdapter, rows: list[torch.Tensor]) -> tuple[torch.T
     return tokens, mask
 
 
-def padded_activations(examples: list[Example]) -> torch.Tensor:
+def padded_activations(examples: Sequence[Example]) -> torch.Tensor:
     """``[examples, longest]`` activations of ``examples``, NaN after each one's end (one array for the view)."""
     width = max((len(e.tokens) for e in examples), default=0)
     out = torch.full((len(examples), width), float("nan"))

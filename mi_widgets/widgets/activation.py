@@ -56,8 +56,8 @@ class ActivationView(ProtocolWidget):
     projection length. ``neuron=None`` means the direction when one is given, else neuron 0;
     ``layer=None`` means the first hooked layer.
 
-    The selection ``view.selected = {"layer", "neuron", "prompt", "position"}`` is synced with
-    the view both ways (``neuron`` None = the direction; ``prompt``/``position`` None = no token);
+    The selection ``view.selected = {"layer", "neuron", "prompt_index", "position"}`` is synced with
+    the view both ways (``neuron`` None = the direction; ``prompt_index``/``position`` None = no token);
     a partial dict changes only the keys it names.
 
     Memory: all activations are kept on the model's device, ``view.nbytes`` = total tokens x
@@ -115,7 +115,7 @@ class ActivationView(ProtocolWidget):
             self.selected = {
                 "layer": layer_numbers[0] if layer is None else layer,
                 "neuron": neuron,
-                "prompt": None,
+                "prompt_index": None,
                 "position": None,
             }
         except traitlets.TraitError:
@@ -177,10 +177,10 @@ class ActivationView(ProtocolWidget):
     @traitlets.validate("selected")
     def _check_selected(self, proposal: dict[str, Any]) -> dict[str, Any]:
         value = dict(proposal["value"])
-        unknown = set(value) - {"layer", "neuron", "prompt", "position"}
+        unknown = set(value) - {"layer", "neuron", "prompt_index", "position"}
         if unknown:
             raise traitlets.TraitError(
-                f"selected takes keys layer, neuron, prompt, position; got unknown {sorted(unknown)}"
+                f"selected takes keys layer, neuron, prompt_index, position; got unknown {sorted(unknown)}"
             )
         merged = {**(self.selected or {}), **value}  # a partial dict changes only what it names
         layer = merged.get("layer")
@@ -197,12 +197,12 @@ class ActivationView(ProtocolWidget):
         else:
             extra = " or None for the direction" if self._direction is not None else ""
             neuron = _index_in("selected neuron", neuron, self.d, traitlets.TraitError, extra)
-        prompt, position = merged.get("prompt"), merged.get("position")
+        prompt, position = merged.get("prompt_index"), merged.get("position")
         if prompt is not None:
-            prompt = _index_in("selected prompt", prompt, len(self._acts), traitlets.TraitError, " or None")
+            prompt = _index_in("selected prompt_index", prompt, len(self._acts), traitlets.TraitError, " or None")
         if position is not None:
             if prompt is None:
-                raise traitlets.TraitError("selected position needs a prompt: give both, or both None")
+                raise traitlets.TraitError("selected position needs a prompt_index: give both, or both None")
             position = _index_in(
                 "selected position",
                 position,
@@ -210,7 +210,7 @@ class ActivationView(ProtocolWidget):
                 traitlets.TraitError,
                 f" (prompt {prompt}) or None",
             )
-        return {"layer": int(layer), "neuron": neuron, "prompt": prompt, "position": position}
+        return {"layer": int(layer), "neuron": neuron, "prompt_index": prompt, "position": position}
 
     # ----- request handlers --------------------------------------------------------------
 
@@ -234,7 +234,11 @@ class ActivationView(ProtocolWidget):
 
     @endpoint("top")
     def _serve_top(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
-        prompt, position, layer = int_param(params, "prompt"), int_param(params, "position"), int_param(params, "layer")
+        prompt, position, layer = (
+            int_param(params, "prompt_index"),
+            int_param(params, "position"),
+            int_param(params, "layer"),
+        )
         k = int_param(params, "k")
         if not 1 <= k <= MAX_TOP_K:
             raise ValueError(f"k must be in 1..{MAX_TOP_K}, got {k}")
@@ -242,7 +246,7 @@ class ActivationView(ProtocolWidget):
         acts = self._prompt_acts(prompt)
         position = _index_in("position", position, int(acts.shape[1]), IndexError)
         values, indices = top_units(acts[index, position], k)
-        reply = Reply({"revision": self.revision, "prompt": prompt, "position": position, "layer": layer})
+        reply = Reply({"revision": self.revision, "prompt_index": prompt, "position": position, "layer": layer})
         reply.result["indices"] = reply.add_array(indices, "int32")
         wire = "float16" if float(values.abs().max()) <= _FLOAT16_MAX else "float32"
         reply.result["values"] = reply.add_array(values.to(getattr(torch, wire)), wire)

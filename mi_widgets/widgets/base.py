@@ -5,14 +5,16 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anywidget
+import torch
 import traitlets
 
+from ..capture.corpus import Example, padded_activations
 from ..transport.protocol import Buffer, Reply, RequestRouter
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -144,3 +146,19 @@ def int_param(params: dict[str, Any], name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"request parameter {name!r} must be an integer, got {value!r}")
     return value
+
+
+def add_examples(reply: Reply, examples: Sequence[Example]) -> None:
+    """Add ``examples`` to ``reply`` in the one shape every view reads (``js/src/lib/examples.ts``):
+
+    * ``examples``: ``[{tokens, max_index, window, position, source}]`` (JSON, best first);
+    * ``example_values``: float32 ``[n]``, each example's value as the scan found it;
+    * ``example_acts``: float16 ``[n, longest]``, the activations of each example's tokens, NaN-padded.
+    """
+    reply.result["examples"] = [
+        {"tokens": e.tokens, "max_index": e.max_index, "window": e.window, "position": e.position, "source": e.source}
+        for e in examples
+    ]
+    values = torch.tensor([e.value for e in examples], dtype=torch.float32)
+    reply.result["example_values"] = reply.add_array(values, "float32")
+    reply.result["example_acts"] = reply.add_array(padded_activations(examples), "float16")

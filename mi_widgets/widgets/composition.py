@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import traitlets
 
-from ..analysis.composition import COMPOSITION_MODES, composition_baseline, composition_scores
+from ..analysis.composition import COMPOSITION_MODES, composition_baseline
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import index_in
 from ..transport.protocol import Context, Reply
@@ -42,7 +42,7 @@ class CompositionView(ProtocolWidget):
 
     def __init__(self, model: Any, mode: str = "K", *, relative: bool = True) -> None:
         adapter = ModelAdapter(model)
-        if not callable(getattr(model, "all_composition_scores", None)):
+        if not adapter.has_composition_scores:
             raise TypeError(
                 "CompositionView needs a TransformerLens model with all_composition_scores "
                 f"(TransformerBridge or HookedTransformer), got {type(model).__qualname__}"
@@ -132,7 +132,7 @@ class CompositionView(ProtocolWidget):
             raise ValueError(f"mode must be one of {', '.join(COMPOSITION_MODES)}, got {mode!r}")
         with self._lock:
             if mode not in self._cache:
-                self._cache[mode] = composition_scores(self._adapter.model, mode)
+                self._cache[mode] = self._adapter.composition_scores(mode)
             return self._cache[mode]
 
 

@@ -13,7 +13,6 @@ Works with mi_widgets' own :class:`~mi_widgets.analysis.sae.SparseAutoencoder` a
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -22,15 +21,14 @@ import torch
 import traitlets
 
 from ..analysis.activations import check_per_token_hook
-from ..analysis.attribution import read_unembed
 from ..analysis.histogram import RunningHistogram
 from ..analysis.sae import as_sae
 from ..analysis.top_examples import RunningTopK
 from ..capture.adapter import ModelAdapter
-from ..capture.corpus import Example, TopContexts, padded_activations, plan_corpus, probe_units, text_batch
+from ..capture.corpus import Example, TopContexts, plan_corpus, probe_units, text_batch
 from ..capture.inputs import as_index, check_text, describe
 from ..transport.protocol import Context, Reply
-from .base import endpoint, int_param, static_asset
+from .base import add_examples, endpoint, int_param, static_asset
 from .streaming import StreamingWidget
 
 TOP_PER_TOKEN = 8
@@ -48,6 +46,7 @@ class FeatureView(StreamingWidget):
     feature's top ``k`` contexts, activation histogram and firing density.
 
     ``fv.selected = {"feature": 123}`` shows that feature (clicking one in the view sets it);
+    ``fv.prompt_index`` is the index into ``prompts`` of the prompt the view shows;
     ``fv.feature_acts(prompt)`` is ``[seq, d_sae]``; ``fv.examples(f)`` the top contexts found so far.
     """
 
@@ -58,10 +57,10 @@ class FeatureView(StreamingWidget):
     hook = traitlets.Unicode(read_only=True).tag(sync=True)
     d_sae = traitlets.Int(read_only=True).tag(sync=True)
     k = traitlets.Int(read_only=True).tag(sync=True)
-    n_docs = traitlets.Int(0, read_only=True).tag(sync=True)
+    n_windows = traitlets.Int(0, read_only=True).tag(sync=True)
     n_tokens = traitlets.Int(0, read_only=True).tag(sync=True)
     prompts = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    prompt = traitlets.Int(0).tag(sync=True)
+    prompt_index = traitlets.Int(0).tag(sync=True)
     selected = traitlets.Dict().tag(sync=True)
 
     def __init__(
@@ -109,16 +108,16 @@ class FeatureView(StreamingWidget):
             )
         self._batch_size, self._context, self._after = batch_size, context, after
         self._k, self._bins = k, bins
-        self._logits_basis = _logit_basis(model, self._hook, info.d_in)
+        self._logits_basis = adapter.direct_logit_map(self._hook, info.d_in)
         self._prompt_cache: dict[str, tuple[list[str], torch.Tensor]] = {}
         self._lock = threading.Lock()
         self._contexts = TopContexts(adapter, self._hook, self._rows, self._sources, context, after)
-        self._reset_scan()
+        self._reset()
         super().__init__()
         self.set_trait("hook", self._hook)
         self.set_trait("d_sae", info.d_sae)
         self.set_trait("k", k)
-        self.set_trait("n_docs", len(self._rows))
+        self.set_trait("n_windows", len(self._rows))
         self.set_trait("n_tokens", sum(int(r.shape[0]) for r in self._rows))
         self.prompts = prompt_list
         self.selected = {"feature": None}
@@ -160,11 +159,12 @@ class FeatureView(StreamingWidget):
         except (TypeError, IndexError) as exc:
             raise traitlets.TraitError(str(exc)) from None
 
-    @traitlets.validate("prompt")
-    def _check_prompt(self, proposal: dict[str, Any]) -> int:
-        index = as_index("prompt", proposal["value"], traitlets.TraitError, "an index into prompts")  # True is not 1
+    @traitlets.validate("prompt_index")
+    def _check_prompt_index(self, proposal: dict[str, Any]) -> int:
+        # True is not 1
+        index = as_index("prompt_index", proposal["value"], traitlets.TraitError, "an index into prompts")
         if not 0 <= index < max(1, len(self.prompts)):
-            raise traitlets.TraitError(f"prompt must index prompts (0..{len(self.prompts) - 1}), got {index}")
+            raise traitlets.TraitError(f"prompt_index must index prompts (0..{len(self.prompts) - 1}), got {index}")
         return index
 
     @traitlets.validate("prompts")
@@ -217,7 +217,7 @@ class FeatureView(StreamingWidget):
     def _n_steps(self) -> int:
         return -(-len(self._rows) // self._batch_size)
 
-    def _reset_scan(self) -> None:
+    def _reset(self) -> None:
         device, d_sae = self._info.device, self._info.d_sae
         self._topk = RunningTopK(d_sae, self._k, device)
         self._histogram = RunningHistogram(d_sae, self._bins, device)
@@ -230,12 +230,12 @@ class FeatureView(StreamingWidget):
         rows = self._rows[start : start + self._batch_size]
         tokens, mask = text_batch(self._adapter, rows)
         device = self._info.device
-        docs = torch.arange(start, start + len(rows), device=device)
+        windows = torch.arange(start, start + len(rows), device=device)
         mask = mask.to(device)
 
         def reduce(_: int, activation: torch.Tensor) -> None:
             feats = self._features(activation)
-            self._topk.update(feats, docs, mask)
+            self._topk.update(feats, windows, mask)
             live = feats[mask]
             for chunk in live.split(ENCODE_CHUNK):
                 self._histogram.update(chunk)
@@ -260,21 +260,22 @@ class FeatureView(StreamingWidget):
 
     # ----- request handlers --------------------------------------------------------------
 
-    def _prompt_index(self, params: dict[str, Any]) -> str:
-        index = int_param(params, "prompt")
+    def _prompt_text(self, params: dict[str, Any]) -> tuple[int, str]:
+        """The request's ``prompt_index`` and the text of that prompt."""
+        index = int_param(params, "prompt_index")
         prompts = self.prompts
         if not 0 <= index < len(prompts):
-            raise ValueError(f"prompt must index prompts (0..{len(prompts) - 1}), got {index}")
-        return prompts[index]
+            raise ValueError(f"prompt_index must index prompts (0..{len(prompts) - 1}), got {index}")
+        return index, prompts[index]
 
     @endpoint("prompt", background=True)
     def _serve_prompt(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
-        text = self._prompt_index(params)
+        index, text = self._prompt_text(params)
         labels, feats = self._encode_prompt(text)
         k = min(TOP_PER_TOKEN, feats.shape[-1])
         values, ids = feats.topk(k, dim=-1)
         ids = torch.where(values > 0, ids, torch.full_like(ids, -1))
-        reply = Reply({"prompt": params["prompt"], "tokens": labels})
+        reply = Reply({"prompt_index": index, "tokens": labels})
         reply.result["top_ids"] = reply.add_array(ids.int(), "int32")
         reply.result["top_values"] = reply.add_array(torch.where(values > 0, values, 0.0), "float32")
         return reply
@@ -284,8 +285,8 @@ class FeatureView(StreamingWidget):
         feature = self._check_feature(params.get("feature"))
         revision = self.revision
         prompt_acts = None
-        if params.get("prompt") is not None:
-            prompt_acts = self._encode_prompt(self._prompt_index(params))[1][:, feature]
+        if params.get("prompt_index") is not None:
+            prompt_acts = self._encode_prompt(self._prompt_text(params)[1])[1][:, feature]
         fires, scanned = int(self._fires[feature]), self._scanned
         top = float(self._topk.snapshot()[0][feature, 0])
         lo, hi = self._histogram.edges(feature)
@@ -301,13 +302,12 @@ class FeatureView(StreamingWidget):
                 "max": top if top > float("-inf") else None,
                 "promoted": promoted,
                 "suppressed": suppressed,
-                "examples": [{"tokens": e.tokens, "max_index": e.max_index, "value": e.value} for e in examples],
             }
         )
         r = reply.result
         r["prompt_acts"] = reply.add_array(prompt_acts if prompt_acts is not None else torch.zeros(0), "float32")
         r["histogram"] = {"counts": reply.add_array(self._histogram.counts[feature].int(), "int32"), "lo": lo, "hi": hi}
-        r["example_acts"] = reply.add_array(padded_activations(examples), "float16")
+        add_examples(reply, examples)
         return reply
 
     def _top_logits(self, feature: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -342,26 +342,3 @@ def _prompt_texts(prompts: Any) -> list[str]:
             raise ValueError(f"{expected}: {name} is blank ({text!r})")
         check_text(text, name)
     return items
-
-
-_RESID_HOOK = re.compile(r"(hook_resid_(pre|mid|post)|hook_attn_out|hook_mlp_out|hook_embed|hook_pos_embed)$")
-_MLP_POST = re.compile(r"^blocks\.(\d+)\.mlp\.hook_post$")
-
-
-def _logit_basis(model: Any, hook: str, d_in: int) -> Any:
-    """How a decoder direction at ``hook`` reaches the logits (directly, or through W_out); None if it doesn't linearly."""
-    try:
-        W_U, _ = read_unembed(model)
-    except ValueError:
-        return None
-    W_U = W_U.detach()
-    if _RESID_HOOK.search(hook) and d_in == W_U.shape[0]:
-        return lambda d: d.to(W_U) @ W_U
-    match = _MLP_POST.match(hook)
-    blocks = getattr(model, "blocks", None)
-    if match and blocks is not None:
-        W_out = getattr(getattr(blocks[int(match.group(1))], "mlp", None), "W_out", None)
-        if isinstance(W_out, torch.Tensor) and W_out.shape == (d_in, W_U.shape[0]):
-            W_out = W_out.detach()
-            return lambda d: d.to(W_out) @ W_out @ W_U
-    return None

@@ -152,7 +152,7 @@ class HeadScan(StreamingWidget):
     def _n_steps(self) -> int:
         return len(self._batches)
 
-    def _reset_scan(self) -> None:
+    def _reset(self) -> None:
         self._running = RunningHeadScores(self.n_layers, self.n_heads, self._names, self._adapter.device)
 
     def _scan_step(self, index: int) -> None:

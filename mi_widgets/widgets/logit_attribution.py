@@ -16,10 +16,10 @@ from typing import Any
 import torch
 import traitlets
 
-from ..analysis.attribution import Attribution, has_mlp, logit_attribution, resolve_position
-from ..analysis.logit_lens import single_token_id, token_strings
+from ..analysis.attribution import Attribution, logit_attribution, resolve_position
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import as_index
+from ..capture.readout import attribution_inputs, single_token_id, token_strings
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, endpoint, static_asset
 
@@ -85,13 +85,13 @@ class LogitAttribution(ProtocolWidget):
             )
         pos = resolve_position(position, int(tokens.shape[-1]))
         self._adapter = adapter
-        self._result: Attribution = logit_attribution(adapter, tokens, answer_id, wrong_id, pos)
+        self._result: Attribution = logit_attribution(attribution_inputs(adapter, tokens, pos), answer_id, wrong_id)
         super().__init__()
         answer_token, wrong_token = token_strings(adapter, [answer_id, wrong_id])
         for name, value in [
             ("n_layers", adapter.n_layers),
             ("n_heads", adapter.n_heads),
-            ("has_mlp", has_mlp(adapter)),
+            ("has_mlp", adapter.has_mlp),
             ("tokens", adapter.token_labels(tokens[0])),
             ("prompt", prompt if isinstance(prompt, str) else ""),
             ("position", pos),

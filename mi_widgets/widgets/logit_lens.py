@@ -18,17 +18,10 @@ from typing import Any
 import torch
 import traitlets
 
-from ..analysis.logit_lens import (
-    LensResult,
-    lens_row_labels,
-    logit_lens,
-    model_unembed,
-    residual_streams,
-    single_token_id,
-    token_strings,
-)
+from ..analysis.logit_lens import LensResult, logit_lens
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import as_index
+from ..capture.readout import lens_row_labels, model_unembed, residual_streams, single_token_id, token_strings
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, endpoint, static_asset
 
@@ -36,7 +29,7 @@ Target = int | str | None
 
 
 @dataclass(frozen=True)
-class _Lens:
+class _Snapshot:
     """One prompt's lens with one target; replaced whole so a request never mixes two."""
 
     revision: int
@@ -204,7 +197,7 @@ class LogitLens(ProtocolWidget):
 
     # ----- internals ---------------------------------------------------------------------
 
-    def _retargeted(self, value: Target, ctx: Context | None = None) -> _Lens:
+    def _retargeted(self, value: Target, ctx: Context | None = None) -> _Snapshot:
         old = self._lens
         target_id = None if value is None else single_token_id(self._adapter, value, "target")
         rows = int(old.resid.shape[0])
@@ -220,7 +213,7 @@ class LogitLens(ProtocolWidget):
             result = LensResult(old.result.top_ids, old.result.top_probs, fresh.target_probs, fresh.target_ranks)
         return self._snapshot(old.resid, result, value, target_id)
 
-    def _snapshot(self, resid: torch.Tensor, result: LensResult, target: Any, target_id: int | None) -> _Lens:
+    def _snapshot(self, resid: torch.Tensor, result: LensResult, target: Any, target_id: int | None) -> _Snapshot:
         if not isinstance(target, str) and target is not None:
             target = target_id  # numpy ints, 0-d tensors: the trait holds a plain int
         ids = torch.unique(result.top_ids).tolist()
@@ -228,14 +221,14 @@ class LogitLens(ProtocolWidget):
             ids = sorted(ids + [target_id])
         vocab = token_strings(self._adapter, ids)
         label = "" if target_id is None else vocab[ids.index(target_id)]
-        return _Lens(self._new_revision(), resid, result, target, target_id, label, ids, vocab)
+        return _Snapshot(self._new_revision(), resid, result, target, target_id, label, ids, vocab)
 
-    def _apply(self, lens: _Lens) -> None:
+    def _apply(self, lens: _Snapshot) -> None:
         with self._applying, self.hold_sync():
             self._lens = lens
             self._set_lens_traits(lens)
 
-    def _set_lens_traits(self, lens: _Lens) -> None:
+    def _set_lens_traits(self, lens: _Snapshot) -> None:
         self.set_trait("target_id", lens.target_id)
         self.set_trait("target_token", lens.target_token)
         self._bump_revision(lens.revision)

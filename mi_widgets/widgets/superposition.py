@@ -163,7 +163,7 @@ class SuperpositionToy(TrainingWidget):
     def _n_steps(self) -> int:
         return self._steps
 
-    def _reset_scan(self) -> None:
+    def _reset(self) -> None:
         self._build(list(self.sparsity), float(self.importance_decay))
 
     def _train(self, n: int) -> float:

@@ -21,10 +21,10 @@ import traitlets
 
 from ..analysis.top_examples import RunningTopK, pad_rows
 from ..capture.adapter import ModelAdapter
-from ..capture.corpus import Example, TopContexts, padded_activations, plan_corpus, probe_units, resolve_layer_hook
+from ..capture.corpus import Example, TopContexts, plan_corpus, probe_units, resolve_layer_hook
 from ..capture.inputs import as_index
 from ..transport.protocol import Context, Reply
-from .base import endpoint, int_param, static_asset
+from .base import add_examples, endpoint, int_param, static_asset
 from .streaming import StreamingWidget
 
 DEFAULT_NEURONS = 64
@@ -75,7 +75,7 @@ class TopExamples(StreamingWidget):
     hook = traitlets.Unicode(read_only=True).tag(sync=True)
     neurons = traitlets.List(traitlets.Int(), read_only=True).tag(sync=True)
     k = traitlets.Int(0, read_only=True).tag(sync=True)
-    n_docs = traitlets.Int(0, read_only=True).tag(sync=True)
+    n_windows = traitlets.Int(0, read_only=True).tag(sync=True)
     n_tokens = traitlets.Int(0, read_only=True).tag(sync=True)
     selected = traitlets.Dict().tag(sync=True)
 
@@ -123,7 +123,7 @@ class TopExamples(StreamingWidget):
         self.set_trait("hook", self._hook)
         self.set_trait("neurons", ids)
         self.set_trait("k", k)
-        self.set_trait("n_docs", len(self._rows))
+        self.set_trait("n_windows", len(self._rows))
         self.set_trait("n_tokens", sum(int(r.shape[0]) for r in self._rows))
         self.selected = {"neuron": None}
         if autostart:
@@ -162,27 +162,27 @@ class TopExamples(StreamingWidget):
     def _n_steps(self) -> int:
         return -(-len(self._rows) // self._batch_size)
 
-    def _reset_scan(self) -> None:
+    def _reset(self) -> None:
         self._topk = RunningTopK(len(self._col), self._k, self._adapter.device)
         self._contexts.clear()
 
     def _batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Tokens ``[b, seq]``, mask ``[b, seq]`` and doc ids ``[b]`` of batch ``index``, on the model's device."""
+        """Tokens ``[b, seq]``, mask ``[b, seq]`` and window ids ``[b]`` of batch ``index``, on the model's device."""
         start = index * self._batch_size
         rows = self._rows[start : start + self._batch_size]
         tokens, mask = pad_rows(rows)
         device = self._adapter.device
-        docs = torch.arange(start, start + len(rows), device=device)
-        return tokens.to(device), mask.to(device), docs
+        windows = torch.arange(start, start + len(rows), device=device)
+        return tokens.to(device), mask.to(device), windows
 
     def _scan_step(self, index: int) -> None:
-        tokens, mask, docs = self._batch(index)
+        tokens, mask, windows = self._batch(index)
         topk, units = self._topk, self._units
 
         def reduce(_: int, activation: torch.Tensor) -> None:
             flat = activation.reshape(activation.shape[0], activation.shape[1], -1)
             chosen = flat[..., units] if isinstance(units, slice) else flat.index_select(-1, units)
-            topk.update(chosen, docs, mask)
+            topk.update(chosen, windows, mask)
 
         self._adapter.each_activation(tokens, [self._hook], reduce)
 
@@ -224,26 +224,8 @@ class TopExamples(StreamingWidget):
         revision = self.revision
         examples = self._examples(neuron)
         ctx.raise_if_cancelled()
-        reply = Reply(
-            {
-                "revision": revision,
-                "neuron": neuron,
-                "examples": [
-                    {
-                        "tokens": e.tokens,
-                        "max_index": e.max_index,
-                        "doc": e.doc,
-                        "position": e.position,
-                        "source": e.source,
-                    }
-                    for e in examples
-                ],
-            }
-        )
-        reply.result["values"] = reply.add_array(
-            torch.tensor([e.value for e in examples], dtype=torch.float32), "float32"
-        )
-        reply.result["activations"] = reply.add_array(padded_activations(examples), "float16")
+        reply = Reply({"revision": revision, "neuron": neuron})
+        add_examples(reply, examples)
         return reply
 
 

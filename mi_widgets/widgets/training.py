@@ -1,7 +1,8 @@
 """Training in the kernel, watched live: the shared loop of SuperpositionToy and SAETrainer.
 
-A :class:`TrainingWidget` is a :class:`~.streaming.StreamingWidget` whose steps are optimiser
-steps. ``start()`` trains on a worker thread, so the user keeps running cells; ``run()`` trains in
+A :class:`TrainingWidget` is a :class:`~.background.BackgroundTask` whose steps are optimiser
+steps (the other loop, beside the scan of :class:`~.streaming.StreamingWidget`). ``start()``
+trains on a worker thread, so the user keeps running cells; ``run()`` trains in
 the calling thread (``train_sae`` does, to return a trained model), and an interrupt then stops it
 like the Stop button. Either way the latest state is pushed to the views as a ``frame`` event at
 most ``frame_rate`` times a second: events reach the view even while a cell is running, which
@@ -20,8 +21,8 @@ from typing import Any
 import traitlets
 
 from ..transport.protocol import Context, Reply
+from .background import BackgroundTask
 from .base import endpoint
-from .streaming import StreamingWidget
 
 PROGRESS_INTERVAL = 0.1
 
@@ -30,10 +31,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the model holds the last good weights."""
 
 
-class TrainingWidget(StreamingWidget):
+class TrainingWidget(BackgroundTask):
     """Start/Stop/run of a training loop with live ``frame`` events and a NaN guard.
 
-    A subclass implements ``_n_steps()`` (total optimiser steps), ``_reset_scan()`` (fresh model
+    A subclass implements ``_n_steps()`` (total optimiser steps), ``_reset()`` (fresh model
     and optimiser), ``_train(n) -> float`` (``n`` steps; returns the last loss), ``_frame() ->
     Reply`` (what the view draws), ``_checkpoint()`` (a copy of the weights, or None when any is
     NaN or infinite) / ``_restore(state)`` and may override ``_chunk``: the most steps between
@@ -82,7 +83,7 @@ class TrainingWidget(StreamingWidget):
         self._begin()
         self.set_trait("foreground", True)
         try:
-            self._scan()
+            self._loop()
         finally:
             self.set_trait("foreground", False)
 
@@ -94,7 +95,7 @@ class TrainingWidget(StreamingWidget):
 
     # ----- the loop ----------------------------------------------------------------------
 
-    def _scan(self) -> None:
+    def _loop(self) -> None:
         total = self._n_steps()
         done = 0
         good, good_step = self._checkpoint(), 0

@@ -86,7 +86,7 @@ _, act_cache = mlp_model.run_with_cache(act_prompts[0][None], names_filter="bloc
 assert torch.allclose(resid.values()[0], act_cache["blocks.0.hook_resid_post"][0] @ probe, atol=1e-4)
 act.send = lambda content, buffers=None: sent.append((content, buffers or []))
 act._handle_custom_msg(
-    {"type": "request", "id": 2, "method": "top", "params": {"prompt": 0, "position": 3, "layer": 1, "k": 5}}, []
+    {"type": "request", "id": 2, "method": "top", "params": {"prompt_index": 0, "position": 3, "layer": 1, "k": 5}}, []
 )
 assert sent[-1][0]["ok"], sent[-1][0]
 assert decode_array(sent[-1][0]["result"]["indices"], sent[-1][1]).tolist() == [
@@ -116,7 +116,7 @@ tx_top = tx_cache["blocks.1.mlp.hook_post"][:, :, :16].reshape(-1, 16).topk(3, d
 assert torch.allclose(tx.maxima, tx_top[:, 0], atol=1e-5), "TopExamples differs from TL 2.x run_with_cache"
 tx_best = tx.examples[4]
 assert np.allclose([e.value for e in tx_best], tx_top[4].tolist(), atol=1e-5)
-assert tx_best[0].tokens[tx_best[0].max_index] == f"<{int(tx_corpus[tx_best[0].doc, tx_best[0].position])}>"
+assert tx_best[0].tokens[tx_best[0].max_index] == f"<{int(tx_corpus[tx_best[0].window, tx_best[0].position])}>"
 assert abs(float(tx_best[0].activations[tx_best[0].max_index]) - tx_best[0].value) < 1e-4
 
 # --- LogitLens and LogitAttribution on a TL 2.x model with MLPs and a non-trivial final LayerNorm

@@ -110,11 +110,11 @@ def test_hover_a_token_and_pick_from_its_top_neurons(notebook: NotebookPage) -> 
 def test_click_and_key_through_tokens_then_pick_a_layer(notebook: NotebookPage) -> None:
     page = notebook.page
     _tokens(notebook, 1).nth(2).click()
-    sel = _eventually(notebook, "(view.selected['prompt'], view.selected['position'])", [1, 2])
+    sel = _eventually(notebook, "(view.selected['prompt_index'], view.selected['position'])", [1, 2])
     assert sel == [1, 2]
     page.keyboard.press("ArrowRight")
     page.keyboard.press("Enter")
-    assert _eventually(notebook, "(view.selected['prompt'], view.selected['position'])", [1, 3]) == [1, 3]
+    assert _eventually(notebook, "(view.selected['prompt_index'], view.selected['position'])", [1, 3]) == [1, 3]
     # Tab from the strip's token to the top-neurons list, Enter picks the first one
     page.wait_for_selector(f"{VIEW} [data-testid=top-list][data-state=ready] [data-testid=top-neuron]", timeout=15_000)
     first = notebook.python_value("view.top_neurons(1, 3)[0][0]")
@@ -131,7 +131,7 @@ def test_python_drives_the_view(notebook: NotebookPage) -> None:
     page = notebook.page
     before = _tokens(notebook, 0).evaluate_all("spans => spans.map(s => s.style.backgroundColor)")
     neuron = notebook.python_value("view.top_neurons(0, 12, layer=0)[0][0]")  # " s", inside the docstring
-    notebook.execute(f'view.selected = {{"layer": 0, "neuron": {neuron}, "prompt": 0, "position": 12}}')
+    notebook.execute(f'view.selected = {{"layer": 0, "neuron": {neuron}, "prompt_index": 0, "position": 12}}')
     page.wait_for_selector(f"{VIEW}[data-painted='0:0:{neuron}'][data-selected='0:12']", timeout=15_000)
     after = _tokens(notebook, 0).evaluate_all("spans => spans.map(s => s.style.backgroundColor)")
     assert after != before, "the strip colours follow the selection made in Python"

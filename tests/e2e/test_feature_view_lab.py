@@ -148,7 +148,7 @@ def test_typing_a_prompt_adds_it(notebook: NotebookPage) -> None:
     box.fill(text)
     box.press("Enter")
     assert notebook.python_eventually("fv.prompts", [PROMPT, text]) == [PROMPT, text]
-    assert notebook.python_value("fv.prompt") == 1
+    assert notebook.python_value("fv.prompt_index") == 1
     assert box.input_value() == ""
     page.wait_for_selector(f"{VIEW}[data-prompt='1']", timeout=15_000)
     labels = _tokens(notebook)

@@ -1,43 +1,66 @@
 /**
- * Top corpus examples, as TopExamples and FeatureView show them: the reply's examples (a JSON list
- * of `{tokens, max_index, ...}` plus one NaN-padded [examples, width] activations array) read into
- * one object per example, and one row per example (its value, then its tokens as a TokenStrip
- * with the max token outlined and each token's activation in its tooltip).
+ * Top corpus examples, as TopExamples and FeatureView show them. Both widgets send them in one
+ * shape (Python: `add_examples` in `mi_widgets/capture/corpus.py`): `examples`, a JSON list of
+ * `{tokens, max_index, window, position, source}`; `example_values`, float32 [examples], each
+ * example's value as the scan found it; `example_acts`, [examples, width], each example's
+ * activations NaN-padded past its tokens. `parseExamples` reads them into one object per example,
+ * and `exampleRow` draws one (its value, then its tokens as a TokenStrip with the max token
+ * outlined and each token's activation in its tooltip).
  */
 
-import type { DecodedArray } from "./codec";
+import { type ArrayHeader, type DecodedArray, decodeArray } from "./codec";
 import { TokenStrip } from "./tokens";
 import { el, intOr } from "./view";
 
-/** One example's tokens, the index of its max token (-1 when unknown) and one activation per token. */
-export interface ParsedExample {
+/** One top example of a unit (Python: `capture.corpus.Example`). Unknown integers read as -1. */
+export interface Example {
+  /** The context's token labels. */
   tokens: string[];
+  /** The maximum's index in `tokens`. */
   maxIndex: number;
+  /** The unit's activation at the maximum, as the scan found it. */
+  value: number;
+  /** The corpus window (row) the context is in, and the maximum's token position in that window. */
+  window: number;
+  position: number;
+  /** The corpus item (text or token row) the window was cut from. */
+  source: number;
+  /** One activation per token. */
   activations: Float32Array;
 }
 
 /**
- * The examples of a reply: `items` (anything but a list reads as none) and their activations
- * `acts`, shape [examples, width], each row cut to its example's tokens. Errors name the reply
- * and the array, e.g. `{reply: "feature reply", acts: "example_acts"}`.
+ * The examples of a reply (`result.examples`, `example_values`, `example_acts`; anything but a
+ * list reads as no examples), each activation row cut to its example's tokens. Errors name the
+ * reply (`"feature reply"`), the array and the shapes.
  */
-export function parseExamples(
-  items: unknown,
-  acts: DecodedArray,
-  what: { reply: string; acts: string },
-): ParsedExample[] {
-  const list: unknown[] = Array.isArray(items) ? items : [];
+export function parseExamples(result: any, buffers: ReadonlyArray<DataView>, reply = "reply"): Example[] {
+  const list: unknown[] = Array.isArray(result?.examples) ? result.examples : [];
+  const array = (name: string): DecodedArray => {
+    const header = result?.[name] as ArrayHeader | undefined;
+    if (header === null || typeof header !== "object") throw new Error(`${reply} has no ${name}`);
+    return decodeArray(header, buffers);
+  };
+  const acts = array("example_acts");
+  const values = array("example_values");
   const width = acts.shape[1] ?? 0;
   if (acts.shape.length !== 2 || acts.shape[0] !== list.length) {
-    throw new Error(`${what.reply}: ${list.length} examples but ${what.acts} of shape [${acts.shape.join(", ")}]`);
+    throw new Error(`${reply}: ${list.length} examples but example_acts of shape [${acts.shape.join(", ")}]`);
+  }
+  if (values.shape.length !== 1 || values.shape[0] !== list.length) {
+    throw new Error(`${reply}: ${list.length} examples but example_values of shape [${values.shape.join(", ")}]`);
   }
   return list.map((item: any, i) => {
     const tokens: string[] = Array.isArray(item?.tokens) ? item.tokens.map(String) : [];
     if (tokens.length > width)
-      throw new Error(`${what.reply}: example ${i} has ${tokens.length} tokens but ${width} activations`);
+      throw new Error(`${reply}: example ${i} has ${tokens.length} tokens but ${width} activations`);
     return {
       tokens,
       maxIndex: intOr(item?.max_index, -1),
+      value: values.data[i],
+      window: intOr(item?.window, -1),
+      position: intOr(item?.position, -1),
+      source: intOr(item?.source, -1),
       activations: Float32Array.from(acts.data.subarray(i * width, i * width + tokens.length)),
     };
   });
@@ -61,7 +84,7 @@ export interface ExampleRowOptions {
  * its tooltip. The caller colours the strip and may listen to it.
  */
 export function exampleRow(
-  example: ParsedExample,
+  example: Pick<Example, "tokens" | "maxIndex" | "activations">,
   index: number,
   opts: ExampleRowOptions,
 ): { row: HTMLDivElement; strip: TokenStrip } {

@@ -128,7 +128,7 @@ export function truncateLabel(text: string, maxWidth: number, measure: (s: strin
 }
 
 /** Black or white: whichever reads better on the colour value `v` gets (NaN: on the NaN colour). */
-export function cellTextColour(v: number, cmap: Colormap, lo: number, hi: number): string {
+export function cellTextColor(v: number, cmap: Colormap, lo: number, hi: number): string {
   return luminance(rgbAt(cmap, colorIndex(v, lo, hi))) > 0.5 ? "#000" : "#fff";
 }
 
@@ -147,7 +147,7 @@ function packedLut(cmap: Colormap): Uint32Array {
  * Fill `out` (RGBA, one pixel per value, 4-byte aligned like ImageData.data) from values via
  * the colormap over [lo, hi]; NaN and +-inf get the NaN colour.
  */
-export function colourPixels(
+export function colorPixels(
   values: ArrayLike<number>,
   cmap: Colormap,
   lo: number,
@@ -444,7 +444,7 @@ export class CanvasHeatmap {
       canvas.width = m.cols;
       canvas.height = m.rows;
       const image = ctx.createImageData(m.cols, m.rows);
-      colourPixels(m.data, this.cmap, this.lo, this.hi, image.data);
+      colorPixels(m.data, this.cmap, this.lo, this.hi, image.data);
       ctx.putImageData(image, 0, 0);
     }
     this.sources.set(factor, canvas);
@@ -586,7 +586,7 @@ export class CanvasHeatmap {
         for (let c = c0; c < c1; c++) {
           const label = shorten(fn(r, c), TOKEN_CHARS);
           if (!label) continue;
-          ctx.fillStyle = cellTextColour(values[r * this.cols + c], this.cmap, this.lo, this.hi);
+          ctx.fillStyle = cellTextColor(values[r * this.cols + c], this.cmap, this.lo, this.hi);
           ctx.fillText(truncateLabel(label, cell - 4, measure), gl + (c + 0.5) * cell - sl, gt + (r + 0.5) * cell - st);
           drawn++;
         }

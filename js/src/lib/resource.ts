@@ -9,6 +9,9 @@
  * - A change of `revision` refetches. By default (`supersede`) the request in flight is cancelled
  *   first, so its reply can never be drawn; a `coalesce` resource (a scan, whose revisions can come
  *   faster than replies) lets it land and asks once more after it, so a fast scan cannot starve it.
+ *   New params (the user chose something else) always supersede, whatever the policy.
+ * - A resource whose data does not depend on `revision` (`followRevision: false`, e.g. a prompt's
+ *   tokens beside a running scan) neither refetches nor checks revisions: only params matter.
  * - A fetch for what is already in flight (same params, same revision) is folded into it; a fetch
  *   for something else supersedes it. Replies can be cached per revision (`cache`).
  * - Errors (the kernel's, or a reply that does not decode) go to the view's banner under the
@@ -32,6 +35,8 @@ export interface ResourceSpec<P extends Params, T> {
   cache?: number;
   /** `supersede` (default): a revision change cancels the request in flight. `coalesce`: see above. */
   policy?: "supersede" | "coalesce";
+  /** `false`: the data does not depend on `revision` (no refetch on a change, no revision check). */
+  followRevision?: boolean;
   /** Progress messages of the request in flight. */
   onProgress?: (p: Progress) => void;
 }
@@ -47,6 +52,7 @@ export interface ResourceHost {
 
 interface InFlight {
   key: string;
+  params: string;
   sentAt: number;
   promise: Promise<void>;
 }
@@ -95,7 +101,7 @@ export class Resource<P extends Params, T> {
       this.cancel();
       return Promise.resolve();
     }
-    const revision = this.host.revision();
+    const revision = this.currentRevision();
     const key = `${revision}|${JSON.stringify(params)}`;
     if (!opts.force && this.inFlight?.key === key) return this.inFlight.promise;
     if (!opts.force && this.inFlight === null && this.drawnKey === key) return Promise.resolve();
@@ -105,7 +111,7 @@ export class Resource<P extends Params, T> {
       this.show(hit, revision, key, params);
       return Promise.resolve();
     }
-    if (this.inFlight !== null && this.spec.policy === "coalesce") {
+    if (this.inFlight !== null && this.spec.policy === "coalesce" && this.inFlight.params === JSON.stringify(params)) {
       this.again = true;
       return this.inFlight.promise;
     }
@@ -114,6 +120,7 @@ export class Resource<P extends Params, T> {
 
   /** `revision` moved: refetch under the policy (a `supersede` resource drops the request in flight). */
   revisionChanged(): void {
+    if (this.spec.followRevision === false) return;
     const now = this.host.revision();
     for (const key of [...this.cached.keys()])
       if (Number(key.slice(0, key.indexOf("|"))) < now) this.cached.delete(key);
@@ -141,7 +148,7 @@ export class Resource<P extends Params, T> {
       supersede: this.spec.method,
       onProgress: this.spec.onProgress,
     });
-    const entry: InFlight = { key, sentAt, promise: Promise.resolve() };
+    const entry: InFlight = { key, params: JSON.stringify(params), sentAt, promise: Promise.resolve() };
     entry.promise = request.then(
       (reply) => this.receive(entry, params, reply),
       (e) => this.settle(entry, () => this.host.fail(this.spec.method, e), isCancelled(e)),
@@ -153,7 +160,8 @@ export class Resource<P extends Params, T> {
 
   private receive(entry: InFlight, params: P, reply: Response): void {
     this.settle(entry, () => {
-      const revision = Number(reply.result?.revision);
+      const follows = this.spec.followRevision !== false;
+      const revision = follows ? Number(reply.result?.revision) : 0;
       if (!Number.isFinite(revision)) {
         throw new Error(`${this.spec.method} reply has no revision: ${JSON.stringify(reply.result?.revision)}`);
       }
@@ -183,6 +191,10 @@ export class Resource<P extends Params, T> {
     }
     this.host.loadingChanged();
     if (again) void this.fetch();
+  }
+
+  private currentRevision(): number {
+    return this.spec.followRevision === false ? 0 : this.host.revision();
   }
 
   private show(data: T, revision: number, key: string, params: P): void {

@@ -113,7 +113,7 @@ export class TokenStrip {
   }
 
   /** Colours depend on the colormap too: force a full restyle on the next setWeights. */
-  invalidateColours(): void {
+  invalidateColors(): void {
     this.applied.fill(-3);
   }
 

@@ -4,57 +4,95 @@
  * box, and a readout with the hovered (else selected) token's value and its top neurons, each a
  * button that selects that neuron.
  *
- * Values come by request (`values`: one float16 array for all prompts cut by int32 offsets, plus
- * max |value|), cached per (revision, layer, unit); top neurons by request (`top`) per hovered
- * token. Replies computed for another revision are dropped (a change of `revision` refetches).
+ * Two resources (`resource.ts`: a reply for an old revision is never drawn, a `revision` change
+ * refetches): `values` ({layer, neuron}: one float16 array for all prompts cut by int32 offsets,
+ * plus max |value|), cached per revision and unit; `top` ({layer, prompt_index, position, k}) per
+ * hovered token, cached too. `data-state` on the root says where the values are (loading, ready,
+ * error), and on the top list where the top neurons are (loading, ready).
  */
 
 import "../lib/base.css";
 import "./activation.css";
 
 import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { type Colormap, detectTheme, divergingColormap, type Theme } from "../lib/colormap";
-import type { RequestClient } from "../lib/protocol";
+import { type Colormap, divergingColormap, type Theme } from "../lib/colormap";
+import type { Response } from "../lib/protocol";
+import type { Resource } from "../lib/resource";
 import { setLine } from "../lib/text";
 import { TokenStrip } from "../lib/tokens";
 import {
+  type BaseTraits,
   button,
   clamp,
-  type ErrorBanner,
   el,
   intOr,
   parseUnitId,
   renderView,
   type UnitIdSpec,
+  View,
   type ViewModel,
-  ViewScope,
 } from "../lib/view";
-
-export type ActivationModel = ViewModel;
 
 export interface Selected {
   layer: number;
   /** null: the direction. */
   neuron: number | null;
-  prompt: number | null;
+  prompt_index: number | null;
   position: number | null;
 }
 
-interface Values {
-  key: string;
+/** The ActivationView widget's traits (Python: `mi_widgets/widgets/activation.py`). */
+export interface ActivationTraits extends BaseTraits {
+  hook: string;
+  /** Full hook name per available layer. */
+  hooks: string[];
+  /** Model layer numbers that can be shown. */
+  layers: number[];
+  n_layers: number;
+  /** Width of the hooked activations. */
+  d: number;
+  /** Token labels per prompt. */
+  tokens: string[][];
+  has_direction: boolean;
+  selected: Selected;
+}
+
+export interface Values {
+  /** Max |value| over all prompts (0 when none is finite and non-zero). */
   range: number;
+  /** Where each prompt's values start in `data`, plus the end. */
   offsets: Int32Array;
   data: Float32Array;
 }
 
-interface Top {
+/** Values as drawn: for which revision and unit ("revision:layer:unit", the root's `data-painted`). */
+interface Shown extends Values {
+  key: string;
+  revision: number;
+  layer: number;
+  neuron: number | null;
+}
+
+export interface Top {
   indices: Int32Array;
   values: Float32Array;
 }
 
 interface Focus {
-  prompt: number;
+  prompt_index: number;
   position: number;
+}
+
+interface ValuesParams extends Record<string, unknown> {
+  layer: number;
+  neuron: number | null;
+}
+
+interface TopParams extends Record<string, unknown> {
+  prompt_index: number;
+  position: number;
+  layer: number;
+  k: number;
 }
 
 export const TOP_K = 10;
@@ -78,12 +116,37 @@ export function formatValue(v: number): string {
 /** How the neuron box reads what the user typed (see parseUnitId): "-1" is a neuron out of range. */
 export const NEURON_ID: UnitIdSpec = { unit: "neuron", none: "this view has no neurons", signed: true };
 
-class ActivationView {
-  private readonly model: ActivationModel;
-  private readonly root: HTMLDivElement;
-  private readonly scope: ViewScope;
-  private readonly client: RequestClient;
-  private readonly banner: ErrorBanner;
+/** Decode and check a `values` reply against the prompts' token counts. */
+export function decodeValues({ result, buffers }: Response, tokens: string[][]): Values {
+  const data = decodeArray(result.values as ArrayHeader, buffers).data;
+  const offsets = decodeArray(result.offsets as ArrayHeader, buffers).data;
+  const n = tokens.length;
+  if (!(offsets instanceof Int32Array) || offsets.length !== n + 1) {
+    throw new Error(`values reply needs ${n + 1} int32 offsets (one per prompt, plus the end), got ${offsets.length}`);
+  }
+  for (let p = 0; p < n; p++) {
+    const length = offsets[p + 1] - offsets[p];
+    if (length !== tokens[p].length)
+      throw new Error(`values reply has ${length} values for prompt ${p}, which has ${tokens[p].length} tokens`);
+  }
+  if (data.length !== offsets[n]) throw new Error(`values reply has ${data.length} values, offsets say ${offsets[n]}`);
+  const range = Number(result.range);
+  return { range: Number.isFinite(range) && range > 0 ? range : 0, offsets, data: Float32Array.from(data) };
+}
+
+/** Decode and check a `top` reply. */
+export function decodeTop({ result, buffers }: Response): Top {
+  const indices = decodeArray(result.indices as ArrayHeader, buffers).data;
+  const values = decodeArray(result.values as ArrayHeader, buffers).data;
+  if (!(indices instanceof Int32Array) || indices.length !== values.length) {
+    throw new Error(
+      `top reply needs int32 indices and values of one length, got ${indices.length} and ${values.length}`,
+    );
+  }
+  return { indices, values: Float32Array.from(values) };
+}
+
+class ActivationView extends View<ActivationTraits> {
   private readonly layerSelect: HTMLSelectElement;
   private readonly layerLabel: HTMLSpanElement;
   private readonly neuronInput: HTMLInputElement;
@@ -94,29 +157,21 @@ class ActivationView {
   private readonly stripsBox: HTMLDivElement;
   private readonly readoutText: HTMLDivElement;
   private readonly topList: HTMLOListElement;
+  private readonly values: Resource<ValuesParams, Values>;
+  private readonly top: Resource<TopParams, Top>;
 
-  private theme: Theme;
   private cmap: Colormap;
-  private revision: number;
   private strips: TokenStrip[] = [];
   private tokens: string[][] = [];
   private layersShown = "";
-  private readonly values = new Map<string, Values>();
-  private shown: Values | null = null;
-  private valuesWanted: string | null = null;
-  private readonly tops = new Map<string, Top>();
-  private topWanted: string | null = null;
+  private shown: Shown | null = null;
+  /** For which revision and token the top neurons drawn last are. */
+  private topDrawn: { revision: number; params: string } | null = null;
   private hover: Focus | null = null;
 
-  constructor(model: ActivationModel, host: HTMLElement) {
-    this.model = model;
-    this.theme = detectTheme(host);
+  constructor(model: ViewModel<ActivationTraits>, host: HTMLElement) {
+    super(model, host, { className: "miw-act", testid: "activation-view" });
     this.cmap = divergingColormap(this.theme);
-    this.revision = intOr(model.get("revision"), 0);
-    this.scope = new ViewScope(model);
-    this.client = this.scope.client;
-    this.banner = this.scope.banner;
-    this.root = el("div", "miw-root miw-act", "activation-view");
 
     const toolbar = el("div", "miw-act-toolbar");
     const layerBox = el("label", "miw-act-field");
@@ -153,18 +208,39 @@ class ActivationView {
     readout.append(this.readoutText, this.topList);
 
     this.root.append(toolbar, this.banner.element, this.stripsBox, readout);
-    host.append(this.root);
-    this.scope.onDispose(() => this.root.remove());
+
+    // Declared before anything draws (lazy: fetched once the strips exist).
+    this.values = this.scope.resource({
+      method: "values",
+      params: () => {
+        const sel = this.selected();
+        return { layer: sel.layer, neuron: sel.neuron };
+      },
+      decode: (reply) => decodeValues(reply, this.tokens),
+      draw: (v, { revision, params }) => {
+        const key = `${revision}:${params.layer}:${params.neuron === null ? "direction" : params.neuron}`;
+        this.show({ ...v, key, revision, layer: params.layer, neuron: params.neuron });
+      },
+      cache: VALUES_CACHE,
+      lazy: true,
+    });
+    this.top = this.scope.resource({
+      method: "top",
+      params: () => this.topParams(),
+      decode: decodeTop,
+      draw: (top, { revision, params }) => {
+        this.topDrawn = { revision, params: JSON.stringify(params) };
+        this.renderTop(top);
+      },
+      cache: TOP_CACHE,
+      lazy: true,
+    });
 
     this.wire();
     this.banner.render();
     this.syncControls();
     this.syncTokens();
-    this.fetchValues();
-  }
-
-  dispose(): void {
-    this.scope.dispose();
+    void this.values.fetch();
   }
 
   // ---- wiring ---------------------------------------------------------------------------
@@ -172,24 +248,19 @@ class ActivationView {
   private wire(): void {
     this.scope.on("change:selected", () => {
       this.syncControls();
-      this.fetchValues();
+      void this.values.fetch();
       this.renderSelection();
     });
+    // After the resources refetched (the scope listens first): the readout's value waits for the new values.
     this.scope.on("change:revision", () => {
-      this.revision = intOr(this.model.get("revision"), 0);
-      this.values.clear();
-      this.tops.clear();
-      this.fetchValues();
       this.renderReadout();
+      this.renderState();
     });
-    for (const name of ["layers", "hooks", "d", "has_direction"])
-      this.scope.on(`change:${name}`, () => this.syncControls());
+    this.scope.onChange(["layers", "hooks", "d", "has_direction"], () => this.syncControls());
     this.scope.on("change:tokens", () => {
       this.syncTokens();
-      this.values.clear();
-      this.fetchValues();
+      void this.values.fetch({ force: true });
     });
-    this.scope.on("change:error", () => this.banner.render());
 
     this.layerSelect.addEventListener(
       "change",
@@ -214,10 +285,27 @@ class ActivationView {
         if (b !== null && this.topList.contains(b)) this.select({ neuron: Number(b.dataset.neuron) });
       }),
     );
-    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
+  }
+
+  protected override loadingChanged(): void {
+    this.renderState();
+  }
+
+  protected override bannerChanged(): void {
+    this.renderState();
+  }
+
+  protected override applyTheme(theme: Theme): void {
+    this.cmap = divergingColormap(theme);
+    for (const s of this.strips) s.invalidateColors();
+    this.paint();
   }
 
   // ---- model state ----------------------------------------------------------------------
+
+  private revision(): number {
+    return intOr(this.model.get("revision"), 0);
+  }
 
   private layers(): number[] {
     const raw = this.model.get("layers");
@@ -234,11 +322,11 @@ class ActivationView {
 
   /** `selected` cleaned up: a known layer, a neuron in range (or null with a direction), a real token or nulls. */
   private selected(): Selected {
-    const raw = (this.model.get("selected") ?? {}) as Partial<Selected>;
+    const raw: Partial<Selected> = this.model.get("selected") ?? {};
     const layers = this.layers();
     const layer = intOr(raw.layer, null);
     const neuron = intOr(raw.neuron, null);
-    const prompt = intOr(raw.prompt, null);
+    const prompt = intOr(raw.prompt_index, null);
     const position = intOr(raw.position, null);
     const validPrompt = prompt !== null && prompt >= 0 && prompt < this.tokens.length ? prompt : null;
     const validPosition =
@@ -248,7 +336,7 @@ class ActivationView {
     return {
       layer: layer !== null && layers.includes(layer) ? layer : (layers[0] ?? 0),
       neuron: neuron !== null && neuron >= 0 && neuron < this.d() ? neuron : this.hasDirection() ? null : 0,
-      prompt: validPosition === null ? null : validPrompt,
+      prompt_index: validPosition === null ? null : validPrompt,
       position: validPosition,
     };
   }
@@ -258,19 +346,11 @@ class ActivationView {
     this.model.save_changes();
   }
 
-  private applyTheme(theme: Theme): void {
-    if (theme === this.theme) return;
-    this.theme = theme;
-    this.cmap = divergingColormap(theme);
-    for (const s of this.strips) s.invalidateColours();
-    this.paint();
-  }
-
   // ---- controls -------------------------------------------------------------------------
 
   private syncControls(): void {
     const layers = this.layers();
-    const hooks = (this.model.get("hooks") ?? []) as string[];
+    const hooks = this.model.get("hooks") ?? [];
     const sel = this.selected();
     const signature = JSON.stringify([layers, hooks]);
     if (signature !== this.layersShown) {
@@ -306,7 +386,6 @@ class ActivationView {
     this.root.dataset.layer = String(sel.layer);
     this.root.dataset.neuron = sel.neuron === null ? "direction" : String(sel.neuron);
   }
-
   private setNeuronMessage(message: string): void {
     this.neuronMessage.textContent = message;
     this.neuronInput.setAttribute("aria-invalid", String(message !== ""));
@@ -355,10 +434,12 @@ class ActivationView {
       strip.element.dataset.prompt = String(p);
       strip.setTokens(labels);
       strip.onHover(
-        this.scope.guard("view", (i: number | null) => this.setHover(i === null ? null : { prompt: p, position: i })),
+        this.scope.guard("view", (i: number | null) =>
+          this.setHover(i === null ? null : { prompt_index: p, position: i }),
+        ),
       );
       strip.onClick(this.scope.guard("view", (i: number) => this.clickToken(p, i)));
-      strip.onClear(this.scope.guard("view", () => this.select({ prompt: null, position: null })));
+      strip.onClear(this.scope.guard("view", () => this.select({ prompt_index: null, position: null })));
       return strip;
     });
     this.stripsBox.replaceChildren(
@@ -378,8 +459,8 @@ class ActivationView {
 
   private clickToken(prompt: number, position: number): void {
     const sel = this.selected();
-    const same = sel.prompt === prompt && sel.position === position;
-    this.select(same ? { prompt: null, position: null } : { prompt, position });
+    const same = sel.prompt_index === prompt && sel.position === position;
+    this.select(same ? { prompt_index: null, position: null } : { prompt_index: prompt, position });
   }
 
   /**
@@ -392,112 +473,30 @@ class ActivationView {
     this.renderReadout();
   }
 
-  // ---- requests -------------------------------------------------------------------------
+  // ---- data ---------------------------------------------------------------------------
 
-  private unitKey(sel: Selected = this.selected()): string {
-    return `${this.revision}:${sel.layer}:${sel.neuron === null ? "direction" : sel.neuron}`;
-  }
-
-  private fetchValues(): void {
-    const sel = this.selected();
-    const key = this.unitKey(sel);
-    const cached = this.values.get(key);
-    if (cached !== undefined) {
-      this.client.cancel("values");
-      this.valuesWanted = null;
-      this.show(cached);
-      return;
-    }
-    if (key === this.valuesWanted) return;
-    this.valuesWanted = key;
-    this.root.dataset.state = "loading";
-    this.client.request("values", { layer: sel.layer, neuron: sel.neuron }, { supersede: "values" }).then(
-      ({ result, buffers }) => {
-        if (this.valuesWanted === key) this.valuesWanted = null;
-        try {
-          if (Number(result?.revision) !== this.revision) return; // computed before a change: a newer fetch follows
-          const v = this.decodeValues(key, result, buffers);
-          this.banner.clear("values");
-          this.values.set(key, v);
-          if (this.values.size > VALUES_CACHE) this.values.delete(this.values.keys().next().value!);
-          if (key === this.unitKey()) this.show(v);
-        } catch (e) {
-          this.banner.fail("values", e);
-          this.root.dataset.state = "error";
-        }
-      },
-      (e) => {
-        if (this.valuesWanted === key) this.valuesWanted = null;
-        this.banner.fail("values", e);
-        if (this.banner.visible) this.root.dataset.state = "error";
-      },
-    );
-  }
-
-  private decodeValues(key: string, result: any, buffers: DataView[]): Values {
-    const data = decodeArray(result.values as ArrayHeader, buffers).data;
-    const offsets = decodeArray(result.offsets as ArrayHeader, buffers).data;
-    const n = this.tokens.length;
-    if (!(offsets instanceof Int32Array) || offsets.length !== n + 1) {
-      throw new Error(
-        `values reply needs ${n + 1} int32 offsets (one per prompt, plus the end), got ${offsets.length}`,
-      );
-    }
-    for (let p = 0; p < n; p++) {
-      const length = offsets[p + 1] - offsets[p];
-      if (length !== this.tokens[p].length)
-        throw new Error(`values reply has ${length} values for prompt ${p}, which has ${this.tokens[p].length} tokens`);
-    }
-    if (data.length !== offsets[n])
-      throw new Error(`values reply has ${data.length} values, offsets say ${offsets[n]}`);
-    const range = Number(result.range);
-    return { key, range: Number.isFinite(range) && range > 0 ? range : 0, offsets, data: Float32Array.from(data) };
-  }
-
-  private show(v: Values): void {
+  private show(v: Shown): void {
+    // Values cached before a change of `tokens` (read-only in Python: never while a view lives) do not fit.
+    if (v.offsets.length !== this.tokens.length + 1) return;
     this.shown = v;
     this.paint();
     this.renderReadout();
   }
 
-  private fetchTop(focus: Focus, layer: number): void {
-    const key = `${this.revision}:${layer}:${focus.prompt}:${focus.position}`;
-    const cached = this.tops.get(key);
-    if (cached !== undefined) {
-      this.renderTop(cached);
-      return;
-    }
-    this.topList.replaceChildren();
-    this.topList.dataset.state = "loading";
-    if (key === this.topWanted) return;
-    this.topWanted = key;
-    const params = { prompt: focus.prompt, position: focus.position, layer, k: TOP_K };
-    this.client.request("top", params, { supersede: "top" }).then(
-      ({ result, buffers }) => {
-        if (this.topWanted === key) this.topWanted = null;
-        try {
-          if (Number(result?.revision) !== this.revision) return;
-          const indices = decodeArray(result.indices as ArrayHeader, buffers).data;
-          const values = decodeArray(result.values as ArrayHeader, buffers).data;
-          if (!(indices instanceof Int32Array) || indices.length !== values.length) {
-            throw new Error(
-              `top reply needs int32 indices and values of one length, got ${indices.length} and ${values.length}`,
-            );
-          }
-          this.banner.clear("top");
-          const top = { indices, values: Float32Array.from(values) };
-          this.tops.set(key, top);
-          if (this.tops.size > TOP_CACHE) this.tops.delete(this.tops.keys().next().value!);
-          if (key === this.focusKey()) this.renderTop(top);
-        } catch (e) {
-          this.banner.fail("top", e);
-        }
-      },
-      (e) => {
-        if (this.topWanted === key) this.topWanted = null;
-        this.banner.fail("top", e);
-      },
-    );
+  /** The values drawn are those of the selected unit, for the current revision (or a newer one). */
+  private valuesCurrent(sel: Selected = this.selected()): boolean {
+    const v = this.shown;
+    return v !== null && v.layer === sel.layer && v.neuron === sel.neuron && v.revision >= this.revision();
+  }
+
+  /**
+   * The root's `data-state`: `loading` while values are asked for, `ready` once the selected unit's
+   * are drawn, `error` when they failed (the banner says why).
+   */
+  private renderState(): void {
+    if (this.values.loading) this.root.dataset.state = "loading";
+    else if (this.valuesCurrent()) this.root.dataset.state = "ready";
+    else if (this.banner.visible) this.root.dataset.state = "error";
   }
 
   // ---- rendering ------------------------------------------------------------------------
@@ -516,43 +515,47 @@ class ActivationView {
       strip.setWeights(slice, this.cmap, -m, m);
       strip.setTooltips((i) => formatValue(slice[i]));
     });
-    const sel = this.selected();
     if (v === null) {
       this.scale.textContent = "";
       delete this.root.dataset.painted;
       return;
     }
     const prompts = this.tokens.length === 1 ? "the prompt" : `all ${this.tokens.length} prompts`;
-    this.scale.textContent = `colour: ${formatValue(-v.range)} … ${formatValue(v.range)} (max |value| of L${sel.layer} ${unitLabel(sel.neuron)} over ${prompts})`;
+    this.scale.textContent = `colour: ${formatValue(-v.range)} … ${formatValue(v.range)} (max |value| of L${v.layer} ${unitLabel(v.neuron)} over ${prompts})`;
     this.root.dataset.painted = v.key;
-    this.root.dataset.state = "ready";
+    this.renderState();
   }
 
   private renderSelection(): void {
     const sel = this.selected();
     this.strips.forEach((strip, p) => {
-      strip.setLocked(p === sel.prompt ? sel.position : null);
+      strip.setLocked(p === sel.prompt_index ? sel.position : null);
     });
-    this.root.dataset.selected = sel.prompt === null ? "" : `${sel.prompt}:${sel.position}`;
+    this.root.dataset.selected = sel.prompt_index === null ? "" : `${sel.prompt_index}:${sel.position}`;
     this.renderReadout();
+  }
+
+  /** What `top` asks for: the focused token's top neurons in the selected layer, or nothing without a focus. */
+  private topParams(): TopParams | null {
+    const f = this.focus();
+    return f === null
+      ? null
+      : { prompt_index: f.prompt_index, position: f.position, layer: this.selected().layer, k: TOP_K };
   }
 
   private focus(): Focus | null {
     if (this.hover !== null) return this.hover;
     const sel = this.selected();
-    return sel.prompt !== null && sel.position !== null ? { prompt: sel.prompt, position: sel.position } : null;
-  }
-
-  private focusKey(): string | null {
-    const f = this.focus();
-    return f === null ? null : `${this.revision}:${this.selected().layer}:${f.prompt}:${f.position}`;
+    return sel.prompt_index !== null && sel.position !== null
+      ? { prompt_index: sel.prompt_index, position: sel.position }
+      : null;
   }
 
   /** The hovered token, else the selected one: its value for the current unit and its top neurons. */
   private renderReadout(): void {
     const f = this.focus();
     const sel = this.selected();
-    if (f === null || f.prompt >= this.tokens.length || f.position >= this.tokens[f.prompt].length) {
+    if (f === null || f.prompt_index >= this.tokens.length || f.position >= this.tokens[f.prompt_index].length) {
       setLine(this.readoutText, "Hover a token for its value and top neurons; click it to select it (view.selected).");
       this.topList.replaceChildren();
       delete this.topList.dataset.state;
@@ -561,15 +564,35 @@ class ActivationView {
     }
     const v = this.shown;
     const value =
-      v !== null && v.key === this.unitKey(sel) ? formatValue(v.data[v.offsets[f.prompt] + f.position]) : "…";
-    const token = this.tokens[f.prompt][f.position];
+      v !== null && this.valuesCurrent(sel) ? formatValue(v.data[v.offsets[f.prompt_index] + f.position]) : "…";
+    const token = this.tokens[f.prompt_index][f.position];
     setLine(
       this.readoutText,
       (quote) =>
-        `prompt ${f.prompt}, token ${f.position} ${quote(token)} · L${sel.layer} ${unitLabel(sel.neuron)}: ${value} · top neurons:`,
+        `prompt ${f.prompt_index}, token ${f.position} ${quote(token)} · L${sel.layer} ${unitLabel(sel.neuron)}: ${value} · top neurons:`,
     );
-    this.root.dataset.focus = `${f.prompt}:${f.position}`;
-    this.fetchTop(f, sel.layer);
+    this.root.dataset.focus = `${f.prompt_index}:${f.position}`;
+    this.renderTopFor();
+  }
+
+  /** Ask for the focused token's top neurons: drawn at once when cached, else an empty list until they come. */
+  private renderTopFor(): void {
+    void this.top.fetch();
+    const params = this.topParams();
+    const drawn = this.topDrawn;
+    const top = this.top.data;
+    if (
+      !this.top.loading &&
+      top !== null &&
+      drawn !== null &&
+      drawn.params === JSON.stringify(params) &&
+      drawn.revision >= this.revision()
+    ) {
+      this.renderTop(top); // again: the selected neuron may have changed
+      return;
+    }
+    this.topList.replaceChildren();
+    this.topList.dataset.state = "loading";
   }
 
   private renderTop(top: Top): void {
@@ -599,4 +622,7 @@ class ActivationView {
 }
 
 /** anywidget entry point: one ActivationView per rendered output. */
-export default renderView<ActivationModel>("ActivationView", (model, host) => new ActivationView(model, host));
+export default renderView<ViewModel<ActivationTraits>>(
+  "ActivationView",
+  (model, host) => new ActivationView(model, host),
+);

@@ -2,21 +2,23 @@
  * AttentionView front end: prompt box, layer x head overview grid, the selected head's pattern
  * as a heatmap, and the prompt's tokens coloured by attention.
  *
- * Bulk data comes by request (overview, pattern, run); every result carries the revision it was
- * computed for, and results for any other revision are dropped, so a stale head or prompt is
- * never shown. All state lives in one AttentionView per render() call.
+ * Bulk data comes from two resources, `overview` (the thumbnails of every head) and `pattern`
+ * (one head, cached per revision); `run` is a command that re-runs the model on a new prompt.
+ * The kernel then bumps `revision`: the view clears what it drew for the old prompt and the
+ * resources refetch (`lib/resource.ts`: a reply for an old revision is never drawn).
  */
 
 import "../lib/base.css";
 import "./attention.css";
 
 import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { type Colormap, detectTheme, sequentialColormap, type Theme } from "../lib/colormap";
-import { CanvasHeatmap, type Cell, colourPixels } from "../lib/heatmap";
-import type { Progress, RequestClient, Response } from "../lib/protocol";
+import { type Colormap, sequentialColormap, type Theme } from "../lib/colormap";
+import { CanvasHeatmap, type Cell, colorPixels } from "../lib/heatmap";
+import type { Progress, Response } from "../lib/protocol";
+import type { Resource } from "../lib/resource";
 import { setLine, tokenLabel } from "../lib/text";
 import { TokenStrip } from "../lib/tokens";
-import { button, clamp, type ErrorBanner, el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
+import { type BaseTraits, button, clamp, el, intOr, renderView, View, type ViewModel } from "../lib/view";
 
 export interface Selected {
   layer: number;
@@ -25,29 +27,38 @@ export interface Selected {
   key: number | null;
 }
 
-export type AttentionModel = ViewModel;
+/** The AttentionView widget's traits (Python: `mi_widgets/widgets/attention.py`). */
+export interface AttentionTraits extends BaseTraits {
+  n_layers: number;
+  n_heads: number;
+  tokens: string[];
+  prompt: string;
+  can_rerun: boolean;
+  /** `{}` until the widget sets it; then all four keys (Python checks them). */
+  selected: Partial<Selected>;
+}
+
+export type AttentionModel = ViewModel<AttentionTraits>;
 
 type Mode = "to" | "by";
 type State = "loading" | "ready" | "running" | "error";
 
-interface Overview {
-  revision: number;
+export interface Overview {
   nLayers: number;
   nHeads: number;
   size: number;
   thumbs: Float32Array;
 }
 
-interface Pattern {
-  revision: number;
+export interface Pattern {
   layer: number;
   head: number;
   seq: number;
   data: Float32Array;
 }
 
+/** Patterns kept per revision (by layer and head), shown again without asking. */
 const PATTERN_CACHE = 16;
-const STALE_RETRIES = 3;
 const GRID_MARGIN_LEFT = 30;
 const GRID_MARGIN_TOP = 16;
 
@@ -57,55 +68,53 @@ function formatValue(v: number): string {
   return v.toFixed(3);
 }
 
-class AttentionView {
-  private readonly model: AttentionModel;
-  private readonly root: HTMLDivElement;
-  private readonly scope: ViewScope;
-  private readonly client: RequestClient;
+/** Decode and check an `overview` reply: thumbnails [layers, heads, size, size]. */
+export function decodeOverview({ result, buffers }: Response): Overview {
+  const thumbs = decodeArray(result.thumbnails as ArrayHeader, buffers);
+  const [nLayers, nHeads, size] = thumbs.shape;
+  if (thumbs.shape.length !== 4 || thumbs.shape[3] !== size) {
+    throw new Error(`thumbnails must have shape [layers, heads, size, size], got [${thumbs.shape.join(", ")}]`);
+  }
+  return { nLayers, nHeads, size, thumbs: thumbs.data as Float32Array };
+}
 
+/** Decode and check a `pattern` reply: one head's [seq, seq] pattern. */
+export function decodePattern({ result, buffers }: Response): Pattern {
+  const decoded = decodeArray(result.pattern as ArrayHeader, buffers);
+  const [seq, seq2] = decoded.shape;
+  if (decoded.shape.length !== 2 || seq !== seq2) {
+    throw new Error(`pattern must have shape [seq, seq], got [${decoded.shape.join(", ")}]`);
+  }
+  return { layer: Number(result.layer), head: Number(result.head), seq, data: decoded.data as Float32Array };
+}
+
+class AttentionView extends View<AttentionTraits> {
   private readonly prompt: HTMLTextAreaElement;
   private readonly runButton: HTMLButtonElement;
   private readonly status: HTMLSpanElement;
   private readonly progress: HTMLProgressElement;
-  private readonly banner: ErrorBanner;
   private readonly grid: HTMLCanvasElement;
   private readonly gridSource: HTMLCanvasElement;
   private readonly heatmap: CanvasHeatmap;
   private readonly strip: TokenStrip;
   private readonly modeButton: HTMLButtonElement;
   private readonly readout: HTMLDivElement;
+  private readonly patterns: Resource<{ layer: number; head: number }, Pattern>;
 
-  private theme: Theme;
   private cmap: Colormap;
-  private revision: number;
   private tokens: string[] = [];
-  private overview: Overview | null = null;
-  private pattern: Pattern | null = null;
-  private readonly cache = new Map<string, Pattern>();
+  /** What is drawn, with the revision it was computed for (null: nothing). */
+  private overview: (Overview & { revision: number }) | null = null;
+  private pattern: (Pattern & { revision: number }) | null = null;
   private hover: { query: number | null; key: number | null } = { query: null, key: null };
   private mode: Mode = "to";
-  /** Progress of the run in flight; null when no run is pending. */
-  private running: Progress | null = null;
-  private runTicket = 0;
-  /** Ticket of the latest request (or scheduled retry) per kind; 0 = none in flight. */
-  private readonly pending = { overview: 0, pattern: 0 };
-  private tickets = 0;
-  /** `revision:layer:head` of the pattern request in flight, so an echo of `selected` does not refetch. */
-  private patternWanted: string | null = null;
-  private readonly staleRetries = { overview: 0, pattern: 0 };
+  /** Progress of the latest run; shown while a run is out. */
+  private runProgress: Progress = { done: 0, total: 1, label: "" };
   private gridPitch = 0;
-  private readonly timers = new Set<ReturnType<typeof setTimeout>>();
 
   constructor(model: AttentionModel, host: HTMLElement) {
-    this.model = model;
-    this.theme = detectTheme(host);
+    super(model, host, { className: "miw-attn", testid: "attention-view" });
     this.cmap = sequentialColormap(this.theme);
-    this.revision = intOr(model.get("revision"), 0);
-    this.scope = new ViewScope(model, () => this.updateState());
-    this.client = this.scope.client;
-    this.banner = this.scope.banner;
-
-    this.root = el("div", "miw-root miw-attn", "attention-view");
 
     const header = el("div", "miw-attn-header");
     this.prompt = el("textarea", "miw-attn-prompt", "prompt-input");
@@ -135,6 +144,7 @@ class AttentionView {
     const main = el("div", "miw-attn-main");
     this.heatmap = new CanvasHeatmap(this.cmap, { label: "attention pattern: query rows, key columns" });
     this.heatmap.focusElement.dataset.testid = "pattern-heatmap";
+    this.scope.onDispose(() => this.heatmap.dispose());
     this.readout = el("div", "miw-line miw-attn-readout", "readout");
     this.readout.setAttribute("aria-live", "polite");
     const stripBar = el("div", "miw-attn-strip-bar");
@@ -147,8 +157,6 @@ class AttentionView {
     body.append(gridPanel, main);
 
     this.root.append(header, this.banner.element, body);
-    host.append(this.root);
-    this.scope.onDispose(() => this.root.remove());
 
     this.wire();
     this.syncPromptBox();
@@ -156,28 +164,38 @@ class AttentionView {
     this.syncMode();
     this.banner.render();
     this.drawGrid();
-    this.fetchOverview();
-    this.fetchPattern();
+    this.scope.resource({
+      method: "overview",
+      decode: decodeOverview,
+      draw: (o, { revision }) => {
+        this.overview = { ...o, revision };
+        this.renderThumbs();
+        this.drawGrid();
+      },
+    });
+    this.patterns = this.scope.resource({
+      method: "pattern",
+      params: () => {
+        if (this.nLayers() === 0 || this.nHeads() === 0) return null;
+        const { layer, head } = this.selected();
+        return { layer, head };
+      },
+      decode: decodePattern,
+      draw: (p, { revision }) => this.showPattern({ ...p, revision }),
+      cache: PATTERN_CACHE,
+      refetchOn: ["n_layers", "n_heads"],
+    });
     this.updateSelection();
-  }
-
-  dispose(): void {
-    for (const t of this.timers) clearTimeout(t);
-    this.heatmap.dispose();
-    this.scope.dispose();
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
   private wire(): void {
-    this.scope.on("change:revision", () => this.syncRevision());
+    this.scope.on("change:revision", () => this.clearOldPrompt());
     this.scope.on("change:tokens", () => this.syncTokens());
     this.scope.on("change:selected", () => this.syncSelected());
-    this.scope.on("change:n_layers", () => this.syncShape());
-    this.scope.on("change:n_heads", () => this.syncShape());
-    this.scope.on("change:error", () => this.banner.render());
-    this.scope.on("change:prompt", () => this.syncPromptBox());
-    this.scope.on("change:can_rerun", () => this.syncPromptBox());
+    this.scope.onChange(["n_layers", "n_heads"], () => this.drawGrid());
+    this.scope.onChange(["prompt", "can_rerun"], () => this.syncPromptBox());
 
     this.runButton.addEventListener(
       "click",
@@ -235,7 +253,6 @@ class AttentionView {
       }),
     );
 
-    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
     if (typeof IntersectionObserver === "function") {
       // Windowed notebooks wipe canvases of cells scrolled out of view.
       const io = new IntersectionObserver((entries) => {
@@ -248,6 +265,10 @@ class AttentionView {
 
   // ---- model state ----------------------------------------------------------------------
 
+  private revision(): number {
+    return intOr(this.model.get("revision"), 0);
+  }
+
   private nLayers(): number {
     return Math.max(0, intOr(this.model.get("n_layers"), 0));
   }
@@ -258,7 +279,7 @@ class AttentionView {
 
   /** `selected` cleaned up: layer/head inside the model, query/key inside the prompt or null. */
   private selected(): Selected {
-    const raw = (this.model.get("selected") ?? {}) as Partial<Selected>;
+    const raw: Partial<Selected> = this.model.get("selected") ?? {};
     const seq = this.pattern?.seq ?? this.tokens.length;
     const pos = (v: unknown) => {
       const i = intOr(v, null);
@@ -277,19 +298,24 @@ class AttentionView {
     this.model.save_changes();
   }
 
-  private syncRevision(): void {
-    const rev = intOr(this.model.get("revision"), 0);
-    if (rev === this.revision) return;
-    this.revision = rev;
-    this.overview = null;
-    this.pattern = null;
-    this.cache.clear();
-    this.staleRetries.overview = this.staleRetries.pattern = 0;
-    this.heatmap.setData(null, 0, 0);
-    this.drawGrid();
+  /**
+   * A new prompt (`revision` moved): clear what was drawn for the old one. The resources refetch
+   * by themselves; what is already drawn for this revision or a newer one stays (the kernel can
+   * answer before its `revision` change reaches the view, and that reply is not asked for again).
+   */
+  private clearOldPrompt(): void {
+    const revision = this.revision();
+    if (this.overview !== null && this.overview.revision < revision) {
+      this.overview = null;
+      this.drawGrid();
+    }
+    if (this.pattern !== null && this.pattern.revision < revision) {
+      this.pattern = null;
+      this.heatmap.setData(null, 0, 0);
+      this.syncLabels();
+    }
     this.syncTokens();
-    this.fetchOverview();
-    this.fetchPattern();
+    this.updateSelection();
   }
 
   private syncTokens(): void {
@@ -304,7 +330,7 @@ class AttentionView {
     }
     this.tokens = tokens;
     this.strip.setTokens(this.tokens);
-    this.strip.invalidateColours();
+    this.strip.invalidateColors();
     this.syncLabels();
     this.updateSelection();
   }
@@ -318,15 +344,9 @@ class AttentionView {
     this.heatmap.setLabels(labels, labels);
   }
 
-  private syncShape(): void {
-    this.drawGrid();
-    if (this.pattern === null) this.fetchPattern();
-  }
-
+  /** Another head asks for its pattern; an echo that keeps layer/head asks nothing (the resource skips it). */
   private syncSelected(): void {
-    const sel = this.selected();
-    const p = this.pattern;
-    if (p === null || p.layer !== sel.layer || p.head !== sel.head) this.fetchPattern();
+    void this.patterns.fetch();
     this.drawGrid();
     this.updateSelection();
   }
@@ -350,148 +370,26 @@ class AttentionView {
     this.updateSelection();
   }
 
-  private applyTheme(theme: Theme): void {
-    if (theme === this.theme) return;
-    this.theme = theme;
+  protected applyTheme(theme: Theme): void {
     this.cmap = sequentialColormap(theme);
     this.heatmap.setColormap(this.cmap, 0, 1);
-    this.strip.invalidateColours();
+    this.strip.invalidateColors();
     this.renderThumbs();
     this.drawGrid();
     this.updateSelection();
   }
 
-  // ---- requests -------------------------------------------------------------------------
-
-  /** A result computed for another revision: drop it and ask again (bounded, in case Python is ahead). */
-  private retryStale(kind: "overview" | "pattern"): void {
-    if (this.staleRetries[kind]++ >= STALE_RETRIES) {
-      this.banner.fail(
-        kind,
-        new Error(`the kernel keeps answering ${kind} for another revision than ${this.revision}`),
-      );
-      return;
-    }
-    this.pending[kind] = ++this.tickets;
-    const t = setTimeout(() => {
-      this.timers.delete(t);
-      if (kind === "overview") this.fetchOverview();
-      else this.fetchPattern();
-    }, 50 * this.staleRetries[kind]);
-    this.timers.add(t);
-  }
-
-  /**
-   * Track the latest request of a kind: only its outcome is shown and only it ends the "loading"
-   * state. An older one answered just before being superseded goes to `superseded` instead.
-   */
-  private track<T>(
-    kind: "overview" | "pattern",
-    promise: Promise<T>,
-    done: (value: T) => void,
-    superseded: (value: T) => void = () => {},
-  ): void {
-    const ticket = ++this.tickets;
-    this.pending[kind] = ticket;
+  protected loadingChanged(): void {
     this.updateState();
-    const settle = (outcome: () => void) => {
-      if (ticket !== this.pending[kind]) return false;
-      this.pending[kind] = 0;
-      try {
-        outcome();
-      } catch (e) {
-        this.banner.fail(kind, e);
-      }
-      this.updateState();
-      return true;
-    };
-    promise.then(
-      (value) => {
-        const latest = settle(() => {
-          this.banner.clear(kind);
-          done(value);
-        });
-        if (!latest) superseded(value);
-      },
-      (e) => settle(() => this.banner.fail(kind, e)),
-    );
   }
 
-  private fetchOverview(): void {
-    const revision = this.revision;
-    this.track(
-      "overview",
-      this.client.request("overview", { revision }, { supersede: "overview" }),
-      ({ result, buffers }) => {
-        if (result.revision !== this.revision) return this.retryStale("overview");
-        this.staleRetries.overview = 0;
-        const thumbs = decodeArray(result.thumbnails as ArrayHeader, buffers);
-        const [nLayers, nHeads, size] = thumbs.shape;
-        if (thumbs.shape.length !== 4 || thumbs.shape[3] !== size) {
-          throw new Error(`thumbnails must have shape [layers, heads, size, size], got [${thumbs.shape.join(", ")}]`);
-        }
-        this.overview = { revision, nLayers, nHeads, size, thumbs: thumbs.data as Float32Array };
-        this.renderThumbs();
-        this.drawGrid();
-      },
-    );
+  protected bannerChanged(): void {
+    this.updateState();
   }
 
-  private fetchPattern(): void {
-    if (this.nLayers() === 0 || this.nHeads() === 0) return;
-    const { layer, head } = this.selected();
-    const revision = this.revision;
-    const wanted = `${revision}:${layer}:${head}`;
-    if (wanted === this.patternWanted && this.pending.pattern) return;
-    const cached = this.cache.get(wanted);
-    if (cached !== undefined) {
-      this.client.cancel("pattern");
-      this.pending.pattern = 0;
-      this.patternWanted = null;
-      this.showPattern(cached);
-      this.updateState();
-      return;
-    }
-    const request = this.client.request("pattern", { revision, layer, head }, { supersede: "pattern" });
-    this.patternWanted = wanted;
-    this.track(
-      "pattern",
-      request,
-      (response) => {
-        if (this.patternWanted === wanted) this.patternWanted = null;
-        if (response.result.revision !== this.revision) return this.retryStale("pattern");
-        this.staleRetries.pattern = 0;
-        const p = this.keepPattern(response);
-        const sel = this.selected();
-        if (p.layer === sel.layer && p.head === sel.head) this.showPattern(p);
-      },
-      (response) => {
-        // Answered just before the user moved on: worth keeping for when they come back.
-        if (response.result.revision === this.revision) this.keepPattern(response);
-      },
-    );
-  }
+  // ---- data -----------------------------------------------------------------------------
 
-  /** Decode a pattern reply into the cache. */
-  private keepPattern({ result, buffers }: Response): Pattern {
-    const decoded = decodeArray(result.pattern as ArrayHeader, buffers);
-    const [seq, seq2] = decoded.shape;
-    if (decoded.shape.length !== 2 || seq !== seq2) {
-      throw new Error(`pattern must have shape [seq, seq], got [${decoded.shape.join(", ")}]`);
-    }
-    const p: Pattern = {
-      revision: result.revision,
-      layer: result.layer,
-      head: result.head,
-      seq,
-      data: decoded.data as Float32Array,
-    };
-    this.cache.set(`${p.revision}:${p.layer}:${p.head}`, p);
-    if (this.cache.size > PATTERN_CACHE) this.cache.delete(this.cache.keys().next().value!);
-    return p;
-  }
-
-  private showPattern(p: Pattern): void {
+  private showPattern(p: Pattern & { revision: number }): void {
     const resized = this.pattern?.seq !== p.seq;
     this.pattern = p;
     if (resized) this.syncLabels();
@@ -499,55 +397,45 @@ class AttentionView {
     this.updateSelection();
   }
 
+  /** Re-run the model on the prompt box; the kernel bumps `revision` and the resources refetch. */
   private run(): void {
     if (this.model.get("can_rerun") === false) return;
-    const prompt = this.prompt.value;
-    const ticket = ++this.tickets;
-    this.runTicket = ticket;
-    this.banner.clear("run");
-    this.running = { done: 0, total: Math.max(1, this.nLayers()), label: "" };
-    this.updateState();
-    const onProgress = (p: Progress) => {
-      this.running = p;
-      this.updateState();
-    };
-    this.client.request("run", { prompt }, { supersede: "run", onProgress }).then(
-      // The kernel also bumps `revision`, whose change handler fetches the new overview and pattern.
-      () => this.endRun(ticket),
-      (e) => this.endRun(ticket, e),
+    this.runProgress = { done: 0, total: Math.max(1, this.nLayers()), label: "" };
+    void this.scope.command(
+      "run",
+      { prompt: this.prompt.value },
+      {
+        onProgress: (p) => {
+          this.runProgress = p;
+          this.updateState();
+        },
+      },
     );
-  }
-
-  /** Only the latest run ends the "running" state; a superseded one just goes away. */
-  private endRun(ticket: number, error?: unknown): void {
-    if (ticket !== this.runTicket) return;
-    this.running = null;
-    if (error !== undefined) this.banner.fail("run", error);
-    this.updateState();
   }
 
   // ---- rendering ------------------------------------------------------------------------
 
   private updateState(): void {
     const sel = this.selected();
+    const running = this.scope.busy("run");
     let state: State;
-    if (this.running !== null) state = "running";
-    else if (this.pending.overview || this.pending.pattern) state = "loading";
+    if (running) state = "running";
+    else if (this.scope.loading) state = "loading";
     else if (this.banner.visible) state = "error";
     else state = "ready";
     const d = this.root.dataset;
     d.state = state;
-    d.revision = String(this.revision);
+    d.revision = String(this.revision());
     d.layer = String(sel.layer);
     d.head = String(sel.head);
 
-    const running = this.running;
-    this.progress.hidden = running === null;
-    if (running !== null) {
-      this.progress.max = Math.max(1, running.total);
-      this.progress.value = clamp(running.done, 0, running.total);
-      this.status.textContent = `running: layer ${running.done}/${running.total}`;
-      this.status.title = running.label;
+    this.progress.hidden = !running;
+    if (running) {
+      const p = this.runProgress;
+      this.progress.max = Math.max(1, p.total);
+      this.progress.value = clamp(p.done, 0, p.total);
+      this.status.textContent = `running: layer ${p.done}/${p.total}`;
+      this.status.title = p.label;
     } else {
       this.status.title = "";
       this.status.textContent =
@@ -633,7 +521,7 @@ class AttentionView {
     this.gridSource.width = width;
     this.gridSource.height = L * s;
     const image = ctx.createImageData(width, L * s);
-    colourPixels(arranged, this.cmap, 0, 1, image.data);
+    colorPixels(arranged, this.cmap, 0, 1, image.data);
     ctx.putImageData(image, 0, 0);
   }
 
@@ -664,7 +552,7 @@ class AttentionView {
     const accent = style.getPropertyValue("--jp-brand-color1").trim() || "#1976d2";
     const muted = style.getPropertyValue("--jp-layout-color2").trim() || "rgba(128,128,128,0.2)";
     const gap = pitch >= 12 ? 1 : 0;
-    const o = this.overview?.revision === this.revision ? this.overview : null;
+    const o = this.overview;
     const thumbsReady = o !== null && o.nLayers === L && o.nHeads === H && o.size > 0;
     if (thumbsReady) ctx.imageSmoothingEnabled = o.size > pitch;
     for (let l = 0; l < L; l++) {

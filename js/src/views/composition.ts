@@ -5,36 +5,56 @@
  * by default each score is shown minus the random baseline on a diverging scale, since raw
  * composition scores sit well above 0 even for random weights.
  *
- * Scores come by request (`scores`, one mode each), cached per mode until `revision` changes.
- * Pairs whose writer is not in an earlier layer arrive as NaN and are drawn as empty.
+ * Scores come by one resource (`scores`, params {mode}; see `resource.ts`: a reply for an old
+ * revision is never drawn, a `revision` change refetches), cached per mode until `revision`
+ * changes. Pairs whose writer is not in an earlier layer arrive as NaN and are drawn as empty.
  */
 
 import "../lib/base.css";
 import "./composition.css";
 
 import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { detectTheme, divergingColormap, sequentialColormap, type Theme, withEmptyCells } from "../lib/colormap";
+import { divergingColormap, sequentialColormap, withEmptyCells } from "../lib/colormap";
 import { CanvasHeatmap, type Cell } from "../lib/heatmap";
-import type { RequestClient } from "../lib/protocol";
+import type { Response } from "../lib/protocol";
+import type { Resource } from "../lib/resource";
 import { setLine } from "../lib/text";
-import { button, type ErrorBanner, el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
+import { type BaseTraits, button, el, intOr, renderView, View, type ViewModel } from "../lib/view";
 
 export const MODES = ["Q", "K", "V"] as const;
 export type Mode = (typeof MODES)[number];
 
-export type CompositionModel = ViewModel;
+/** The CompositionView widget's traits (Python: `mi_widgets/widgets/composition.py`). */
+export interface CompositionTraits extends BaseTraits {
+  n_layers: number;
+  n_heads: number;
+  mode: Mode;
+  /** Show score minus the random baseline. */
+  relative: boolean;
+  baseline: number;
+  /** [layer, head] each, or both null. */
+  selected: { writer: [number, number] | null; reader: [number, number] | null };
+}
 
 export interface Head {
   layer: number;
   head: number;
 }
 
-interface Scores {
-  revision: number;
+export interface Scores {
+  mode: Mode;
   baseline: number;
   /** Row-major [L*H writers, L*H readers], raw scores, NaN where the pair cannot compose. */
   data: Float32Array;
 }
+
+/** Scores as drawn, with the revision they were computed for. */
+interface Shown extends Scores {
+  revision: number;
+}
+
+/** Modes kept per revision: all of them. */
+const SCORES_CACHE = MODES.length;
 
 /** "L0H2" */
 export function headLabel(h: Head): string {
@@ -67,30 +87,31 @@ function signed(v: number): string {
   return `${v >= 0 ? "+" : "−"}${Math.abs(v).toFixed(3)}`;
 }
 
-class CompositionView {
-  private readonly model: CompositionModel;
-  private readonly root: HTMLDivElement;
-  private readonly scope: ViewScope;
-  private readonly client: RequestClient;
+/** Decode and check a `scores` reply for `n` heads in all. */
+export function decodeScores({ result, buffers }: Response, n: number): Scores {
+  const mode = String(result?.mode) as Mode;
+  if (!MODES.includes(mode)) throw new Error(`scores reply has an unknown mode: ${JSON.stringify(result?.mode)}`);
+  const decoded = decodeArray(result.scores as ArrayHeader, buffers);
+  if (decoded.shape.length !== 2 || decoded.shape[0] !== n || decoded.shape[1] !== n) {
+    throw new Error(`scores must have shape [${n}, ${n}] (all heads x all heads), got [${decoded.shape.join(", ")}]`);
+  }
+  return { mode, baseline: Number(result.baseline), data: Float32Array.from(decoded.data) };
+}
+
+class CompositionView extends View<CompositionTraits> {
   private readonly modeButtons: Map<Mode, HTMLButtonElement>;
   private readonly relativeBox: HTMLInputElement;
   private readonly relativeText: HTMLSpanElement;
   private readonly readout: HTMLDivElement;
   private readonly scale: HTMLSpanElement;
-  private readonly banner: ErrorBanner;
   private readonly heatmap: CanvasHeatmap;
+  private readonly scores: Resource<{ mode: Mode }, Scores>;
 
-  private theme: Theme;
-  private cache = new Map<Mode, Scores>();
+  private shown: Shown | null = null;
   private hovered: Cell | null = null;
 
-  constructor(model: CompositionModel, host: HTMLElement) {
-    this.model = model;
-    this.theme = detectTheme(host);
-    this.scope = new ViewScope(model);
-    this.client = this.scope.client;
-    this.banner = this.scope.banner;
-    this.root = el("div", "miw-root miw-comp", "composition");
+  constructor(model: ViewModel<CompositionTraits>, host: HTMLElement) {
+    super(model, host, { className: "miw-comp", testid: "composition" });
 
     const toolbar = el("div", "miw-comp-toolbar");
     const modes = el("div", "miw-comp-modes");
@@ -130,44 +151,40 @@ class CompositionView {
     axes.textContent = "rows: the head that writes · columns: the head in a later layer that reads it";
 
     this.root.append(toolbar, this.banner.element, axes, this.heatmap.element, this.readout);
-    host.append(this.root);
-    this.scope.onDispose(() => this.root.remove());
+    this.scope.onDispose(() => this.heatmap.dispose());
 
     this.wire();
     this.renderControls();
     this.renderLabels();
     this.banner.render();
-    this.fetch();
-  }
-
-  dispose(): void {
-    this.heatmap.dispose();
-    this.scope.dispose();
+    this.scores = this.scope.resource({
+      method: "scores",
+      params: () => ({ mode: this.mode() }),
+      decode: (reply) => decodeScores(reply, this.nLayers() * this.nHeads()),
+      draw: (scores, { revision }) => {
+        this.shown = { ...scores, revision };
+        this.draw();
+      },
+      cache: SCORES_CACHE,
+      refetchOn: ["mode"],
+    });
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
   private wire(): void {
-    this.scope.on("change:mode", () => {
-      this.renderControls();
-      this.fetch();
-    });
+    this.scope.on("change:mode", () => this.renderControls()); // then `scores` refetches (refetchOn)
     this.scope.on("change:relative", () => {
       this.renderControls();
       this.draw();
     });
     this.scope.on("change:baseline", () => this.renderControls());
-    this.scope.on("change:revision", () => {
-      this.cache.clear();
-      this.fetch();
-    });
-    const reshape = () => {
+    this.scope.on("change:revision", () => this.renderReadout());
+    this.scope.onChange(["n_layers", "n_heads"], () => {
       this.renderLabels();
-      this.cache.clear();
-      this.fetch();
-    };
-    this.scope.on("change:n_layers", reshape);
-    this.scope.on("change:n_heads", reshape);
+      this.draw();
+      void this.scores.fetch({ force: true });
+    });
     this.scope.on("change:selected", () => this.renderSelection());
     this.heatmap.onHover(
       this.scope.guard("view", (cell: Cell | null) => {
@@ -177,7 +194,10 @@ class CompositionView {
     );
     this.heatmap.onClick(this.scope.guard("view", (cell: Cell) => this.click(cell)));
     this.heatmap.onClear(this.scope.guard("view", () => this.select(null)));
-    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
+  }
+
+  protected override applyTheme(): void {
+    this.draw();
   }
 
   // ---- model state ----------------------------------------------------------------------
@@ -200,7 +220,7 @@ class CompositionView {
   }
 
   private selected(): { writer: Head; reader: Head } | null {
-    const raw = (this.model.get("selected") ?? {}) as { writer?: unknown; reader?: unknown };
+    const raw: { writer?: unknown; reader?: unknown } = this.model.get("selected") ?? {};
     const pair = (v: unknown): Head | null =>
       Array.isArray(v) && v.length === 2 && Number.isInteger(v[0]) && Number.isInteger(v[1])
         ? { layer: v[0], head: v[1] }
@@ -247,46 +267,10 @@ class CompositionView {
     this.select(same ? null : { writer, reader });
   }
 
-  private applyTheme(theme: Theme): void {
-    if (theme === this.theme) return;
-    this.theme = theme;
-    this.draw();
-  }
-
-  // ---- requests -------------------------------------------------------------------------
-
-  private fetch(): void {
-    const mode = this.mode();
-    if (this.cache.has(mode)) {
-      this.draw();
-      return;
-    }
-    this.root.dataset.loading = "true";
-    this.client.request("scores", { mode }, { supersede: "scores" }).then(
-      ({ result, buffers }) => {
-        try {
-          this.banner.clear("scores");
-          this.take(result, buffers);
-        } catch (e) {
-          this.banner.fail("scores", e);
-        }
-      },
-      (e) => this.banner.fail("scores", e),
-    );
-  }
-
-  private take(result: any, buffers: DataView[]): void {
-    const mode = String(result?.mode) as Mode;
-    if (!MODES.includes(mode)) throw new Error(`scores reply has an unknown mode: ${JSON.stringify(result?.mode)}`);
-    const revision = Number(result?.revision);
-    if (revision !== intOr(this.model.get("revision"), 0)) return; // computed before a refresh: a newer fetch follows
-    const decoded = decodeArray(result.scores as ArrayHeader, buffers);
-    const n = this.nLayers() * this.nHeads();
-    if (decoded.shape.length !== 2 || decoded.shape[0] !== n || decoded.shape[1] !== n) {
-      throw new Error(`scores must have shape [${n}, ${n}] (all heads x all heads), got [${decoded.shape.join(", ")}]`);
-    }
-    this.cache.set(mode, { revision, baseline: Number(result.baseline), data: Float32Array.from(decoded.data) });
-    if (mode === this.mode()) this.draw();
+  /** The scores drawn, if they are the current mode's for the current revision (or a newer one). */
+  private current(): Shown | null {
+    const s = this.shown;
+    return s !== null && s.mode === this.mode() && s.revision >= intOr(this.model.get("revision"), 0) ? s : null;
   }
 
   // ---- rendering ------------------------------------------------------------------------
@@ -314,9 +298,9 @@ class CompositionView {
   }
 
   private draw(): void {
-    const scores = this.cache.get(this.mode());
+    const scores = this.current();
     const n = this.nLayers() * this.nHeads();
-    if (scores === undefined || scores.data.length !== n * n) {
+    if (scores === null || scores.data.length !== n * n) {
       this.heatmap.setData(null, 0, 0);
       return;
     }
@@ -328,7 +312,6 @@ class CompositionView {
     this.scale.textContent = relative
       ? `colour: ${signed(lo)} … ${signed(hi)} vs random`
       : `colour: 0 … ${hi.toFixed(3)}`;
-    delete this.root.dataset.loading;
     this.root.dataset.revision = String(scores.revision);
     this.renderSelection();
   }
@@ -351,8 +334,8 @@ class CompositionView {
       (sel === null
         ? null
         : { row: sel.writer.layer * H + sel.writer.head, col: sel.reader.layer * H + sel.reader.head });
-    const scores = this.cache.get(this.mode());
-    if (cell === null || scores === undefined || H === 0) {
+    const scores = this.current();
+    if (cell === null || scores === null || H === 0) {
       setLine(this.readout, "Hover a cell for its score; click to select the pair in Python (view.selected).");
       return;
     }
@@ -369,4 +352,7 @@ class CompositionView {
 }
 
 /** anywidget entry point: one CompositionView per rendered output. */
-export default renderView<CompositionModel>("CompositionView", (model, host) => new CompositionView(model, host));
+export default renderView<ViewModel<CompositionTraits>>(
+  "CompositionView",
+  (model, host) => new CompositionView(model, host),
+);

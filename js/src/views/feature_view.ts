@@ -8,40 +8,43 @@
  * - The dashboard: firing density and max, the histogram of nonzero activations (canvas), the
  *   tokens the decoder direction promotes and suppresses, and the top corpus examples.
  *
- * Data comes by request: `prompt` {prompt} (tokens and the top K feature ids/values per token)
- * and `feature` {feature, prompt} (everything the dashboard draws, for the scan's `revision`).
- * The feature is refetched on every revision through the shared ScanToolbar's coalesced refetch.
- * Requests that follow trait changes go out on a microtask, after the view's own save_changes,
- * so a typed prompt reaches the kernel before the request that asks for its tokens.
+ * Data comes by two resources: `prompt` {prompt_index} (tokens and the top K feature ids/values
+ * per token; they do not depend on the scan, so it does not follow `revision`) and `feature`
+ * {feature, prompt_index} (everything the dashboard draws; `policy: "coalesce"`, it follows the
+ * scan's `revision`). A change of prompt or feature drops the request for the old one and asks
+ * again on a microtask, after the view's own save_changes, so a typed prompt reaches the kernel
+ * before the request that asks for its tokens.
  */
 
 import "../lib/base.css";
 import "./feature_view.css";
 
 import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { detectTheme, sequentialColormap, type Theme } from "../lib/colormap";
-import { exampleRow, parseExamples } from "../lib/examples";
-import type { RequestClient } from "../lib/protocol";
-import { ScanToolbar, scanStatus } from "../lib/scan_toolbar";
+import { sequentialColormap } from "../lib/colormap";
+import { type Example, exampleRow, parseExamples } from "../lib/examples";
+import type { Response } from "../lib/protocol";
+import type { Resource } from "../lib/resource";
+import { ScanToolbar, type ScanTraits, scanStatus } from "../lib/scan_toolbar";
 import { setLine, tokenLabel } from "../lib/text";
 import { TokenStrip } from "../lib/tokens";
-import {
-  button,
-  type ErrorBanner,
-  el,
-  intOr,
-  parseUnitId,
-  renderView,
-  type UnitIdSpec,
-  type ViewModel,
-  ViewScope,
-} from "../lib/view";
+import { button, el, intOr, parseUnitId, renderView, type UnitIdSpec, View, type ViewModel } from "../lib/view";
 
-export type FeatureViewModel = ViewModel;
+/** The FeatureView widget's traits (Python: `mi_widgets/widgets/feature_view.py`). */
+export interface FeatureViewTraits extends ScanTraits {
+  hook: string;
+  d_sae: number;
+  k: number;
+  /** Corpus windows (rows) the scan reads. */
+  n_windows: number;
+  n_tokens: number;
+  prompts: string[];
+  /** The shown prompt: an index into `prompts`. */
+  prompt_index: number;
+  selected: { feature: number | null };
+}
 
 /** The prompt's tokens and, per token, its strongest features (id -1 = empty slot). */
-interface PromptData {
-  key: string;
+export interface PromptData {
   index: number;
   tokens: string[];
   /** Features per token (K). */
@@ -50,23 +53,19 @@ interface PromptData {
   values: Float32Array;
 }
 
+/** A drawn prompt: its data and the key (index and text) it was drawn for. */
+interface ShownPrompt extends PromptData {
+  key: string;
+}
+
 export interface LogitItem {
   token: string;
   value: number;
 }
 
-export interface FeatureExample {
-  tokens: string[];
-  maxIndex: number;
-  value: number;
-  acts: Float32Array;
-}
-
-interface FeatureData {
-  revision: number;
+/** Everything the dashboard draws for one feature. */
+export interface FeatureData {
   feature: number;
-  /** The prompt `promptActs` belong to (see promptKey). */
-  promptKey: string;
   fires: number;
   density: number;
   max: number | null;
@@ -74,7 +73,13 @@ interface FeatureData {
   histogram: { counts: Int32Array; lo: number; hi: number };
   promoted: LogitItem[];
   suppressed: LogitItem[];
-  examples: FeatureExample[];
+  examples: Example[];
+}
+
+/** Drawn feature data, with the revision it was computed for and the prompt `promptActs` belong to (see promptKey). */
+interface ShownFeature extends FeatureData {
+  revision: number;
+  promptKey: string;
 }
 
 const HIST_WIDTH = 360;
@@ -99,13 +104,15 @@ export function formatValue(v: number): string {
 }
 
 /** Top of the colour scale: the largest finite value the dashboard shows (1 when none is positive). */
-export function colourScale(d: Pick<FeatureData, "max" | "promptActs" | "examples">): number {
+export function colorScale(
+  d: Pick<FeatureData, "max" | "promptActs"> & { examples: ReadonlyArray<Pick<Example, "activations">> },
+): number {
   let m = d.max !== null && Number.isFinite(d.max) ? d.max : 0;
   const take = (a: ArrayLike<number>) => {
     for (let i = 0; i < a.length; i++) if (Number.isFinite(a[i]) && a[i] > m) m = a[i];
   };
   take(d.promptActs);
-  for (const e of d.examples) take(e.acts);
+  for (const e of d.examples) take(e.activations);
   return m > 0 ? m : 1;
 }
 
@@ -114,15 +121,15 @@ export function drawHistogram(
   ctx: CanvasRenderingContext2D,
   hist: { counts: ArrayLike<number>; lo: number; hi: number },
   size: { width: number; height: number },
-  colours: { bar: string; text: string; axis: string; font: string },
+  colors: { bar: string; text: string; axis: string; font: string },
 ): void {
   const { width, height } = size;
   const { left, right, top, bottom } = HIST_MARGIN;
   const plotW = width - left - right;
   const plotH = height - top - bottom;
   ctx.clearRect(0, 0, width, height);
-  ctx.font = colours.font;
-  ctx.fillStyle = colours.text;
+  ctx.font = colors.font;
+  ctx.fillStyle = colors.text;
   let peak = 0;
   for (let i = 0; i < hist.counts.length; i++) peak = Math.max(peak, hist.counts[i]);
   if (peak === 0) {
@@ -131,7 +138,7 @@ export function drawHistogram(
     ctx.fillText("no activations yet", width / 2, height / 2);
     return;
   }
-  ctx.fillStyle = colours.bar;
+  ctx.fillStyle = colors.bar;
   const n = hist.counts.length;
   const w = plotW / n;
   for (let i = 0; i < n; i++) {
@@ -140,9 +147,9 @@ export function drawHistogram(
     const h = Math.max(1, (c / peak) * plotH); // a single count stays visible
     ctx.fillRect(left + i * w, top + plotH - h, Math.max(1, w - (w >= 4 ? 1 : 0)), h);
   }
-  ctx.fillStyle = colours.axis;
+  ctx.fillStyle = colors.axis;
   ctx.fillRect(left, top + plotH, plotW, 1);
-  ctx.fillStyle = colours.text;
+  ctx.fillStyle = colors.text;
   ctx.textBaseline = "top";
   ctx.textAlign = "left";
   ctx.fillText(formatValue(hist.lo), left, top + plotH + 4);
@@ -158,12 +165,54 @@ function logitItems(raw: unknown, what: string): LogitItem[] {
   return raw.map((item: any) => ({ token: String(item?.token ?? ""), value: Number(item?.value) }));
 }
 
-class FeatureView {
-  private readonly model: FeatureViewModel;
-  private readonly root: HTMLDivElement;
-  private readonly scope: ViewScope;
-  private readonly client: RequestClient;
-  private readonly banner: ErrorBanner;
+/** Decode and check a `prompt` reply. */
+export function decodePrompt({ result, buffers }: Response): PromptData {
+  const index = Number(result?.prompt_index);
+  if (!Number.isInteger(index))
+    throw new Error(`prompt reply names no prompt_index: ${JSON.stringify(result?.prompt_index)}`);
+  const tokens: string[] = Array.isArray(result.tokens) ? result.tokens.map(String) : [];
+  const ids = decodeArray(result.top_ids as ArrayHeader, buffers);
+  const values = decodeArray(result.top_values as ArrayHeader, buffers);
+  const [seq, k] = ids.shape;
+  if (
+    !(ids.data instanceof Int32Array) ||
+    ids.shape.length !== 2 ||
+    seq !== tokens.length ||
+    values.shape.join() !== ids.shape.join()
+  ) {
+    throw new Error(
+      `prompt reply needs int32 top_ids and top_values of shape [${tokens.length}, K], got [${ids.shape.join(", ")}] (${ids.dtype}) and [${values.shape.join(", ")}]`,
+    );
+  }
+  return { index, tokens, k, ids: ids.data, values: Float32Array.from(values.data) };
+}
+
+/** Decode and check a `feature` reply. */
+export function decodeFeature({ result, buffers }: Response): FeatureData {
+  const promptActs = decodeArray(result?.prompt_acts as ArrayHeader, buffers);
+  if (promptActs.shape.length !== 1)
+    throw new Error(`feature reply: prompt_acts must be 1-d, got shape [${promptActs.shape.join(", ")}]`);
+  const counts = decodeArray(result.histogram?.counts as ArrayHeader, buffers);
+  if (!(counts.data instanceof Int32Array) || counts.shape.length !== 1) {
+    throw new Error(
+      `feature reply: histogram counts must be 1-d int32, got ${counts.dtype} [${counts.shape.join(", ")}]`,
+    );
+  }
+  const max = result.max === null || result.max === undefined ? null : Number(result.max);
+  return {
+    feature: Number(result.feature),
+    fires: Math.max(0, Number(result.fires) || 0),
+    density: Number(result.density) || 0,
+    max: max !== null && Number.isFinite(max) ? max : null,
+    promptActs: Float32Array.from(promptActs.data),
+    histogram: { counts: counts.data, lo: Number(result.histogram.lo), hi: Number(result.histogram.hi) },
+    promoted: logitItems(result.promoted, "promoted"),
+    suppressed: logitItems(result.suppressed, "suppressed"),
+    examples: parseExamples(result, buffers, "feature reply"),
+  };
+}
+
+class FeatureView extends View<FeatureViewTraits> {
   private readonly toolbar: ScanToolbar;
   private readonly info: HTMLSpanElement;
   private readonly promptSelect: HTMLSelectElement;
@@ -181,38 +230,24 @@ class FeatureView {
   private readonly promoted: HTMLOListElement;
   private readonly suppressed: HTMLOListElement;
   private readonly examples: HTMLDivElement;
+  private readonly prompt: Resource<{ prompt_index: number }, PromptData>;
+  private readonly feature: Resource<{ feature: number; prompt_index?: number }, FeatureData>;
 
-  private theme: Theme;
-  private promptData: PromptData | null = null;
-  private shown: FeatureData | null = null;
+  private promptData: ShownPrompt | null = null;
+  private shown: ShownFeature | null = null;
   private exampleStrips: TokenStrip[] = [];
-  /** The prompt key last asked for, so that unrelated `prompts` edits do not refetch. */
-  private promptWanted: string | null = null;
+  /** What the prompt and feature resources were last asked for, so that unrelated `prompts` edits do not refetch. */
+  private promptAsked: string | null = null;
+  private featureAsked: string | null = null;
   private hovered: number | null = null;
   private locked: number | null = null;
   private promptsShown = "";
-  private readonly due = { prompt: false, feature: false };
-  private flushQueued = false;
+  private refreshQueued = false;
   private disposed = false;
 
-  constructor(model: FeatureViewModel, host: HTMLElement) {
-    this.model = model;
-    this.theme = detectTheme(host);
-    this.scope = new ViewScope(model);
-    this.client = this.scope.client;
-    this.banner = this.scope.banner;
-    this.root = el("div", "miw-root miw-fv", "feature-view");
-
-    this.toolbar = new ScanToolbar({
-      model,
-      client: this.client,
-      banner: this.banner,
-      root: this.root,
-      refetch: () => this.fetchFeature(),
-      unit: { one: "batch", many: "batches" },
-      guard: (source, fn) => this.scope.guard(source, fn),
-    });
-    this.scope.onDispose(() => this.toolbar.dispose());
+  constructor(model: ViewModel<FeatureViewTraits>, host: HTMLElement) {
+    super(model, host, { className: "miw-fv", testid: "feature-view" });
+    this.toolbar = new ScanToolbar({ scope: this.scope, root: this.root, unit: { one: "batch", many: "batches" } });
     this.info = el("span", "miw-fv-info", "info");
     this.toolbar.element.append(this.info);
 
@@ -275,8 +310,45 @@ class FeatureView {
     this.dashboard.append(this.header, body, this.examples);
 
     this.root.append(this.toolbar.element, controls, this.banner.element, this.strip.element, readout, this.dashboard);
-    host.append(this.root);
-    this.scope.onDispose(() => this.root.remove());
+    this.scope.onDispose(() => {
+      this.disposed = true;
+    });
+
+    // The prompt's features do not depend on the scan: this resource does not follow `revision`.
+    this.prompt = this.scope.resource({
+      followRevision: false,
+      lazy: true,
+      method: "prompt",
+      params: () => {
+        const index = this.promptIndex();
+        return index === null ? null : { prompt_index: index };
+      },
+      decode: decodePrompt,
+      draw: (data, { params }) => {
+        if (data.index !== params.prompt_index)
+          throw new Error(`prompt reply is for prompt ${data.index}, asked for ${params.prompt_index}`);
+        if (data.index !== this.promptIndex()) return; // the prompt moved on: a newer fetch follows
+        this.showPrompt({ ...data, key: this.promptKey() });
+      },
+    });
+    this.feature = this.scope.resource({
+      method: "feature",
+      policy: "coalesce",
+      lazy: true,
+      params: () => {
+        const feature = this.selected();
+        const index = this.promptIndex();
+        return feature === null ? null : index === null ? { feature } : { feature, prompt_index: index };
+      },
+      decode: decodeFeature,
+      draw: (data, { revision, params }) => {
+        // Not what is shown any more (a newer fetch follows), or a reply naming another feature.
+        if (data.feature !== params.feature || data.feature !== this.selected()) return;
+        if ((params.prompt_index ?? null) !== this.promptIndex()) return;
+        this.shown = { ...data, revision, promptKey: this.promptKey() };
+        this.renderDashboard();
+      },
+    });
 
     this.wire();
     this.renderInfo();
@@ -285,37 +357,25 @@ class FeatureView {
     this.banner.render();
     this.renderReadout();
     this.renderDashboard();
-    void this.fetchPrompt();
-    this.toolbar.refresh();
-  }
-
-  dispose(): void {
-    this.disposed = true;
-    this.scope.dispose();
+    this.refresh();
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
   private wire(): void {
-    this.scope.on("change:error", () => this.banner.render());
     this.scope.on("change:selected", () => {
       this.syncFeatureInput();
       this.markChips();
       this.renderDashboard();
-      this.schedule("feature");
+      this.scheduleRefresh();
     });
-    const promptChanged = () => {
+    this.scope.onChange(["prompt_index", "prompts"], () => {
       this.syncPrompts();
-      if (this.promptKey() === this.promptWanted) return;
-      this.schedule("prompt");
-      this.schedule("feature");
-    };
-    this.scope.on("change:prompt", promptChanged);
-    this.scope.on("change:prompts", promptChanged);
+      this.scheduleRefresh();
+    });
     this.scope.on("change:d_sae", () => this.syncFeatureInput());
     this.scope.on("change:status", () => this.renderHeader());
-    for (const name of ["hook", "d_sae", "k", "n_docs", "n_tokens"])
-      this.scope.on(`change:${name}`, () => this.renderInfo());
+    this.scope.onChange(["hook", "d_sae", "k", "n_windows", "n_tokens"], () => this.renderInfo());
 
     this.strip.onHover(this.scope.guard("view", (i: number | null) => this.setHover(i)));
     this.strip.onClick(this.scope.guard("view", (i: number) => this.setLock(this.locked === i ? null : i)));
@@ -330,7 +390,7 @@ class FeatureView {
     this.promptSelect.addEventListener(
       "change",
       this.scope.guard("view", () => {
-        this.model.set("prompt", Number(this.promptSelect.value));
+        this.model.set("prompt_index", Number(this.promptSelect.value));
         this.model.save_changes();
       }),
     );
@@ -342,23 +402,50 @@ class FeatureView {
       "keydown",
       this.scope.guard("view", (ev: KeyboardEvent) => this.featureKeydown(ev)),
     );
-    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
   }
 
-  /** Run the fetches that trait changes asked for once the current task (and its save_changes) is done. */
-  private schedule(what: "prompt" | "feature"): void {
-    this.due[what] = true;
-    if (this.flushQueued) return;
-    this.flushQueued = true;
+  /** Refresh once the current task (and its save_changes) is done: a typed prompt reaches the kernel first. */
+  private scheduleRefresh(): void {
+    if (this.refreshQueued) return;
+    this.refreshQueued = true;
     queueMicrotask(
       this.scope.guard("view", () => {
-        this.flushQueued = false;
-        if (this.disposed) return;
-        if (this.due.prompt) void this.fetchPrompt();
-        if (this.due.feature) void this.fetchFeature();
-        this.due.prompt = this.due.feature = false;
+        this.refreshQueued = false;
+        if (!this.disposed) this.refresh();
       }),
     );
+  }
+
+  /**
+   * Ask for the prompt and the feature the traits now want, if that changed since they were last
+   * asked for (a prompt replaced under the same index counts): the request for the old one is
+   * dropped, so its reply is never drawn. (A `revision` change refetches the feature by itself.)
+   */
+  private refresh(): void {
+    const key = this.promptKey();
+    if (key !== this.promptAsked) {
+      this.promptAsked = key;
+      this.prompt.cancel();
+      if (this.promptIndex() === null) this.showPrompt(null);
+      else void this.prompt.fetch({ force: true });
+    }
+    const feature = this.selected();
+    const wanted = JSON.stringify([feature, key]);
+    if (wanted !== this.featureAsked) {
+      this.featureAsked = wanted;
+      this.feature.cancel();
+      if (feature === null) this.shown = null;
+      else void this.feature.fetch({ force: true });
+    }
+  }
+
+  /** The prompt strip and the dashboard dim apart: each while its own request is out. */
+  protected loadingChanged(): void {
+    const d = this.root.dataset;
+    if (this.prompt?.loading) d.promptLoading = "true";
+    else delete d.promptLoading;
+    if (this.feature?.loading) d.featureLoading = "true";
+    else delete d.featureLoading;
   }
 
   // ---- model state ----------------------------------------------------------------------
@@ -372,7 +459,7 @@ class FeatureView {
   private promptIndex(): number | null {
     const n = this.prompts().length;
     if (n === 0) return null;
-    return Math.min(n - 1, Math.max(0, intOr(this.model.get("prompt"), 0)));
+    return Math.min(n - 1, Math.max(0, intOr(this.model.get("prompt_index"), 0)));
   }
 
   /** Index and text: a prompt replaced in Python under the same index is a new prompt. */
@@ -397,10 +484,9 @@ class FeatureView {
     this.model.save_changes();
   }
 
-  private applyTheme(theme: Theme): void {
-    this.theme = theme;
-    this.strip.invalidateColours();
-    for (const s of this.exampleStrips) s.invalidateColours();
+  protected applyTheme(): void {
+    this.strip.invalidateColors();
+    for (const s of this.exampleStrips) s.invalidateColors();
     this.paint();
     this.drawHistogram();
   }
@@ -435,7 +521,7 @@ class FeatureView {
     if (text.trim() === "") return;
     const prompts = [...this.prompts(), text];
     this.model.set("prompts", prompts);
-    this.model.set("prompt", prompts.length - 1);
+    this.model.set("prompt_index", prompts.length - 1);
     this.model.save_changes();
     this.promptInput.value = "";
   }
@@ -538,55 +624,7 @@ class FeatureView {
 
   // ---- requests -------------------------------------------------------------------------
 
-  private fetchPrompt(): Promise<void> {
-    const index = this.promptIndex();
-    const key = this.promptKey();
-    this.promptWanted = key;
-    if (index === null) {
-      this.client.cancel("prompt");
-      this.showPrompt(null);
-      return Promise.resolve();
-    }
-    this.root.dataset.promptLoading = "true";
-    return this.client.request("prompt", { prompt: index }, { supersede: "prompt" }).then(
-      ({ result, buffers }) => {
-        if (key !== this.promptKey()) return; // the prompt moved on: a newer fetch follows
-        delete this.root.dataset.promptLoading;
-        try {
-          this.banner.clear("prompt");
-          this.showPrompt(this.decodePrompt(key, index, result, buffers));
-        } catch (e) {
-          this.banner.fail("prompt", e);
-        }
-      },
-      (e) => {
-        if (key === this.promptKey()) delete this.root.dataset.promptLoading;
-        this.banner.fail("prompt", e);
-      },
-    );
-  }
-
-  private decodePrompt(key: string, index: number, result: any, buffers: DataView[]): PromptData {
-    if (Number(result?.prompt) !== index)
-      throw new Error(`prompt reply is for prompt ${JSON.stringify(result?.prompt)}, asked for ${index}`);
-    const tokens = Array.isArray(result.tokens) ? result.tokens.map(String) : [];
-    const ids = decodeArray(result.top_ids as ArrayHeader, buffers);
-    const values = decodeArray(result.top_values as ArrayHeader, buffers);
-    const [seq, k] = ids.shape;
-    if (
-      !(ids.data instanceof Int32Array) ||
-      ids.shape.length !== 2 ||
-      seq !== tokens.length ||
-      values.shape.join() !== ids.shape.join()
-    ) {
-      throw new Error(
-        `prompt reply needs int32 top_ids and top_values of shape [${tokens.length}, K], got [${ids.shape.join(", ")}] (${ids.dtype}) and [${values.shape.join(", ")}]`,
-      );
-    }
-    return { key, index, tokens, k, ids: ids.data, values: Float32Array.from(values.data) };
-  }
-
-  private showPrompt(p: PromptData | null): void {
+  private showPrompt(p: ShownPrompt | null): void {
     const sameTokens =
       p !== null && this.promptData !== null && p.tokens.join("\u0000") === this.promptData.tokens.join("\u0000");
     this.promptData = p;
@@ -602,87 +640,16 @@ class FeatureView {
     this.renderReadout();
   }
 
-  /** The selected feature's dashboard for the shown prompt (nothing to fetch when none is selected). */
-  private fetchFeature(): Promise<void> {
-    const feature = this.selected();
-    if (feature === null) {
-      this.client.cancel("feature");
-      this.shown = null;
-      this.renderDashboard();
-      return Promise.resolve();
-    }
-    const promptKey = this.promptKey();
-    this.dashboard.dataset.loading = "true";
-    return this.client.request("feature", { feature, prompt: this.promptIndex() }, { supersede: "feature" }).then(
-      ({ result, buffers }) => {
-        try {
-          this.banner.clear("feature");
-          this.takeFeature(promptKey, result, buffers);
-        } catch (e) {
-          this.banner.fail("feature", e);
-        }
-        if (this.selected() === feature) delete this.dashboard.dataset.loading;
-      },
-      (e) => {
-        this.banner.fail("feature", e);
-        if (this.selected() === feature) delete this.dashboard.dataset.loading;
-      },
-    );
-  }
-
-  private takeFeature(promptKey: string, result: any, buffers: DataView[]): void {
-    const feature = Number(result?.feature);
-    const revision = Number(result?.revision);
-    if (!Number.isFinite(revision))
-      throw new Error(`feature reply has no revision: ${JSON.stringify(result?.revision)}`);
-    if (feature !== this.selected() || promptKey !== this.promptKey()) return; // the selection moved on
-    const s = this.shown;
-    if (s !== null && s.feature === feature && revision < s.revision) return; // older than what is drawn
-
-    const promptActs = decodeArray(result.prompt_acts as ArrayHeader, buffers);
-    if (promptActs.shape.length !== 1)
-      throw new Error(`feature reply: prompt_acts must be 1-d, got shape [${promptActs.shape.join(", ")}]`);
-    const counts = decodeArray(result.histogram?.counts as ArrayHeader, buffers);
-    if (!(counts.data instanceof Int32Array) || counts.shape.length !== 1) {
-      throw new Error(
-        `feature reply: histogram counts must be 1-d int32, got ${counts.dtype} [${counts.shape.join(", ")}]`,
-      );
-    }
-    const exampleActs = decodeArray(result.example_acts as ArrayHeader, buffers);
-    const examples = parseExamples(result.examples, exampleActs, { reply: "feature reply", acts: "example_acts" }).map(
-      ({ tokens, maxIndex, activations }, i): FeatureExample => ({
-        tokens,
-        maxIndex,
-        value: Number(result.examples[i]?.value),
-        acts: activations,
-      }),
-    );
-    const max = result.max === null || result.max === undefined ? null : Number(result.max);
-    this.shown = {
-      revision,
-      feature,
-      promptKey,
-      fires: Math.max(0, Number(result.fires) || 0),
-      density: Number(result.density) || 0,
-      max: max !== null && Number.isFinite(max) ? max : null,
-      promptActs: Float32Array.from(promptActs.data),
-      histogram: { counts: counts.data, lo: Number(result.histogram.lo), hi: Number(result.histogram.hi) },
-      promoted: logitItems(result.promoted, "promoted"),
-      suppressed: logitItems(result.suppressed, "suppressed"),
-      examples,
-    };
-    this.renderDashboard();
-  }
-
   // ---- rendering ------------------------------------------------------------------------
 
   private renderInfo(): void {
-    const n = (name: string) => intOr(this.model.get(name), 0).toLocaleString("en-US");
-    this.info.textContent = `${String(this.model.get("hook") ?? "?")} · ${n("d_sae")} features · top ${n("k")} examples · ${n("n_docs")} windows, ${n("n_tokens")} tokens`;
+    const n = (name: "d_sae" | "k" | "n_windows" | "n_tokens") =>
+      intOr(this.model.get(name), 0).toLocaleString("en-US");
+    this.info.textContent = `${String(this.model.get("hook") ?? "?")} · ${n("d_sae")} features · top ${n("k")} examples · ${n("n_windows")} windows, ${n("n_tokens")} tokens`;
   }
 
   /** The shown feature's data, if it is the selected one. */
-  private current(): FeatureData | null {
+  private current(): ShownFeature | null {
     const s = this.shown;
     return s !== null && s.feature === this.selected() ? s : null;
   }
@@ -692,9 +659,9 @@ class FeatureView {
     const s = this.current();
     const p = this.promptData;
     const cmap = sequentialColormap(this.theme);
-    const hi = s === null ? 1 : colourScale(s);
+    const hi = s === null ? 1 : colorScale(s);
     this.exampleStrips.forEach((strip, i) => {
-      strip.setWeights(s?.examples[i]?.acts ?? null, cmap, 0, hi);
+      strip.setWeights(s?.examples[i]?.activations ?? null, cmap, 0, hi);
     });
     this.scale.textContent = s === null ? "" : `colour: feature ${s.feature}, 0 … ${formatValue(hi)}`;
     if (s === null || p === null || s.promptKey !== p.key || s.promptActs.length !== p.tokens.length) {
@@ -792,7 +759,7 @@ class FeatureView {
       return;
     }
     const rows = s.examples.map((e, i) => {
-      const { row, strip } = exampleRow({ ...e, activations: e.acts }, i, {
+      const { row, strip } = exampleRow(e, i, {
         rowClass: "miw-fv-example",
         valueClass: "miw-fv-example-value",
         unit: `feature ${s.feature}`,
@@ -851,4 +818,4 @@ class FeatureView {
 }
 
 /** anywidget entry point: one FeatureView per rendered output. */
-export default renderView<FeatureViewModel>("FeatureView", (model, host) => new FeatureView(model, host));
+export default renderView<ViewModel<FeatureViewTraits>>("FeatureView", (model, host) => new FeatureView(model, host));

@@ -4,27 +4,20 @@
  * arrive. Cells are DOM buttons (at most a few hundred), coloured with the sequential colormap;
  * cells not yet scored (NaN) are hatched.
  *
- * Scores come by request (`scores`), fetched on render and after every `revision` bump through the
- * shared scan toolbar (lib/scan_toolbar.ts: Start/Stop, progress, coalesced refetch). A reply older
- * than the scores drawn is dropped.
+ * Scores come by one resource (`scores`, `policy: "coalesce"`), fetched on render and again after
+ * `revision` bumps: a scan bumps it once per batch, and bumps that arrive while a fetch is out fold
+ * into one more fetch after it. A reply for an older revision is never drawn. Start/Stop, progress
+ * and status are the shared scan toolbar's (lib/scan_toolbar.ts).
  */
 
 import "../lib/base.css";
 import "./head_scan.css";
 
 import { type ArrayHeader, decodeArray } from "../lib/codec";
-import {
-  type Colormap,
-  colorIndex,
-  detectTheme,
-  luminance,
-  rgbAt,
-  sequentialColormap,
-  type Theme,
-} from "../lib/colormap";
-import type { RequestClient } from "../lib/protocol";
-import { type ScanStatus, ScanToolbar } from "../lib/scan_toolbar";
-import { clamp, type ErrorBanner, el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
+import { type Colormap, colorIndex, luminance, rgbAt, sequentialColormap, type Theme } from "../lib/colormap";
+import type { Response } from "../lib/protocol";
+import { type ScanStatus, ScanToolbar, type ScanTraits } from "../lib/scan_toolbar";
+import { clamp, el, intOr, renderView, View, type ViewModel } from "../lib/view";
 
 export type Status = ScanStatus;
 
@@ -34,9 +27,15 @@ export interface Selected {
   head: number | null;
 }
 
-export type HeadScanModel = ViewModel;
+/** The HeadScan widget's traits (Python: `mi_widgets/widgets/head_scan.py`, plus `StreamingWidget`'s). */
+export interface HeadScanTraits extends ScanTraits {
+  n_layers: number;
+  n_heads: number;
+  score_names: string[];
+  selected: Selected;
+}
 
-interface Scores {
+export interface Scores {
   revision: number;
   names: string[];
   nLayers: number;
@@ -54,70 +53,58 @@ interface Panel {
 /** Cells at least this wide (px) show their value as text. */
 const TEXT_MIN_CELL = 28;
 
+/** Decode and check a `scores` reply: one [layers, heads] array per name. */
+export function decodeScores({ result, buffers }: Response): Scores {
+  const decoded = decodeArray(result.scores as ArrayHeader, buffers);
+  const names = Array.isArray(result.names) ? result.names.map(String) : [];
+  const [n, nLayers, nHeads] = decoded.shape;
+  if (decoded.shape.length !== 3 || n !== names.length) {
+    throw new Error(`scores must have shape [${names.length} names, layers, heads], got [${decoded.shape.join(", ")}]`);
+  }
+  return {
+    revision: Number(result.revision),
+    names,
+    nLayers,
+    nHeads,
+    data: decoded.data instanceof Float32Array ? decoded.data : Float32Array.from(decoded.data),
+  };
+}
+
 /** "previous_token" -> "previous token". */
 export function readableName(name: string): string {
   return name.replace(/[_-]+/g, " ").trim();
 }
 
-class HeadScanView {
-  private readonly model: HeadScanModel;
-  private readonly root: HTMLDivElement;
-  private readonly scope: ViewScope;
-  private readonly client: RequestClient;
-
-  private readonly toolbar: ScanToolbar;
-  private readonly banner: ErrorBanner;
+class HeadScanView extends View<HeadScanTraits> {
   private readonly panelBox: HTMLDivElement;
 
-  private theme: Theme;
   private cmap: Colormap;
   private panels: Panel[] = [];
   private scores: Scores | null = null;
 
-  constructor(model: HeadScanModel, host: HTMLElement) {
-    this.model = model;
-    this.theme = detectTheme(host);
+  constructor(model: ViewModel<HeadScanTraits>, host: HTMLElement) {
+    super(model, host, { className: "miw-scan", testid: "head-scan" });
     this.cmap = sequentialColormap(this.theme);
-    this.scope = new ViewScope(model);
-    this.client = this.scope.client;
-    this.banner = this.scope.banner;
-
-    this.root = el("div", "miw-root miw-scan", "head-scan");
-
-    this.toolbar = new ScanToolbar({
-      model,
-      client: this.client,
-      banner: this.banner,
-      root: this.root,
-      refetch: () => this.fetchScores(),
-      guard: (source, fn) => this.scope.guard(source, fn),
-    });
-    this.scope.onDispose(() => this.toolbar.dispose());
-
+    const toolbar = new ScanToolbar({ scope: this.scope, root: this.root });
     this.panelBox = el("div", "miw-scan-panels");
-    this.root.append(this.toolbar.element, this.banner.element, this.panelBox);
-    host.append(this.root);
-    this.scope.onDispose(() => this.root.remove());
+    this.root.append(toolbar.element, this.banner.element, this.panelBox);
 
     this.wire();
     this.buildPanels();
     this.banner.render();
-    this.toolbar.refresh();
-  }
-
-  dispose(): void {
-    this.scope.dispose();
+    this.scope.resource({
+      method: "scores",
+      policy: "coalesce",
+      decode: decodeScores,
+      draw: (scores) => this.drawScores(scores),
+    });
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
   private wire(): void {
-    this.scope.on("change:error", () => this.banner.render());
     this.scope.on("change:selected", () => this.syncSelected());
-    this.scope.on("change:n_layers", () => this.buildPanels());
-    this.scope.on("change:n_heads", () => this.buildPanels());
-    this.scope.on("change:score_names", () => this.buildPanels());
-    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
+    this.scope.onChange(["n_layers", "n_heads", "score_names"], () => this.buildPanels());
   }
 
   // ---- model state ----------------------------------------------------------------------
@@ -146,45 +133,16 @@ class HeadScanView {
     this.model.save_changes();
   }
 
-  private applyTheme(theme: Theme): void {
-    if (theme === this.theme) return;
-    this.theme = theme;
+  protected applyTheme(theme: Theme): void {
     this.cmap = sequentialColormap(theme);
     this.paintCells();
   }
 
-  // ---- requests -------------------------------------------------------------------------
+  // ---- drawing --------------------------------------------------------------------------
 
-  /** One `scores` request; settles once the reply is drawn or its error shown (ScanToolbar coalesces calls). */
-  private fetchScores(): Promise<void> {
-    return this.client.request("scores", {}, { supersede: "scores" }).then(
-      ({ result, buffers }) => {
-        try {
-          this.banner.clear("scores");
-          this.takeScores(result, buffers);
-        } catch (e) {
-          this.banner.fail("scores", e);
-        }
-      },
-      (e) => this.banner.fail("scores", e),
-    );
-  }
-
-  private takeScores(result: any, buffers: DataView[]): void {
-    const revision = Number(result?.revision);
-    if (!Number.isFinite(revision))
-      throw new Error(`scores reply has no revision: ${JSON.stringify(result?.revision)}`);
-    if (this.scores !== null && revision < this.scores.revision) return; // older than what is drawn
-    const decoded = decodeArray(result.scores as ArrayHeader, buffers);
-    const names = Array.isArray(result.names) ? result.names.map(String) : [];
-    const [n, nLayers, nHeads] = decoded.shape;
-    if (decoded.shape.length !== 3 || n !== names.length) {
-      throw new Error(
-        `scores must have shape [${names.length} names, layers, heads], got [${decoded.shape.join(", ")}]`,
-      );
-    }
-    this.scores = { revision, names, nLayers, nHeads, data: decoded.data as Float32Array };
-    this.root.dataset.revision = String(revision);
+  private drawScores(scores: Scores): void {
+    this.scores = scores;
+    this.root.dataset.revision = String(scores.revision);
     // Without `score_names` the panels follow the reply's names.
     if (this.scoreNames().join("\n") !== this.panels.map((p) => p.name).join("\n")) this.buildPanels();
     else this.paintCells();
@@ -339,4 +297,4 @@ class HeadScanView {
 }
 
 /** anywidget entry point: one HeadScanView per rendered output. */
-export default renderView<HeadScanModel>("HeadScan", (model, host) => new HeadScanView(model, host));
+export default renderView<ViewModel<HeadScanTraits>>("HeadScan", (model, host) => new HeadScanView(model, host));

@@ -7,22 +7,36 @@
  * [0, 1]); its text is the top-1 token when cells are big enough. Hover or the keyboard show a
  * cell's top-k in the readout; a click selects it in Python (`lens.selected`).
  *
- * Data comes by one request (`lens`) per revision: int32 token ids, float16 probabilities and the
- * strings of just the tokens that occur. The target box asks the kernel (`target`) to re-read the
- * target row; the kernel bumps `revision`, which refetches.
+ * Data comes by one resource (`lens`), fetched again on every revision: int32 token ids, float16
+ * probabilities and the strings of just the tokens that occur. The target box sends the command
+ * `target` (a newer target supersedes an older one): the kernel re-reads the target row in the
+ * background, with progress, and bumps `revision`, which refetches.
  */
 
 import "../lib/base.css";
 import "./logit_lens.css";
 
 import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { detectTheme, sequentialColormap, type Theme } from "../lib/colormap";
+import { sequentialColormap } from "../lib/colormap";
 import { CanvasHeatmap, type Cell } from "../lib/heatmap";
-import type { Progress, RequestClient } from "../lib/protocol";
+import type { Progress, Response } from "../lib/protocol";
 import { quoteToken, setLine, tokenLabel } from "../lib/text";
-import { button, clamp, type ErrorBanner, el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
+import { type BaseTraits, button, clamp, el, intOr, renderView, View, type ViewModel } from "../lib/view";
 
-export type LensModel = ViewModel;
+/** The LogitLens widget's traits (Python: `mi_widgets/widgets/logit_lens.py`). */
+export interface LensTraits extends BaseTraits {
+  n_layers: number;
+  /** Row labels: "embed", then one per block. */
+  rows: string[];
+  tokens: string[];
+  prompt: string;
+  k: number;
+  /** As given in Python: text, a token id, or none. */
+  target: string | number | null;
+  target_id: number | null;
+  target_token: string;
+  selected: { layer: number | null; position: number | null };
+}
 
 /** One revision's lens, decoded. */
 export interface LensData {
@@ -44,7 +58,7 @@ export interface LensData {
 }
 
 /** Decode and check a `lens` reply. */
-export function decodeLens(result: any, buffers: DataView[]): LensData {
+export function decodeLens({ result, buffers }: Response): LensData {
   const rows = Number(result?.rows);
   const seq = Number(result?.seq);
   const k = Number(result?.k);
@@ -110,33 +124,20 @@ export function cellTop(lens: LensData, row: number, col: number): Array<{ id: n
   });
 }
 
-class LogitLensView {
-  private readonly model: LensModel;
-  private readonly root: HTMLDivElement;
-  private readonly scope: ViewScope;
-  private readonly client: RequestClient;
+class LogitLensView extends View<LensTraits> {
   private readonly targetInput: HTMLInputElement;
   private readonly targetButton: HTMLButtonElement;
   private readonly targetInfo: HTMLSpanElement;
   private readonly progress: HTMLProgressElement;
   private readonly scale: HTMLSpanElement;
-  private readonly banner: ErrorBanner;
   private readonly heatmap: CanvasHeatmap;
   private readonly readout: HTMLDivElement;
 
-  private theme: Theme;
   private lens: LensData | null = null;
   private hovered: Cell | null = null;
-  private targetTicket = 0;
 
-  constructor(model: LensModel, host: HTMLElement) {
-    this.model = model;
-    this.theme = detectTheme(host);
-    this.scope = new ViewScope(model);
-    this.client = this.scope.client;
-    this.banner = this.scope.banner;
-    this.root = el("div", "miw-root miw-lens", "logit-lens");
-
+  constructor(model: ViewModel<LensTraits>, host: HTMLElement) {
+    super(model, host, { className: "miw-lens", testid: "logit-lens" });
     const toolbar = el("div", "miw-lens-toolbar");
     const label = el("label", "miw-lens-target");
     const labelText = el("span", "");
@@ -164,32 +165,29 @@ class LogitLensView {
     this.readout.setAttribute("role", "status");
 
     this.root.append(toolbar, this.banner.element, axes, this.heatmap.element, this.readout);
-    host.append(this.root);
-    this.scope.onDispose(() => this.root.remove());
+    this.scope.onDispose(() => this.heatmap.dispose());
 
     this.wire();
     this.syncTargetBox();
     this.syncLabels();
     this.banner.render();
     this.renderReadout();
-    this.fetch();
-  }
-
-  dispose(): void {
-    this.heatmap.dispose();
-    this.scope.dispose();
+    this.scope.resource({
+      method: "lens",
+      decode: decodeLens,
+      draw: (lens) => {
+        this.lens = lens;
+        this.draw();
+      },
+    });
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
   private wire(): void {
-    this.scope.on("change:revision", () => this.fetch());
-    this.scope.on("change:rows", () => this.syncLabels());
-    this.scope.on("change:tokens", () => this.syncLabels());
-    this.scope.on("change:target", () => this.syncTargetBox());
-    this.scope.on("change:target_token", () => this.syncTargetBox());
+    this.scope.onChange(["rows", "tokens"], () => this.syncLabels());
+    this.scope.onChange(["target", "target_token"], () => this.syncTargetBox());
     this.scope.on("change:selected", () => this.renderSelection());
-    this.scope.on("change:error", () => this.banner.render());
 
     this.targetButton.addEventListener(
       "click",
@@ -211,7 +209,6 @@ class LogitLensView {
     );
     this.heatmap.onClick(this.scope.guard("view", (cell: Cell) => this.click(cell)));
     this.heatmap.onClear(this.scope.guard("view", () => this.select(null)));
-    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
   }
 
   // ---- model state ----------------------------------------------------------------------
@@ -241,54 +238,26 @@ class LogitLensView {
     this.select(sel !== null && sel.row === cell.row && sel.col === cell.col ? null : cell);
   }
 
+  /** Ask the kernel to re-read the target row; on success it bumps `revision`, which refetches the lens. */
   private setTarget(): void {
-    const target = this.targetInput.value;
-    const ticket = ++this.targetTicket;
-    this.banner.clear("target");
-    this.progress.hidden = false;
-    this.progress.removeAttribute("value");
-    this.root.dataset.targeting = "true";
+    this.progress.removeAttribute("value"); // indeterminate until the first progress message
     const onProgress = (p: Progress) => {
       this.progress.max = Math.max(1, p.total);
       this.progress.value = clamp(p.done, 0, p.total);
     };
-    const done = (error?: unknown) => {
-      if (ticket !== this.targetTicket) return; // a newer target superseded this one
-      this.progress.hidden = true;
-      delete this.root.dataset.targeting;
-      if (error !== undefined) this.banner.fail("target", error);
-    };
-    // The kernel bumps `revision` on success, whose handler fetches the new lens.
-    this.client.request("target", { target }, { supersede: "target", onProgress }).then(
-      () => done(),
-      (e) => done(e),
-    );
+    void this.scope.command("target", { target: this.targetInput.value }, { onProgress });
   }
 
-  private applyTheme(theme: Theme): void {
-    if (theme === this.theme) return;
-    this.theme = theme;
+  /** The progress bar and `data-targeting` show while a `target` command is out (the newest one). */
+  protected loadingChanged(): void {
+    const targeting = this.scope.busy("target");
+    this.progress.hidden = !targeting;
+    if (targeting) this.root.dataset.targeting = "true";
+    else delete this.root.dataset.targeting;
+  }
+
+  protected applyTheme(): void {
     this.draw();
-  }
-
-  // ---- requests -------------------------------------------------------------------------
-
-  private fetch(): void {
-    this.root.dataset.loading = "true";
-    this.client.request("lens", {}, { supersede: "lens" }).then(
-      ({ result, buffers }) => {
-        try {
-          this.banner.clear("lens");
-          const lens = decodeLens(result, buffers);
-          if (lens.revision !== intOr(this.model.get("revision"), lens.revision)) return; // a newer one follows
-          this.lens = lens;
-          this.draw();
-        } catch (e) {
-          this.banner.fail("lens", e);
-        }
-      },
-      (e) => this.banner.fail("lens", e),
-    );
   }
 
   // ---- rendering ------------------------------------------------------------------------
@@ -323,7 +292,6 @@ class LogitLensView {
     const target = lens.targetId !== null ? quoteToken(lens.targetToken) : null;
     this.scale.textContent = target !== null ? `colour: P(${target}) 0 … 1` : "colour: top-1 probability 0 … 1";
     this.targetInfo.textContent = target !== null ? `target ${target} (id ${lens.targetId})` : "no target";
-    delete this.root.dataset.loading;
     this.root.dataset.revision = String(lens.revision);
     this.renderSelection();
   }
@@ -380,4 +348,4 @@ class LogitLensView {
 }
 
 /** anywidget entry point: one LogitLens view per rendered output. */
-export default renderView<LensModel>("LogitLens", (model, host) => new LogitLensView(model, host));
+export default renderView<ViewModel<LensTraits>>("LogitLens", (model, host) => new LogitLensView(model, host));

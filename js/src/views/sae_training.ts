@@ -5,9 +5,12 @@
  *
  * The kernel pushes `frame` events (up to ~30 a second) while it trains, even while the training
  * runs in the foreground of a cell; each frame holds the whole history so far (at most ~1000
- * points per metric), so a dropped frame loses nothing. Frames are decoded when they arrive and
- * drawn once per animation frame, latest wins. A `frame` request on render (and after every
- * `revision` bump, through the scan toolbar) draws the current state.
+ * points per metric), so a dropped frame loses nothing. The `frame` resource (`policy:
+ * "coalesce"`) asks for the current state on render and after every `revision` bump (the end of
+ * a run). Both kinds go through the same `take`: decoded when they arrive, drawn once per
+ * animation frame, latest wins. A frame carries `step`, not `revision`, so the view orders them by
+ * (revision, step), a pushed frame stamped with the revision the view had when it came: a fetched
+ * frame older than the newest pushed one is dropped (see `FrameOrder`).
  *
  * While the training runs in the foreground of a cell the kernel cannot receive the Stop click, so
  * Stop is disabled and a hint says how to stop early instead.
@@ -17,12 +20,23 @@ import "../lib/base.css";
 import "./sae_training.css";
 
 import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { detectTheme, type Theme } from "../lib/colormap";
+import type { Theme } from "../lib/colormap";
+import { FrameOrder } from "../lib/frames";
 import { formatValue, LineChart } from "../lib/line_chart";
-import { ScanToolbar } from "../lib/scan_toolbar";
-import { el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
+import { ScanToolbar, type ScanTraits } from "../lib/scan_toolbar";
+import { el, intOr, renderView, View, type ViewModel } from "../lib/view";
 
-export type SAETrainingModel = ViewModel;
+/** The SAETrainer widget's traits (Python: `mi_widgets/widgets/sae_training.py`, `training.py`). */
+export interface SAETrainingTraits extends ScanTraits {
+  /** Training runs in the foreground of a cell (`run()`, `train_sae`): Stop cannot reach the kernel. */
+  foreground: boolean;
+  hook: string;
+  d_in: number;
+  d_sae: number;
+  architecture: string;
+}
+
+export type SAETrainingModel = ViewModel<SAETrainingTraits>;
 
 /** One decoded `frame` (event or reply). */
 export interface TrainingFrame {
@@ -118,10 +132,7 @@ interface Chart {
   yRange: [number, number] | null;
 }
 
-class SAETrainingView {
-  private readonly model: SAETrainingModel;
-  private readonly scope: ViewScope;
-  private readonly root: HTMLDivElement;
+class SAETrainingView extends View<SAETrainingTraits> {
   private readonly toolbar: ScanToolbar;
   private readonly config: HTMLSpanElement;
   private readonly summary: HTMLSpanElement;
@@ -129,33 +140,17 @@ class SAETrainingView {
   private readonly hint: HTMLDivElement;
   private readonly grid: HTMLDivElement;
 
-  private theme: Theme;
   private charts: Chart[] = [];
   /** Latest decoded frame not drawn yet. */
   private pending: TrainingFrame | null = null;
   private raf = 0;
   private framesDrawn = 0;
-  /** Counts event frames, so a `frame` reply overtaken by an event is dropped. */
-  private eventsSeen = 0;
+  private readonly order = new FrameOrder();
 
   constructor(model: SAETrainingModel, host: HTMLElement) {
-    this.model = model;
-    this.theme = detectTheme(host);
-    this.scope = new ViewScope(model);
-    const { client, banner } = this.scope;
-
-    this.root = el("div", "miw-root miw-sae", "sae-training");
+    super(model, host, { className: "miw-sae", testid: "sae-training" });
     this.root.dataset.frames = "0";
-    this.toolbar = new ScanToolbar({
-      model,
-      client,
-      banner,
-      root: this.root,
-      refetch: () => this.fetchFrame(),
-      unit: { one: "step", many: "steps" },
-      guard: (source, fn) => this.scope.guard(source, fn),
-    });
-    this.scope.onDispose(() => this.toolbar.dispose());
+    this.toolbar = new ScanToolbar({ scope: this.scope, root: this.root, unit: { one: "step", many: "steps" } });
 
     const header = el("div", "miw-sae-header");
     this.config = el("span", "miw-sae-config", "config");
@@ -167,20 +162,21 @@ class SAETrainingView {
     this.hint.textContent = FOREGROUND_HINT;
     this.hint.hidden = true;
     this.grid = el("div", "miw-sae-charts");
-    this.root.append(this.toolbar.element, this.hint, banner.element, header, this.grid);
-    host.append(this.root);
-    this.scope.onDispose(() => this.root.remove());
+    this.root.append(this.toolbar.element, this.hint, this.banner.element, header, this.grid);
 
     this.buildCharts(DEFAULT_METRICS);
     this.wire();
     this.renderConfig();
     this.renderForeground();
-    banner.render();
-    this.toolbar.refresh();
-  }
-
-  dispose(): void {
-    this.scope.dispose();
+    this.banner.render();
+    this.scope.resource({
+      method: "frame",
+      policy: "coalesce",
+      decode: ({ result, buffers }) => parseFrame(result, buffers),
+      draw: (frame, { revision }) => {
+        if (this.order.current(revision, frame.step)) this.take(frame);
+      },
+    });
   }
 
   private wire(): void {
@@ -189,8 +185,9 @@ class SAETrainingView {
       scope.client.onEvent(
         "frame",
         scope.guard("frame", (e) => {
-          this.eventsSeen++;
-          this.take(parseFrame(e.result, e.buffers));
+          const frame = parseFrame(e.result, e.buffers);
+          this.order.push(Number(this.model.get("revision")) || 0, frame.step);
+          this.take(frame);
         }),
       ),
     );
@@ -198,16 +195,13 @@ class SAETrainingView {
     scope.onDispose(() => {
       for (const c of this.charts) c.chart.dispose();
     });
-    scope.on("change:error", () => scope.banner.render());
-    for (const trait of ["hook", "architecture", "d_in", "d_sae"])
-      scope.on(`change:${trait}`, () => this.renderConfig());
+    scope.onChange(["hook", "architecture", "d_in", "d_sae"], () => this.renderConfig());
     // Registered after the toolbar's listeners, so this runs after its own render enables Stop.
-    for (const trait of ["foreground", "status", "progress"])
-      scope.on(`change:${trait}`, () => this.renderForeground());
-    scope.followTheme(this.root, (theme) => {
-      this.theme = theme;
-      for (const c of this.charts) c.chart.setTheme(theme);
-    });
+    scope.onChange(["foreground", "status", "progress"], () => this.renderForeground());
+  }
+
+  protected applyTheme(theme: Theme): void {
+    for (const c of this.charts) c.chart.setTheme(theme);
   }
 
   private dSae(): number | null {
@@ -238,25 +232,9 @@ class SAETrainingView {
     }
   }
 
-  /** One `frame` request; settles once its reply is drawn or its error shown. */
-  private fetchFrame(): Promise<void> {
-    const seen = this.eventsSeen;
-    return this.scope.client.request("frame", {}, { supersede: "frame" }).then(
-      ({ result, buffers }) => {
-        try {
-          this.scope.banner.clear("frame");
-          if (this.eventsSeen === seen) this.take(parseFrame(result, buffers));
-        } catch (e) {
-          this.scope.banner.fail("frame", e);
-        }
-      },
-      (e) => this.scope.banner.fail("frame", e),
-    );
-  }
-
-  /** Keep the latest frame and draw it on the next animation frame. */
+  /** Keep the latest frame (pushed or fetched) and draw it on the next animation frame. */
   private take(frame: TrainingFrame): void {
-    this.scope.banner.clear("frame");
+    this.banner.clear("frame");
     this.pending = frame;
     if (this.raf !== 0) return;
     this.raf = requestAnimationFrame(

@@ -7,32 +7,41 @@
  * plane when m == 2; W^T W as a diverging heatmap; per-feature norms coloured by dimensionality),
  * then the loss of every instance on one log-scale chart.
  *
- * Frames are pushed as `frame` events (and asked for once on render with the `frame` request);
- * only the latest is kept and drawn once per animation frame, so a fast trainer cannot flood the
- * page. Sliders show their value while dragged and write the `sparsity` / `importance_decay`
- * traits on release, which restarts training in Python; Python's values move the sliders back.
+ * Frames are pushed as `frame` events; the `frame` resource (`policy: "coalesce"`) asks for the
+ * current one on render and after every `revision` bump (the end of a run). Both kinds go through
+ * the same `take`: only the latest is kept and drawn once per animation frame, so a fast trainer
+ * cannot flood the page. A frame carries `step`, not `revision`, so the view orders them by
+ * (revision, step), a pushed frame stamped with the revision the view had when it came: a fetched
+ * frame older than the newest pushed one is dropped (see `FrameOrder`).
+ *
+ * Sliders show their value while dragged and write the `sparsity` / `importance_decay` traits on
+ * release, which restarts training in Python; Python's values move the sliders back.
  */
 
 import "../lib/base.css";
 import "./superposition.css";
 
 import { type ArrayHeader, type DecodedArray, decodeArray } from "../lib/codec";
-import {
-  type Colormap,
-  colorIndex,
-  detectTheme,
-  divergingColormap,
-  rgbAt,
-  sequentialColormap,
-  type Theme,
-} from "../lib/colormap";
-import { colourPixels } from "../lib/heatmap";
+import { type Colormap, colorIndex, divergingColormap, rgbAt, sequentialColormap, type Theme } from "../lib/colormap";
+import { FrameOrder } from "../lib/frames";
+import { colorPixels } from "../lib/heatmap";
 import { LineChart } from "../lib/line_chart";
-import type { Response } from "../lib/protocol";
-import { ScanToolbar } from "../lib/scan_toolbar";
-import { clamp, el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
+import { ScanToolbar, type ScanTraits } from "../lib/scan_toolbar";
+import { clamp, el, intOr, renderView, View, type ViewModel } from "../lib/view";
 
-export type SuperpositionModel = ViewModel;
+/** The SuperpositionToy widget's traits (Python: `mi_widgets/widgets/superposition.py`, `training.py`). */
+export interface SuperpositionTraits extends ScanTraits {
+  /** Training runs in the foreground of a cell (`run()`). */
+  foreground: boolean;
+  n_features: number;
+  n_hidden: number;
+  n_instances: number;
+  /** One value per instance: the probability that a feature is zero. */
+  sparsity: number[];
+  importance_decay: number;
+}
+
+export type SuperpositionModel = ViewModel<SuperpositionTraits>;
 
 /** One decoded `frame` event or reply. */
 export interface Frame {
@@ -67,7 +76,7 @@ interface Panel {
   dragging: boolean;
 }
 
-interface Colours {
+interface Colors {
   text: string;
   muted: string;
   soft: string;
@@ -183,10 +192,7 @@ function rgb(cmap: Colormap, v: number): string {
   return `rgb(${rgbAt(cmap, colorIndex(v, 0, 1)).join(", ")})`;
 }
 
-class SuperpositionView {
-  private readonly model: SuperpositionModel;
-  private readonly root: HTMLDivElement;
-  private readonly scope: ViewScope;
+class SuperpositionView extends View<SuperpositionTraits> {
   private readonly toolbar: ScanToolbar;
   private readonly info: HTMLSpanElement;
   private readonly decaySlider: HTMLInputElement;
@@ -198,37 +204,25 @@ class SuperpositionView {
 
   private sequential: Colormap;
   private diverging: Colormap;
-  private colours: Colours = { text: "#333", muted: "#888", soft: "#ddd" };
+  /** Read from the page's CSS on the first draw in the document, and again after a theme change. */
+  private colors: Colors | null = null;
   private panels: Panel[] = [];
   private decayDragging = false;
   /** The newest frame not drawn yet, and the last one drawn (redrawn on theme or layout changes). */
-  private pending: Response | null = null;
+  private pending: Frame | null = null;
   private last: Frame | null = null;
   private frames = 0;
-  /** Pushed frames seen: a `frame` reply older than one of them is dropped. */
-  private pushes = 0;
+  private readonly order = new FrameOrder();
   private raf = 0;
   private extent = 0;
 
   constructor(model: SuperpositionModel, host: HTMLElement) {
-    this.model = model;
-    const theme = detectTheme(host);
-    this.sequential = sequentialColormap(theme);
-    this.diverging = divergingColormap(theme);
-    this.scope = new ViewScope(model);
-    this.root = el("div", "miw-root miw-sup", "superposition");
+    super(model, host, { className: "miw-sup", testid: "superposition" });
+    this.sequential = sequentialColormap(this.theme);
+    this.diverging = divergingColormap(this.theme);
     this.root.dataset.frames = "0";
 
-    this.toolbar = new ScanToolbar({
-      model,
-      client: this.scope.client,
-      banner: this.scope.banner,
-      root: this.root,
-      refetch: () => this.fetchFrame(),
-      unit: { one: "step", many: "steps" },
-      guard: (source, fn) => this.scope.guard(source, fn),
-    });
-    this.scope.onDispose(() => this.toolbar.dispose());
+    this.toolbar = new ScanToolbar({ scope: this.scope, root: this.root, unit: { one: "step", many: "steps" } });
     this.info = el("span", "miw-sup-info", "info");
     this.toolbar.element.append(this.info);
 
@@ -247,43 +241,44 @@ class SuperpositionView {
 
     this.panelBox = el("div", "miw-sup-panels");
     this.chart = new LineChart({ title: "loss", logY: true, height: 200, testid: "loss-chart" });
+    this.chart.setTheme(this.theme);
     this.scope.onDispose(() => this.chart.dispose());
     this.gramSource = document.createElement("canvas");
 
-    this.root.append(this.toolbar.element, this.scope.banner.element, decayRow, this.panelBox, this.chart.element);
-    host.append(this.root);
-    this.scope.onDispose(() => this.root.remove());
+    this.root.append(this.toolbar.element, this.banner.element, decayRow, this.panelBox, this.chart.element);
     this.scope.onDispose(() => cancelAnimationFrame(this.raf));
 
     this.wire();
     this.renderInfo();
     this.syncDecay();
     this.buildPanels();
-    this.scope.banner.render();
-    this.toolbar.refresh();
-  }
-
-  dispose(): void {
-    this.scope.dispose();
+    this.banner.render();
+    this.scope.resource({
+      method: "frame",
+      policy: "coalesce",
+      // No weights yet (nothing trained): nothing to draw.
+      decode: ({ result, buffers }) => (result?.W === undefined ? null : parseFrame(result, buffers)),
+      draw: (frame, { revision }) => {
+        if (frame !== null && this.order.current(revision, frame.step)) this.take(frame);
+      },
+    });
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
   private wire(): void {
-    this.scope.on("change:error", () => this.scope.banner.render());
     this.scope.on("change:sparsity", () => this.syncSparsity());
     this.scope.on("change:importance_decay", () => this.syncDecay());
-    for (const name of ["n_instances", "n_hidden", "n_features"]) {
-      this.scope.on(`change:${name}`, () => {
-        this.renderInfo();
-        this.buildPanels();
-      });
-    }
+    this.scope.onChange(["n_instances", "n_hidden", "n_features"], () => {
+      this.renderInfo();
+      this.buildPanels();
+    });
     const unsubscribe = this.scope.client.onEvent(
       "frame",
-      this.scope.guard("view", (e: Response) => {
-        this.pushes++;
-        this.receive(e);
+      this.scope.guard("frame", ({ result, buffers }) => {
+        const frame = parseFrame(result, buffers);
+        this.order.push(Number(this.model.get("revision")) || 0, frame.step);
+        this.take(frame);
       }),
     );
     this.scope.onDispose(unsubscribe);
@@ -304,7 +299,6 @@ class SuperpositionView {
       }),
     );
     this.decaySlider.addEventListener("blur", () => (this.decayDragging = false));
-    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
   }
 
   // ---- model state ----------------------------------------------------------------------
@@ -361,59 +355,47 @@ class SuperpositionView {
     this.model.save_changes();
   }
 
-  private applyTheme(theme: Theme): void {
+  protected applyTheme(theme: Theme): void {
     this.sequential = sequentialColormap(theme);
     this.diverging = divergingColormap(theme);
-    const style = getComputedStyle(this.root);
-    const v = (name: string, fallback: string) => style.getPropertyValue(name).trim() || fallback;
-    const dark = theme === "dark";
-    this.colours = {
-      text: v("--miw-fg-body", dark ? "#ddd" : "#333"),
-      muted: v("--miw-fg-muted", dark ? "#999" : "#777"),
-      soft: v("--miw-border-soft", dark ? "#444" : "#ddd"),
-    };
+    this.colors = null;
     this.chart.setTheme(theme);
     if (this.last !== null) this.drawFrame(this.last);
   }
 
+  /** The page's text and line colours for the canvases (kept once the view is in the document). */
+  private palette(): Colors {
+    if (this.colors !== null) return this.colors;
+    const style = getComputedStyle(this.root);
+    const v = (name: string, fallback: string) => style.getPropertyValue(name).trim() || fallback;
+    const dark = this.theme === "dark";
+    const colors = {
+      text: v("--miw-fg-body", dark ? "#ddd" : "#333"),
+      muted: v("--miw-fg-muted", dark ? "#999" : "#777"),
+      soft: v("--miw-border-soft", dark ? "#444" : "#ddd"),
+    };
+    if (this.root.isConnected) this.colors = colors;
+    return colors;
+  }
+
   // ---- frames ---------------------------------------------------------------------------
 
-  /** Ask for the current frame (on render); settles once it is queued or its error shown. */
-  private fetchFrame(): Promise<void> {
-    const pushesBefore = this.pushes;
-    return this.scope.client.request("frame", {}, { supersede: "frame" }).then(
-      (reply) => {
-        this.scope.banner.clear("frame");
-        // No weights yet (nothing trained), or a pushed frame already overtook this reply.
-        if (reply.result?.W === undefined || this.pushes !== pushesBefore) return;
-        this.receive(reply);
-      },
-      (e) => this.scope.banner.fail("frame", e),
+  /** Keep the newest frame (pushed or fetched); draw it on the next animation frame (one draw however many arrive). */
+  private take(frame: Frame): void {
+    this.banner.clear("frame");
+    this.pending = frame;
+    if (this.raf !== 0) return;
+    this.raf = requestAnimationFrame(
+      this.scope.guard("view", () => {
+        this.raf = 0;
+        const f = this.pending;
+        this.pending = null;
+        if (f !== null) this.show(f);
+      }),
     );
   }
 
-  /** Keep the newest frame; draw it on the next animation frame (one draw however many arrive). */
-  private receive(frame: Response): void {
-    this.pending = frame;
-    if (this.raf !== 0) return;
-    this.raf = requestAnimationFrame(() => {
-      this.raf = 0;
-      this.drawPending();
-    });
-  }
-
-  private drawPending(): void {
-    const raw = this.pending;
-    this.pending = null;
-    if (raw === null) return;
-    let frame: Frame;
-    try {
-      frame = parseFrame(raw.result, raw.buffers);
-      this.scope.banner.clear("frame");
-    } catch (e) {
-      this.scope.banner.fail("frame", e);
-      return;
-    }
+  private show(frame: Frame): void {
     this.last = frame;
     this.drawFrame(frame);
     this.frames++;
@@ -453,7 +435,7 @@ class SuperpositionView {
     if (ctx === null) return;
     const c = PLANE_SIZE / 2;
     const scale = (c - 12) / this.extent;
-    const { text, muted, soft } = this.colours;
+    const { text, muted, soft } = this.palette();
     ctx.lineWidth = 1;
     ctx.strokeStyle = soft;
     ctx.beginPath();
@@ -514,7 +496,7 @@ class SuperpositionView {
     const sctx = src.getContext("2d");
     if (sctx === null) return;
     const image = sctx.createImageData(n, n);
-    colourPixels(f.gram.subarray(inst * n * n, (inst + 1) * n * n), this.diverging, -range, range, image.data);
+    colorPixels(f.gram.subarray(inst * n * n, (inst + 1) * n * n), this.diverging, -range, range, image.data);
     sctx.putImageData(image, 0, 0);
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(src, 0, 0, size, size);
@@ -531,6 +513,7 @@ class SuperpositionView {
     const h = BARS_HEIGHT - top;
     const y = (v: number) => BARS_HEIGHT - (clamp(v, 0, this.extent) / this.extent) * h;
     const gap = bar >= 8 ? 2 : bar >= 5 ? 1 : 0;
+    const { muted } = this.palette();
     ctx.lineWidth = 1;
     for (let i = 0; i < n; i++) {
       const norm = f.norms[inst * n + i];
@@ -540,11 +523,11 @@ class SuperpositionView {
       ctx.fillStyle = rgb(this.sequential, f.dimensionality[inst * n + i]);
       ctx.fillRect(x, yTop, bar - gap, BARS_HEIGHT - yTop);
       if (bar >= 5) {
-        ctx.strokeStyle = this.colours.muted;
+        ctx.strokeStyle = muted;
         ctx.strokeRect(x + 0.5, yTop + 0.5, bar - gap - 1, BARS_HEIGHT - yTop - 1);
       }
     }
-    ctx.strokeStyle = this.colours.muted;
+    ctx.strokeStyle = muted;
     ctx.setLineDash([3, 3]);
     ctx.beginPath();
     ctx.moveTo(0, y(1));

@@ -4,43 +4,47 @@
  * selected neuron, its top contexts as token strips coloured by that neuron's activation
  * (diverging, centred at 0), the maximum's token outlined and its value as text.
  *
- * Data comes by request: `overview` (float16 maxima, refetched on every `revision` through the
- * shared toolbar's coalesced refetch) and `examples` {neuron} (token strings as JSON, float16
- * activations NaN-padded into [examples, window]); the selected neuron's examples follow the
- * scan too. Clicking (or Enter on) a neuron writes `selected = {neuron}`; Python's `selected`
- * is followed.
+ * Data comes by two resources, both `policy: "coalesce"` so that a fast scan's revisions fold into
+ * one more fetch: `overview` (float16 maxima) and `examples` {neuron} (the selected neuron's
+ * examples in the shared shape of `lib/examples.ts`); both follow the scan's `revision`. Clicking
+ * (or Enter on) a neuron writes `selected = {neuron}`; Python's `selected` is followed, and a new
+ * selection drops the request for the old one.
  */
 
 import "../lib/base.css";
 import "./top_examples.css";
 
 import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { detectTheme, divergingColormap, sequentialColormap, type Theme, withEmptyCells } from "../lib/colormap";
-import { exampleRow, formatActivation, type ParsedExample, parseExamples } from "../lib/examples";
+import { divergingColormap, sequentialColormap, withEmptyCells } from "../lib/colormap";
+import { type Example, exampleRow, formatActivation, parseExamples } from "../lib/examples";
 import { CanvasHeatmap, type Cell } from "../lib/heatmap";
-import type { RequestClient } from "../lib/protocol";
-import { ScanToolbar } from "../lib/scan_toolbar";
+import type { Response } from "../lib/protocol";
+import type { Resource } from "../lib/resource";
+import { ScanToolbar, type ScanTraits } from "../lib/scan_toolbar";
 import { setLine } from "../lib/text";
 import type { TokenStrip } from "../lib/tokens";
-import { type ErrorBanner, el, intOr, renderView, type ViewModel, ViewScope } from "../lib/view";
+import { el, intOr, renderView, View, type ViewModel } from "../lib/view";
 
-export type TopExamplesModel = ViewModel;
+/** The TopExamples widget's traits (Python: `mi_widgets/widgets/top_examples.py`). */
+export interface TopExamplesTraits extends ScanTraits {
+  hook: string;
+  neurons: number[];
+  k: number;
+  /** Corpus windows (rows) the scan reads. */
+  n_windows: number;
+  n_tokens: number;
+  selected: { neuron: number | null };
+}
 
-interface Overview {
-  revision: number;
+/** Each neuron's best activation so far (NaN before any) and how many examples it has. */
+export interface Overview {
   neurons: number[];
   maxima: Float32Array;
   filled: Int32Array;
 }
 
-export interface Example extends ParsedExample {
-  value: number;
-  doc: number;
-  position: number;
-}
-
-interface Examples {
-  revision: number;
+/** One neuron's top examples, best first. */
+export interface NeuronExamples {
   neuron: number;
   examples: Example[];
 }
@@ -65,49 +69,50 @@ export function overviewRange(maxima: ArrayLike<number>): { lo: number; hi: numb
 }
 
 /** Symmetric range around 0 covering every finite activation of the examples (±1 when none). */
-export function activationRange(examples: ReadonlyArray<Example>): number {
+export function activationRange(examples: ReadonlyArray<Pick<Example, "activations">>): number {
   let m = 0;
   for (const e of examples) for (const v of e.activations) if (Number.isFinite(v)) m = Math.max(m, Math.abs(v));
   return m > 0 ? m : 1;
 }
 
-class TopExamplesView {
-  private readonly model: TopExamplesModel;
-  private readonly root: HTMLDivElement;
-  private readonly scope: ViewScope;
-  private readonly client: RequestClient;
+/** Decode and check an `overview` reply. */
+export function decodeOverview({ result, buffers }: Response): Overview {
+  const neurons: number[] = Array.isArray(result?.neurons) ? result.neurons.map(Number) : [];
+  const maxima = decodeArray(result.maxima as ArrayHeader, buffers);
+  const filled = decodeArray(result.filled as ArrayHeader, buffers);
+  if (maxima.shape.length !== 1 || maxima.shape[0] !== neurons.length || filled.shape[0] !== neurons.length) {
+    throw new Error(
+      `overview must hold one maximum per neuron (${neurons.length}), got shape [${maxima.shape.join(", ")}]`,
+    );
+  }
+  return { neurons, maxima: Float32Array.from(maxima.data), filled: Int32Array.from(filled.data) };
+}
+
+/** Decode and check an `examples` reply. */
+export function decodeExamples({ result, buffers }: Response): NeuronExamples {
+  return { neuron: Number(result?.neuron), examples: parseExamples(result, buffers, "examples reply") };
+}
+
+class TopExamplesView extends View<TopExamplesTraits> {
   private readonly toolbar: ScanToolbar;
-  private readonly banner: ErrorBanner;
   private readonly info: HTMLSpanElement;
   private readonly heatmap: CanvasHeatmap;
   private readonly readout: HTMLDivElement;
   private readonly title: HTMLDivElement;
   private readonly list: HTMLDivElement;
+  private readonly examples: Resource<{ neuron: number }, NeuronExamples>;
 
-  private theme: Theme;
-  private overview: Overview | null = null;
-  private shown: Examples | null = null;
+  private overview: (Overview & { revision: number }) | null = null;
+  private shown: (NeuronExamples & { revision: number }) | null = null;
+  /** The neuron the examples resource was last asked for. */
+  private wanted: number | null;
   private strips: TokenStrip[] = [];
   private hovered: Cell | null = null;
   private cols = 1;
 
-  constructor(model: TopExamplesModel, host: HTMLElement) {
-    this.model = model;
-    this.theme = detectTheme(host);
-    this.scope = new ViewScope(model);
-    this.client = this.scope.client;
-    this.banner = this.scope.banner;
-    this.root = el("div", "miw-root miw-topex", "top-examples");
-
-    this.toolbar = new ScanToolbar({
-      model,
-      client: this.client,
-      banner: this.banner,
-      root: this.root,
-      refetch: () => Promise.all([this.fetchOverview(), this.fetchExamples()]),
-      guard: (source, fn) => this.scope.guard(source, fn),
-    });
-    this.scope.onDispose(() => this.toolbar.dispose());
+  constructor(model: ViewModel<TopExamplesTraits>, host: HTMLElement) {
+    super(model, host, { className: "miw-topex", testid: "top-examples" });
+    this.toolbar = new ScanToolbar({ scope: this.scope, root: this.root });
     this.info = el("span", "miw-topex-info", "info");
     this.toolbar.element.append(this.info);
 
@@ -124,35 +129,57 @@ class TopExamplesView {
     panel.append(this.title, this.list);
 
     this.root.append(this.toolbar.element, this.banner.element, this.heatmap.element, this.readout, panel);
-    host.append(this.root);
-    this.scope.onDispose(() => this.root.remove());
+    this.scope.onDispose(() => this.heatmap.dispose());
 
     this.wire();
     this.renderInfo();
     this.layout();
     this.banner.render();
     this.renderSelection();
-    this.toolbar.refresh();
-  }
-
-  dispose(): void {
-    this.heatmap.dispose();
-    this.scope.dispose();
+    this.renderExamples();
+    this.scope.resource({
+      method: "overview",
+      policy: "coalesce",
+      decode: decodeOverview,
+      draw: (data, { revision }) => {
+        this.overview = { ...data, revision };
+        this.root.dataset.revision = String(revision);
+        this.draw();
+      },
+    });
+    this.wanted = this.selected();
+    this.examples = this.scope.resource({
+      method: "examples",
+      policy: "coalesce",
+      params: () => {
+        const neuron = this.selected();
+        return neuron === null ? null : { neuron };
+      },
+      decode: decodeExamples,
+      draw: (data, { revision }) => {
+        if (data.neuron !== this.selected()) return; // not the neuron shown
+        this.shown = { ...data, revision };
+        this.renderExamples();
+      },
+    });
   }
 
   // ---- wiring ---------------------------------------------------------------------------
 
   private wire(): void {
-    this.scope.on("change:error", () => this.banner.render());
     this.scope.on("change:selected", () => {
       this.renderSelection();
-      void this.fetchExamples();
+      const neuron = this.selected();
+      if (neuron === this.wanted) return;
+      this.wanted = neuron;
+      this.renderExamples();
+      void this.examples.fetch(); // new params supersede: the old neuron's reply is never drawn
     });
     this.scope.on("change:neurons", () => {
       this.layout();
       this.draw();
     });
-    for (const name of ["hook", "n_docs", "n_tokens", "k"]) this.scope.on(`change:${name}`, () => this.renderInfo());
+    this.scope.onChange(["hook", "n_windows", "n_tokens", "k"], () => this.renderInfo());
     this.heatmap.onHover(
       this.scope.guard("view", (cell: Cell | null) => {
         this.hovered = cell;
@@ -164,13 +191,12 @@ class TopExamplesView {
     this.heatmap.onPaint((tag) => {
       if (tag !== null) this.root.dataset.painted = tag;
     });
-    this.scope.followTheme(this.root, (t) => this.applyTheme(t));
   }
 
   // ---- model state ----------------------------------------------------------------------
 
   private neurons(): number[] {
-    const raw = this.model.get("neurons");
+    const raw: unknown = this.model.get("neurons");
     return Array.isArray(raw) ? raw.filter((n) => Number.isInteger(n)) : [];
   }
 
@@ -201,101 +227,18 @@ class TopExamplesView {
     if (neuron !== null) this.select(neuron);
   }
 
-  private applyTheme(theme: Theme): void {
-    if (theme === this.theme) return;
-    this.theme = theme;
+  protected applyTheme(): void {
     this.draw();
     this.paintStrips();
-  }
-
-  // ---- requests -------------------------------------------------------------------------
-
-  private fetchOverview(): Promise<void> {
-    return this.client.request("overview", {}, { supersede: "overview" }).then(
-      ({ result, buffers }) => {
-        try {
-          this.banner.clear("overview");
-          this.takeOverview(result, buffers);
-        } catch (e) {
-          this.banner.fail("overview", e);
-        }
-      },
-      (e) => this.banner.fail("overview", e),
-    );
-  }
-
-  private takeOverview(result: any, buffers: DataView[]): void {
-    const revision = Number(result?.revision);
-    if (!Number.isFinite(revision))
-      throw new Error(`overview reply has no revision: ${JSON.stringify(result?.revision)}`);
-    if (this.overview !== null && revision < this.overview.revision) return; // older than what is drawn
-    const neurons = Array.isArray(result.neurons) ? result.neurons.map(Number) : [];
-    const maxima = decodeArray(result.maxima as ArrayHeader, buffers);
-    const filled = decodeArray(result.filled as ArrayHeader, buffers);
-    if (maxima.shape.length !== 1 || maxima.shape[0] !== neurons.length || filled.shape[0] !== neurons.length) {
-      throw new Error(
-        `overview must hold one maximum per neuron (${neurons.length}), got shape [${maxima.shape.join(", ")}]`,
-      );
-    }
-    this.overview = { revision, neurons, maxima: maxima.data as Float32Array, filled: filled.data as Int32Array };
-    this.root.dataset.revision = String(revision);
-    this.draw();
-  }
-
-  /** The selected neuron's examples (nothing to do when none is selected). */
-  private fetchExamples(): Promise<void> {
-    const neuron = this.selected();
-    if (neuron === null) {
-      this.shown = null;
-      this.renderExamples();
-      return Promise.resolve();
-    }
-    this.root.dataset.loading = "true";
-    return this.client.request("examples", { neuron }, { supersede: "examples" }).then(
-      ({ result, buffers }) => {
-        try {
-          this.banner.clear("examples");
-          this.takeExamples(result, buffers);
-        } catch (e) {
-          this.banner.fail("examples", e);
-        }
-        if (this.selected() === neuron) delete this.root.dataset.loading;
-      },
-      (e) => {
-        this.banner.fail("examples", e);
-        if (this.selected() === neuron) delete this.root.dataset.loading;
-      },
-    );
-  }
-
-  private takeExamples(result: any, buffers: DataView[]): void {
-    const neuron = Number(result?.neuron);
-    const revision = Number(result?.revision);
-    if (neuron !== this.selected()) return; // the selection moved on
-    if (this.shown !== null && this.shown.neuron === neuron && revision < this.shown.revision) return;
-    const acts = decodeArray(result.activations as ArrayHeader, buffers);
-    const parsed = parseExamples(result.examples, acts, { reply: "examples reply", acts: "activations" });
-    const values = decodeArray(result.values as ArrayHeader, buffers);
-    if (values.shape[0] !== parsed.length) {
-      throw new Error(`examples reply: ${parsed.length} examples but values of shape [${values.shape.join(", ")}]`);
-    }
-    const examples: Example[] = parsed.map((e, i) => ({
-      ...e,
-      value: values.data[i],
-      doc: intOr(result.examples[i]?.doc, -1),
-      position: intOr(result.examples[i]?.position, -1),
-    }));
-    this.shown = { revision, neuron, examples };
-    this.renderExamples();
   }
 
   // ---- rendering ------------------------------------------------------------------------
 
   private renderInfo(): void {
     const n = this.neurons().length;
-    const docs = intOr(this.model.get("n_docs"), 0);
+    const windows = intOr(this.model.get("n_windows"), 0);
     const tokens = intOr(this.model.get("n_tokens"), 0);
-    this.info.textContent = `${n} neurons of ${String(this.model.get("hook") ?? "?")} · top ${intOr(this.model.get("k"), 0)} · ${docs.toLocaleString("en-US")} windows, ${tokens.toLocaleString("en-US")} tokens`;
+    this.info.textContent = `${n} neurons of ${String(this.model.get("hook") ?? "?")} · top ${intOr(this.model.get("k"), 0)} · ${windows.toLocaleString("en-US")} windows, ${tokens.toLocaleString("en-US")} tokens`;
   }
 
   /** Grid shape and labels for the current neurons. */
@@ -328,7 +271,6 @@ class TopExamplesView {
     this.root.dataset.selected = neuron === null ? "" : String(neuron);
     this.heatmap.setLocked(this.cellOf(neuron));
     this.renderReadout();
-    if (neuron === null || this.shown?.neuron !== neuron) this.renderExamples();
   }
 
   /** The hovered neuron, else the selected one, else a hint. */
@@ -374,7 +316,7 @@ class TopExamplesView {
         ? `neuron ${neuron}: no examples yet`
         : `neuron ${neuron}: top ${shown.examples.length} example${shown.examples.length === 1 ? "" : "s"} · colour: activation, −${formatActivation(m)} … 0 … +${formatActivation(m)}`;
     const rows = shown.examples.map((e, i) => {
-      const place = `window ${e.doc}, token ${e.position}`;
+      const place = `window ${e.window}, token ${e.position}`;
       const where = el("span", "miw-line miw-topex-where");
       setLine(where, place);
       const { row, strip } = exampleRow(e, i, {
@@ -411,11 +353,14 @@ class TopExamplesView {
     const m = activationRange(shown.examples);
     const cmap = divergingColormap(this.theme);
     this.strips.forEach((strip, i) => {
-      strip.invalidateColours();
+      strip.invalidateColors();
       strip.setWeights(shown.examples[i].activations, cmap, -m, m);
     });
   }
 }
 
 /** anywidget entry point: one TopExamplesView per rendered output. */
-export default renderView<TopExamplesModel>("TopExamples", (model, host) => new TopExamplesView(model, host));
+export default renderView<ViewModel<TopExamplesTraits>>(
+  "TopExamples",
+  (model, host) => new TopExamplesView(model, host),
+);
