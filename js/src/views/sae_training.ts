@@ -21,7 +21,7 @@ import "./sae_training.css";
 
 import { type ArrayHeader, decodeArray } from "../lib/codec";
 import type { Theme } from "../lib/colormap";
-import { FrameOrder } from "../lib/frames";
+import { followFrames } from "../lib/frames";
 import { formatValue, LineChart } from "../lib/line_chart";
 import { ScanToolbar, type ScanTraits } from "../lib/scan_toolbar";
 import { el, intOr, renderView, View, type ViewModel } from "../lib/view";
@@ -142,10 +142,7 @@ class SAETrainingView extends View<SAETrainingTraits> {
 
   private charts: Chart[] = [];
   /** Latest decoded frame not drawn yet. */
-  private pending: TrainingFrame | null = null;
-  private raf = 0;
   private framesDrawn = 0;
-  private readonly order = new FrameOrder();
 
   constructor(model: SAETrainingModel, host: HTMLElement) {
     super(model, host, { className: "miw-sae", testid: "sae-training" });
@@ -169,29 +166,14 @@ class SAETrainingView extends View<SAETrainingTraits> {
     this.renderConfig();
     this.renderForeground();
     this.banner.render();
-    this.scope.resource({
-      method: "frame",
-      policy: "coalesce",
+    followFrames(this.scope, {
       decode: ({ result, buffers }) => parseFrame(result, buffers),
-      draw: (frame, { revision }) => {
-        if (this.order.current(revision, frame.step)) this.take(frame);
-      },
+      draw: (frame) => this.draw(frame),
     });
   }
 
   private wire(): void {
     const { scope } = this;
-    scope.onDispose(
-      scope.client.onEvent(
-        "frame",
-        scope.guard("frame", (e) => {
-          const frame = parseFrame(e.result, e.buffers);
-          this.order.push(Number(this.model.get("revision")) || 0, frame.step);
-          this.take(frame);
-        }),
-      ),
-    );
-    scope.onDispose(() => cancelAnimationFrame(this.raf));
     scope.onDispose(() => {
       for (const c of this.charts) c.chart.dispose();
     });
@@ -230,21 +212,6 @@ class SAETrainingView extends View<SAETrainingTraits> {
     } else {
       this.toolbar.stopButton.removeAttribute("title");
     }
-  }
-
-  /** Keep the latest frame (pushed or fetched) and draw it on the next animation frame. */
-  private take(frame: TrainingFrame): void {
-    this.banner.clear("frame");
-    this.pending = frame;
-    if (this.raf !== 0) return;
-    this.raf = requestAnimationFrame(
-      this.scope.guard("view", () => {
-        this.raf = 0;
-        const f = this.pending;
-        this.pending = null;
-        if (f !== null) this.draw(f);
-      }),
-    );
   }
 
   private buildCharts(names: string[]): void {

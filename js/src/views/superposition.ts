@@ -23,7 +23,7 @@ import "./superposition.css";
 
 import { type ArrayHeader, type DecodedArray, decodeArray } from "../lib/codec";
 import { type Colormap, colorIndex, divergingColormap, rgbAt, sequentialColormap, type Theme } from "../lib/colormap";
-import { FrameOrder } from "../lib/frames";
+import { followFrames } from "../lib/frames";
 import { colorPixels } from "../lib/heatmap";
 import { LineChart } from "../lib/line_chart";
 import { ScanToolbar, type ScanTraits } from "../lib/scan_toolbar";
@@ -208,12 +208,9 @@ class SuperpositionView extends View<SuperpositionTraits> {
   private colors: Colors | null = null;
   private panels: Panel[] = [];
   private decayDragging = false;
-  /** The newest frame not drawn yet, and the last one drawn (redrawn on theme or layout changes). */
-  private pending: Frame | null = null;
+  /** The last frame drawn (redrawn on theme or layout changes). */
   private last: Frame | null = null;
   private frames = 0;
-  private readonly order = new FrameOrder();
-  private raf = 0;
   private extent = 0;
 
   constructor(model: SuperpositionModel, host: HTMLElement) {
@@ -246,21 +243,16 @@ class SuperpositionView extends View<SuperpositionTraits> {
     this.gramSource = document.createElement("canvas");
 
     this.root.append(this.toolbar.element, this.banner.element, decayRow, this.panelBox, this.chart.element);
-    this.scope.onDispose(() => cancelAnimationFrame(this.raf));
 
     this.wire();
     this.renderInfo();
     this.syncDecay();
     this.buildPanels();
     this.banner.render();
-    this.scope.resource({
-      method: "frame",
-      policy: "coalesce",
+    followFrames(this.scope, {
       // No weights yet (nothing trained): nothing to draw.
       decode: ({ result, buffers }) => (result?.W === undefined ? null : parseFrame(result, buffers)),
-      draw: (frame, { revision }) => {
-        if (frame !== null && this.order.current(revision, frame.step)) this.take(frame);
-      },
+      draw: (frame) => this.show(frame),
     });
   }
 
@@ -273,15 +265,6 @@ class SuperpositionView extends View<SuperpositionTraits> {
       this.renderInfo();
       this.buildPanels();
     });
-    const unsubscribe = this.scope.client.onEvent(
-      "frame",
-      this.scope.guard("frame", ({ result, buffers }) => {
-        const frame = parseFrame(result, buffers);
-        this.order.push(Number(this.model.get("revision")) || 0, frame.step);
-        this.take(frame);
-      }),
-    );
-    this.scope.onDispose(unsubscribe);
 
     this.decaySlider.addEventListener(
       "input",
@@ -379,21 +362,6 @@ class SuperpositionView extends View<SuperpositionTraits> {
   }
 
   // ---- frames ---------------------------------------------------------------------------
-
-  /** Keep the newest frame (pushed or fetched); draw it on the next animation frame (one draw however many arrive). */
-  private take(frame: Frame): void {
-    this.banner.clear("frame");
-    this.pending = frame;
-    if (this.raf !== 0) return;
-    this.raf = requestAnimationFrame(
-      this.scope.guard("view", () => {
-        this.raf = 0;
-        const f = this.pending;
-        this.pending = null;
-        if (f !== null) this.show(f);
-      }),
-    );
-  }
 
   private show(frame: Frame): void {
     this.last = frame;
