@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -203,6 +204,33 @@ def test_user_hooks_left_on_the_model_do_not_reach_views(induction: Any) -> None
         induction.reset_hooks()
 
 
+def test_user_hooks_that_cannot_be_copied_do_not_stop_the_twin(induction: Any) -> None:
+    """The twin never copies the user's hooks: one holding a lock (not deep-copyable) is simply left out."""
+    from mi_widgets.capture.twin import make_twin
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.seen = 0
+
+        def hook(self, act: torch.Tensor, hook: Any) -> None:
+            with self.lock:
+                self.seen += 1
+
+    recorder = Recorder()
+    induction.add_hook("blocks.0.attn.hook_pattern", recorder.hook)
+    try:
+        twin = make_twin(induction)
+        assert not any(getattr(m, "_forward_hooks", {}) for m in twin.modules())
+        assert not any(getattr(m, "fwd_hooks", []) for m in twin.modules())
+        twin(induction.to_tokens(PROMPT))
+        assert recorder.seen == 0, "the user's hook fired inside the twin"
+        induction(induction.to_tokens(PROMPT))
+        assert recorder.seen == 1, "the user's own forward pass still runs their hook"
+    finally:
+        induction.reset_hooks()
+
+
 # ----- 4. analysis runs in eval mode without changing the user's model ----------------------------
 
 
@@ -248,3 +276,18 @@ def test_twin_follows_the_model(native_model: Any) -> None:
         del native_model._buffers["extra_buffer_for_test"]
     with lock:  # re-entrant: a forward pass inside the lock on the same thread does not deadlock
         assert len(adapter.attention_patterns(tokens)) == 2
+
+
+def test_revision_only_grows_and_an_older_snapshot_never_replaces_a_newer_one(induction: Any) -> None:
+    """Two runs finishing out of order (a Python ``view.prompt = ...`` beside the view's own run): the one
+    computed last stays shown, and ``revision`` never moves back (views drop replies older than they drew)."""
+    view = mw.AttentionView(induction, PROMPT)
+    older = view._compute("The dog ran. The dog")  # computed first ...
+    newer = view._compute("A cat. A cat")  # ... and this one later
+    assert view._apply(newer)
+    shown = view.revision
+    assert not view._apply(older), "an older snapshot replaced a newer one"
+    assert view.revision == shown and view.prompt == "A cat. A cat"
+    with pytest.raises(ValueError, match="revision must grow"):
+        view._bump_revision(shown - 1)
+    view.close()

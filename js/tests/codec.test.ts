@@ -1,6 +1,16 @@
 // @vitest-environment node
 import { describe, expect, test } from "vitest";
-import { type ArrayHeader, decodeArray, encodeArray, floatToHalf, halfToFloat, type WireDtype } from "../src/lib/codec";
+import {
+  type ArrayHeader,
+  asFloat32,
+  asInt32,
+  decodeArray,
+  decodeShaped,
+  encodeArray,
+  floatToHalf,
+  halfToFloat,
+  type WireDtype,
+} from "../src/lib/codec";
 import { b64, fixture, num, offsetView } from "./helpers";
 
 interface CodecCase {
@@ -112,5 +122,35 @@ describe("half precision", () => {
     const view = offsetView(bytes, 2);
     const decode = best(() => expect(decodeArray(header, [view]).data.length).toBe(n));
     expect(decode).toBeLessThan(4 * baseline + 5);
+  });
+});
+
+describe("typed views of decoded arrays", () => {
+  const decode = (values: number[], dtype: WireDtype) => {
+    const { header, buffer } = encodeArray(values, [values.length], dtype);
+    return decodeArray(header, [buffer]);
+  };
+
+  test("asFloat32 and asInt32 hand back decodeArray's own array when the type fits, and convert otherwise", () => {
+    for (const dtype of ["float32", "float16", "uint8"] as const) {
+      const a = decode([1, 2], dtype);
+      expect(asFloat32(a)).toBe(a.data); // no second copy of every reply
+    }
+    const ints = decode([3, -4], "int32");
+    expect(asInt32(ints)).toBe(ints.data);
+    expect([...asFloat32(ints)]).toEqual([3, -4]);
+    expect(asFloat32(ints)).toBeInstanceOf(Float32Array);
+    expect([...asInt32(decode([2.5, -1.5, NaN], "float32"))]).toEqual([2, -1, 0]);
+  });
+
+  test("decodeShaped: the array when its shape is the one asked for, else an error naming it", () => {
+    const { header, buffer } = encodeArray([1, 2, 3, 4, 5, 6], [2, 3], "float32");
+    const result = { heads: header };
+    expect(decodeShaped(result, [buffer], "heads", [2, 3], "lens").shape).toEqual([2, 3]);
+    expect(() => decodeShaped(result, [buffer], "heads", [3, 2], "lens")).toThrow(
+      "lens heads must have shape [3, 2], got [2, 3]",
+    );
+    expect(() => decodeShaped(result, [buffer], "heads", [6], "lens")).toThrow("lens heads must have shape [6]");
+    expect(() => decodeShaped(result, [buffer], "mlps", [2], "frame")).toThrow("frame has no mlps");
   });
 });

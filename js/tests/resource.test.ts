@@ -183,6 +183,89 @@ describe("Resource: one stale policy", () => {
     expect(t.last().params).toEqual({ x: 0 });
   });
 
+  test("a revision change replaces the request without the loading flag dropping in between", async () => {
+    const t = setup({});
+    t.model.set("revision", 2);
+    expect(t.loading).toEqual([true, true]);
+    t.answer(t.last(), "r2", 2);
+    await tick();
+    expect(t.loading).toEqual([true, true, false]);
+  });
+
+  test("what was drawn is drawn again when asked for after nothing (params null) or after something else", async () => {
+    let wanted: Record<string, unknown> | null = { a: 1 };
+    const t = setup({ params: () => wanted });
+    t.answer(t.last(), "a1", 1);
+    await tick();
+    wanted = null;
+    void t.resource.fetch();
+    wanted = { a: 1 };
+    void t.resource.fetch();
+    expect(t.requests()).toHaveLength(2); // asked again: the view may have cleared what it showed
+    t.answer(t.last(), "a1 again", 1);
+    await tick();
+    wanted = { a: 2 };
+    void t.resource.fetch();
+    const other = t.last();
+    wanted = { a: 1 }; // back before the other answered: no request, the drawn data is drawn again
+    void t.resource.fetch();
+    expect(t.cancels()).toContain(other.id);
+    expect(t.requests()).toHaveLength(3);
+    expect(t.drawn.map((d) => d.value)).toEqual(["a1", "a1 again", "a1 again"]);
+  });
+
+  test("a cached reply older than what is drawn is not drawn from the cache", async () => {
+    const t = setup({ params: (m) => ({ x: m.get("x") }), refetchOn: ["x"], cache: 4 });
+    t.answer(t.last(), "x0@1", 1);
+    await tick();
+    t.model.set("x", 1);
+    t.answer(t.last(), "x1@2", 2); // the kernel is ahead of the trait
+    await tick();
+    t.model.set("x", 0); // cached at revision 1, older than what is drawn
+    expect(t.requests()).toHaveLength(3);
+    expect(t.drawn.map((d) => d.value)).toEqual(["x0@1", "x1@2"]);
+  });
+
+  test("key: what the data depends on beyond params makes a fetch new without being sent", async () => {
+    const model = new FakeModel({ revision: 1, error: "", text: "a" });
+    const scope = new ViewScope(model);
+    const drawn: unknown[] = [];
+    scope.resource({
+      method: "p",
+      params: () => ({ index: 0 }),
+      key: () => model.get("text"),
+      refetchOn: ["text"],
+      decode: (r) => r.result.value,
+      draw: (v) => drawn.push(v),
+    });
+    model.reply(model.requests("p")[0].id, { value: "for a", revision: 1 });
+    await tick();
+    model.set("text", "b"); // same params, other text under the index
+    expect(model.requests("p")).toHaveLength(2);
+    expect(model.requests("p")[1].params).toEqual({ index: 0 });
+    model.reply(model.requests("p")[1].id, { value: "for b", revision: 1 });
+    await tick();
+    expect(drawn).toEqual(["for a", "for b"]);
+    scope.dispose();
+  });
+
+  test("current: what is drawn is what params want now, for the current revision or a newer one", async () => {
+    const t = setup({ params: (m) => ({ x: m.get("x") }), refetchOn: ["x"] });
+    expect(t.resource.current).toBe(false); // nothing drawn yet
+    t.answer(t.last(), "x0@2", 2); // the kernel is ahead of the trait
+    await tick();
+    expect(t.resource.current).toBe(true);
+    t.model.set("x", 1);
+    expect(t.resource.current).toBe(false); // other params asked for
+    t.model.replyError(t.last().id, "ValueError", "no x 1");
+    await tick();
+    expect(t.resource.current).toBe(false); // and they failed: x0 is still drawn, but not what is wanted
+    t.model.set("x", 0);
+    expect(t.resource.current).toBe(true);
+    t.model.set("revision", 3);
+    expect(t.resource.current).toBe(false); // computed for revision 2
+  });
+
   test("params null: nothing is asked and the request in flight is dropped", async () => {
     let wanted: Record<string, unknown> | null = null;
     const t = setup({ params: () => wanted });
@@ -256,6 +339,11 @@ describe("ViewScope.command", () => {
     expect(scope.banner.visible).toBe(false); // cleared when asked again
     model.reply(model.requests("run").at(-1).id, { ok: 1 });
     await expect(third).resolves.toMatchObject({ result: { ok: 1 } });
+    const fourth = scope.command("run", { prompt: "d" });
+    model.replyError(model.requests("run").at(-1).id, "Cancelled", "the widget was closed");
+    await expect(fourth).resolves.toBeNull();
+    expect(scope.busy("run")).toBe(false); // a kernel-side cancel ends the busy state
+    expect(scope.banner.visible).toBe(false); // and is not an error
     scope.dispose();
   });
 });

@@ -170,30 +170,6 @@ def check_attribution_weights(
     return post_attn
 
 
-def resolve_position(position: int, seq: int) -> int:
-    """``position`` as an index into ``seq`` tokens (negative counts from the end)."""
-    if isinstance(position, bool) or not isinstance(position, int):
-        raise TypeError(f"position must be an integer, got {position!r}")
-    if not -seq <= position < seq:
-        raise IndexError(f"position must be in {-seq}..{seq - 1} for this {seq}-token prompt, got {position}")
-    return position % seq
-
-
-def direct_contributions(
-    components: torch.Tensor, resid: torch.Tensor, norm: FinalNorm, direction: torch.Tensor
-) -> torch.Tensor:
-    """Each component's share ``[n]`` of ``norm(resid) @ direction``, the norm's scale fixed at ``resid``'s.
-
-    ``components [n, d_model]`` should sum to ``resid [d_model]``; then the shares plus
-    ``norm.bias @ direction`` equal ``norm(resid) @ direction`` exactly.
-    """
-    x = components - components.mean(-1, keepdim=True) if norm.centres else components
-    x = x / norm.scale(resid)
-    if norm.weight is not None:
-        x = x * norm.weight
-    return x @ direction
-
-
 def logit_attribution(inputs: AttributionInputs, answer: int, wrong: int) -> Attribution:
     """Direct logit attribution of ``logit[answer] - logit[wrong]`` from one run's :class:`AttributionInputs`.
 
@@ -204,7 +180,7 @@ def logit_attribution(inputs: AttributionInputs, answer: int, wrong: int) -> Att
     pos = inputs.position
     w_u, b_u, w_o, b_o = inputs.w_u, inputs.b_u, inputs.w_o, inputs.b_o
     n_layers = len(inputs.z)
-    n_heads = int(w_o.shape[1]) if w_o.ndim == 4 else 0
+    n_heads = int(inputs.z[0].shape[0]) if inputs.z else 0  # hook_z at one position: [heads, d_head]
     post_attn = check_attribution_weights(w_o, inputs.post_attn_norms, n_layers, n_heads)
     d_head = int(w_o.shape[2])
     has_mlp = inputs.mlp_out is not None
@@ -306,7 +282,7 @@ def logit_attribution(inputs: AttributionInputs, answer: int, wrong: int) -> Att
 
         w_u32 = w_u.detach().to(device, torch.float32)
         direction = w_u32[:, answer] - w_u32[:, wrong]
-        shares = direct_contributions(components, resid, norm, direction)
+        shares = norm.linear(components, resid) @ direction  # each component's share, the norm's scale fixed
         norm_bias = float(norm.bias @ direction) if norm.bias is not None else 0.0
         unembed_bias = float(b_u[answer] - b_u[wrong]) if b_u is not None else 0.0
         total = float(logits[answer] - logits[wrong])

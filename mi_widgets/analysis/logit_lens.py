@@ -18,15 +18,18 @@ checked on its own run: the last row must reproduce the probabilities the model 
 naming the difference, instead of showing a last row that is not the model's output. A model whose
 readout has a step the lens does not apply (OPT-350m's ``project_out``, stacked residual streams)
 is refused up front, by name. That run and its checks are capture's
-(:func:`mi_widgets.capture.readout.residual_streams`); this module reads the residual streams it
-returns, through the ``unembed`` function it is given (:func:`mi_widgets.capture.readout.model_unembed`).
+(:func:`mi_widgets.capture.readout.checked_logit_lens`, :func:`~mi_widgets.capture.readout.residual_streams`);
+this module reads the residual streams it returns, through the ``unembed`` function it is given
+(:func:`mi_widgets.capture.readout.model_unembed`), and hands capture the last row's logits to check.
 
 The vocabulary projection is the expensive part (``rows x seq x d_vocab`` logits: 2.7 GB at
 gpt2's 13 x 1024 x 50257 in float32), so it runs in chunks of positions and keeps only what a
 view shows: the top-k tokens with their probabilities, and one target token's probability
-and rank, per cell. Everything stays on the model's device. The check of the last row costs what
-``model(prompt)`` costs: the forward pass produces its ``seq x d_vocab`` logits once, and they are
-compared chunk by chunk, then dropped.
+and rank, per cell. Everything stays on the model's device. The check of the last row adds no projection
+in :func:`~mi_widgets.capture.readout.checked_logit_lens`: the forward pass's own ``seq x d_vocab``
+logits are held until the lens reaches its last row and compared, chunk by chunk, with the logits it
+computes there (``on_last_row``). :func:`~mi_widgets.capture.readout.residual_streams` checks before
+any lens is read, so it projects the last row through ``ln_final`` and the unembedding once more.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def logit_lens(
     target: int | None = None,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     on_row: Callable[[int], None] | None = None,
+    on_last_row: Callable[[int, torch.Tensor], None] | None = None,
 ) -> LensResult:
     """Top-``k`` next-token predictions and the ``target``'s probability and rank per cell.
 
@@ -65,7 +69,8 @@ def logit_lens(
     own final norm and unembedding, e.g. :meth:`ModelAdapter.unembed`); ``resid`` is
     ``[rows, seq, d_model]``. At most ``chunk_elements`` logits exist at a time. ``k=0`` skips
     the top-k (when only the target changed). ``on_row(row)`` runs after each row (progress,
-    cancellation).
+    cancellation). ``on_last_row(start, logits)`` gets each chunk of the last row's logits
+    (positions ``start..``) before they are dropped: capture checks them against the model's output.
     """
     if resid.ndim != 3:
         raise ValueError(f"expected residual streams as [rows, seq, d_model], got shape {list(resid.shape)}")
@@ -87,7 +92,11 @@ def logit_lens(
         for row in range(rows):
             for start in range(0, seq, step):
                 stop = min(seq, start + step)
-                logprobs = torch.log_softmax(unembed(resid[row, start:stop]).float(), dim=-1)
+                logits = unembed(resid[row, start:stop])
+                if on_last_row is not None and row == rows - 1:
+                    on_last_row(start, logits)
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+                del logits
                 if k:
                     values, ids = logprobs.topk(k, dim=-1)
                     top_ids[row, start:stop] = ids

@@ -5,10 +5,10 @@ is reduced on the device to its own top-k per neuron and merged into the running
 the state stays ``[n_units, k]`` (values and where they occurred) however long the corpus.
 
 Ties are deterministic: among equal values the candidate seen first wins (an earlier
-``update``, then a lower batch row, then a lower position), so with documents fed in order the
+``update``, then a lower batch row, then a lower position), so with windows fed in order the
 result equals a stable descending sort of all activations, whatever ``torch.topk`` does with ties.
 NaN activations and masked (padding) positions never count; a slot that holds nothing yet has
-value ``-inf`` and doc/position ``-1``.
+value ``-inf`` and window/position ``-1``.
 
 The corpus helpers cut token sequences into windows a model can read (at most ``n_ctx`` tokens,
 each starting with BOS) and pad rows of different lengths into one batch with a mask.
@@ -24,10 +24,10 @@ EMPTY = -1
 
 
 class RunningTopK:
-    """The ``k`` largest activations of each of ``n_units`` units seen so far, with (doc, position).
+    """The ``k`` largest activations of each of ``n_units`` units seen so far, with (window, position).
 
-    ``update(values [batch, seq, n_units], doc_ids [batch], mask [batch, seq])`` once per batch;
-    ``snapshot()`` gives ``(values, docs, positions)``, each ``[n_units, k]``, sorted by value
+    ``update(values [batch, seq, n_units], window_ids [batch], mask [batch, seq])`` once per batch;
+    ``snapshot()`` gives ``(values, windows, positions)``, each ``[n_units, k]``, sorted by value
     (descending). Memory is O(n_units x k) regardless of how many tokens were seen.
     """
 
@@ -45,7 +45,7 @@ class RunningTopK:
         )
 
     def snapshot(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(values, docs, positions)`` ``[n_units, k]`` as of the last finished update (one consistent triple)."""
+        """``(values, windows, positions)`` ``[n_units, k]`` as of the last finished update (one consistent triple)."""
         return self._state
 
     @property
@@ -54,6 +54,7 @@ class RunningTopK:
 
     @property
     def docs(self) -> torch.Tensor:
+        """The window id of each slot ``[n_units, k]`` (the name ``docs`` is kept for existing callers)."""
         return self._state[1]
 
     @property
@@ -61,9 +62,9 @@ class RunningTopK:
         return self._state[2]
 
     def update(
-        self, values: torch.Tensor, doc_ids: torch.Tensor | Sequence[int], mask: torch.Tensor | None = None
+        self, values: torch.Tensor, window_ids: torch.Tensor | Sequence[int], mask: torch.Tensor | None = None
     ) -> None:
-        """Merge one batch's activations ``[batch, seq, n_units]`` of documents ``doc_ids [batch]``.
+        """Merge one batch's activations ``[batch, seq, n_units]`` of windows ``window_ids [batch]``.
 
         ``mask [batch, seq]`` (bool, True for real tokens) leaves padding out. Runs on the
         activations' device; only ``[k, n_units]`` candidates per batch outlive the call.
@@ -72,10 +73,11 @@ class RunningTopK:
             raise ValueError(f"expected activations [batch, seq, {self.n_units}], got shape {list(values.shape)}")
         batch, seq, units = values.shape
         device = values.device
-        docs = torch.as_tensor(doc_ids, device=device)
-        if docs.shape != (batch,) or docs.dtype.is_floating_point or docs.dtype == torch.bool:
+        windows = torch.as_tensor(window_ids, device=device)
+        if windows.shape != (batch,) or windows.dtype.is_floating_point or windows.dtype == torch.bool:
             raise ValueError(
-                f"expected {batch} integer doc ids (one per batch row), got {docs.dtype} of shape {list(docs.shape)}"
+                f"expected {batch} integer doc ids (window ids, one per batch row), got {windows.dtype} of shape "
+                f"{list(windows.shape)}"
             )
         v = values.detach().float()
         invalid = torch.isnan(v)
@@ -87,19 +89,19 @@ class RunningTopK:
         if flat.shape[0] == 0:
             return
         idx, vals = _batch_topk(flat, min(self.k, flat.shape[0]))
-        cand_docs = docs.long()[idx // seq]
+        cand_windows = windows.long()[idx // seq]
         cand_pos = idx % seq
 
-        old_v, old_d, old_p = (t.to(device) for t in self._state)
+        old_v, old_w, old_p = (t.to(device) for t in self._state)
         all_v = torch.cat([old_v.T, vals])  # running first: among ties the earlier candidate wins
         order = torch.sort(all_v, dim=0, descending=True, stable=True).indices[: self.k]
         new_v = all_v.gather(0, order)
-        new_d = torch.cat([old_d.T, cand_docs]).gather(0, order)
+        new_w = torch.cat([old_w.T, cand_windows]).gather(0, order)
         new_p = torch.cat([old_p.T, cand_pos]).gather(0, order)
         empty = new_v == float("-inf")
-        new_d = new_d.masked_fill(empty, EMPTY)
+        new_w = new_w.masked_fill(empty, EMPTY)
         new_p = new_p.masked_fill(empty, EMPTY)
-        self._state = (new_v.T.contiguous(), new_d.T.contiguous(), new_p.T.contiguous())
+        self._state = (new_v.T.contiguous(), new_w.T.contiguous(), new_p.T.contiguous())
         self.updates += 1
 
     def filled(self) -> torch.Tensor:

@@ -145,9 +145,8 @@ class ModelAdapter:
     def final_norm(self, resid: torch.Tensor) -> torch.Tensor:
         """The model's own final norm of ``resid [..., d_model]`` (identity without one)."""
         twin, lock = self.runner()
-        ln_final = getattr(twin, "ln_final", None)
         with lock, torch.no_grad():
-            return ln_final(resid) if callable(ln_final) else resid
+            return _final_norm(twin, resid)
 
     def unembed(self, resid: torch.Tensor) -> torch.Tensor:
         """Logits from residual-stream vectors ``[..., d_model]`` through the model's own final norm and unembedding.
@@ -155,9 +154,10 @@ class ModelAdapter:
         Then the model's own step after the unembedding (:meth:`logits_transform`: Gemma 2's soft
         cap, a logit scale), so the last residual stream gives exactly the logits the model returns.
         """
-        _, lock = self.runner()
+        twin, lock = self.runner()  # once: the twin's check walks every parameter
         with lock, torch.no_grad():
-            return self.logits_transform(self.unembed_before_transform(resid))
+            logits = _unembed_linear(twin, _final_norm(twin, resid))
+        return self.logits_transform(logits)
 
     def to_tokens(self, prompt: str | torch.Tensor | Sequence[int]) -> torch.Tensor:
         """Tokens ``[1, seq]`` on the model's device, from a prompt string or token ids.
@@ -273,13 +273,8 @@ class ModelAdapter:
     def unembed_before_transform(self, resid: torch.Tensor) -> torch.Tensor:
         """``unembed(ln_final(resid))`` without the model's post-unembedding step: the logits a linear attribution splits."""
         twin, lock = self.runner()
-        ln_final = getattr(twin, "ln_final", None)
-        unembed = getattr(twin, "unembed", None)
-        if not callable(unembed):
-            raise TypeError("this model has no unembed module, so residual vectors cannot be read as logits")
         with lock, torch.no_grad():
-            x = ln_final(resid) if callable(ln_final) else resid
-            return unembed(x)
+            return _unembed_linear(twin, _final_norm(twin, resid))
 
     def logits_transform(self, logits: torch.Tensor) -> torch.Tensor:
         """The model's own step after the unembedding, applied to ``logits [..., d_vocab]``; identity for most models.
@@ -289,9 +284,9 @@ class ModelAdapter:
         logit scale), as its own logit lens applies it; the bridge's ``unembed`` module does not.
         TransformerLens 2.x applies ``cfg.output_logits_soft_cap`` in ``forward``.
         """
-        twin, lock = self.runner()
-        transform = getattr(getattr(twin, "adapter", None), "apply_output_logits_transform", None)
-        with lock, torch.no_grad():
+        # A pure function of the architecture (no module state), so it needs neither the twin nor its lock.
+        transform = getattr(getattr(self.model, "adapter", None), "apply_output_logits_transform", None)
+        with torch.no_grad():
             if callable(transform):
                 return transform(logits)
             cap = self.logit_softcap
@@ -590,3 +585,17 @@ def _submodule(module: Any, name: str) -> Any:
     except Exception:
         return None
     return value if isinstance(value, torch.nn.Module) else None
+
+
+def _final_norm(twin: Any, resid: torch.Tensor) -> torch.Tensor:
+    """The twin's final norm of ``resid`` (identity without one); the caller holds the twin's lock."""
+    ln_final = getattr(twin, "ln_final", None)
+    return ln_final(resid) if callable(ln_final) else resid
+
+
+def _unembed_linear(twin: Any, x: torch.Tensor) -> torch.Tensor:
+    """The twin's unembedding of normed ``x`` (no post-unembedding step); the caller holds the twin's lock."""
+    unembed = getattr(twin, "unembed", None)
+    if not callable(unembed):
+        raise TypeError("this model has no unembed module, so residual vectors cannot be read as logits")
+    return unembed(x)

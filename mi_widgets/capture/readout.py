@@ -2,7 +2,8 @@
 
 Each forward pass runs on to the model's logits, so what a view shows is checked against what the
 model returned on that very run: :func:`residual_streams` compares the lens's last row with the
-model's output (:func:`check_last_row`), and :func:`attribution_inputs` hands
+model's output (:func:`check_last_row`), :func:`checked_logit_lens` does so on the lens's own last
+row, and :func:`attribution_inputs` hands
 :func:`~mi_widgets.analysis.attribution.logit_attribution` the logits, the model's own final norm
 and readout of the last residual stream, and the weights to split with. The maths on these
 tensors is in :mod:`mi_widgets.analysis.logit_lens` and :mod:`mi_widgets.analysis.attribution`.
@@ -15,10 +16,10 @@ from typing import Any
 
 import torch
 
-from ..analysis.attribution import AttributionInputs, FinalNorm, check_attribution_weights, resolve_position
-from ..analysis.logit_lens import DEFAULT_CHUNK_ELEMENTS
+from ..analysis.attribution import AttributionInputs, FinalNorm
+from ..analysis.logit_lens import DEFAULT_CHUNK_ELEMENTS, LensResult, logit_lens
 from .adapter import EMBED_HOOK, ModelAdapter
-from .inputs import check_text
+from .inputs import as_index, check_text
 
 RESID_PRE = "blocks.{layer}.hook_resid_pre"
 RESID_POST = "blocks.{layer}.hook_resid_post"
@@ -43,28 +44,41 @@ def lens_row_labels(n_layers: int) -> list[str]:
     return ["embed"] + [f"L{l} out" for l in range(n_layers)]
 
 
-def residual_streams(adapter: ModelAdapter, tokens: torch.Tensor, *, check: bool = True) -> torch.Tensor:
+def residual_streams(adapter: ModelAdapter, tokens: torch.Tensor) -> torch.Tensor:
     """The residual stream ``[n_layers + 1, seq, d_model]`` of batch item 0, on the model's device.
 
     Small next to the logits (13 x 1024 x 768 floats = 40 MB for gpt2): kept so a new target
-    can be read off without running the model again. With ``check`` (the default) the forward
-    pass runs on to the model's logits and :func:`check_last_row` compares them with the lens's
-    last row, so a lens never shows a "model output" that is not the model's output.
+    can be read off without running the model again. The forward pass runs on to the model's
+    logits and :func:`check_last_row` compares them with the lens's last row, so a lens never
+    shows a "model output" that is not the model's output. That check projects the last row onto
+    the vocabulary once more; :func:`checked_logit_lens` does the same check on the lens's own
+    projection of it instead.
     """
-    names = lens_hooks(adapter.n_layers)
-    rows: list[torch.Tensor | None] = [None] * len(names)
-
-    def keep(index: int, resid: torch.Tensor) -> None:
-        rows[index] = resid[0].detach().clone()
-
-    if not check:
-        adapter.each_activation(tokens, names, keep)
-        return torch.stack([r for r in rows if r is not None])
-    adapter.check_readout("the logit lens")
-    logits = adapter.run_to_logits(tokens, names, keep)
-    resid = torch.stack([r for r in rows if r is not None])
-    check_last_row(adapter, resid[-1], logits[0])
+    resid, logits = _lens_run(adapter, tokens)
+    check_last_row(adapter, resid[-1], logits)
     return resid
+
+
+def checked_logit_lens(
+    adapter: ModelAdapter,
+    tokens: torch.Tensor,
+    *,
+    k: int = 5,
+    target: int | None = None,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> tuple[torch.Tensor, LensResult]:
+    """:func:`residual_streams` and their :func:`~mi_widgets.analysis.logit_lens.logit_lens`, from one run.
+
+    The last row is checked against the model's logits as in :func:`residual_streams`, but on the
+    logits the lens computes for that row anyway, so nothing is projected twice.
+    """
+    resid, logits = _lens_run(adapter, tokens)
+    check = _LastRowCheck(adapter, int(resid.shape[1]), logits)
+    result = logit_lens(
+        check.unembed, resid, k=k, target=target, chunk_elements=chunk_elements, on_last_row=check.compare
+    )
+    check.finish()
+    return resid, result
 
 
 def last_row_tolerance(dtype: torch.dtype) -> float:
@@ -86,43 +100,13 @@ def check_last_row(
     ``resid [seq, d_model]`` is the last block's output and ``logits [seq, d_vocab]`` what the model
     returned on the same run; compared in chunks of positions, like the lens itself.
     """
-    unembed = model_unembed(adapter)
     seq = int(resid.shape[0])
-    if tuple(logits.shape[:1]) != (seq,):
-        raise RuntimeError(f"the model returned logits of shape {list(logits.shape)} for a {seq}-token run")
-    tol = last_row_tolerance(logits.dtype)
+    check = _LastRowCheck(adapter, seq, logits)
     step = max(1, chunk_elements // max(1, int(logits.shape[-1])))
-    worst, where = 0.0, 0
     with torch.no_grad():
         for start in range(0, seq, step):
-            stop = min(seq, start + step)
-            try:
-                ours = unembed(resid[start:stop])
-            except RuntimeError as exc:
-                raise RuntimeError(
-                    f"the logit lens reads the last residual stream through the model's ln_final and unembed, and "
-                    f"that failed on this model ({exc}): its readout is not one the lens reproduces"
-                ) from exc
-            if ours.shape != logits[start:stop].shape:
-                raise RuntimeError(
-                    f"the logit lens reads the last residual stream through ln_final and unembed into logits of shape "
-                    f"{list(ours.shape)}, but the model returned {list(logits[start:stop].shape)} for those positions: "
-                    "its readout is not one the lens reproduces"
-                )
-            diff = (ours.float().softmax(-1) - logits[start:stop].float().softmax(-1)).abs().amax(-1)
-            diff = torch.nan_to_num(diff, nan=float("inf"))
-            top = float(diff.max())
-            if top > worst:
-                worst, where = top, start + int(diff.argmax())
-    if not worst <= tol:
-        cap = adapter.logit_softcap
-        applied = "ln_final, unembed and post-unembedding step" + (f" (soft cap {cap:g})" if cap is not None else "")
-        raise RuntimeError(
-            f"the logit lens's last row (the last residual stream through the model's {applied}) differs from the "
-            f"model's own output by up to {worst:.3g} in probability at position {where} (expected at most {tol:g}): "
-            "this model does something between its last residual stream and its logits that the lens does not "
-            "reproduce, so no row of it would be the prediction it claims to be"
-        )
+            check.compare(start, check.unembed(resid[start : start + step]))
+    check.finish()
 
 
 def model_unembed(adapter: ModelAdapter) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -135,6 +119,73 @@ def model_unembed(adapter: ModelAdapter) -> Callable[[torch.Tensor], torch.Tenso
         return adapter.unembed(resid[None])[0]
 
     return unembed
+
+
+def _lens_run(adapter: ModelAdapter, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass on to the logits: the lens's residual streams and the logits ``[seq, d_vocab]`` of item 0."""
+    names = lens_hooks(adapter.n_layers)
+    rows: list[torch.Tensor | None] = [None] * len(names)
+
+    def keep(index: int, resid: torch.Tensor) -> None:
+        rows[index] = resid[0].detach().clone()
+
+    adapter.check_readout("the logit lens")
+    logits = adapter.run_to_logits(tokens, names, keep)
+    return torch.stack([r for r in rows if r is not None]), logits[0]
+
+
+class _LastRowCheck:
+    """The lens's last row against the model's own logits ``[seq, d_vocab]``, one chunk of positions at a time.
+
+    :meth:`unembed` is the model's readout with its failures named; :meth:`compare` takes the
+    logits it gave for positions ``start..``; :meth:`finish` raises on the largest difference.
+    """
+
+    def __init__(self, adapter: ModelAdapter, seq: int, logits: torch.Tensor) -> None:
+        if tuple(logits.shape[:1]) != (seq,):
+            raise RuntimeError(f"the model returned logits of shape {list(logits.shape)} for a {seq}-token run")
+        self._adapter = adapter
+        self._unembed = model_unembed(adapter)
+        self._logits = logits
+        self._worst, self._where = 0.0, 0
+
+    def unembed(self, resid: torch.Tensor) -> torch.Tensor:
+        try:
+            return self._unembed(resid)
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"the logit lens reads residual streams through the model's ln_final and unembed, and "
+                f"that failed on this model ({exc}): its readout is not one the lens reproduces"
+            ) from exc
+
+    def compare(self, start: int, ours: torch.Tensor) -> None:
+        theirs = self._logits[start : start + int(ours.shape[0])]
+        if ours.shape != theirs.shape:
+            raise RuntimeError(
+                f"the logit lens reads the last residual stream through ln_final and unembed into logits of shape "
+                f"{list(ours.shape)}, but the model returned {list(theirs.shape)} for those positions: "
+                "its readout is not one the lens reproduces"
+            )
+        with torch.no_grad():
+            diff = (ours.float().softmax(-1) - theirs.float().softmax(-1)).abs().amax(-1)
+            diff = torch.nan_to_num(diff, nan=float("inf"))
+        top = float(diff.max())
+        if top > self._worst:
+            self._worst, self._where = top, start + int(diff.argmax())
+
+    def finish(self) -> None:
+        tol = last_row_tolerance(self._logits.dtype)
+        if not self._worst <= tol:
+            cap = self._adapter.logit_softcap
+            applied = "ln_final, unembed and post-unembedding step" + (
+                f" (soft cap {cap:g})" if cap is not None else ""
+            )
+            raise RuntimeError(
+                f"the logit lens's last row (the last residual stream through the model's {applied}) differs from "
+                f"the model's own output by up to {self._worst:.3g} in probability at position {self._where} "
+                f"(expected at most {tol:g}): this model does something between its last residual stream and its "
+                "logits that the lens does not reproduce, so no row of it would be the prediction it claims to be"
+            )
 
 
 # ----- direct logit attribution ------------------------------------------------------------------
@@ -159,8 +210,9 @@ def attribution_hooks(adapter: ModelAdapter, post_attn: Sequence[FinalNorm | Non
 def attribution_inputs(adapter: ModelAdapter, tokens: torch.Tensor, position: int = -1) -> AttributionInputs:
     """One forward pass of ``tokens [1, seq]`` and the weights a direct logit attribution at ``position`` needs.
 
-    Refuses up front (before running) a readout the attribution cannot follow and weights it cannot
-    read or split with. The pass runs on to the logits; the model's own final norm, unembedding and
+    Refuses up front (before running) a position outside the prompt, a readout the attribution cannot
+    follow and weights it cannot read (weights it cannot split with are
+    :func:`~mi_widgets.analysis.attribution.logit_attribution`'s to refuse). The pass runs on to the logits; the model's own final norm, unembedding and
     post-unembedding step are applied to the last residual stream, for the attribution to check
     itself against. Everything stays on the model's device.
     """
@@ -171,7 +223,6 @@ def attribution_inputs(adapter: ModelAdapter, tokens: torch.Tensor, position: in
     w_u, b_u = adapter.unembed_weights()
     w_o, b_o = adapter.attn_out_weights()
     n_layers = adapter.n_layers
-    check_attribution_weights(w_o, post_attn, n_layers, adapter.n_heads)
 
     names = attribution_hooks(adapter, post_attn)
     got: dict[str, torch.Tensor] = {}
@@ -207,25 +258,27 @@ def attribution_inputs(adapter: ModelAdapter, tokens: torch.Tensor, position: in
     )
 
 
+def resolve_position(position: Any, seq: int) -> int:
+    """``position`` (an int, numpy or 0-d torch integer) as an index into ``seq`` tokens (negative counts from the end)."""
+    position = as_index("position", position)
+    if not -seq <= position < seq:
+        raise IndexError(f"position must be in {-seq}..{seq - 1} for this {seq}-token prompt, got {position}")
+    return position % seq
+
+
 # ----- tokens of the output vocabulary -----------------------------------------------------------
 
 
 def single_token_id(adapter: ModelAdapter, value: Any, what: str = "target") -> int:
-    """The token id of ``value``: an id (int) or a string that must tokenize to exactly one token.
+    """The token id of ``value``: an id (an int, numpy or 0-d torch integer) or a string that must tokenize to
+    exactly one token.
 
     Strings are tokenized without a BOS, as they would appear after a prompt, so a leading space
     matters (``" Mary"`` vs ``"Mary"``).
     """
-    d_vocab = getattr(adapter.cfg, "d_vocab", None)
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_floating_point:
-        value = int(value.item())
-    elif not isinstance(value, (str, bool)) and hasattr(value, "__index__"):  # numpy integers
-        value = int(value.__index__())
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise TypeError(
-            f"{what} must be a string of one token or a token id (int), got {type(value).__name__}: {value!r}"
-        )
-    if isinstance(value, int):
+    if not isinstance(value, str):
+        value = as_index(what, value, TypeError, "a string of one token or a token id (int)")
+        d_vocab = getattr(adapter.cfg, "d_vocab", None)
         if value < 0 or (d_vocab is not None and value >= int(d_vocab)):
             top = f"0..{int(d_vocab) - 1}" if d_vocab is not None else ">= 0"
             raise ValueError(f"{what} token id must be in {top}, got {value}")
@@ -247,9 +300,6 @@ def single_token_id(adapter: ModelAdapter, value: Any, what: str = "target") -> 
     return int(ids[0])
 
 
-def token_strings(adapter: ModelAdapter, ids: Sequence[int] | torch.Tensor) -> list[str]:
-    """Readable labels of token ids (``<id>`` without a tokenizer)."""
-    ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
-    if ids.numel() == 0:
-        return []
-    return adapter.token_labels(ids)
+def token_strings(adapter: ModelAdapter, ids: Sequence[int]) -> list[str]:
+    """Readable labels of token ids (``<id>`` without a tokenizer): :meth:`ModelAdapter.token_labels` of a list."""
+    return adapter.token_labels(torch.as_tensor(ids, dtype=torch.long)) if len(ids) else []

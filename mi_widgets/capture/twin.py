@@ -10,7 +10,7 @@ Every forward pass a view or a background scan makes runs on the twin, never on 
 
 The copy is ``copy.deepcopy`` with every tensor reachable from the model (parameters, buffers,
 cached masks), the config and the tokenizer seeded into the memo, so tensors and config are the same objects (no memory, in-place weight updates and
-config changes are seen) and only the module objects, their hook dicts and small Python state are
+config changes are seen) and only the module objects, empty hook containers and small Python state are
 new (~50 ms for a gpt2-small-shaped bridge). The twin is remade when the model's parameters or
 buffers are no longer the same tensors or devices (``model.to(...)``, a swapped module).
 """
@@ -84,6 +84,22 @@ def _shared_objects(model: Any) -> dict[int, Any]:
 def make_twin(model: Any) -> Any:
     """A copy of ``model`` that shares every tensor, the config and the tokenizer; no hooks; eval mode."""
     memo = _shared_objects(model)
+    for module in model.modules():
+        # The user's hooks are never copied (a hook may hold a lock or a cache that cannot or should not
+        # be copied): the twin gets empty hook containers instead.
+        for attr in _HOOK_DICTS:
+            hooks = getattr(module, attr, None)
+            if isinstance(hooks, dict):
+                memo[id(hooks)] = type(hooks)()
+        for attr in ("fwd_hooks", "bwd_hooks"):  # TransformerLens HookPoint handles
+            hooks = getattr(module, attr, None)
+            if isinstance(hooks, list):
+                memo[id(hooks)] = []
+        # A method patched onto the user's instance (a wrapper, a mock) is shared, not copied, and
+        # dropped from the twin below.
+        for name, value in vars(module).items():
+            if _patched_method(module, name, value):
+                memo[id(value)] = value
     try:
         with warnings.catch_warnings():  # TL 4.x: the shared config stays bound to the user's bridge, as it should
             warnings.filterwarnings("ignore", message=".*already bound to another live TransformerBridge")
@@ -95,23 +111,16 @@ def make_twin(model: Any) -> Any:
         ) from exc
     for module in twin.modules():
         for name, value in list(vars(module).items()):
-            # A method patched onto the user's instance (a wrapper, a mock) would call back into the
-            # user's model: the twin uses its class's own method instead.
-            if (
-                callable(value)
-                and not isinstance(value, torch.nn.Module)
-                and callable(getattr(type(module), name, None))
-            ):
+            # It would call back into the user's model: the twin uses its class's own method instead.
+            if _patched_method(module, name, value):
                 del module.__dict__[name]
-        for attr in _HOOK_DICTS:
-            hooks = getattr(module, attr, None)
-            if isinstance(hooks, dict):
-                hooks.clear()
-        for attr in ("fwd_hooks", "bwd_hooks"):  # TransformerLens HookPoint handles still point at the original
-            if isinstance(getattr(module, attr, None), list):
-                setattr(module, attr, [])
     twin.eval()
     return twin
+
+
+def _patched_method(module: Any, name: str, value: Any) -> bool:
+    """Whether ``module.name`` is a callable set on the instance over a method of its class."""
+    return callable(value) and not isinstance(value, torch.nn.Module) and callable(getattr(type(module), name, None))
 
 
 def analysis_twin(model: Any) -> tuple[Any, threading.RLock]:

@@ -168,7 +168,7 @@ class ActivationView(ProtocolWidget):
         """The ``k`` most active units at one token, as ``(neuron, value)`` pairs, largest first."""
         index = self._layer_index(self.selected["layer"] if layer is None else layer)
         acts = self._prompt_acts(prompt)
-        position = _index_in("position", position, int(acts.shape[1]), IndexError)
+        position = index_in("position", position, int(acts.shape[1]), IndexError)
         values, indices = top_units(acts[index, position], k)
         return list(zip(indices.tolist(), values.tolist()))
 
@@ -196,14 +196,14 @@ class ActivationView(ProtocolWidget):
                 )
         else:
             extra = " or None for the direction" if self._direction is not None else ""
-            neuron = _index_in("selected neuron", neuron, self.d, traitlets.TraitError, extra)
+            neuron = index_in("selected neuron", neuron, self.d, traitlets.TraitError, extra)
         prompt, position = merged.get("prompt_index"), merged.get("position")
         if prompt is not None:
-            prompt = _index_in("selected prompt_index", prompt, len(self._acts), traitlets.TraitError, " or None")
+            prompt = index_in("selected prompt_index", prompt, len(self._acts), traitlets.TraitError, " or None")
         if position is not None:
             if prompt is None:
                 raise traitlets.TraitError("selected position needs a prompt_index: give both, or both None")
-            position = _index_in(
+            position = index_in(
                 "selected position",
                 position,
                 int(self._acts[prompt].shape[1]),
@@ -220,12 +220,11 @@ class ActivationView(ProtocolWidget):
         neuron = params.get("neuron")
         if neuron is not None:
             neuron = int_param(params, "neuron")
-        revision = self.revision
         values = self.values(layer, "direction" if neuron is None else neuron)
         extent = symmetric_range(values)
         flat = torch.cat(values)
         offsets = torch.tensor([0] + [int(v.shape[0]) for v in values]).cumsum(0)
-        reply = Reply({"revision": revision, "layer": layer, "neuron": neuron, "range": extent})
+        reply = Reply({"layer": layer, "neuron": neuron, "range": extent})
         # float16 unless a value would overflow it (an unnormalised direction can give large dot products)
         wire = "float16" if extent <= _FLOAT16_MAX else "float32"
         reply.result["values"] = reply.add_array(flat.to(getattr(torch, wire)), wire)
@@ -244,9 +243,9 @@ class ActivationView(ProtocolWidget):
             raise ValueError(f"k must be in 1..{MAX_TOP_K}, got {k}")
         index = self._layer_index(layer)
         acts = self._prompt_acts(prompt)
-        position = _index_in("position", position, int(acts.shape[1]), IndexError)
+        position = index_in("position", position, int(acts.shape[1]), IndexError)
         values, indices = top_units(acts[index, position], k)
-        reply = Reply({"revision": self.revision, "prompt_index": prompt, "position": position, "layer": layer})
+        reply = Reply({"prompt_index": prompt, "position": position, "layer": layer})
         reply.result["indices"] = reply.add_array(indices, "int32")
         wire = "float16" if float(values.abs().max()) <= _FLOAT16_MAX else "float32"
         reply.result["values"] = reply.add_array(values.to(getattr(torch, wire)), wire)
@@ -268,12 +267,7 @@ class ActivationView(ProtocolWidget):
         return layers.index(number)
 
     def _prompt_acts(self, prompt: Any) -> torch.Tensor:
-        return self._acts[_index_in("prompt", prompt, len(self._acts), IndexError)]
-
-
-def _index_in(name: str, value: Any, size: int, error: type[Exception], extra: str = "") -> int:
-    """``value`` as an int in ``0..size-1``, else ``error`` naming the range (see :func:`.checks.index_in`)."""
-    return index_in(name, value, size, error, extra)
+        return self._acts[index_in("prompt", prompt, len(self._acts), IndexError)]
 
 
 def _describe(layers: list[int]) -> str:

@@ -158,8 +158,8 @@ class AttentionView(ProtocolWidget):
             raise traitlets.TraitError(
                 "this view shows fixed patterns (no model attached), so the prompt cannot change"
             )
-        self._apply(self._compute(value))
-        return value
+        # A snapshot a view's own run applied meanwhile (a newer one) wins: the trait says what is shown.
+        return value if self._apply(self._compute(value)) else self._snapshot.prompt
 
     @traitlets.validate("selected")
     def _check_selected(self, proposal: dict[str, Any]) -> dict[str, Any]:
@@ -239,12 +239,16 @@ class AttentionView(ProtocolWidget):
             self._new_revision(), text, adapter.token_labels(tokens[0]), layers, pattern_thumbnails(layers)
         )
 
-    def _apply(self, snapshot: _Snapshot) -> None:
+    def _apply(self, snapshot: _Snapshot) -> bool:
+        """Show ``snapshot``, unless a newer one (computed later, by a run in parallel) is shown already."""
         with self._applying, self.hold_sync():
+            if snapshot.revision <= self.revision:
+                return False
             self._snapshot = snapshot
             self._set_snapshot_traits(snapshot)
             sel = dict(self.selected or {})
             self.selected = {"layer": sel.get("layer", 0), "head": sel.get("head", 0), "query": None, "key": None}
+            return True
 
     def _set_snapshot_traits(self, snapshot: _Snapshot) -> None:
         self.set_trait("tokens", list(snapshot.tokens))

@@ -114,8 +114,14 @@ class ProtocolWidget(anywidget.AnyWidget):
         self.on_msg(self._on_custom_msg)
 
     def _bump_revision(self, revision: int | None = None) -> int:
-        """Move ``revision`` on: one step, or to ``revision`` (from :meth:`_new_revision`); returns it."""
+        """Move ``revision`` on: one step, or to ``revision`` (from :meth:`_new_revision`); returns it.
+
+        It only ever grows (views drop replies older than what they drew): a widget that applies data
+        computed in the background must drop a snapshot older than the one applied (``_apply``).
+        """
         value = self.revision + 1 if revision is None else revision
+        if value <= self.revision:
+            raise ValueError(f"revision must grow: {self.revision} -> {value}")
         self.set_trait("revision", value)
         return value
 

@@ -115,13 +115,12 @@ class CompositionView(ProtocolWidget):
         mode = params.get("mode")
         if mode not in COMPOSITION_MODES:
             raise ValueError(f"mode must be one of {', '.join(COMPOSITION_MODES)}, got {mode!r}")
-        revision = self.revision
         scores = self._scores(mode)
         n = self.n_layers * self.n_heads
         matrix = torch.where(
             _valid_pairs(self.n_layers, self.n_heads).to(scores.device), scores.reshape(n, n).float(), float("nan")
         )
-        reply = Reply({"revision": revision, "mode": mode, "baseline": self.baseline})
+        reply = Reply({"mode": mode, "baseline": self.baseline})
         reply.result["scores"] = reply.add_array(matrix, "float16")
         return reply
 

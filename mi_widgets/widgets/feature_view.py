@@ -111,6 +111,9 @@ class FeatureView(StreamingWidget):
         self._logits_basis = adapter.direct_logit_map(self._hook, info.d_in)
         self._prompt_cache: dict[str, tuple[list[str], torch.Tensor]] = {}
         self._lock = threading.Lock()
+        # The running statistics change batch by batch on the scan thread; a reply reads them under this
+        # lock, so its counts, histogram and edges all belong to the same batch.
+        self._stats = threading.Lock()
         self._contexts = TopContexts(adapter, self._hook, self._rows, self._sources, context, after)
         self._reset()
         super().__init__()
@@ -235,12 +238,13 @@ class FeatureView(StreamingWidget):
 
         def reduce(_: int, activation: torch.Tensor) -> None:
             feats = self._features(activation)
-            self._topk.update(feats, windows, mask)
-            live = feats[mask]
-            for chunk in live.split(ENCODE_CHUNK):
-                self._histogram.update(chunk)
-                self._fires += (chunk > 0).sum(0)
-            self._scanned += int(mask.sum())
+            with self._stats:
+                self._topk.update(feats, windows, mask)
+                live = feats[mask]
+                for chunk in live.split(ENCODE_CHUNK):
+                    self._histogram.update(chunk)
+                    self._fires += (chunk > 0).sum(0)
+                self._scanned += int(mask.sum())
 
         self._adapter.each_activation(tokens.to(self._adapter.device), [self._hook], reduce)
 
@@ -283,19 +287,19 @@ class FeatureView(StreamingWidget):
     @endpoint("feature", background=True)
     def _serve_feature(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
         feature = self._check_feature(params.get("feature"))
-        revision = self.revision
         prompt_acts = None
         if params.get("prompt_index") is not None:
             prompt_acts = self._encode_prompt(self._prompt_text(params)[1])[1][:, feature]
-        fires, scanned = int(self._fires[feature]), self._scanned
-        top = float(self._topk.snapshot()[0][feature, 0])
-        lo, hi = self._histogram.edges(feature)
+        with self._stats:  # one batch's statistics (the examples below may include a later batch)
+            fires, scanned = int(self._fires[feature]), self._scanned
+            top = float(self._topk.snapshot()[0][feature, 0])
+            lo, hi = self._histogram.edges(feature)
+            counts = self._histogram.counts[feature].int().cpu()
         examples = self._examples(feature)
         ctx.raise_if_cancelled()
         promoted, suppressed = self._top_logits(feature)
         reply = Reply(
             {
-                "revision": revision,
                 "feature": feature,
                 "fires": fires,
                 "density": fires / scanned if scanned else 0.0,
@@ -306,7 +310,7 @@ class FeatureView(StreamingWidget):
         )
         r = reply.result
         r["prompt_acts"] = reply.add_array(prompt_acts if prompt_acts is not None else torch.zeros(0), "float32")
-        r["histogram"] = {"counts": reply.add_array(self._histogram.counts[feature].int(), "int32"), "lo": lo, "hi": hi}
+        r["histogram"] = {"counts": reply.add_array(counts, "int32"), "lo": lo, "hi": hi}
         add_examples(reply, examples)
         return reply
 

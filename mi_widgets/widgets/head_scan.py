@@ -144,8 +144,8 @@ class HeadScan(StreamingWidget):
 
     @endpoint("scores")
     def _serve_scores(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
-        revision, scores = self.revision, self._running.scores()
-        reply = Reply({"revision": revision, "names": list(self._names)})
+        scores = self._running.scores()
+        reply = Reply({"names": list(self._names)})
         reply.result["scores"] = reply.add_array(torch.stack([scores[n] for n in self._names]), "float32")
         return reply
 

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 import traitlets
 
-from ..analysis.attribution import Attribution, logit_attribution, resolve_position
+from ..analysis.attribution import Attribution, logit_attribution
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import as_index
-from ..capture.readout import attribution_inputs, single_token_id, token_strings
+from ..capture.readout import attribution_inputs, single_token_id
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, endpoint, static_asset
 
@@ -78,23 +78,18 @@ class LogitAttribution(ProtocolWidget):
         tokens = adapter.to_tokens(prompt)
         answer_id = single_token_id(adapter, answer, "answer")
         wrong_id = single_token_id(adapter, wrong, "wrong")
-        if answer_id == wrong_id:
-            raise ValueError(
-                f"answer and wrong are the same token ({answer!r} and {wrong!r} -> id {answer_id}): "
-                "the logit difference would always be 0"
-            )
-        pos = resolve_position(position, int(tokens.shape[-1]))
+        inputs = attribution_inputs(adapter, tokens, position)
         self._adapter = adapter
-        self._result: Attribution = logit_attribution(attribution_inputs(adapter, tokens, pos), answer_id, wrong_id)
+        self._result: Attribution = logit_attribution(inputs, answer_id, wrong_id)
         super().__init__()
-        answer_token, wrong_token = token_strings(adapter, [answer_id, wrong_id])
+        answer_token, wrong_token = adapter.token_labels(torch.tensor([answer_id, wrong_id]))
         for name, value in [
             ("n_layers", adapter.n_layers),
             ("n_heads", adapter.n_heads),
             ("has_mlp", adapter.has_mlp),
             ("tokens", adapter.token_labels(tokens[0])),
             ("prompt", prompt if isinstance(prompt, str) else ""),
-            ("position", pos),
+            ("position", inputs.position),
             ("answer_token", answer_token),
             ("wrong_token", wrong_token),
             ("answer_id", answer_id),
@@ -104,7 +99,6 @@ class LogitAttribution(ProtocolWidget):
             ("softcap", self._result.softcap),
         ]:
             self.set_trait(name, value)
-        self._bump_revision(self._new_revision())
         self.selected = {}
 
     # ----- Python API ------------------------------------------------------------------
@@ -170,7 +164,6 @@ class LogitAttribution(ProtocolWidget):
         terms += [("attention biases (b_O)", float(r.attn_bias.sum()))] + bias_terms
         reply = Reply(
             {
-                "revision": self.revision,
                 "n_layers": self.n_layers,
                 "n_heads": self.n_heads,
                 "has_mlp": self.has_mlp,

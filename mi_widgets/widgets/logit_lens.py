@@ -21,7 +21,7 @@ import traitlets
 from ..analysis.logit_lens import LensResult, logit_lens
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import as_index
-from ..capture.readout import lens_row_labels, model_unembed, residual_streams, single_token_id, token_strings
+from ..capture.readout import checked_logit_lens, lens_row_labels, model_unembed, single_token_id, token_strings
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, endpoint, static_asset
 
@@ -82,9 +82,8 @@ class LogitLens(ProtocolWidget):
         self._adapter = adapter
         self._applying = threading.Lock()
         tokens = adapter.to_tokens(prompt)
-        resid = residual_streams(adapter, tokens)
         target_id = None if target is None else single_token_id(adapter, target, "target")
-        result = logit_lens(model_unembed(adapter), resid, k=k, target=target_id)
+        resid, result = checked_logit_lens(adapter, tokens, k=k, target=target_id)
         self._lens = self._snapshot(resid, result, target, target_id)
         super().__init__()
         self.set_trait("k", k)
@@ -133,10 +132,11 @@ class LogitLens(ProtocolWidget):
         if value == self._lens.target and type(value) is type(self._lens.target):  # also _apply's own write
             return value
         try:
-            self._apply(self._retargeted(value))
+            applied = self._apply(self._retargeted(value))
         except (ValueError, TypeError) as exc:
             raise traitlets.TraitError(str(exc)) from None
-        return value
+        # A target a view applied meanwhile (a newer snapshot) wins: the trait says what is shown.
+        return value if applied else self._lens.target
 
     @traitlets.validate("selected")
     def _check_selected(self, proposal: dict[str, Any]) -> dict[str, Any]:
@@ -223,10 +223,14 @@ class LogitLens(ProtocolWidget):
         label = "" if target_id is None else vocab[ids.index(target_id)]
         return _Snapshot(self._new_revision(), resid, result, target, target_id, label, ids, vocab)
 
-    def _apply(self, lens: _Snapshot) -> None:
+    def _apply(self, lens: _Snapshot) -> bool:
+        """Show ``lens``, unless a newer snapshot (computed later, in parallel) is shown already."""
         with self._applying, self.hold_sync():
+            if lens.revision <= self.revision:
+                return False
             self._lens = lens
             self._set_lens_traits(lens)
+            return True
 
     def _set_lens_traits(self, lens: _Snapshot) -> None:
         self.set_trait("target_id", lens.target_id)

@@ -208,10 +208,9 @@ class TopExamples(StreamingWidget):
 
     @endpoint("overview")
     def _serve_overview(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
-        revision = self.revision
         values = self._topk.snapshot()[0]
         maxima = torch.where(torch.isinf(values[:, 0]), float("nan"), values[:, 0])
-        reply = Reply({"revision": revision, "neurons": list(self.neurons)})
+        reply = Reply({"neurons": list(self.neurons)})
         reply.result["maxima"] = reply.add_array(maxima, "float16")
         reply.result["filled"] = reply.add_array((values > float("-inf")).sum(-1).int(), "int32")
         return reply
@@ -221,10 +220,9 @@ class TopExamples(StreamingWidget):
         neuron = int_param(params, "neuron")
         if neuron not in self._col:
             raise ValueError(f"neuron {neuron} was not scanned; scanned neurons: {_describe(self.neurons)}")
-        revision = self.revision
         examples = self._examples(neuron)
         ctx.raise_if_cancelled()
-        reply = Reply({"revision": revision, "neuron": neuron})
+        reply = Reply({"neuron": neuron})
         add_examples(reply, examples)
         return reply
 

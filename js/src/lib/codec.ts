@@ -119,6 +119,36 @@ export function decodeArray(header: ArrayHeader, buffers: ReadonlyArray<BufferLi
   return lower ? { ...flat, shape, data: expandLower(flat.data, shape) } : flat;
 }
 
+/**
+ * A decoded array's values as a Float32Array. `decodeArray` returns a fresh array the caller owns,
+ * a Float32Array for float32, float16 and uint8: only int32 data is converted (copied).
+ */
+export function asFloat32(a: DecodedArray): Float32Array {
+  return a.data instanceof Float32Array ? a.data : Float32Array.from(a.data);
+}
+
+/** A decoded array's values as an Int32Array: int32 data as it is, float data converted (truncated, NaN to 0). */
+export function asInt32(a: DecodedArray): Int32Array {
+  return a.data instanceof Int32Array ? a.data : Int32Array.from(a.data);
+}
+
+/** Decode `result[name]`, which must have `shape`; the errors start with `what` (e.g. "lens", "frame"). */
+export function decodeShaped(
+  result: Record<string, unknown>,
+  buffers: ReadonlyArray<BufferLike>,
+  name: string,
+  shape: number[],
+  what: string,
+): DecodedArray {
+  const header = result[name] as ArrayHeader | null | undefined;
+  if (header === undefined || header === null) throw new Error(`${what} has no ${name}`);
+  const a = decodeArray(header, buffers);
+  if (a.shape.length !== shape.length || a.shape.some((n, i) => n !== shape[i])) {
+    throw new Error(`${what} ${name} must have shape [${shape.join(", ")}], got [${a.shape.join(", ")}]`);
+  }
+  return a;
+}
+
 /** Number of stored values for the lower-triangle layout of `shape` (trailing dims must be square). */
 export function lowerCount(shape: number[]): number {
   const n = shape[shape.length - 1];

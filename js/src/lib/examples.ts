@@ -8,7 +8,7 @@
  * outlined and each token's activation in its tooltip).
  */
 
-import { type ArrayHeader, type DecodedArray, decodeArray } from "./codec";
+import { type ArrayHeader, asFloat32, type DecodedArray, decodeArray } from "./codec";
 import { TokenStrip } from "./tokens";
 import { el, intOr } from "./view";
 
@@ -50,6 +50,7 @@ export function parseExamples(result: any, buffers: ReadonlyArray<DataView>, rep
   if (values.shape.length !== 1 || values.shape[0] !== list.length) {
     throw new Error(`${reply}: ${list.length} examples but example_values of shape [${values.shape.join(", ")}]`);
   }
+  const rows = asFloat32(acts);
   return list.map((item: any, i) => {
     const tokens: string[] = Array.isArray(item?.tokens) ? item.tokens.map(String) : [];
     if (tokens.length > width)
@@ -61,7 +62,7 @@ export function parseExamples(result: any, buffers: ReadonlyArray<DataView>, rep
       window: intOr(item?.window, -1),
       position: intOr(item?.position, -1),
       source: intOr(item?.source, -1),
-      activations: Float32Array.from(acts.data.subarray(i * width, i * width + tokens.length)),
+      activations: rows.subarray(i * width, i * width + tokens.length),
     };
   });
 }

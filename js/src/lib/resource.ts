@@ -27,6 +27,11 @@ export interface ResourceSpec<P extends Params, T> {
   method: string;
   /** What to ask for now; `null` when nothing is wanted yet (a fetch then cancels and does nothing). */
   params?: () => P | null;
+  /**
+   * What else the data depends on that is not sent (e.g. the text of the prompt the index points at):
+   * part of what makes two fetches the same, for the in-flight fold, the drawn check and the cache.
+   */
+  key?: () => unknown;
   /** Check and decode a reply; throw to show an error in the banner. */
   decode: (reply: Response) => T;
   /** Draw decoded data: only ever called with data for the current revision or a newer one. */
@@ -52,7 +57,8 @@ export interface ResourceHost {
 
 interface InFlight {
   key: string;
-  params: string;
+  /** Params and `key()`, without the revision. */
+  ident: string;
   sentAt: number;
   promise: Promise<void>;
 }
@@ -85,7 +91,23 @@ export class Resource<P extends Params, T> {
   }
 
   /**
-   * Ask for what `params()` wants now, unless it is drawn or in flight already (`force` asks anyway).
+   * What is drawn is what `params()` (and `key()`) want now, computed for the current revision or a
+   * newer one: false before the first draw, while other params are asked for, after they failed,
+   * and once `revision` moved past it.
+   */
+  get current(): boolean {
+    if (this.drawnKey === null || this.revision === null || this.revision < this.currentRevision()) return false;
+    try {
+      const params = this.spec.params ? this.spec.params() : ({} as P);
+      return params !== null && this.drawnKey === `${this.revision}|${this.ident(params)}`;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Ask for what `params()` wants now, unless it is drawn, cached or in flight already (`force` asks the
+   * kernel anyway).
    * The promise settles (never rejects) once the reply is drawn, dropped or failed.
    */
   fetch(opts: { force?: boolean } = {}): Promise<void> {
@@ -99,32 +121,45 @@ export class Resource<P extends Params, T> {
     }
     if (params === null) {
       this.cancel();
+      this.drawnKey = null; // asking for the same thing again later draws it again
       return Promise.resolve();
     }
     const revision = this.currentRevision();
-    const key = `${revision}|${JSON.stringify(params)}`;
-    if (!opts.force && this.inFlight?.key === key) return this.inFlight.promise;
-    if (!opts.force && this.inFlight === null && this.drawnKey === key) return Promise.resolve();
-    const hit = this.cached.get(key);
-    if (hit !== undefined) {
-      this.cancel();
-      this.show(hit, revision, key, params);
-      return Promise.resolve();
+    const ident = this.ident(params);
+    const key = `${revision}|${ident}`;
+    if (!opts.force) {
+      if (this.inFlight?.key === key) return this.inFlight.promise;
+      if (this.drawnKey === key) {
+        if (this.inFlight !== null) {
+          // Back to what is drawn while something else was asked for: drop that, draw this again.
+          this.cancel();
+          this.show(this.data as T, revision, key, params);
+        }
+        return Promise.resolve();
+      }
+      const hit = this.cached.get(key);
+      if (hit !== undefined && revision >= this.drawnRevision) {
+        this.cancel();
+        this.show(hit, revision, key, params);
+        return Promise.resolve();
+      }
     }
-    if (this.inFlight !== null && this.spec.policy === "coalesce" && this.inFlight.params === JSON.stringify(params)) {
+    if (this.inFlight !== null && this.spec.policy === "coalesce" && this.inFlight.ident === ident) {
       this.again = true;
       return this.inFlight.promise;
     }
-    return this.send(params, key, revision);
+    return this.send(params, ident, key, revision);
   }
 
-  /** `revision` moved: refetch under the policy (a `supersede` resource drops the request in flight). */
+  /**
+   * `revision` moved: refetch under the policy. A `supersede` resource's new request replaces the one
+   * in flight (the client cancels it); a `coalesce` one asks again once the one in flight lands.
+   */
   revisionChanged(): void {
     if (this.spec.followRevision === false) return;
     const now = this.host.revision();
     for (const key of [...this.cached.keys()])
       if (Number(key.slice(0, key.indexOf("|"))) < now) this.cached.delete(key);
-    if (this.spec.policy !== "coalesce") this.cancel();
     void this.fetch();
   }
 
@@ -143,12 +178,12 @@ export class Resource<P extends Params, T> {
     this.cached.clear();
   }
 
-  private send(params: P, key: string, sentAt: number): Promise<void> {
+  private send(params: P, ident: string, key: string, sentAt: number): Promise<void> {
     const request = this.host.client.request(this.spec.method, params, {
       supersede: this.spec.method,
       onProgress: this.spec.onProgress,
     });
-    const entry: InFlight = { key, params: JSON.stringify(params), sentAt, promise: Promise.resolve() };
+    const entry: InFlight = { key, ident, sentAt, promise: Promise.resolve() };
     entry.promise = request.then(
       (reply) => this.receive(entry, params, reply),
       (e) => this.settle(entry, () => this.host.fail(this.spec.method, e), isCancelled(e)),
@@ -167,7 +202,7 @@ export class Resource<P extends Params, T> {
       }
       if (revision < entry.sentAt || revision < this.drawnRevision) return; // for an old revision: never drawn
       const data = this.spec.decode(reply);
-      const key = `${revision}|${JSON.stringify(params)}`;
+      const key = `${revision}|${entry.ident}`;
       if (this.spec.cache) {
         this.cached.set(key, data);
         if (this.cached.size > this.spec.cache) this.cached.delete(this.cached.keys().next().value!);
@@ -191,6 +226,12 @@ export class Resource<P extends Params, T> {
     }
     this.host.loadingChanged();
     if (again) void this.fetch();
+  }
+
+  /** Params and `key()`, without the revision: what makes two fetches the same. */
+  private ident(params: P): string {
+    const json = JSON.stringify(params);
+    return this.spec.key ? `${json}|${JSON.stringify(this.spec.key())}` : json;
   }
 
   private currentRevision(): number {

@@ -12,6 +12,12 @@ export const TOKEN_CHARS = 64;
 /** Most characters of a one-line readout. */
 export const LINE_CHARS = 240;
 
+/** "+0.1234" / "−0.1234" (a real minus sign), `digits` after the point; NaN and infinities as `String` writes them. */
+export function signed(v: number, digits = 4): string {
+  if (!Number.isFinite(v)) return String(v);
+  return `${v < 0 ? "−" : "+"}${Math.abs(v).toFixed(digits)}`;
+}
+
 /** Printable form of a token: control characters become visible symbols, spaces stay (white-space: pre). */
 export function displayToken(label: string): string {
   if (label === "") return "∅";

@@ -158,6 +158,8 @@ export class ViewScope<T extends BaseTraits = LooseTraits> {
   private readonly resources: Array<Resource<any, any>> = [];
   private readonly loadingListeners: Array<(loading: boolean) => void> = [];
   private readonly commands = new Set<string>();
+  /** Number of the latest call per command method: only it ends the busy state. */
+  private readonly calls = new Map<string, number>();
 
   constructor(
     readonly model: ViewModel<T>,
@@ -221,9 +223,12 @@ export class ViewScope<T extends BaseTraits = LooseTraits> {
   ): Promise<Response | null> {
     this.banner.clear(method);
     this.commands.add(method);
+    const call = (this.calls.get(method) ?? 0) + 1;
+    this.calls.set(method, call);
     this.loadingChanged();
     const request = this.client.request(method, params, { supersede: method, onProgress: opts.onProgress });
     const end = () => {
+      if (this.calls.get(method) !== call) return; // a newer call owns the busy state
       this.commands.delete(method);
       this.loadingChanged();
     };
@@ -233,10 +238,8 @@ export class ViewScope<T extends BaseTraits = LooseTraits> {
         return reply;
       },
       (e) => {
-        if (!isCancelled(e)) {
-          end();
-          this.banner.fail(method, e);
-        }
+        end(); // also when the kernel cancelled it (e.g. on close): nothing is out any more
+        if (!isCancelled(e)) this.banner.fail(method, e);
         return null;
       },
     );
@@ -251,7 +254,7 @@ export class ViewScope<T extends BaseTraits = LooseTraits> {
     return this.resources.some((r) => r.loading);
   }
 
-  /** Call `fn(loading)` whenever a resource request or a command starts or ends. */
+  /** Call `fn(loading)` whenever a resource request or a command starts or ends (`loading`: a resource's is out). */
   onLoading(fn: (loading: boolean) => void): void {
     this.loadingListeners.push(this.guard("view", fn));
   }

@@ -14,7 +14,7 @@
 import "../lib/base.css";
 import "./activation.css";
 
-import { type ArrayHeader, decodeArray } from "../lib/codec";
+import { type ArrayHeader, asFloat32, decodeArray } from "../lib/codec";
 import { type Colormap, divergingColormap, type Theme } from "../lib/colormap";
 import type { Response } from "../lib/protocol";
 import type { Resource } from "../lib/resource";
@@ -68,7 +68,6 @@ export interface Values {
 /** Values as drawn: for which revision and unit ("revision:layer:unit", the root's `data-painted`). */
 interface Shown extends Values {
   key: string;
-  revision: number;
   layer: number;
   neuron: number | null;
 }
@@ -118,7 +117,7 @@ export const NEURON_ID: UnitIdSpec = { unit: "neuron", none: "this view has no n
 
 /** Decode and check a `values` reply against the prompts' token counts. */
 export function decodeValues({ result, buffers }: Response, tokens: string[][]): Values {
-  const data = decodeArray(result.values as ArrayHeader, buffers).data;
+  const data = asFloat32(decodeArray(result.values as ArrayHeader, buffers));
   const offsets = decodeArray(result.offsets as ArrayHeader, buffers).data;
   const n = tokens.length;
   if (!(offsets instanceof Int32Array) || offsets.length !== n + 1) {
@@ -131,19 +130,19 @@ export function decodeValues({ result, buffers }: Response, tokens: string[][]):
   }
   if (data.length !== offsets[n]) throw new Error(`values reply has ${data.length} values, offsets say ${offsets[n]}`);
   const range = Number(result.range);
-  return { range: Number.isFinite(range) && range > 0 ? range : 0, offsets, data: Float32Array.from(data) };
+  return { range: Number.isFinite(range) && range > 0 ? range : 0, offsets, data };
 }
 
 /** Decode and check a `top` reply. */
 export function decodeTop({ result, buffers }: Response): Top {
   const indices = decodeArray(result.indices as ArrayHeader, buffers).data;
-  const values = decodeArray(result.values as ArrayHeader, buffers).data;
+  const values = asFloat32(decodeArray(result.values as ArrayHeader, buffers));
   if (!(indices instanceof Int32Array) || indices.length !== values.length) {
     throw new Error(
       `top reply needs int32 indices and values of one length, got ${indices.length} and ${values.length}`,
     );
   }
-  return { indices, values: Float32Array.from(values) };
+  return { indices, values };
 }
 
 class ActivationView extends View<ActivationTraits> {
@@ -165,8 +164,6 @@ class ActivationView extends View<ActivationTraits> {
   private tokens: string[][] = [];
   private layersShown = "";
   private shown: Shown | null = null;
-  /** For which revision and token the top neurons drawn last are. */
-  private topDrawn: { revision: number; params: string } | null = null;
   private hover: Focus | null = null;
 
   constructor(model: ViewModel<ActivationTraits>, host: HTMLElement) {
@@ -219,7 +216,7 @@ class ActivationView extends View<ActivationTraits> {
       decode: (reply) => decodeValues(reply, this.tokens),
       draw: (v, { revision, params }) => {
         const key = `${revision}:${params.layer}:${params.neuron === null ? "direction" : params.neuron}`;
-        this.show({ ...v, key, revision, layer: params.layer, neuron: params.neuron });
+        this.show({ ...v, key, layer: params.layer, neuron: params.neuron });
       },
       cache: VALUES_CACHE,
       lazy: true,
@@ -228,10 +225,7 @@ class ActivationView extends View<ActivationTraits> {
       method: "top",
       params: () => this.topParams(),
       decode: decodeTop,
-      draw: (top, { revision, params }) => {
-        this.topDrawn = { revision, params: JSON.stringify(params) };
-        this.renderTop(top);
-      },
+      draw: (top) => this.renderTop(top),
       cache: TOP_CACHE,
       lazy: true,
     });
@@ -239,7 +233,7 @@ class ActivationView extends View<ActivationTraits> {
     this.wire();
     this.banner.render();
     this.syncControls();
-    this.syncTokens();
+    this.buildStrips();
     void this.values.fetch();
   }
 
@@ -257,10 +251,6 @@ class ActivationView extends View<ActivationTraits> {
       this.renderState();
     });
     this.scope.onChange(["layers", "hooks", "d", "has_direction"], () => this.syncControls());
-    this.scope.on("change:tokens", () => {
-      this.syncTokens();
-      void this.values.fetch({ force: true });
-    });
 
     this.layerSelect.addEventListener(
       "change",
@@ -302,10 +292,6 @@ class ActivationView extends View<ActivationTraits> {
   }
 
   // ---- model state ----------------------------------------------------------------------
-
-  private revision(): number {
-    return intOr(this.model.get("revision"), 0);
-  }
 
   private layers(): number[] {
     const raw = this.model.get("layers");
@@ -425,7 +411,8 @@ class ActivationView extends View<ActivationTraits> {
 
   // ---- tokens ---------------------------------------------------------------------------
 
-  private syncTokens(): void {
+  /** One strip per prompt (`tokens` is read-only in Python: set before any view exists). */
+  private buildStrips(): void {
     const raw = this.model.get("tokens");
     this.tokens = Array.isArray(raw) ? raw.map((t) => (Array.isArray(t) ? t.map(String) : [])) : [];
     this.strips = this.tokens.map((labels, p) => {
@@ -451,8 +438,6 @@ class ActivationView extends View<ActivationTraits> {
         return row;
       }),
     );
-    this.shown = null;
-    this.hover = null;
     this.paint();
     this.renderSelection();
   }
@@ -476,17 +461,9 @@ class ActivationView extends View<ActivationTraits> {
   // ---- data ---------------------------------------------------------------------------
 
   private show(v: Shown): void {
-    // Values cached before a change of `tokens` (read-only in Python: never while a view lives) do not fit.
-    if (v.offsets.length !== this.tokens.length + 1) return;
     this.shown = v;
     this.paint();
     this.renderReadout();
-  }
-
-  /** The values drawn are those of the selected unit, for the current revision (or a newer one). */
-  private valuesCurrent(sel: Selected = this.selected()): boolean {
-    const v = this.shown;
-    return v !== null && v.layer === sel.layer && v.neuron === sel.neuron && v.revision >= this.revision();
   }
 
   /**
@@ -495,7 +472,7 @@ class ActivationView extends View<ActivationTraits> {
    */
   private renderState(): void {
     if (this.values.loading) this.root.dataset.state = "loading";
-    else if (this.valuesCurrent()) this.root.dataset.state = "ready";
+    else if (this.values.current) this.root.dataset.state = "ready";
     else if (this.banner.visible) this.root.dataset.state = "error";
   }
 
@@ -563,8 +540,7 @@ class ActivationView extends View<ActivationTraits> {
       return;
     }
     const v = this.shown;
-    const value =
-      v !== null && this.valuesCurrent(sel) ? formatValue(v.data[v.offsets[f.prompt_index] + f.position]) : "…";
+    const value = v !== null && this.values.current ? formatValue(v.data[v.offsets[f.prompt_index] + f.position]) : "…";
     const token = this.tokens[f.prompt_index][f.position];
     setLine(
       this.readoutText,
@@ -575,24 +551,20 @@ class ActivationView extends View<ActivationTraits> {
     this.renderTopFor();
   }
 
-  /** Ask for the focused token's top neurons: drawn at once when cached, else an empty list until they come. */
+  /**
+   * Ask for the focused token's top neurons: a cached reply is drawn by the fetch itself, what is
+   * drawn already is drawn again (the selected neuron may have changed), else an empty list until
+   * they come. Nothing out after the fetch means what is drawn is what it asked for.
+   */
   private renderTopFor(): void {
+    const before = this.top.data;
     void this.top.fetch();
-    const params = this.topParams();
-    const drawn = this.topDrawn;
-    const top = this.top.data;
-    if (
-      !this.top.loading &&
-      top !== null &&
-      drawn !== null &&
-      drawn.params === JSON.stringify(params) &&
-      drawn.revision >= this.revision()
-    ) {
-      this.renderTop(top); // again: the selected neuron may have changed
-      return;
+    if (this.top.loading) {
+      this.topList.replaceChildren();
+      this.topList.dataset.state = "loading";
+    } else if (before !== null && this.top.data === before) {
+      this.renderTop(before);
     }
-    this.topList.replaceChildren();
-    this.topList.dataset.state = "loading";
   }
 
   private renderTop(top: Top): void {

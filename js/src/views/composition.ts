@@ -13,12 +13,11 @@
 import "../lib/base.css";
 import "./composition.css";
 
-import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { divergingColormap, sequentialColormap, withEmptyCells } from "../lib/colormap";
+import { type ArrayHeader, asFloat32, decodeArray } from "../lib/codec";
+import { type Colormap, divergingColormap, sequentialColormap, type Theme, withEmptyCells } from "../lib/colormap";
 import { CanvasHeatmap, type Cell } from "../lib/heatmap";
 import type { Response } from "../lib/protocol";
-import type { Resource } from "../lib/resource";
-import { setLine } from "../lib/text";
+import { setLine, signed } from "../lib/text";
 import { type BaseTraits, button, el, intOr, renderView, View, type ViewModel } from "../lib/view";
 
 export const MODES = ["Q", "K", "V"] as const;
@@ -83,8 +82,12 @@ export function displayValues(
   return relative ? { values, lo: -m, hi: m } : { values, lo: 0, hi: m };
 }
 
-function signed(v: number): string {
-  return `${v >= 0 ? "+" : "−"}${Math.abs(v).toFixed(3)}`;
+/** The scales of the two displays (relative: diverging, raw: sequential); pairs that cannot compose as background. */
+function colormaps(theme: Theme): { relative: Colormap; raw: Colormap } {
+  return {
+    relative: withEmptyCells(divergingColormap(theme), theme),
+    raw: withEmptyCells(sequentialColormap(theme), theme),
+  };
 }
 
 /** Decode and check a `scores` reply for `n` heads in all. */
@@ -95,7 +98,7 @@ export function decodeScores({ result, buffers }: Response, n: number): Scores {
   if (decoded.shape.length !== 2 || decoded.shape[0] !== n || decoded.shape[1] !== n) {
     throw new Error(`scores must have shape [${n}, ${n}] (all heads x all heads), got [${decoded.shape.join(", ")}]`);
   }
-  return { mode, baseline: Number(result.baseline), data: Float32Array.from(decoded.data) };
+  return { mode, baseline: Number(result.baseline), data: asFloat32(decoded) };
 }
 
 class CompositionView extends View<CompositionTraits> {
@@ -105,13 +108,14 @@ class CompositionView extends View<CompositionTraits> {
   private readonly readout: HTMLDivElement;
   private readonly scale: HTMLSpanElement;
   private readonly heatmap: CanvasHeatmap;
-  private readonly scores: Resource<{ mode: Mode }, Scores>;
 
+  private cmaps: { relative: Colormap; raw: Colormap };
   private shown: Shown | null = null;
   private hovered: Cell | null = null;
 
   constructor(model: ViewModel<CompositionTraits>, host: HTMLElement) {
     super(model, host, { className: "miw-comp", testid: "composition" });
+    this.cmaps = colormaps(this.theme);
 
     const toolbar = el("div", "miw-comp-toolbar");
     const modes = el("div", "miw-comp-modes");
@@ -141,7 +145,7 @@ class CompositionView extends View<CompositionTraits> {
     this.scale = el("span", "miw-comp-scale", "scale");
     toolbar.append(modes, relative, this.scale);
 
-    this.heatmap = new CanvasHeatmap(divergingColormap(this.theme), {
+    this.heatmap = new CanvasHeatmap(this.cmaps.relative, {
       label: "composition scores: writer heads in rows, reader heads in columns; arrows move, Enter selects",
     });
     this.heatmap.focusElement.dataset.testid = "composition-heatmap";
@@ -157,7 +161,7 @@ class CompositionView extends View<CompositionTraits> {
     this.renderControls();
     this.renderLabels();
     this.banner.render();
-    this.scores = this.scope.resource({
+    this.scope.resource({
       method: "scores",
       params: () => ({ mode: this.mode() }),
       decode: (reply) => decodeScores(reply, this.nLayers() * this.nHeads()),
@@ -180,11 +184,6 @@ class CompositionView extends View<CompositionTraits> {
     });
     this.scope.on("change:baseline", () => this.renderControls());
     this.scope.on("change:revision", () => this.renderReadout());
-    this.scope.onChange(["n_layers", "n_heads"], () => {
-      this.renderLabels();
-      this.draw();
-      void this.scores.fetch({ force: true });
-    });
     this.scope.on("change:selected", () => this.renderSelection());
     this.heatmap.onHover(
       this.scope.guard("view", (cell: Cell | null) => {
@@ -196,7 +195,8 @@ class CompositionView extends View<CompositionTraits> {
     this.heatmap.onClear(this.scope.guard("view", () => this.select(null)));
   }
 
-  protected override applyTheme(): void {
+  protected override applyTheme(theme: Theme): void {
+    this.cmaps = colormaps(theme);
     this.draw();
   }
 
@@ -288,6 +288,7 @@ class CompositionView extends View<CompositionTraits> {
     this.root.dataset.relative = String(this.relative());
   }
 
+  /** Head labels and layer lines (`n_layers` and `n_heads` are read-only in Python: set before any view exists). */
   private renderLabels(): void {
     const H = this.nHeads();
     const labels = Array.from({ length: this.nLayers() * H }, (_, i) => headLabel(headAt(i, H)));
@@ -299,18 +300,17 @@ class CompositionView extends View<CompositionTraits> {
 
   private draw(): void {
     const scores = this.current();
-    const n = this.nLayers() * this.nHeads();
-    if (scores === null || scores.data.length !== n * n) {
+    if (scores === null) {
       this.heatmap.setData(null, 0, 0);
       return;
     }
+    const n = this.nLayers() * this.nHeads(); // read-only in Python: the shape decodeScores checked
     const relative = this.relative();
     const { values, lo, hi } = displayValues(scores.data, scores.baseline, relative);
-    const cmap = withEmptyCells(relative ? divergingColormap(this.theme) : sequentialColormap(this.theme), this.theme);
-    this.heatmap.setColormap(cmap, lo, hi);
+    this.heatmap.setColormap(relative ? this.cmaps.relative : this.cmaps.raw, lo, hi);
     this.heatmap.setData(values, n, n, `${scores.revision}:${this.mode()}:${relative}`);
     this.scale.textContent = relative
-      ? `colour: ${signed(lo)} … ${signed(hi)} vs random`
+      ? `colour: ${signed(lo, 3)} … ${signed(hi, 3)} vs random`
       : `colour: 0 … ${hi.toFixed(3)}`;
     this.root.dataset.revision = String(scores.revision);
     this.renderSelection();
@@ -345,7 +345,7 @@ class CompositionView extends View<CompositionTraits> {
     setLine(
       this.readout,
       Number.isFinite(v)
-        ? `${headLabel(writer)} → ${headLabel(reader)}: ${this.mode()}-composition ${v.toFixed(3)} (random ${scores.baseline.toFixed(3)}, ${signed(v - scores.baseline)})`
+        ? `${headLabel(writer)} → ${headLabel(reader)}: ${this.mode()}-composition ${v.toFixed(3)} (random ${scores.baseline.toFixed(3)}, ${signed(v - scores.baseline, 3)})`
         : `${headLabel(writer)} → ${headLabel(reader)}: no composition (the reading head must be in a later layer)`,
     );
   }

@@ -11,16 +11,17 @@
  * Data comes by two resources: `prompt` {prompt_index} (tokens and the top K feature ids/values
  * per token; they do not depend on the scan, so it does not follow `revision`) and `feature`
  * {feature, prompt_index} (everything the dashboard draws; `policy: "coalesce"`, it follows the
- * scan's `revision`). A change of prompt or feature drops the request for the old one and asks
- * again on a microtask, after the view's own save_changes, so a typed prompt reaches the kernel
- * before the request that asks for its tokens.
+ * scan's `revision`). Both are keyed by the prompt's text too (`key`), so a prompt replaced under
+ * the same index is asked for again. A change of prompt or feature asks on a microtask, after the
+ * view's own save_changes, so a typed prompt reaches the kernel before the request that asks for
+ * its tokens.
  */
 
 import "../lib/base.css";
 import "./feature_view.css";
 
-import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { sequentialColormap } from "../lib/colormap";
+import { type ArrayHeader, asFloat32, decodeArray } from "../lib/codec";
+import { type Colormap, sequentialColormap, type Theme } from "../lib/colormap";
 import { type Example, exampleRow, parseExamples } from "../lib/examples";
 import type { Response } from "../lib/protocol";
 import type { Resource } from "../lib/resource";
@@ -184,7 +185,7 @@ export function decodePrompt({ result, buffers }: Response): PromptData {
       `prompt reply needs int32 top_ids and top_values of shape [${tokens.length}, K], got [${ids.shape.join(", ")}] (${ids.dtype}) and [${values.shape.join(", ")}]`,
     );
   }
-  return { index, tokens, k, ids: ids.data, values: Float32Array.from(values.data) };
+  return { index, tokens, k, ids: ids.data, values: asFloat32(values) };
 }
 
 /** Decode and check a `feature` reply. */
@@ -204,7 +205,7 @@ export function decodeFeature({ result, buffers }: Response): FeatureData {
     fires: Math.max(0, Number(result.fires) || 0),
     density: Number(result.density) || 0,
     max: max !== null && Number.isFinite(max) ? max : null,
-    promptActs: Float32Array.from(promptActs.data),
+    promptActs: asFloat32(promptActs),
     histogram: { counts: counts.data, lo: Number(result.histogram.lo), hi: Number(result.histogram.hi) },
     promoted: logitItems(result.promoted, "promoted"),
     suppressed: logitItems(result.suppressed, "suppressed"),
@@ -233,20 +234,17 @@ class FeatureView extends View<FeatureViewTraits> {
   private readonly prompt: Resource<{ prompt_index: number }, PromptData>;
   private readonly feature: Resource<{ feature: number; prompt_index?: number }, FeatureData>;
 
+  private cmap: Colormap;
   private promptData: ShownPrompt | null = null;
   private shown: ShownFeature | null = null;
   private exampleStrips: TokenStrip[] = [];
-  /** What the prompt and feature resources were last asked for, so that unrelated `prompts` edits do not refetch. */
-  private promptAsked: string | null = null;
-  private featureAsked: string | null = null;
   private hovered: number | null = null;
   private locked: number | null = null;
   private promptsShown = "";
-  private refreshQueued = false;
-  private disposed = false;
 
   constructor(model: ViewModel<FeatureViewTraits>, host: HTMLElement) {
     super(model, host, { className: "miw-fv", testid: "feature-view" });
+    this.cmap = sequentialColormap(this.theme);
     this.toolbar = new ScanToolbar({ scope: this.scope, root: this.root, unit: { one: "batch", many: "batches" } });
     this.info = el("span", "miw-fv-info", "info");
     this.toolbar.element.append(this.info);
@@ -310,9 +308,6 @@ class FeatureView extends View<FeatureViewTraits> {
     this.dashboard.append(this.header, body, this.examples);
 
     this.root.append(this.toolbar.element, controls, this.banner.element, this.strip.element, readout, this.dashboard);
-    this.scope.onDispose(() => {
-      this.disposed = true;
-    });
 
     // The prompt's features do not depend on the scan: this resource does not follow `revision`.
     this.prompt = this.scope.resource({
@@ -323,11 +318,11 @@ class FeatureView extends View<FeatureViewTraits> {
         const index = this.promptIndex();
         return index === null ? null : { prompt_index: index };
       },
+      key: () => this.promptText(),
       decode: decodePrompt,
       draw: (data, { params }) => {
         if (data.index !== params.prompt_index)
           throw new Error(`prompt reply is for prompt ${data.index}, asked for ${params.prompt_index}`);
-        if (data.index !== this.promptIndex()) return; // the prompt moved on: a newer fetch follows
         this.showPrompt({ ...data, key: this.promptKey() });
       },
     });
@@ -340,11 +335,10 @@ class FeatureView extends View<FeatureViewTraits> {
         const index = this.promptIndex();
         return feature === null ? null : index === null ? { feature } : { feature, prompt_index: index };
       },
+      key: () => this.promptText(),
       decode: decodeFeature,
       draw: (data, { revision, params }) => {
-        // Not what is shown any more (a newer fetch follows), or a reply naming another feature.
-        if (data.feature !== params.feature || data.feature !== this.selected()) return;
-        if ((params.prompt_index ?? null) !== this.promptIndex()) return;
+        if (data.feature !== params.feature) return; // a reply naming another feature
         this.shown = { ...data, revision, promptKey: this.promptKey() };
         this.renderDashboard();
       },
@@ -404,39 +398,21 @@ class FeatureView extends View<FeatureViewTraits> {
     );
   }
 
-  /** Refresh once the current task (and its save_changes) is done: a typed prompt reaches the kernel first. */
+  /**
+   * Ask for the prompt and the feature the traits now want (the resources send nothing for what is
+   * drawn or in flight, and drop the request for anything else). On a microtask, not at once: a
+   * change made by this view (a typed prompt, a chosen one) is sent by its `save_changes` right
+   * after `set`, and the kernel must have it before the request that reads it.
+   */
   private scheduleRefresh(): void {
-    if (this.refreshQueued) return;
-    this.refreshQueued = true;
-    queueMicrotask(
-      this.scope.guard("view", () => {
-        this.refreshQueued = false;
-        if (!this.disposed) this.refresh();
-      }),
-    );
+    queueMicrotask(this.scope.guard("view", () => this.refresh()));
   }
 
-  /**
-   * Ask for the prompt and the feature the traits now want, if that changed since they were last
-   * asked for (a prompt replaced under the same index counts): the request for the old one is
-   * dropped, so its reply is never drawn. (A `revision` change refetches the feature by itself.)
-   */
   private refresh(): void {
-    const key = this.promptKey();
-    if (key !== this.promptAsked) {
-      this.promptAsked = key;
-      this.prompt.cancel();
-      if (this.promptIndex() === null) this.showPrompt(null);
-      else void this.prompt.fetch({ force: true });
-    }
-    const feature = this.selected();
-    const wanted = JSON.stringify([feature, key]);
-    if (wanted !== this.featureAsked) {
-      this.featureAsked = wanted;
-      this.feature.cancel();
-      if (feature === null) this.shown = null;
-      else void this.feature.fetch({ force: true });
-    }
+    void this.prompt.fetch();
+    if (this.promptIndex() === null) this.showPrompt(null);
+    void this.feature.fetch();
+    if (this.selected() === null) this.shown = null;
   }
 
   /** The prompt strip and the dashboard dim apart: each while its own request is out. */
@@ -462,10 +438,16 @@ class FeatureView extends View<FeatureViewTraits> {
     return Math.min(n - 1, Math.max(0, intOr(this.model.get("prompt_index"), 0)));
   }
 
+  /** The shown prompt's text ("" when there are none): what the prompt's data depend on besides its index. */
+  private promptText(): string {
+    const i = this.promptIndex();
+    return i === null ? "" : this.prompts()[i];
+  }
+
   /** Index and text: a prompt replaced in Python under the same index is a new prompt. */
   private promptKey(): string {
     const i = this.promptIndex();
-    return i === null ? "" : JSON.stringify([i, this.prompts()[i]]);
+    return i === null ? "" : JSON.stringify([i, this.promptText()]);
   }
 
   private dSae(): number {
@@ -484,7 +466,8 @@ class FeatureView extends View<FeatureViewTraits> {
     this.model.save_changes();
   }
 
-  protected applyTheme(): void {
+  protected applyTheme(theme: Theme): void {
+    this.cmap = sequentialColormap(theme);
     this.strip.invalidateColors();
     for (const s of this.exampleStrips) s.invalidateColors();
     this.paint();
@@ -658,7 +641,7 @@ class FeatureView extends View<FeatureViewTraits> {
   private paint(): void {
     const s = this.current();
     const p = this.promptData;
-    const cmap = sequentialColormap(this.theme);
+    const cmap = this.cmap;
     const hi = s === null ? 1 : colorScale(s);
     this.exampleStrips.forEach((strip, i) => {
       strip.setWeights(s?.examples[i]?.activations ?? null, cmap, 0, hi);

@@ -13,8 +13,9 @@
 import "../lib/base.css";
 import "./head_scan.css";
 
-import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { type Colormap, colorIndex, luminance, rgbAt, sequentialColormap, type Theme } from "../lib/colormap";
+import { type ArrayHeader, asFloat32, decodeArray } from "../lib/codec";
+import { type Colormap, cssColor, sequentialColormap, type Theme } from "../lib/colormap";
+import { cellTextColor } from "../lib/heatmap";
 import type { Response } from "../lib/protocol";
 import { type ScanStatus, ScanToolbar, type ScanTraits } from "../lib/scan_toolbar";
 import { clamp, el, intOr, renderView, View, type ViewModel } from "../lib/view";
@@ -36,7 +37,6 @@ export interface HeadScanTraits extends ScanTraits {
 }
 
 export interface Scores {
-  revision: number;
   names: string[];
   nLayers: number;
   nHeads: number;
@@ -62,11 +62,10 @@ export function decodeScores({ result, buffers }: Response): Scores {
     throw new Error(`scores must have shape [${names.length} names, layers, heads], got [${decoded.shape.join(", ")}]`);
   }
   return {
-    revision: Number(result.revision),
     names,
     nLayers,
     nHeads,
-    data: decoded.data instanceof Float32Array ? decoded.data : Float32Array.from(decoded.data),
+    data: asFloat32(decoded),
   };
 }
 
@@ -96,7 +95,7 @@ class HeadScanView extends View<HeadScanTraits> {
       method: "scores",
       policy: "coalesce",
       decode: decodeScores,
-      draw: (scores) => this.drawScores(scores),
+      draw: (scores, { revision }) => this.drawScores(scores, revision),
     });
   }
 
@@ -140,9 +139,9 @@ class HeadScanView extends View<HeadScanTraits> {
 
   // ---- drawing --------------------------------------------------------------------------
 
-  private drawScores(scores: Scores): void {
+  private drawScores(scores: Scores, revision: number): void {
     this.scores = scores;
-    this.root.dataset.revision = String(scores.revision);
+    this.root.dataset.revision = String(revision);
     // Without `score_names` the panels follow the reply's names.
     if (this.scoreNames().join("\n") !== this.panels.map((p) => p.name).join("\n")) this.buildPanels();
     else this.paintCells();
@@ -231,9 +230,8 @@ class HeadScanView extends View<HeadScanTraits> {
         c.textContent = known ? v.toFixed(2) : "";
         c.title = `${readableName(p.name)} L${layer}H${head}: ${known ? v.toFixed(3) : "not scored yet"}`;
         if (known) {
-          const rgb = rgbAt(this.cmap, colorIndex(v, 0, 1));
-          c.style.background = `rgb(${rgb.join(", ")})`;
-          c.style.color = luminance(rgb) < 0.5 ? "#fff" : "#000";
+          c.style.background = cssColor(this.cmap, v, 0, 1);
+          c.style.color = cellTextColor(v, this.cmap, 0, 1);
         } else {
           c.style.background = "";
           c.style.color = "";

@@ -15,11 +15,11 @@
 import "../lib/base.css";
 import "./logit_attribution.css";
 
-import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { type Colormap, cssColor, divergingColormap } from "../lib/colormap";
+import { type ArrayHeader, asFloat32, decodeArray, decodeShaped } from "../lib/codec";
+import { type Colormap, cssColor, divergingColormap, type Theme } from "../lib/colormap";
 import { CanvasHeatmap, type Cell } from "../lib/heatmap";
 import type { Response } from "../lib/protocol";
-import { displayToken, quoteToken, setLine } from "../lib/text";
+import { displayToken, quoteToken, setLine, signed } from "../lib/text";
 import { type BaseTraits, clamp, el, intOr, renderView, View, type ViewModel } from "../lib/view";
 
 /** The LogitAttribution widget's traits (Python: `mi_widgets/widgets/logit_attribution.py`). */
@@ -49,7 +49,6 @@ export interface Selection {
 }
 
 export interface AttributionData {
-  revision: number;
   nLayers: number;
   nHeads: number;
   hasMlp: boolean;
@@ -62,11 +61,8 @@ export interface AttributionData {
   terms: Array<{ name: string; value: number }>;
 }
 
-/** "+0.1234" / "−0.1234" (a real minus sign). */
-export function signed(v: number, digits = 4): string {
-  if (!Number.isFinite(v)) return String(v);
-  return `${v < 0 ? "−" : "+"}${Math.abs(v).toFixed(digits)}`;
-}
+/** Shared with the other views (lib/text.ts); exported here too, where it began. */
+export { signed };
 
 /** Largest |value| over the arrays (1 when all are 0 or non-finite): the symmetric colour range. */
 export function symmetricExtent(...arrays: ArrayLike<number>[]): number {
@@ -82,19 +78,12 @@ export function decodeAttribution({ result, buffers }: Response): AttributionDat
   if (!(Number.isInteger(nLayers) && Number.isInteger(nHeads) && nLayers > 0 && nHeads > 0)) {
     throw new Error(`attribution reply has a bad shape: ${result?.n_layers} layers, ${result?.n_heads} heads`);
   }
-  const get = (name: string, shape: number[]) => {
-    const d = decodeArray(result[name] as ArrayHeader, buffers);
-    if (d.shape.length !== shape.length || d.shape.some((n, i) => n !== shape[i])) {
-      throw new Error(`attribution ${name} must have shape [${shape.join(", ")}], got [${d.shape.join(", ")}]`);
-    }
-    return Float32Array.from(d.data);
-  };
+  const get = (name: string, shape: number[]) => asFloat32(decodeShaped(result, buffers, name, shape, "attribution"));
   const names: unknown = result.terms;
   const values = decodeArray(result.term_values as ArrayHeader, buffers).data;
   if (!Array.isArray(names) || names.length !== values.length)
     throw new Error("attribution terms must name one value each");
   return {
-    revision: Number(result.revision),
     nLayers,
     nHeads,
     hasMlp: result.has_mlp !== false,
@@ -121,19 +110,22 @@ class LogitAttributionView extends View<AttributionTraits> {
   private readonly terms: HTMLDivElement;
   private readonly readout: HTMLDivElement;
 
-  private data: AttributionData | null = null;
+  private cmap: Colormap;
+  /** The attribution drawn, and the revision it was computed for. */
+  private data: (AttributionData & { revision: number }) | null = null;
   private hovered: Selection | null = null;
   private barButtons: Array<{ sel: Selection; button: HTMLButtonElement }> = [];
 
   constructor(model: ViewModel<AttributionTraits>, host: HTMLElement) {
     super(model, host, { className: "miw-dla", testid: "logit-attribution" });
+    this.cmap = divergingColormap(this.theme);
     this.summary = el("div", "miw-dla-summary", "summary");
     const body = el("div", "miw-dla-body");
     const left = el("div", "miw-dla-heads");
     const headsTitle = el("div", "miw-dla-title");
     headsTitle.textContent = "heads (layer × head)";
     this.scale = el("span", "miw-dla-scale", "scale");
-    this.heatmap = new CanvasHeatmap(divergingColormap(this.theme), {
+    this.heatmap = new CanvasHeatmap(this.cmap, {
       label: "direct logit attribution per head: layers in rows, heads in columns; arrows move, Enter selects",
     });
     this.heatmap.focusElement.dataset.testid = "heads-heatmap";
@@ -161,8 +153,8 @@ class LogitAttributionView extends View<AttributionTraits> {
     this.scope.resource({
       method: "attribution",
       decode: decodeAttribution,
-      draw: (data) => {
-        this.data = data;
+      draw: (data, { revision }) => {
+        this.data = { ...data, revision };
         this.draw();
       },
     });
@@ -228,7 +220,8 @@ class LogitAttributionView extends View<AttributionTraits> {
     ev.stopPropagation(); // keep notebook command-mode shortcuts (arrows move cells) from firing too
   }
 
-  protected applyTheme(): void {
+  protected applyTheme(theme: Theme): void {
+    this.cmap = divergingColormap(theme);
     this.draw();
   }
 
@@ -257,9 +250,8 @@ class LogitAttributionView extends View<AttributionTraits> {
   private draw(): void {
     const data = this.data;
     if (data === null) return;
-    const cmap = divergingColormap(this.theme);
     const m = symmetricExtent(data.heads);
-    this.heatmap.setColormap(cmap, -m, m);
+    this.heatmap.setColormap(this.cmap, -m, m);
     this.heatmap.setLabels(
       Array.from({ length: data.nLayers }, (_, l) => `L${l}`),
       Array.from({ length: data.nHeads }, (_, h) => `H${h}`),
@@ -268,13 +260,13 @@ class LogitAttributionView extends View<AttributionTraits> {
     this.heatmap.setCellText((r, c) => signed(data.heads[r * data.nHeads + c], 2));
     this.heatmap.setData(data.heads, data.nLayers, data.nHeads, String(data.revision));
     this.scale.textContent = `colour: ${signed(-m, 3)} … ${signed(m, 3)} (blue: favours ${quoteToken(String(this.model.get("wrong_token") ?? ""))})`;
-    this.renderBars(data, cmap);
+    this.renderBars(data);
     this.terms.textContent = data.terms.map((t) => `${t.name} ${signed(t.value)}`).join(" · ");
     this.root.dataset.revision = String(data.revision);
     this.renderSelection();
   }
 
-  private renderBars(data: AttributionData, cmap: Colormap): void {
+  private renderBars(data: AttributionData): void {
     const m = symmetricExtent(data.attn, data.hasMlp ? data.mlps : []);
     const focused = this.barButtons.findIndex((b) => b.button === document.activeElement);
     this.barButtons = [];
@@ -298,7 +290,7 @@ class LogitAttributionView extends View<AttributionTraits> {
         const width = (Math.min(1, Math.abs(value) / m) * 50).toFixed(2);
         fill.style.width = `${width}%`;
         fill.style.left = value < 0 ? `${(50 - Number(width)).toFixed(2)}%` : "50%";
-        fill.style.background = cssColor(cmap, value, -m, m);
+        fill.style.background = cssColor(this.cmap, value, -m, m);
         track.append(fill);
         const text = el("span", "miw-dla-bar-value");
         text.textContent = signed(value, 3);

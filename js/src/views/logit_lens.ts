@@ -16,8 +16,8 @@
 import "../lib/base.css";
 import "./logit_lens.css";
 
-import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { sequentialColormap } from "../lib/colormap";
+import { type ArrayHeader, asFloat32, asInt32, decodeArray, decodeShaped } from "../lib/codec";
+import { type Colormap, sequentialColormap, type Theme } from "../lib/colormap";
 import { CanvasHeatmap, type Cell } from "../lib/heatmap";
 import type { Progress, Response } from "../lib/protocol";
 import { quoteToken, setLine, tokenLabel } from "../lib/text";
@@ -40,7 +40,6 @@ export interface LensTraits extends BaseTraits {
 
 /** One revision's lens, decoded. */
 export interface LensData {
-  revision: number;
   rows: number;
   seq: number;
   k: number;
@@ -64,18 +63,12 @@ export function decodeLens({ result, buffers }: Response): LensData {
   const k = Number(result?.k);
   if (![rows, seq, k].every((n) => Number.isInteger(n) && n >= 0))
     throw new Error(`lens reply has a bad shape: rows ${result?.rows}, seq ${result?.seq}, k ${result?.k}`);
-  const get = (name: string, shape: number[]) => {
-    const d = decodeArray(result[name] as ArrayHeader, buffers);
-    if (d.shape.length !== shape.length || d.shape.some((n, i) => n !== shape[i])) {
-      throw new Error(`lens ${name} must have shape [${shape.join(", ")}], got [${d.shape.join(", ")}]`);
-    }
-    return d.data;
-  };
-  const topIds = Int32Array.from(get("top_ids", [rows, seq, k]));
-  const topProbs = Float32Array.from(get("top_probs", [rows, seq, k]));
+  const get = (name: string, shape: number[]) => decodeShaped(result, buffers, name, shape, "lens");
+  const topIds = asInt32(get("top_ids", [rows, seq, k]));
+  const topProbs = asFloat32(get("top_probs", [rows, seq, k]));
   const hasTarget = result.target_probs != null;
-  const targetProbs = hasTarget ? Float32Array.from(get("target_probs", [rows, seq])) : null;
-  const targetRanks = hasTarget ? Int32Array.from(get("target_ranks", [rows, seq])) : null;
+  const targetProbs = hasTarget ? asFloat32(get("target_probs", [rows, seq])) : null;
+  const targetRanks = hasTarget ? asInt32(get("target_ranks", [rows, seq])) : null;
   const ids = decodeArray(result.vocab_ids as ArrayHeader, buffers).data;
   const strings: unknown = result.vocab;
   if (!Array.isArray(strings) || strings.length !== ids.length)
@@ -84,7 +77,6 @@ export function decodeLens({ result, buffers }: Response): LensData {
   for (let i = 0; i < ids.length; i++) vocab.set(ids[i], String(strings[i]));
   const targetId = intOr(result.target_id, null);
   return {
-    revision: Number(result.revision),
     rows,
     seq,
     k,
@@ -133,11 +125,14 @@ class LogitLensView extends View<LensTraits> {
   private readonly heatmap: CanvasHeatmap;
   private readonly readout: HTMLDivElement;
 
-  private lens: LensData | null = null;
+  private cmap: Colormap;
+  /** The lens drawn, and the revision it was computed for. */
+  private lens: (LensData & { revision: number }) | null = null;
   private hovered: Cell | null = null;
 
   constructor(model: ViewModel<LensTraits>, host: HTMLElement) {
     super(model, host, { className: "miw-lens", testid: "logit-lens" });
+    this.cmap = sequentialColormap(this.theme);
     const toolbar = el("div", "miw-lens-toolbar");
     const label = el("label", "miw-lens-target");
     const labelText = el("span", "");
@@ -157,7 +152,7 @@ class LogitLensView extends View<LensTraits> {
     const axes = el("div", "miw-lens-axes");
     axes.textContent =
       "rows: the residual stream after each layer, read through the model's final norm and unembedding · columns: the next-token prediction at each position";
-    this.heatmap = new CanvasHeatmap(sequentialColormap(this.theme), {
+    this.heatmap = new CanvasHeatmap(this.cmap, {
       label: "logit lens: layers in rows, positions in columns; arrows move, Enter selects",
     });
     this.heatmap.focusElement.dataset.testid = "lens-heatmap";
@@ -175,8 +170,8 @@ class LogitLensView extends View<LensTraits> {
     this.scope.resource({
       method: "lens",
       decode: decodeLens,
-      draw: (lens) => {
-        this.lens = lens;
+      draw: (lens, { revision }) => {
+        this.lens = { ...lens, revision };
         this.draw();
       },
     });
@@ -256,7 +251,8 @@ class LogitLensView extends View<LensTraits> {
     else delete this.root.dataset.targeting;
   }
 
-  protected applyTheme(): void {
+  protected applyTheme(theme: Theme): void {
+    this.cmap = sequentialColormap(theme);
     this.draw();
   }
 
@@ -285,8 +281,7 @@ class LogitLensView extends View<LensTraits> {
       this.heatmap.setData(null, 0, 0);
       return;
     }
-    const cmap = sequentialColormap(this.theme);
-    this.heatmap.setColormap(cmap, 0, 1);
+    this.heatmap.setColormap(this.cmap, 0, 1);
     this.heatmap.setCellText(lens.k > 0 ? (r, c) => tokenLabel(cellTop(lens, r, c)[0].token) : null);
     this.heatmap.setData(cellValues(lens), lens.rows, lens.seq, String(lens.revision));
     const target = lens.targetId !== null ? quoteToken(lens.targetToken) : null;

@@ -19,7 +19,7 @@
 import "../lib/base.css";
 import "./sae_training.css";
 
-import { type ArrayHeader, decodeArray } from "../lib/codec";
+import { type ArrayHeader, asFloat32, decodeArray } from "../lib/codec";
 import type { Theme } from "../lib/colormap";
 import { followFrames } from "../lib/frames";
 import { formatValue, LineChart } from "../lib/line_chart";
@@ -99,7 +99,7 @@ export function parseFrame(result: any, buffers: DataView[]): TrainingFrame {
     tokens: num(result.tokens),
     metrics,
     steps: steps.data,
-    values: values.data instanceof Float32Array ? values.data : Float32Array.from(values.data),
+    values: asFloat32(values),
     points: T,
   };
 }

@@ -21,8 +21,8 @@
 import "../lib/base.css";
 import "./superposition.css";
 
-import { type ArrayHeader, type DecodedArray, decodeArray } from "../lib/codec";
-import { type Colormap, colorIndex, divergingColormap, rgbAt, sequentialColormap, type Theme } from "../lib/colormap";
+import { type ArrayHeader, asFloat32, asInt32, type DecodedArray, decodeArray, decodeShaped } from "../lib/codec";
+import { type Colormap, cssColor, divergingColormap, sequentialColormap, type Theme } from "../lib/colormap";
 import { followFrames } from "../lib/frames";
 import { colorPixels } from "../lib/heatmap";
 import { LineChart } from "../lib/line_chart";
@@ -114,30 +114,23 @@ function array(result: any, name: string, buffers: DataView[], rank: number): De
   return a;
 }
 
-function expectShape(name: string, a: DecodedArray, shape: number[]): void {
-  if (a.shape.join(",") !== shape.join(",")) {
-    throw new Error(`frame ${name} must have shape [${shape.join(", ")}], got [${a.shape.join(", ")}]`);
-  }
-}
-
 /** Decode and check a frame; throws a message naming the array whose shape is off. */
 export function parseFrame(result: any, buffers: DataView[]): Frame {
   const W = array(result, "W", buffers, 3);
   const [I, m, n] = W.shape;
-  const b = array(result, "b", buffers, 2);
-  const importance = array(result, "importance", buffers, 1);
-  const gram = array(result, "gram", buffers, 3);
-  const norms = array(result, "norms", buffers, 2);
-  const dimensionality = array(result, "dimensionality", buffers, 2);
   const lossSteps = array(result, "loss_steps", buffers, 1);
-  const loss = array(result, "loss", buffers, 2);
   const T = lossSteps.shape[0];
-  expectShape("b", b, [I, n]);
-  expectShape("importance", importance, [n]);
-  expectShape("gram", gram, [I, n, n]);
-  expectShape("norms", norms, [I, n]);
-  expectShape("dimensionality", dimensionality, [I, n]);
-  expectShape("loss", loss, [I, T]);
+  const get = (name: string, shape: number[]) => asFloat32(decodeShaped(result, buffers, name, shape, "frame"));
+  const arrays = {
+    W: asFloat32(W),
+    b: get("b", [I, n]),
+    importance: get("importance", [n]),
+    gram: get("gram", [I, n, n]),
+    norms: get("norms", [I, n]),
+    dimensionality: get("dimensionality", [I, n]),
+    lossSteps: asInt32(lossSteps),
+    loss: get("loss", [I, T]),
+  };
   const sparsity = Array.isArray(result.sparsity) ? result.sparsity.map(Number) : [];
   if (sparsity.length !== I) throw new Error(`frame has ${sparsity.length} sparsity values for ${I} instances`);
   return {
@@ -149,14 +142,7 @@ export function parseFrame(result: any, buffers: DataView[]): Frame {
     m,
     n,
     T,
-    W: W.data as Float32Array,
-    b: b.data as Float32Array,
-    importance: importance.data as Float32Array,
-    gram: gram.data as Float32Array,
-    norms: norms.data as Float32Array,
-    dimensionality: dimensionality.data as Float32Array,
-    lossSteps: Int32Array.from(lossSteps.data),
-    loss: loss.data as Float32Array,
+    ...arrays,
   };
 }
 
@@ -186,10 +172,6 @@ function prepare(canvas: HTMLCanvasElement, w: number, h: number): CanvasRenderi
 /** Width of one feature's bar (px) in the bars canvas. */
 function barWidth(n: number): number {
   return clamp(Math.floor(BARS_WIDTH / Math.max(n, 1)), 3, 24);
-}
-
-function rgb(cmap: Colormap, v: number): string {
-  return `rgb(${rgbAt(cmap, colorIndex(v, 0, 1)).join(", ")})`;
 }
 
 class SuperpositionView extends View<SuperpositionTraits> {
@@ -433,7 +415,7 @@ class SuperpositionView extends View<SuperpositionTraits> {
       const px = c + x * scale;
       const py = c - y * scale;
       const t = maxImportance > 0 ? f.importance[i] / maxImportance : 1;
-      const colour = rgb(this.sequential, 0.25 + 0.75 * t);
+      const colour = cssColor(this.sequential, 0.25 + 0.75 * t, 0, 1);
       ctx.strokeStyle = colour;
       ctx.fillStyle = colour;
       ctx.beginPath();
@@ -488,7 +470,7 @@ class SuperpositionView extends View<SuperpositionTraits> {
       if (!Number.isFinite(norm)) continue;
       const x = i * bar;
       const yTop = y(norm);
-      ctx.fillStyle = rgb(this.sequential, f.dimensionality[inst * n + i]);
+      ctx.fillStyle = cssColor(this.sequential, f.dimensionality[inst * n + i], 0, 1);
       ctx.fillRect(x, yTop, bar - gap, BARS_HEIGHT - yTop);
       if (bar >= 5) {
         ctx.strokeStyle = muted;

@@ -14,8 +14,8 @@
 import "../lib/base.css";
 import "./top_examples.css";
 
-import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { divergingColormap, sequentialColormap, withEmptyCells } from "../lib/colormap";
+import { type ArrayHeader, asFloat32, asInt32, decodeArray } from "../lib/codec";
+import { type Colormap, divergingColormap, sequentialColormap, type Theme, withEmptyCells } from "../lib/colormap";
 import { type Example, exampleRow, formatActivation, parseExamples } from "../lib/examples";
 import { CanvasHeatmap, type Cell } from "../lib/heatmap";
 import type { Response } from "../lib/protocol";
@@ -85,7 +85,7 @@ export function decodeOverview({ result, buffers }: Response): Overview {
       `overview must hold one maximum per neuron (${neurons.length}), got shape [${maxima.shape.join(", ")}]`,
     );
   }
-  return { neurons, maxima: Float32Array.from(maxima.data), filled: Int32Array.from(filled.data) };
+  return { neurons, maxima: asFloat32(maxima), filled: asInt32(filled) };
 }
 
 /** Decode and check an `examples` reply. */
@@ -102,21 +102,24 @@ class TopExamplesView extends View<TopExamplesTraits> {
   private readonly list: HTMLDivElement;
   private readonly examples: Resource<{ neuron: number }, NeuronExamples>;
 
+  /** The overview's scale (neurons without examples yet as background) and the examples' (diverging). */
+  private overviewCmap: Colormap;
+  private stripCmap: Colormap;
   private overview: (Overview & { revision: number }) | null = null;
   private shown: (NeuronExamples & { revision: number }) | null = null;
-  /** The neuron the examples resource was last asked for. */
-  private wanted: number | null;
   private strips: TokenStrip[] = [];
   private hovered: Cell | null = null;
   private cols = 1;
 
   constructor(model: ViewModel<TopExamplesTraits>, host: HTMLElement) {
     super(model, host, { className: "miw-topex", testid: "top-examples" });
+    this.overviewCmap = withEmptyCells(sequentialColormap(this.theme), this.theme);
+    this.stripCmap = divergingColormap(this.theme);
     this.toolbar = new ScanToolbar({ scope: this.scope, root: this.root });
     this.info = el("span", "miw-topex-info", "info");
     this.toolbar.element.append(this.info);
 
-    this.heatmap = new CanvasHeatmap(sequentialColormap(this.theme), {
+    this.heatmap = new CanvasHeatmap(this.overviewCmap, {
       label: "neurons by their best activation so far: arrows move, Enter shows a neuron's top examples",
     });
     this.heatmap.focusElement.dataset.testid = "overview";
@@ -147,7 +150,6 @@ class TopExamplesView extends View<TopExamplesTraits> {
         this.draw();
       },
     });
-    this.wanted = this.selected();
     this.examples = this.scope.resource({
       method: "examples",
       policy: "coalesce",
@@ -156,8 +158,8 @@ class TopExamplesView extends View<TopExamplesTraits> {
         return neuron === null ? null : { neuron };
       },
       decode: decodeExamples,
-      draw: (data, { revision }) => {
-        if (data.neuron !== this.selected()) return; // not the neuron shown
+      draw: (data, { revision, params }) => {
+        if (data.neuron !== params.neuron) return; // a reply naming another neuron
         this.shown = { ...data, revision };
         this.renderExamples();
       },
@@ -169,9 +171,6 @@ class TopExamplesView extends View<TopExamplesTraits> {
   private wire(): void {
     this.scope.on("change:selected", () => {
       this.renderSelection();
-      const neuron = this.selected();
-      if (neuron === this.wanted) return;
-      this.wanted = neuron;
       this.renderExamples();
       void this.examples.fetch(); // new params supersede: the old neuron's reply is never drawn
     });
@@ -227,7 +226,9 @@ class TopExamplesView extends View<TopExamplesTraits> {
     if (neuron !== null) this.select(neuron);
   }
 
-  protected applyTheme(): void {
+  protected applyTheme(theme: Theme): void {
+    this.overviewCmap = withEmptyCells(sequentialColormap(theme), theme);
+    this.stripCmap = divergingColormap(theme);
     this.draw();
     this.paintStrips();
   }
@@ -260,7 +261,7 @@ class TopExamplesView extends View<TopExamplesTraits> {
     const o = this.overview;
     if (o !== null && o.neurons.length === neurons.length) values.set(o.maxima);
     const { lo, hi } = overviewRange(values);
-    this.heatmap.setColormap(withEmptyCells(sequentialColormap(this.theme), this.theme), lo, hi);
+    this.heatmap.setColormap(this.overviewCmap, lo, hi);
     this.heatmap.setData(rows > 0 ? values : null, rows, this.cols, o === null ? null : String(o.revision));
     this.heatmap.setLocked(this.cellOf(this.selected()));
     this.renderReadout();
@@ -351,10 +352,9 @@ class TopExamplesView extends View<TopExamplesTraits> {
     const shown = this.shown;
     if (shown === null || shown.neuron !== this.selected()) return;
     const m = activationRange(shown.examples);
-    const cmap = divergingColormap(this.theme);
     this.strips.forEach((strip, i) => {
       strip.invalidateColors();
-      strip.setWeights(shown.examples[i].activations, cmap, -m, m);
+      strip.setWeights(shown.examples[i].activations, this.stripCmap, -m, m);
     });
   }
 }
