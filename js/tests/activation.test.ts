@@ -392,6 +392,27 @@ describe("ActivationView", () => {
     expect(q("error").textContent).toBe("");
   });
 
+  test("tokens replaced from Python (set_trait): strips rebuilt, the values asked for again and drawn", async () => {
+    const model = makeModel();
+    const { root, strips, token } = mount(model);
+    answer(model, "values", valuesReply(0, 0));
+    await tick();
+    expect(root.dataset.painted).toBe("0:0:0");
+    const tokens = [["<bos>", "def", " g", "(x)"], TOKENS[1]];
+    model.set("tokens", tokens);
+    expect(token(0, 2).textContent).toBe(" g");
+    expect(strips()).toHaveLength(2);
+    expect(root.dataset.painted).toBeUndefined(); // drawn for the old tokens
+    expect(model.requests("values").map((r) => r.params)).toEqual([
+      { layer: 0, neuron: 0 },
+      { layer: 0, neuron: 0 },
+    ]);
+    answer(model, "values", valuesReply(0, 0, 0, tokens));
+    await tick();
+    expect(root.dataset.painted).toBe("0:0:0");
+    expect(root.dataset.state).toBe("ready");
+  });
+
   test("a top request error shows in the banner", async () => {
     const model = makeModel();
     const { q, token } = mount(model);

@@ -213,6 +213,7 @@ class ActivationView extends View<ActivationTraits> {
         const sel = this.selected();
         return { layer: sel.layer, neuron: sel.neuron };
       },
+      key: () => this.tokens, // checked against them: values for other tokens are never drawn
       decode: (reply) => decodeValues(reply, this.tokens),
       draw: (v, { revision, params }) => {
         const key = `${revision}:${params.layer}:${params.neuron === null ? "direction" : params.neuron}`;
@@ -233,7 +234,7 @@ class ActivationView extends View<ActivationTraits> {
     this.wire();
     this.banner.render();
     this.syncControls();
-    this.buildStrips();
+    this.syncTokens();
     void this.values.fetch();
   }
 
@@ -251,6 +252,11 @@ class ActivationView extends View<ActivationTraits> {
       this.renderState();
     });
     this.scope.onChange(["layers", "hooks", "d", "has_direction"], () => this.syncControls());
+    // Read-only in Python, but `set_trait` can still replace it (tests/e2e/test_long_tokens_lab.py).
+    this.scope.on("change:tokens", () => {
+      this.syncTokens();
+      void this.values.fetch(); // new tokens: a new key
+    });
 
     this.layerSelect.addEventListener(
       "change",
@@ -411,8 +417,8 @@ class ActivationView extends View<ActivationTraits> {
 
   // ---- tokens ---------------------------------------------------------------------------
 
-  /** One strip per prompt (`tokens` is read-only in Python: set before any view exists). */
-  private buildStrips(): void {
+  /** One strip per prompt; what was drawn for other tokens goes. */
+  private syncTokens(): void {
     const raw = this.model.get("tokens");
     this.tokens = Array.isArray(raw) ? raw.map((t) => (Array.isArray(t) ? t.map(String) : [])) : [];
     this.strips = this.tokens.map((labels, p) => {
@@ -438,6 +444,8 @@ class ActivationView extends View<ActivationTraits> {
         return row;
       }),
     );
+    this.shown = null;
+    this.hover = null;
     this.paint();
     this.renderSelection();
   }

@@ -61,7 +61,7 @@ export interface AttributionData {
   terms: Array<{ name: string; value: number }>;
 }
 
-/** Shared with the other views (lib/text.ts); exported here too, where it began. */
+/** Lives in lib/text.ts now (composition uses it too); still exported here, where the tests import it. */
 export { signed };
 
 /** Largest |value| over the arrays (1 when all are 0 or non-finite): the symmetric colour range. */
