@@ -8,6 +8,7 @@ Quickstart::
 """
 
 from . import zoo
+from .analysis.patching import answer_prob, logit_diff
 from .analysis.sae import SparseAutoencoder
 from .widgets import (
     ActivationView,
@@ -17,6 +18,8 @@ from .widgets import (
     HeadScan,
     LogitAttribution,
     LogitLens,
+    Patching,
+    PathPatching,
     SAETrainer,
     SuperpositionToy,
     TopExamples,
@@ -33,11 +36,15 @@ __all__ = [
     "HeadScan",
     "LogitAttribution",
     "LogitLens",
+    "PathPatching",
+    "Patching",
     "SAETrainer",
     "SparseAutoencoder",
     "SuperpositionToy",
     "TopExamples",
+    "answer_prob",
     "attention_heads",
+    "logit_diff",
     "train_sae",
     "zoo",
     "__version__",

@@ -27,6 +27,9 @@ from mi_widgets.capture.inputs import check_text, visible_text
 
 from .conftest import PROMPT, SENTENCES, _native_cfg
 
+# Clean and corrupted token ids for the patching widgets: one length, position 2 differs.
+PATCH_PAIR = (torch.tensor([[0, 5, 7, 9], [0, 6, 8, 10]]), torch.tensor([[0, 5, 11, 9], [0, 6, 12, 10]]))
+
 SURROGATE = "\ud800"
 ESCAPED = "\\ud800"  # what the view shows instead: six visible characters
 RESID = "blocks.0.hook_resid_post"
@@ -279,6 +282,10 @@ def meta_model(request: pytest.FixtureRequest, tokenizer: Any, vocab_size: int) 
         lambda m: mw.TopExamples(m, SENTENCES, hook=RESID, autostart=False),
         lambda m: mw.FeatureView(small_sae(), m, PROMPT, autostart=False),
         lambda m: mw.CompositionView(m),
+        lambda m: mw.Patching(m, *PATCH_PAIR, mw.logit_diff([1, 1], [2, 2]), autostart=False),
+        lambda m: mw.PathPatching(
+            m, clean=PATCH_PAIR[0], corrupted=PATCH_PAIR[1], metric=mw.logit_diff([1, 1], [2, 2])
+        ),
     ],
     ids=[
         "AttentionView",
@@ -289,6 +296,8 @@ def meta_model(request: pytest.FixtureRequest, tokenizer: Any, vocab_size: int) 
         "TopExamples",
         "FeatureView",
         "CompositionView",
+        "Patching",
+        "PathPatching",
     ],
 )
 def test_a_model_on_the_meta_device_is_refused_at_construction(meta_model: Any, make: Callable) -> None:
@@ -330,6 +339,7 @@ def views(native_model: Any) -> dict[str, Any]:
         "feature_view": mw.FeatureView(small_sae(), native_model, PROMPT, autostart=False),
         "logit_lens": mw.LogitLens(native_model, PROMPT),
         "logit_attribution": mw.LogitAttribution(native_model, PROMPT, answer=5, wrong=6),
+        "patching": mw.Patching(native_model, *PATCH_PAIR, mw.logit_diff([5, 5], [6, 6]), autostart=False),
     }
     yield made
     for view in made.values():
@@ -355,6 +365,9 @@ def _selections(bad: Any) -> list[tuple[str, dict[str, Any], str]]:
         ("logit_lens", {"layer": 1, "position": bad}, "selected position"),
         ("logit_attribution", {"layer": 1, "head": bad}, "selected head"),
         ("logit_attribution", {"layer": bad, "component": "attn"}, "selected layer"),
+        ("patching", {"component": "head_out", "layer": 1, "head": bad}, "selected head"),
+        ("patching", {"component": "resid_pre", "layer": bad, "position": 1}, "selected layer"),
+        ("patching", {"component": "head_out_pos", "layer": 1, "head": 1, "position": bad}, "selected position"),
     ]
 
 
@@ -370,7 +383,7 @@ def test_selected_refuses_indices_that_are_not_integers(views: dict[str, Any], b
             ("activation", "selected neuron"),
         }:
             continue  # None means "nothing selected" there
-        if bad is None and name in ("head_scan", "logit_lens", "logit_attribution"):
+        if bad is None and name in ("head_scan", "logit_lens", "logit_attribution", "patching"):
             continue  # None there means "no head" (and must come as a pair: covered by test_head_scan.py)
         view = views[name]
         before = dict(view.selected)

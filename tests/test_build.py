@@ -63,7 +63,12 @@ def test_every_view_declares_its_widgets_traits() -> None:
             for c in vars(module).values()
             if isinstance(c, type) and issubclass(c, ProtocolWidget) and c.__module__ == module.__name__
         ]
-        assert len(widgets) == 1, f"{module_path.name}: expected one widget class, found {widgets}"
+        # One class declares the view (``_esm``); its subclasses in the module (PathPatching) share it and its traits.
+        owners = [c for c in widgets if "_esm" in vars(c)]
+        assert len(owners) == 1, f"{module_path.name}: expected one widget class with _esm, found {owners}"
+        for other in widgets:
+            assert other.class_trait_names(sync=True) == owners[0].class_trait_names(sync=True), other
+        widgets = owners
         python = {n for n in widgets[0].class_trait_names(sync=True) if not n.startswith("_")} - framework
         python |= {"error"} & set(widgets[0].class_trait_names())
         ts = _ts_traits(views[0])

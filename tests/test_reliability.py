@@ -43,6 +43,9 @@ def _registered() -> set[str]:
 
 def _makers(induction: Any, code: Any) -> dict[str, Callable[[], Any]]:
     texts = mw.zoo.stdlib_texts("heldout")[:2]
+    clean = torch.tensor([[0, 5, 7, 9, 5, 7], [0, 6, 8, 10, 6, 8]])
+    corrupted = torch.tensor([[0, 11, 7, 9, 5, 7], [0, 12, 8, 10, 6, 8]])
+    metric = mw.logit_diff([9, 10], [11, 12])
     sae = mw.SparseAutoencoder(d_in=int(code.cfg.d_model), d_sae=32, k=4, hook_name="blocks.0.hook_resid_post")
     return {
         "AttentionView": lambda: mw.AttentionView(induction, PROMPT),
@@ -56,6 +59,8 @@ def _makers(induction: Any, code: Any) -> dict[str, Callable[[], Any]]:
         "SuperpositionToy": lambda: mw.SuperpositionToy(n_features=5, n_hidden=2, steps=50),
         "SAETrainer": lambda: mw.SAETrainer(activations=torch.randn(256, 8), d_sae=16, k=2, steps=20, batch_size=32),
         "FeatureView": lambda: mw.FeatureView(sae, code, ["def f(x):\n    return x"], corpus=texts),
+        "Patching": lambda: mw.Patching(induction, clean, corrupted, metric, components=["head_out"]),
+        "PathPatching": lambda: mw.PathPatching(induction, clean=clean, corrupted=corrupted, metric=metric),
     }
 
 
@@ -71,6 +76,8 @@ WIDGETS = [
     "SuperpositionToy",
     "SAETrainer",
     "FeatureView",
+    "Patching",
+    "PathPatching",
 ]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -315,6 +315,53 @@ class ModelAdapter:
                 f"{type(logits).__name__} {list(getattr(logits, 'shape', []))}"
             )
         return logits
+
+    def run_patched(
+        self,
+        tokens: torch.Tensor,
+        hooks: Mapping[str, Callable[[torch.Tensor], torch.Tensor | None]],
+        *,
+        stop_at: str | None = None,
+        grad: bool = False,
+    ) -> torch.Tensor | None:
+        """One forward pass on the twin in which each hook's function may replace its activation.
+
+        A function returns the new activation (same shape) or None to leave it. With ``stop_at`` (one
+        of the hooks) the run ends right after that hook and returns None; otherwise it returns the
+        logits. ``grad=True`` runs with autograd on, for gradients with respect to activations (take
+        them with ``torch.autograd.grad``: nothing accumulates in the model's ``.grad``).
+        """
+        resolved = {self.resolve_hook(name): fn for name, fn in hooks.items()}
+        if stop_at is not None and self.resolve_hook(stop_at) not in resolved:
+            raise ValueError(f"stop_at must be one of the hooks, got {stop_at!r}")
+        stop = None if stop_at is None else self.resolve_hook(stop_at)
+        seen: set[str] = set()
+
+        def bind(name: str, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> Callable[..., Any]:
+            def hook_fn(tensor: torch.Tensor, hook: Any) -> torch.Tensor | None:
+                out = fn(tensor)
+                seen.add(name)
+                if name == stop:
+                    raise _StopForward()
+                return out
+
+            return hook_fn
+
+        twin, lock = self.runner()
+        out = None
+        with lock, torch.set_grad_enabled(grad):
+            try:
+                out = twin.run_with_hooks(
+                    tokens,
+                    return_type=None if stop is not None else "logits",
+                    fwd_hooks=[(name, bind(name, fn)) for name, fn in resolved.items()],
+                )
+            except _StopForward:
+                pass
+        missing = [name for name in resolved if name not in seen]
+        if missing:
+            raise RuntimeError(f"the model ran but these hooks did not fire: {missing}")
+        return out if stop is None else None
 
     # ----- weights: read from the model as it is, never changed --------------------------------
     # Everything that reads a weight lives here (analysis gets tensors): detached, in the model's dtype,

@@ -7,6 +7,7 @@ from .feature_view import FeatureView
 from .head_scan import HeadScan
 from .logit_attribution import LogitAttribution
 from .logit_lens import LogitLens
+from .patching import Patching, PathPatching
 from .sae_training import SAETrainer, train_sae
 from .superposition import SuperpositionToy
 from .top_examples import TopExamples
@@ -19,6 +20,8 @@ __all__ = [
     "HeadScan",
     "LogitAttribution",
     "LogitLens",
+    "PathPatching",
+    "Patching",
     "SAETrainer",
     "SuperpositionToy",
     "TopExamples",
