@@ -1,6 +1,6 @@
 """Run inside a TransformerLens 2.x environment (``.venv-tl2``, made by ``.ci/setup-tl2``).
 
-AttentionView, HeadScan and CompositionView promise to work on TL 2.x ``HookedTransformer`` by duck typing; TL 2 and TL 4
+AttentionView, HeadScan, CompositionView, Patching and others promise to work on TL 2.x ``HookedTransformer`` by duck typing; TL 2 and TL 4
 cannot share one environment (transformers 4 vs 5), so this script is run by
 ``tests/test_tl2_compat.py`` with the other interpreter and prints ``TL2 OK`` at the end.
 """
@@ -170,5 +170,30 @@ except ValueError as exc:
     assert "no tokenizer" in str(exc), exc
 else:
     raise AssertionError("a text answer on a model without tokenizer must raise")
+
+# Patching and PathPatching: equal to TL 2.x's own patching functions on a HookedTransformer
+import transformer_lens.patching as tl_patching  # noqa: E402
+
+gen = torch.Generator().manual_seed(0)
+clean_ids = torch.randint(1, 300, (3, 9), generator=gen)
+corrupted_ids = clean_ids.clone()
+corrupted_ids[:, 3] = torch.randint(1, 300, (3,), generator=gen)
+patch_metric = mw.logit_diff(torch.tensor([5, 6, 7]), torch.tensor([8, 9, 10]))
+patch = mw.Patching(model, clean_ids, corrupted_ids, patch_metric, components=["resid_pre", "head_out", "pattern"])
+assert patch.wait(60).status == "done", (patch.status, patch.error)
+model.eval()
+with torch.no_grad():
+    _, clean_cache = model.run_with_cache(clean_ids)
+    for name, fn in [
+        ("resid_pre", tl_patching.get_act_patch_resid_pre),
+        ("head_out", tl_patching.get_act_patch_attn_head_out_all_pos),
+        ("pattern", tl_patching.get_act_patch_attn_head_pattern_all_pos),
+    ]:
+        theirs = fn(model, corrupted_ids, clean_cache, patch_metric)
+        assert torch.allclose(patch.raw[name], theirs.float(), atol=2e-5), (name, patch.raw[name], theirs)
+attr = mw.Patching(model, clean_ids, corrupted_ids, patch_metric, components=["head_out"], method="attribution")
+assert attr.wait(60).status == "done" and attr.agreement("head_out")["correlation"] is not None, attr.error
+path = mw.PathPatching(model, clean=clean_ids, corrupted=corrupted_ids, metric=patch_metric, receivers=[(1, 0, "v")])
+assert path.wait(60).status == "done" and torch.isfinite(path.results["path"][0]).all(), path.error
 
 print(f"TL2 OK (transformer_lens 2.x, {len(sent)} reply)")
