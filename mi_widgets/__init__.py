@@ -7,9 +7,10 @@ Quickstart::
     mw.AttentionView(model, "The cat sat on the mat. The cat sat on the")
 """
 
-from . import zoo
+from . import datasets, zoo
 from .analysis.patching import answer_prob, logit_diff
 from .analysis.sae import SparseAutoencoder
+from .datasets import IOIData, ioi_prompts
 from .widgets import (
     ActivationView,
     AttentionView,
@@ -33,6 +34,7 @@ __all__ = [
     "AttentionView",
     "CompositionView",
     "FeatureView",
+    "IOIData",
     "HeadScan",
     "LogitAttribution",
     "LogitLens",
@@ -44,6 +46,8 @@ __all__ = [
     "TopExamples",
     "answer_prob",
     "attention_heads",
+    "datasets",
+    "ioi_prompts",
     "logit_diff",
     "train_sae",
     "zoo",

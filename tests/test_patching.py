@@ -317,6 +317,11 @@ def test_selected_is_checked_per_component(native_model: Any) -> None:
     patch.selected = {"component": "head_out_pos", "layer": 1, "head": 2, "position": 4}
     assert patch.selected == {"component": "head_out_pos", "layer": 1, "head": 2, "position": 4}
     assert patch.attention.selected["layer"] == 1 and patch.attention.selected["head"] == 2
+    # ... and its direct logit attribution on the first clean prompt, for the metric's answer and wrong token.
+    assert patch.logit_attribution.selected == {"layer": 1, "head": 2, "component": "head"}
+    direct = mw.LogitAttribution(native_model, clean[0], answer=int(answers[0]), wrong=int(wrong[0]))
+    torch.testing.assert_close(patch.logit_attribution.heads, direct.heads)
+    direct.close()
     patch.selected = {"component": "resid_pre", "layer": 0, "position": 9, "head": 3}
     assert patch.selected["head"] is None, "resid_pre has no head"
     for bad in ({"component": "resid_pre", "layer": 0, "position": 10}, {"component": "nope", "layer": 0},

@@ -35,6 +35,7 @@ from ..capture.patching import Patch, PatchingRun
 from ..transport.protocol import Context, Reply
 from .attention import AttentionView
 from .base import endpoint, static_asset
+from .logit_attribution import LogitAttribution
 from .streaming import StreamingWidget
 
 DEFAULT_COMPONENTS = ("resid_pre", "head_out", "attn_out", "mlp_out", "q", "k", "v", "pattern", "head_out_pos")
@@ -111,6 +112,26 @@ class _PatchingBase(StreamingWidget):
         self._copies = int(batch_size) if batch_size is not None else self._run.copies_per_pass()
         self._prompt = clean_ids[0]
 
+    def _link_views(self, model: Any) -> None:
+        """The views a selected head opens: its attention pattern on the first clean prompt, and (for a logit
+        difference) its direct logit attribution there; ``logit_attribution`` is None for other metrics and
+        for architectures whose readout LogitAttribution refuses (``logit_attribution_error`` says why)."""
+        adapter = self._adapter
+        self.attention = AttentionView(model, self._prompt, layer=adapter.n_layers - 1, head=0)
+        self.logit_attribution: LogitAttribution | None = None
+        self.logit_attribution_error = ""
+        metric = self._run.metric
+        if not isinstance(metric, LogitDiff):
+            self.logit_attribution_error = "the metric is not a logit difference"
+            return
+        position = metric.position if isinstance(metric.position, int) else int(metric.position[0])
+        try:
+            self.logit_attribution = LogitAttribution(
+                model, self._prompt, answer=int(metric.answers[0]), wrong=int(metric.wrong[0]), position=position
+            )
+        except ValueError as exc:
+            self.logit_attribution_error = str(exc)
+
     def _publish(self, method: str, grids: dict[str, tuple[int, int]], scale: dict[str, str]) -> None:
         run, adapter = self._run, self._adapter
         for name, value in [
@@ -152,7 +173,7 @@ class _PatchingBase(StreamingWidget):
 
     def close(self) -> None:
         super().close()
-        for name in ("attention", "_display"):
+        for name in ("attention", "logit_attribution", "_display"):
             child = getattr(self, name, None)
             if child is not None:
                 if isinstance(child, ipywidgets.Box):
@@ -160,9 +181,10 @@ class _PatchingBase(StreamingWidget):
                 child.close()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        """The heatmaps above the attention pattern of the selected head."""
+        """The heatmaps above the selected head's attention pattern and direct logit attribution."""
         if getattr(self, "_display", None) is None:
-            self._display = ipywidgets.VBox([self, self.attention])
+            linked = [self.attention] + ([self.logit_attribution] if self.logit_attribution is not None else [])
+            self._display = ipywidgets.VBox([self, *linked])
         return self._display._repr_mimebundle_(**kwargs)
 
     def _normalise(self, values: torch.Tensor) -> torch.Tensor:
@@ -207,6 +229,8 @@ class _PatchingBase(StreamingWidget):
         sel = change["new"]
         if sel.get("head") is not None and getattr(self, "attention", None) is not None:
             self.attention.selected = {"layer": sel["layer"], "head": sel["head"], "query": None, "key": None}
+            if self.logit_attribution is not None:
+                self.logit_attribution.selected = {"layer": sel["layer"], "head": sel["head"]}
 
     # ----- what subclasses fill in ------------------------------------------------------------
 
@@ -297,7 +321,7 @@ class Patching(_PatchingBase):
         self._attr: dict[str, torch.Tensor] = {}
         self._attr_per_prompt: dict[str, torch.Tensor] = {}
         self._clear()
-        self.attention = AttentionView(model, self._prompt, layer=adapter.n_layers - 1, head=0)
+        self._link_views(model)
         self._display: ipywidgets.VBox | None = None
         super().__init__()
         grids = {c.name: tuple(self._grid(c.name, torch.zeros(self._shapes[c.name])).shape) for c in self._components}
@@ -517,7 +541,7 @@ class PathPatching(_PatchingBase):
         self._plan = [self._senders[i : i + self._copies] for i in range(0, len(self._senders), self._copies)]
         self._values = torch.full((adapter.n_layers, adapter.n_heads), float("nan"))
         self._per = torch.full((self._run.n, adapter.n_layers, adapter.n_heads), float("nan"))
-        self.attention = AttentionView(model, self._prompt, layer=adapter.n_layers - 1, head=0)
+        self._link_views(model)
         self._display: ipywidgets.VBox | None = None
         super().__init__()
         label = "logits" if self._receivers is None else ", ".join(f"L{l}H{h}.{k}" for l, h, k in self._receivers)
