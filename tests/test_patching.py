@@ -282,7 +282,10 @@ def test_a_function_metric_and_answer_prob(native_model: Any) -> None:
 def test_bad_input_is_a_clear_error(native_model: Any) -> None:
     clean, corrupted, answers, wrong = prompts(native_model)
     metric = mw.logit_diff(answers, wrong)
-    with pytest.raises(ValueError, match="clean prompts are 10 tokens long and corrupted prompts 9"):
+    with pytest.raises(
+        ValueError,
+        match="clean prompts are 10 tokens long and corrupted prompts 9; prompt 0 first differs at position 2",
+    ):
         mw.Patching(native_model, clean, corrupted[:, :9], metric, autostart=False)
     with pytest.raises(ValueError, match="one corrupted prompt per clean prompt"):
         mw.Patching(native_model, clean, corrupted[:2], metric, autostart=False)
@@ -349,7 +352,7 @@ def test_endpoints_send_grids_and_per_prompt_values(native_model: Any, capture: 
     grid = decode_array(result["values"]["head_out_pos"], buffers)
     # [layers, pos, heads] is shown as rows L0H0, L0H1, ... by positions.
     expected = patch.results["head_out_pos"].permute(0, 2, 1).reshape(8, SEQ)
-    torch.testing.assert_close(torch.as_tensor(grid), expected)
+    torch.testing.assert_close(torch.tensor(grid.copy()), expected)
     assert set(result["attribution"]) == {"resid_pre", "head_out_pos"}
     assert result["agreement"]["resid_pre"]["correlation"] is not None
     rid = ask(patch, "per_prompt", {"component": "resid_pre", "layer": 1, "head": None, "position": 2})
@@ -357,7 +360,7 @@ def test_endpoints_send_grids_and_per_prompt_values(native_model: Any, capture: 
     content, buffers = sent.reply(rid)
     result = content["result"]
     assert len(result["prompts"]) == N
-    values = torch.as_tensor(decode_array(result["values"], buffers))
+    values = torch.tensor(decode_array(result["values"], buffers).copy())
     torch.testing.assert_close(values, patch.per_prompt("resid_pre", 1, position=2)["exact"])
     rid = ask(patch, "per_prompt", {"component": "resid_pre", "layer": 7, "position": 2})
     sent.wait(rid)

@@ -67,17 +67,24 @@ def prompt_tokens(adapter: ModelAdapter, prompts: Any, what: str) -> torch.Tenso
     return torch.stack(rows)
 
 
-def check_pair(clean: torch.Tensor, corrupted: torch.Tensor) -> list[int]:
+def check_pair(clean: torch.Tensor, corrupted: torch.Tensor, adapter: ModelAdapter | None = None) -> list[int]:
     """Refuse clean and corrupted sets that cannot be patched position by position; the positions that differ."""
     if clean.shape[0] != corrupted.shape[0]:
         raise ValueError(
             f"expected one corrupted prompt per clean prompt, got {clean.shape[0]} clean and {corrupted.shape[0]} corrupted"
         )
     if clean.shape[1] != corrupted.shape[1]:
+        short = min(clean.shape[1], corrupted.shape[1])
+        differs = (clean[0, :short] != corrupted[0, :short]).nonzero().flatten()
+        at = int(differs[0]) if len(differs) else short
+        where = f"; prompt 0 first differs at position {at}"
+        if adapter is not None and at < short:
+            pair = adapter.token_labels(torch.stack([clean[0, at], corrupted[0, at]]))
+            where += f" (clean {pair[0]!r}, corrupted {pair[1]!r})"
         raise ValueError(
-            f"clean prompts are {clean.shape[1]} tokens long and corrupted prompts {corrupted.shape[1]}: activation "
-            "patching puts a clean activation into the same position of the corrupted run, so both need one length "
-            "(pick corrupted prompts whose changed words are single tokens, like the ABC names)"
+            f"clean prompts are {clean.shape[1]} tokens long and corrupted prompts {corrupted.shape[1]}{where}: "
+            "activation patching puts a clean activation into the same position of the corrupted run, so both need "
+            "one length (pick corrupted prompts whose changed words are single tokens, like the ABC names)"
         )
     return [int(p) for p in (clean != corrupted).any(0).nonzero().flatten()]
 
@@ -104,7 +111,7 @@ class _PatchingBase(StreamingWidget):
         self._adapter = adapter
         clean_ids = prompt_tokens(adapter, clean, "clean")
         corrupted_ids = prompt_tokens(adapter, corrupted, "corrupted")
-        self.differing_positions = check_pair(clean_ids, corrupted_ids)
+        self.differing_positions = check_pair(clean_ids, corrupted_ids, adapter)
         self._run = PatchingRun(adapter, clean_ids, corrupted_ids, as_metric(metric))
         normalise(torch.zeros(()), float(self._run.clean_value), float(self._run.corrupted_value))  # refuse now
         if batch_size is not None and int(batch_size) < 1:
