@@ -1,10 +1,11 @@
 """The forward passes of activation, attribution and path patching, batched.
 
 One :class:`PatchingRun` holds a clean and a corrupted set of prompts, the metric, and the clean
-(and, for path patching, corrupted) activations of the hooks it patches. Exact patching stacks K
-copies of the corrupted prompts along the batch, copy ``k`` getting component ``k``'s clean
+(and, for path patching, the corrupted heads') activations of the hooks it patches. Exact patching
+stacks K copies of the corrupted prompts along the batch, copy ``k`` getting component ``k``'s clean
 activation, so a sweep over hundreds of components costs a few large forward passes instead of one
-small pass per component. A metric that reads one position (:class:`~..analysis.patching.LogitMetric`)
+small pass per component; a patch that would put back what is already there (a position before the
+first token that differs) is not run. A metric that reads one position (:class:`~..analysis.patching.LogitMetric`)
 is read from the last residual stream at that position only, through the model's own final norm
 and unembedding (checked once against the model's logits), not from ``[K*n, seq, vocab]`` logits.
 """
@@ -43,6 +44,7 @@ class PatchingRun:
         self.metric: LogitMetric | FunctionMetric = metric
         self.n, self.seq = int(clean.shape[0]), int(clean.shape[1])
         self._acts: dict[tuple[str, str], torch.Tensor] = {}
+        self._differs: dict[str, list[torch.Tensor]] = {}
         self._final = f"blocks.{adapter.n_layers - 1}.hook_resid_post"
         self.readout = isinstance(metric, LogitMetric) and self._readout_matches()
         self.clean_value, self.clean_per_prompt = self._score(self._logits(clean, {}), 1)
@@ -93,16 +95,26 @@ class PatchingRun:
 
     def _changes(self, comp: Component, patches: Sequence[Patch]) -> list[bool]:
         """Whether each patch puts in anything that differs from the corrupted run's activation."""
-        names = {layer: comp.hook_name(layer) for layer, _ in patches}
-        clean = self.activations("clean", list(names.values()))
-        corrupted = self.activations("corrupted", list(names.values()))
-        out = []
-        for layer, index in patches:
-            name = names[layer]
-            mask = patch_mask(comp, [index], clean[name].shape[1:]).to(clean[name].device)[0]
-            differs = (clean[name] != corrupted[name]) & mask
-            out.append(bool(differs.any()))
-        return out
+        differs = self._differences(comp)
+        return [bool(differs[layer][index]) for layer, index in patches]
+
+    def _differences(self, comp: Component) -> list[torch.Tensor]:
+        """Per layer, a bool tensor over the component's index (e.g. ``[pos]``, ``[head]``, ``[pos, head]``): where
+        the clean and corrupted activations differ in any prompt. Kept instead of the corrupted activations."""
+        if comp.name not in self._differs:
+            names = [comp.hook_name(layer) for layer in range(self.adapter.n_layers)]
+            clean = self.activations("clean", names)
+            corrupted = self.adapter.capture(self.corrupted, names)
+            keep = [comp.dims.index(d) + 1 for d in comp.index]
+            rows = []
+            for name in names:
+                unequal = clean[name] != corrupted[name]
+                drop = [d for d in range(unequal.ndim) if d not in keep]
+                summary = unequal.any(dim=drop) if drop else unequal
+                order = sorted(keep)  # kept dims are in dims order after the reduction; put them in index order
+                rows.append(summary.permute([order.index(d) for d in keep]).cpu())
+            self._differs[comp.name] = rows
+        return self._differs[comp.name]
 
     def _patch_hooks(
         self, comp: Component, patches: Sequence[Patch], base: str, source: str
