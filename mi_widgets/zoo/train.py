@@ -347,7 +347,7 @@ i to key i-1 over the x x part.
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=["induction-2l", "code-2l", "ioi-4l"])
+    parser.add_argument("name", choices=["induction-2l", "code-2l", "ioi-4l", "modadd-113"])
     parser.add_argument("--steps", type=int, default=None, help="default: the recipe's own")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--out", type=Path, default=None, help="default: the zoo's own folder")
@@ -363,6 +363,10 @@ def main(argv: list[str] | None = None) -> None:
         from . import code_2l
 
         code_2l.train_code_2l(out, steps=args.steps or code_2l.DEFAULT_STEPS, seed=args.seed, device=args.device)
+    elif args.name == "modadd-113":
+        from . import modadd
+
+        modadd.train_modadd(out, steps=args.steps or modadd.DEFAULT_STEPS, seed=args.seed)
     elif args.name == "ioi-4l":
         from . import ioi
 
