@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mi_widgets import zoo
+from mi_widgets.analysis import fourier
 from mi_widgets.zoo import modadd
 
 NAME = "modadd-113"
@@ -40,7 +41,7 @@ def test_shape_and_tokens(model: Any) -> None:
 
 
 def test_adds_modulo_p_on_all_pairs(model: Any) -> None:
-    tokens, labels = modadd.all_pairs(P)
+    tokens, labels = fourier.all_pairs(P)
     with torch.no_grad():
         logits = model(tokens)[:, -1]
     assert logits.shape == (P * P, P)
@@ -51,7 +52,7 @@ def test_adds_modulo_p_on_all_pairs(model: Any) -> None:
 
 def test_bridge_matches_training_forward(model: Any) -> None:
     params = {k: v for k, v in model.state_dict().items()}
-    tokens, _ = modadd.all_pairs(P)
+    tokens, _ = fourier.all_pairs(P)
     tokens = tokens[::7]
     with torch.no_grad():
         ref = modadd.forward(params, tokens)
@@ -63,16 +64,11 @@ def test_bridge_matches_training_forward(model: Any) -> None:
 def test_key_frequencies_are_the_embedding_top_fourier_components(model: Any, meta: dict[str, Any]) -> None:
     freqs = meta["training"]["key_frequencies"]
     assert len(freqs) == modadd.N_KEY
-    norms = modadd.embed_fourier_norms(model.W_E.detach(), P)
+    norms = fourier.fourier_norms(model.W_E.detach(), P)
     top = norms[1:].argsort(descending=True)[: len(freqs)] + 1
     assert sorted(top.tolist()) == sorted(freqs)
     # Sparse in the Fourier basis: the key frequencies hold most of the embedding's (non-constant) norm.
     assert float(norms[freqs].pow(2).sum() / norms[1:].pow(2).sum()) > 0.5
-
-
-def test_fourier_basis_is_orthonormal() -> None:
-    basis = modadd.fourier_basis(P)
-    assert torch.allclose(basis @ basis.T, torch.eye(P), atol=1e-5)
 
 
 def test_history(history: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -92,7 +88,7 @@ def test_history(history: dict[str, torch.Tensor], meta: dict[str, Any]) -> None
     assert history["key_frequencies"].tolist() == t["key_frequencies"]
     ck = history["checkpoint.step"]
     assert ck.tolist() == t["history"]["checkpoint_steps"] and int(ck[0]) == 0 and int(ck[-1]) == t["steps"]
-    assert history["checkpoint.embed.weight"].shape == (len(ck), P + 1, modadd.D_MODEL)
+    assert history["checkpoint.embed.weight"].shape == (len(ck), P + 1, modadd.PAPER.d_model)
     # Grokking: memorised (train accuracy 100%) well before test accuracy crossed 50%.
     assert t["train_acc_100_step"] < t["test_acc_50_step"] <= t["test_acc_99_step"]
 

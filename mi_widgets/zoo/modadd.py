@@ -21,26 +21,25 @@ zero and frozen (the paper's model has none); the MLP biases train, as in the pa
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ..analysis import fourier
+from ..analysis.fourier import all_pairs
+
+__all__ = ["ModAddConfig", "ModAddTrainer", "all_pairs", "fast_forward", "forward", "to_bridge", "train_modadd"]
+
 NAME = "modadd-113"
 P = 113
-D_MODEL = 128
-N_HEADS = 4
-D_HEAD = 32
-D_MLP = 512
-FRAC_TRAIN = 0.3
-LR = 1e-3
-WEIGHT_DECAY = 1.0
-BETAS = (0.9, 0.98)
-WARMUP = 10
+N_KEY = 5  # key frequencies the recipe reports (the paper finds 5 for its P=113 model)
 DEFAULT_SEED = 0
 DATA_SEED = 0
 DEFAULT_STEPS = 40_000  # the paper's budget; training stops earlier on STOP_TEST_LOSS
@@ -48,29 +47,49 @@ STOP_TEST_LOSS = 1e-3  # stop once test loss stays below this (and test accuracy
 STOP_PATIENCE = 1000
 LOG_EVERY = 10  # train/test loss and accuracy
 CHECK_EVERY = 250  # Fourier norms of W_E, weight norm, restricted/excluded loss
-N_KEY = 5  # key frequencies reported (the paper finds 5 for its P=113 model)
 
 # Frozen at zero: the paper's model has no attention or unembedding biases.
 FROZEN = ("attn.q.bias", "attn.k.bias", "attn.v.bias", "attn.o.bias", "unembed.bias")
 
 
-def bridge_config(p: int = P, seed: int = DEFAULT_SEED) -> dict[str, Any]:
-    """Keyword arguments of the ``TransformerBridgeConfig`` that ``zoo.load`` boots."""
+@dataclass(frozen=True)
+class ModAddConfig:
+    """One modular-addition training setup; the defaults are the paper's (Nanda et al. 2023, section 3)."""
+
+    p: int = P
+    d_model: int = 128
+    n_heads: int = 4
+    d_head: int = 32
+    d_mlp: int = 512
+    train_frac: float = 0.3
+    lr: float = 1e-3
+    weight_decay: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup: int = 10
+    seed: int = DEFAULT_SEED
+    data_seed: int = DATA_SEED
+
+
+PAPER = ModAddConfig()
+
+
+def bridge_config(config: ModAddConfig = PAPER) -> dict[str, Any]:
+    """Keyword arguments of the ``TransformerBridgeConfig`` that ``zoo.load`` (and :func:`to_bridge`) boots."""
     return dict(
-        d_model=D_MODEL,
-        d_head=D_HEAD,
-        n_heads=N_HEADS,
+        d_model=config.d_model,
+        d_head=config.d_head,
+        n_heads=config.n_heads,
         n_layers=1,
         n_ctx=3,
-        d_vocab=p + 1,
-        d_vocab_out=p,
-        d_mlp=D_MLP,
+        d_vocab=config.p + 1,
+        d_vocab_out=config.p,
+        d_mlp=config.d_mlp,
         act_fn="relu",
         normalization_type=None,
         positional_embedding_type="standard",
         tokenizer_prepends_bos=False,
         default_prepend_bos=False,
-        seed=seed,
+        seed=config.seed,
     )
 
 
@@ -79,15 +98,7 @@ def bridge_config(p: int = P, seed: int = DEFAULT_SEED) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def all_pairs(p: int = P) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokens ``[a, b, p]`` for every pair, row ``a * p + b`` ([p*p, 3]), and labels ``(a + b) % p`` ([p*p])."""
-    a = torch.arange(p).repeat_interleave(p)
-    b = torch.arange(p).repeat(p)
-    tokens = torch.stack([a, b, torch.full_like(a, p)], dim=1)
-    return tokens, (a + b) % p
-
-
-def train_split(p: int = P, frac: float = FRAC_TRAIN, seed: int = DATA_SEED) -> torch.Tensor:
+def train_split(p: int = P, frac: float = PAPER.train_frac, seed: int = DATA_SEED) -> torch.Tensor:
     """Boolean mask [p*p] of the training pairs: a random ``frac`` of all pairs (``torch.randperm`` under ``seed``)."""
     perm = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))
     mask = torch.zeros(p * p, dtype=torch.bool)
@@ -100,12 +111,12 @@ def train_split(p: int = P, frac: float = FRAC_TRAIN, seed: int = DATA_SEED) -> 
 # --------------------------------------------------------------------------------------------
 
 
-def init_params(p: int = P, seed: int = DEFAULT_SEED) -> dict[str, torch.Tensor]:
+def init_params(config: ModAddConfig = PAPER) -> dict[str, torch.Tensor]:
     """The paper's init: every weight ``randn / sqrt(d_model)`` (W_U ``randn / sqrt(d_vocab)``), biases zero.
 
     Keys and shapes are those of the bridge's ``state_dict()`` (``nn.Linear`` weights are [out, in])."""
-    g = torch.Generator().manual_seed(seed)
-    d, m = D_MODEL, D_MLP
+    g = torch.Generator().manual_seed(config.seed)
+    p, d, m, hd = config.p, config.d_model, config.d_mlp, config.n_heads * config.d_head
 
     def w(*shape: int, scale: float) -> torch.Tensor:
         return torch.randn(*shape, generator=g) * scale
@@ -114,13 +125,13 @@ def init_params(p: int = P, seed: int = DEFAULT_SEED) -> dict[str, torch.Tensor]
     return {
         "embed.weight": w(p + 1, d, scale=s),
         "pos_embed.weight": w(3, d, scale=s),
-        "blocks.0.attn.q.weight": w(d, d, scale=s),
-        "blocks.0.attn.q.bias": torch.zeros(d),
-        "blocks.0.attn.k.weight": w(d, d, scale=s),
-        "blocks.0.attn.k.bias": torch.zeros(d),
-        "blocks.0.attn.v.weight": w(d, d, scale=s),
-        "blocks.0.attn.v.bias": torch.zeros(d),
-        "blocks.0.attn.o.weight": w(d, d, scale=s),
+        "blocks.0.attn.q.weight": w(hd, d, scale=s),
+        "blocks.0.attn.q.bias": torch.zeros(hd),
+        "blocks.0.attn.k.weight": w(hd, d, scale=s),
+        "blocks.0.attn.k.bias": torch.zeros(hd),
+        "blocks.0.attn.v.weight": w(hd, d, scale=s),
+        "blocks.0.attn.v.bias": torch.zeros(hd),
+        "blocks.0.attn.o.weight": w(d, hd, scale=s),
         "blocks.0.attn.o.bias": torch.zeros(d),
         "blocks.0.mlp.in.weight": w(m, d, scale=s),
         "blocks.0.mlp.in.bias": torch.zeros(m),
@@ -131,18 +142,21 @@ def init_params(p: int = P, seed: int = DEFAULT_SEED) -> dict[str, torch.Tensor]
     }
 
 
-def forward(params: dict[str, torch.Tensor], tokens: torch.Tensor, return_neurons: bool = False) -> Any:
+def forward(
+    params: dict[str, torch.Tensor], tokens: torch.Tensor, n_heads: int = PAPER.n_heads, return_neurons: bool = False
+) -> Any:
     """Logits at the last position [batch, d_vocab_out] (and the MLP's post-ReLU activations there [batch, d_mlp]
     with ``return_neurons``): the bridge's computation (causal attention, scale sqrt(d_head), no LayerNorm)
     restricted to the last query, which attends to all three positions."""
     x = params["embed.weight"][tokens] + params["pos_embed.weight"][: tokens.shape[1]]  # [B, 3, d]
     batch, seq, _ = x.shape
+    d_head = params["blocks.0.attn.q.weight"].shape[0] // n_heads
     last = x[:, -1]
-    q = F.linear(last, params["blocks.0.attn.q.weight"], params["blocks.0.attn.q.bias"]).view(batch, N_HEADS, D_HEAD)
-    k = F.linear(x, params["blocks.0.attn.k.weight"], params["blocks.0.attn.k.bias"]).view(batch, seq, N_HEADS, D_HEAD)
-    v = F.linear(x, params["blocks.0.attn.v.weight"], params["blocks.0.attn.v.bias"]).view(batch, seq, N_HEADS, D_HEAD)
-    pattern = torch.einsum("bhd,bphd->bhp", q, k).div(math.sqrt(D_HEAD)).softmax(-1)
-    z = torch.einsum("bhp,bphd->bhd", pattern, v).reshape(batch, N_HEADS * D_HEAD)
+    q = F.linear(last, params["blocks.0.attn.q.weight"], params["blocks.0.attn.q.bias"]).view(batch, n_heads, d_head)
+    k = F.linear(x, params["blocks.0.attn.k.weight"], params["blocks.0.attn.k.bias"]).view(batch, seq, n_heads, d_head)
+    v = F.linear(x, params["blocks.0.attn.v.weight"], params["blocks.0.attn.v.bias"]).view(batch, seq, n_heads, d_head)
+    pattern = torch.einsum("bhd,bphd->bhp", q, k).div(math.sqrt(d_head)).softmax(-1)
+    z = torch.einsum("bhp,bphd->bhd", pattern, v).reshape(batch, n_heads * d_head)
     resid = last + F.linear(z, params["blocks.0.attn.o.weight"], params["blocks.0.attn.o.bias"])
     neurons = F.relu(F.linear(resid, params["blocks.0.mlp.in.weight"], params["blocks.0.mlp.in.bias"]))
     resid = resid + F.linear(neurons, params["blocks.0.mlp.out.weight"], params["blocks.0.mlp.out.bias"])
@@ -150,7 +164,9 @@ def forward(params: dict[str, torch.Tensor], tokens: torch.Tensor, return_neuron
     return (logits, neurons) if return_neurons else logits
 
 
-def fast_forward(params: dict[str, torch.Tensor], a: torch.Tensor, b: torch.Tensor, p: int = P) -> torch.Tensor:
+def fast_forward(
+    params: dict[str, torch.Tensor], a: torch.Tensor, b: torch.Tensor, p: int = P, n_heads: int = PAPER.n_heads
+) -> torch.Tensor:
     """:func:`forward` on tokens ``[a, b, p]``, re-associated for speed: the same function of the same
     parameters, equal up to float rounding. The query is the same for every input ("=" at position 2), so keys,
     values and each head's output are computed once per token id (tables [p, heads, ...]) and gathered; the MLP
@@ -162,16 +178,17 @@ def fast_forward(params: dict[str, torch.Tensor], a: torch.Tensor, b: torch.Tens
     wo, bo = params["blocks.0.attn.o.weight"], params["blocks.0.attn.o.bias"]
     w_u, b_u = params["unembed.weight"], params["unembed.bias"]
     w_out, b_out = params["blocks.0.mlp.out.weight"], params["blocks.0.mlp.out.bias"]
+    d_model, d_head = E.shape[1], wq.shape[0] // n_heads
     x = torch.stack([E[:p] + pos[0], E[:p] + pos[1]])  # [2, p, d]: a at position 0, b at position 1
     x2 = E[p] + pos[2]  # [d]: "=" at position 2
-    q = F.linear(x2, wq, bq).view(N_HEADS, D_HEAD)
-    k = F.linear(x, wk, bk).view(2, p, N_HEADS, D_HEAD)
-    k2 = F.linear(x2, wk, bk).view(N_HEADS, D_HEAD)
-    s = torch.einsum("hd,iphd->iph", q, k) / math.sqrt(D_HEAD)  # [2, p, H]
-    s2 = (q * k2).sum(-1) / math.sqrt(D_HEAD)  # [H]
-    v = F.linear(x, wv, bv).view(2, p, N_HEADS, D_HEAD)
-    v2 = F.linear(x2, wv, bv).view(N_HEADS, D_HEAD)
-    wo_h = wo.view(D_MODEL, N_HEADS, D_HEAD)
+    q = F.linear(x2, wq, bq).view(n_heads, d_head)
+    k = F.linear(x, wk, bk).view(2, p, n_heads, d_head)
+    k2 = F.linear(x2, wk, bk).view(n_heads, d_head)
+    s = torch.einsum("hd,iphd->iph", q, k) / math.sqrt(d_head)  # [2, p, H]
+    s2 = (q * k2).sum(-1) / math.sqrt(d_head)  # [H]
+    v = F.linear(x, wv, bv).view(2, p, n_heads, d_head)
+    v2 = F.linear(x2, wv, bv).view(n_heads, d_head)
+    wo_h = wo.view(d_model, n_heads, d_head)
     o = torch.einsum("iphd,mhd->iphm", v, wo_h)  # [2, p, H, d]: a head's output for a value at position 0 / 1
     o2 = torch.einsum("hd,mhd->hm", v2, wo_h)  # [H, d]
     pattern = torch.stack([s[0, a], s[1, b], s2.expand(len(a), -1)], dim=-1).softmax(-1)  # [B, H, 3]
@@ -181,89 +198,37 @@ def fast_forward(params: dict[str, torch.Tensor], a: torch.Tensor, b: torch.Tens
     return F.linear(resid, w_u, b_u) + neurons @ (w_u @ w_out).T + w_u @ b_out
 
 
-# --------------------------------------------------------------------------------------------
-# Progress measures (Nanda et al. 2023, section 5)
-# --------------------------------------------------------------------------------------------
-
-
-def fourier_basis(p: int = P) -> torch.Tensor:
-    """Orthonormal Fourier basis over ``0..p-1`` ([p, p], one basis vector a row): row 0 the constant,
-    rows ``2k-1`` / ``2k`` ``cos(2 pi k x / p)`` / ``sin(2 pi k x / p)`` for ``k = 1..(p-1)/2`` (p odd)."""
-    x = torch.arange(p, dtype=torch.float64)
-    rows = [torch.ones(p, dtype=torch.float64)]
-    for k in range(1, p // 2 + 1):
-        rows += [torch.cos(2 * math.pi * k * x / p), torch.sin(2 * math.pi * k * x / p)]
-    basis = torch.stack(rows)
-    return (basis / basis.norm(dim=1, keepdim=True)).float()
-
-
-def embed_fourier_norms(embed: torch.Tensor, p: int = P) -> torch.Tensor:
-    """[(p+1)//2] norm of each frequency of the token embedding ``W_E[:p]`` ([p(+1), d_model]; the "=" row is
-    left out) over the input dimension: entry 0 the constant component, entry ``k`` the square root of
-    ``|cos_k . W_E|^2 + |sin_k . W_E|^2`` (each a d_model vector, :func:`fourier_basis` directions)."""
-    coef = fourier_basis(p) @ embed[:p].float()  # [p, d]
-    sq = coef.pow(2).sum(-1)
-    return torch.cat([sq[:1], sq[1:].view(-1, 2).sum(-1)]).sqrt()
-
-
-def key_frequencies(embed: torch.Tensor, p: int = P, n: int = N_KEY) -> list[int]:
-    """The ``n`` frequencies ``k`` (1..(p-1)/2) with the largest :func:`embed_fourier_norms`, largest first."""
-    norms = embed_fourier_norms(embed, p)[1:]
-    return [int(k) + 1 for k in norms.argsort(descending=True)[:n]]
-
-
-def logit_key_parts(logits: torch.Tensor, freqs: list[int], p: int = P) -> torch.Tensor:
-    """The part of the logits along the key-frequency directions, [p*p, p] like ``logits`` (rows ``a * p + b``,
-    columns ``c``).
-
-    The logits over all pairs form a tensor ``L[a, b, c]``. For each ``k`` in ``freqs`` (w = 2 pi k / p) the
-    directions are the two p^3-vectors ``cos(w (a + b - c))`` and ``sin(w (a + b - c))``; they are orthogonal to
-    each other and across frequencies, each of squared norm p^3 / 2. The result is the orthogonal projection of
-    ``L`` onto their span: ``sum_k alpha_k cos(w (a+b-c)) + beta_k sin(w (a+b-c))`` with ``alpha_k = <L, cos> /
-    (p^3/2)``. It depends on ``(a + b - c) mod p`` only and sums to zero over ``c`` (so it leaves softmax
-    shifts alone)."""
-    L = logits.double().view(p, p, p)
-    a = torch.arange(p).view(p, 1, 1)
-    n = (a + a.view(1, p, 1) - a.view(1, 1, p)) % p  # [p, p, p]
-    g = torch.zeros(p, dtype=torch.float64).index_add_(0, n.reshape(-1), L.reshape(-1))  # sum of L over each n
-    x = torch.arange(p, dtype=torch.float64)
-    f = torch.zeros(p, dtype=torch.float64)
-    for k in freqs:
-        c, s = torch.cos(2 * math.pi * k * x / p), torch.sin(2 * math.pi * k * x / p)
-        f += (g @ c) / (p**3 / 2) * c + (g @ s) / (p**3 / 2) * s
-    return f[n].view(p * p, p).to(logits.dtype)
+def weight_norm(params: dict[str, torch.Tensor]) -> float:
+    """L2 norm of all trained parameters together (the frozen biases left out)."""
+    return float(torch.sqrt(sum(v.detach().double().pow(2).sum() for k, v in params.items() if not k.endswith(FROZEN))))
 
 
 @torch.no_grad()
-def progress_measures(params: dict[str, torch.Tensor], freqs: list[int], p: int = P) -> dict[str, float]:
-    """Loss/accuracy and the paper's progress measures for one set of weights, on all p*p pairs.
-
-    - ``restricted_loss``: cross-entropy over ALL pairs of the logits' projection onto the key-frequency
-      directions (:func:`logit_key_parts`) alone: how well the general algorithm at ``freqs`` does by itself.
-    - ``excluded_loss``: cross-entropy over the TRAIN pairs of the logits with that projection removed: how well
-      the model still does on its training data without it (memorisation).
-    - ``key_fraction``: share of the squared norm of the logits (each row centred over ``c``) that the projection
-      holds.
-    - ``weight_norm``: L2 norm of all trained parameters together.
-    (The paper's code applies the same projections to MLP activations; these are the logit versions.)
-    """
+def progress_measures(
+    params: dict[str, torch.Tensor], freqs: list[int], config: ModAddConfig = PAPER
+) -> dict[str, float]:
+    """:func:`mi_widgets.analysis.fourier.progress_measures` of one set of weights (on all p*p pairs, with
+    ``freqs`` as the key frequencies), plus ``weight_norm``."""
+    p = config.p
     tokens, labels = all_pairs(p)
-    mask = train_split(p)
-    logits = fast_forward(params, tokens[:, 0], tokens[:, 1], p).double()
-    part = logit_key_parts(logits, freqs, p)
-    centred = logits - logits.mean(-1, keepdim=True)
-    return {
-        "train_loss": float(F.cross_entropy(logits[mask], labels[mask])),
-        "test_loss": float(F.cross_entropy(logits[~mask], labels[~mask])),
-        "train_acc": float((logits[mask].argmax(-1) == labels[mask]).double().mean()),
-        "test_acc": float((logits[~mask].argmax(-1) == labels[~mask]).double().mean()),
-        "restricted_loss": float(F.cross_entropy(part, labels)),
-        "excluded_loss": float(F.cross_entropy((logits - part)[mask], labels[mask])),
-        "key_fraction": float(part.pow(2).sum() / centred.pow(2).sum()),
-        "weight_norm": float(
-            torch.sqrt(sum(v.double().pow(2).sum() for k, v in params.items() if not k.endswith(FROZEN)))
-        ),
-    }
+    device = params["embed.weight"].device
+    logits = fast_forward(params, tokens[:, 0].to(device), tokens[:, 1].to(device), p, config.n_heads)
+    mask = train_split(p, config.train_frac, config.data_seed)
+    return {**fourier.progress_measures(logits, labels, mask, freqs, p), "weight_norm": weight_norm(params)}
+
+
+def to_bridge(params: dict[str, torch.Tensor], config: ModAddConfig = PAPER, tokenizer: Any = None) -> Any:
+    """A TransformerLens ``TransformerBridge`` (native, the parameterization of ``zoo.load("modadd-113")``) holding
+    ``params``, in eval mode on their device; without ``tokenizer`` a word-level one like the zoo model's."""
+    from transformer_lens import TransformerBridge, TransformerBridgeConfig
+
+    if tokenizer is None:
+        tokenizer = word_tokenizer(config.p)
+    bridge = TransformerBridge.boot_native(TransformerBridgeConfig(**bridge_config(config)), tokenizer=tokenizer)
+    device = params["embed.weight"].device
+    bridge.to(device)
+    bridge.load_state_dict({k: v.detach().float() for k, v in params.items()}, strict=True)
+    return bridge.eval()
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,10 +236,78 @@ def progress_measures(params: dict[str, torch.Tensor], freqs: list[int], p: int 
 # --------------------------------------------------------------------------------------------
 
 
+class ModAddTrainer:
+    """Full-batch AdamW on the training pairs of ``config``, a step at a time, on ``device``.
+
+    The recipe (:func:`train`) and the live :class:`mi_widgets.Grokking` widget both train with it. ``step()``
+    takes one optimizer step and returns the training loss before it; ``evaluate()`` gives train/test loss and
+    accuracy of the current weights; ``params`` are the weights (keys of the bridge's state dict)."""
+
+    def __init__(self, config: ModAddConfig = PAPER, device: torch.device | str | None = None) -> None:
+        self.config = config
+        self.device = torch.device(device or "cpu")
+        torch.manual_seed(config.seed)
+        self.params = {k: v.to(self.device) for k, v in init_params(config).items()}
+        tokens, labels = all_pairs(config.p)
+        mask = train_split(config.p, config.train_frac, config.data_seed)
+        on = functools.partial(torch.Tensor.to, device=self.device)
+        self.train_mask = mask
+        self._train = (on(tokens[mask, 0]), on(tokens[mask, 1]), on(labels[mask]))
+        self._test = (on(tokens[~mask, 0]), on(tokens[~mask, 1]), on(labels[~mask]))
+        trainable = [v.requires_grad_() for k, v in self.params.items() if not k.endswith(FROZEN)]
+        self.optimizer = torch.optim.AdamW(
+            trainable, lr=config.lr, weight_decay=config.weight_decay, betas=config.betas
+        )
+        warmup = config.warmup
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min((s + 1) / warmup, 1.0))
+        self.steps = 0
+        self._train_logits: torch.Tensor | None = None  # of the last step, before its update
+
+    def _logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return fast_forward(self.params, a, b, self.config.p, self.config.n_heads)
+
+    def step(self) -> torch.Tensor:
+        """One optimizer step; the training loss before it (a 0-d tensor on the device)."""
+        a, b, y = self._train
+        logits = self._logits(a, b)
+        loss = F.cross_entropy(logits, y)
+        self._train_logits = logits.detach()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.steps += 1
+        return loss.detach()
+
+    @torch.no_grad()
+    def evaluate(self, train_logits: torch.Tensor | None = None) -> dict[str, float]:
+        """Train/test loss and accuracy of the current weights (``train_logits``: reuse the train logits computed
+        for these weights)."""
+        a, b, y = self._train
+        tr = self._logits(a, b) if train_logits is None else train_logits
+        ta, tb, ty = self._test
+        te = self._logits(ta, tb)
+        return {
+            "train_loss": float(F.cross_entropy(tr, y)),
+            "test_loss": float(F.cross_entropy(te, ty)),
+            "train_acc": float((tr.argmax(-1) == y).float().mean()),
+            "test_acc": float((te.argmax(-1) == ty).float().mean()),
+        }
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A detached copy of the weights."""
+        return {k: v.detach().clone() for k, v in self.params.items()}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        """Put ``state`` (a :meth:`snapshot`) back into the weights."""
+        with torch.no_grad():
+            for k, v in self.params.items():
+                v.copy_(state[k])
+
+
 def train(
-    p: int = P,
+    config: ModAddConfig = PAPER,
     steps: int = DEFAULT_STEPS,
-    seed: int = DEFAULT_SEED,
     stop_test_loss: float = STOP_TEST_LOSS,
     max_seconds: float | None = None,
     log: Any = print,
@@ -284,16 +317,8 @@ def train(
 
     Returns the final ``params``, the per-``LOG_EVERY`` log (step, train/test loss and accuracy), weight snapshots
     every ``CHECK_EVERY`` steps (float32, in memory) and timings."""
-    torch.manual_seed(seed)
-    params = init_params(p, seed)
-    tokens, labels = all_pairs(p)
-    mask = train_split(p)
-    a_tr, b_tr, y_tr = tokens[mask, 0], tokens[mask, 1], labels[mask]
-    a_te, b_te, y_te = tokens[~mask, 0], tokens[~mask, 1], labels[~mask]
-    trainable = [v.requires_grad_() for k, v in params.items() if not k.endswith(FROZEN)]
-    opt = torch.optim.AdamW(trainable, lr=LR, weight_decay=WEIGHT_DECAY, betas=BETAS)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / WARMUP, 1.0))
-
+    trainer = ModAddTrainer(config)
+    a_tr, b_tr, y_tr = trainer._train
     rows: list[list[float]] = []
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
     below_since: int | None = None
@@ -301,22 +326,17 @@ def train(
     step = 0
     while True:
         if step % CHECK_EVERY == 0:
-            snapshots[step] = {k: v.detach().clone() for k, v in params.items()}
-        logits = fast_forward(params, a_tr, b_tr, p)
-        loss = F.cross_entropy(logits, y_tr)
+            snapshots[step] = trainer.snapshot()
         if step % LOG_EVERY == 0:
             with torch.no_grad():
-                test_logits = fast_forward(params, a_te, b_te, p)
-                test_loss = float(F.cross_entropy(test_logits, y_te))
-                test_acc = float((test_logits.argmax(-1) == y_te).float().mean())
-                train_acc = float((logits.argmax(-1) == y_tr).float().mean())
-            rows.append([step, float(loss.detach()), test_loss, train_acc, test_acc])
+                m = trainer.evaluate()
+            rows.append([step, m["train_loss"], m["test_loss"], m["train_acc"], m["test_acc"]])
             if step % 500 == 0:
                 log(
-                    f"step {step:6d}  train loss {float(loss.detach()):.2e} acc {train_acc:.4f}  test loss {test_loss:.2e} "
-                    f"acc {test_acc:.4f}  ({time.time() - t0:.0f}s)"
+                    f"step {step:6d}  train loss {m['train_loss']:.2e} acc {m['train_acc']:.4f}  test loss "
+                    f"{m['test_loss']:.2e} acc {m['test_acc']:.4f}  ({time.time() - t0:.0f}s)"
                 )
-            if test_loss < stop_test_loss and test_acc == 1.0:
+            if m["test_loss"] < stop_test_loss and m["test_acc"] == 1.0:
                 below_since = step if below_since is None else below_since
             else:
                 below_since = None
@@ -324,13 +344,10 @@ def train(
             if (below_since is not None and step - below_since >= STOP_PATIENCE) or step >= steps or out_of_time:
                 stop = "test loss" if below_since is not None else ("steps" if step >= steps else "time")
                 break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        trainer.step()
         step += 1
     train_s = time.time() - t0
-    snapshots[step] = {k: v.detach().clone() for k, v in params.items()}
+    snapshots[step] = trainer.snapshot()
     return {
         "params": snapshots[step],
         "log": torch.tensor(rows, dtype=torch.float64),
@@ -347,19 +364,26 @@ def train(
 # --------------------------------------------------------------------------------------------
 
 
-def save_tokenizer(out: Path, p: int = P) -> Any:
+def word_tokenizer(p: int = P) -> Any:
     """A word-level tokenizer: ``"0"`` .. ``str(p-1)`` are ids ``0..p-1``, ``"="`` is id ``p``, split on
     whitespace, no BOS; an unknown word becomes "=" (the tokenizer's unk token; TransformerLens's boot encodes
-    "a" to probe for BOS, so it must not raise). Saved to ``out`` and loaded back."""
+    "a" to probe for BOS, so it must not raise)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     vocab = {str(i): i for i in range(p)}
     vocab["="] = p
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="="))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=3)
+
+
+def save_tokenizer(out: Path, p: int = P) -> Any:
+    """:func:`word_tokenizer` saved to ``out`` and loaded back (as ``zoo.load`` loads it)."""
+    from transformers import AutoTokenizer
+
     out.mkdir(parents=True, exist_ok=True)
-    PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=3).save_pretrained(str(out))
+    word_tokenizer(p).save_pretrained(str(out))
     return AutoTokenizer.from_pretrained(str(out), local_files_only=True)
 
 
@@ -377,21 +401,18 @@ def _checkpoint_steps(candidates: list[int | None], available: list[int]) -> lis
     return sorted(chosen)
 
 
-def write_model(out: Path, result: dict[str, Any], p: int = P, seed: int = DEFAULT_SEED) -> dict[str, Any]:
+def write_model(out: Path, result: dict[str, Any], config: ModAddConfig = PAPER) -> dict[str, Any]:
     """Write ``model.safetensors``, the tokenizer, ``history.safetensors``, ``config.json`` and ``README.md``."""
     from safetensors.torch import save_file
-    from transformer_lens import TransformerBridge, TransformerBridgeConfig
 
+    p, seed = config.p, config.seed
     params = {k: v.detach().clone().contiguous() for k, v in result["params"].items()}
-    freqs = key_frequencies(params["embed.weight"], p)
+    freqs = fourier.top_frequencies(fourier.fourier_norms(params["embed.weight"], p), N_KEY)
     tokens, labels = all_pairs(p)
 
     # Boot the bridge the way zoo.load does and check it computes the training model's function.
-    tokenizer = save_tokenizer(out, p)
-    cfg = bridge_config(p, seed)
-    bridge = TransformerBridge.boot_native(TransformerBridgeConfig(**cfg), tokenizer=tokenizer)
-    bridge.load_state_dict(params, strict=True)
-    bridge.eval()
+    cfg = bridge_config(config)
+    bridge = to_bridge(params, config, save_tokenizer(out, p))
     with torch.no_grad():
         bridge_logits = bridge(tokens)[:, -1]
         ref = forward(params, tokens)
@@ -402,10 +423,10 @@ def write_model(out: Path, result: dict[str, Any], p: int = P, seed: int = DEFAU
 
     # Progress measures at every snapshot, with the final key frequencies.
     snap_steps = sorted(result["snapshots"])
-    measures = [progress_measures(result["snapshots"][s], freqs, p) for s in snap_steps]
-    fourier = torch.stack([embed_fourier_norms(result["snapshots"][s]["embed.weight"], p) for s in snap_steps])
+    measures = [progress_measures(result["snapshots"][s], freqs, config) for s in snap_steps]
+    spectra = torch.stack([fourier.fourier_norms(result["snapshots"][s]["embed.weight"], p) for s in snap_steps])
     log = result["log"]
-    final = progress_measures(params, freqs, p)
+    final = progress_measures(params, freqs, config)
     s50, s99, s100 = crossing(log, 4, 0.5), crossing(log, 4, 0.99), crossing(log, 4, 1.0)
     below = (log[:, 2] < 1e-3).nonzero()
     cleanup = int(log[int(below[0]), 0]) if len(below) else None
@@ -421,7 +442,7 @@ def write_model(out: Path, result: dict[str, Any], p: int = P, seed: int = DEFAU
         "log.train_acc": log[:, 3].float(),
         "log.test_acc": log[:, 4].float(),
         "check.step": torch.tensor(snap_steps, dtype=torch.int32),
-        "check.embed_fourier_norm": fourier.float(),
+        "check.embed_fourier_norm": spectra.float(),
         "checkpoint.step": torch.tensor(ck_steps, dtype=torch.int32),
         "key_frequencies": torch.tensor(freqs, dtype=torch.int32),
     }
@@ -433,15 +454,15 @@ def write_model(out: Path, result: dict[str, Any], p: int = P, seed: int = DEFAU
 
     training = {
         "seed": seed,
-        "data_seed": DATA_SEED,
+        "data_seed": config.data_seed,
         "p": p,
-        "frac_train": FRAC_TRAIN,
-        "n_train": int(train_split(p).sum()),
+        "frac_train": config.train_frac,
+        "n_train": int(train_split(p, config.train_frac, config.data_seed).sum()),
         "optimizer": "AdamW (full batch)",
-        "lr": LR,
-        "weight_decay": WEIGHT_DECAY,
-        "betas": list(BETAS),
-        "warmup_steps": WARMUP,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+        "betas": list(config.betas),
+        "warmup_steps": config.warmup,
         "init": "paper: weights randn/sqrt(d_model), W_U randn/sqrt(d_vocab); biases zero",
         "frozen_at_zero": [k for k in params if k.endswith(FROZEN)],
         "stop_rule": (
@@ -464,7 +485,7 @@ def write_model(out: Path, result: dict[str, Any], p: int = P, seed: int = DEFAU
         "train_acc_100_step": memorised,
         "test_loss_below_1e-3_step": cleanup,
         "key_frequencies": freqs,
-        "embed_fourier_norms": [round(float(v), 4) for v in embed_fourier_norms(params["embed.weight"], p)],
+        "embed_fourier_norms": [round(float(v), 4) for v in fourier.fourier_norms(params["embed.weight"], p)],
         "history": {
             "file": "history.safetensors",
             "log_every": LOG_EVERY,
@@ -543,8 +564,10 @@ python -m mi_widgets.zoo.train {NAME if p == P else f"modadd-{p}"} --seed {t["se
 - **Key frequencies** (largest Fourier components of `W_E[:{p}]` over the input dimension, norm in brackets; the
   next largest is {rest:.2f}): {top}. Frequency `k` means `w = 2 pi k / {p}`.
 - The logits' projection onto `cos(w (a + b - c))`, `sin(w (a + b - c))` for these frequencies holds
-  {m["key_fraction"]:.1%} of their (centred) squared norm. Restricted loss (only that projection, all pairs)
-  {m["restricted_loss"]:.2e}; excluded loss (logits minus it, train pairs) {m["excluded_loss"]:.2e}.
+  {m["key_fraction"]:.1%} of their (centred) squared norm. Restricted loss (all pairs; the logits with
+  every non-key frequency ablated: for each answer, their projection over the pairs onto the constant and
+  `cos/sin(w (a + b))` at the key frequencies) {m["restricted_loss"]:.2e}; excluded loss (train pairs; the logits
+  minus their key-frequency `cos/sin(w (a + b))` part) {m["excluded_loss"]:.2e}.
 
 ## History (`history.safetensors`)
 
@@ -553,10 +576,10 @@ Load with `safetensors.torch.load_file`. Steps count optimizer updates (step 0 =
 - `log.step`, `log.train_loss`, `log.test_loss`, `log.train_acc`, `log.test_acc`: every {t["history"]["log_every"]}
   steps (full-batch train loss before that step's update; test on all other pairs).
 - `check.step` (every {t["history"]["check_every"]} steps and the last): `check.embed_fourier_norm`
-  [checks, {(p + 1) // 2}] (column 0 the constant, column k frequency k: `embed_fourier_norms` in modadd.py),
+  [checks, {(p + 1) // 2}] (column 0 the constant, column k frequency k: `fourier_norms` in `mi_widgets/analysis/fourier.py`),
   `check.weight_norm` (L2 norm of all trained parameters), `check.train_loss`, `check.test_loss`,
   `check.restricted_loss`, `check.excluded_loss`, `check.key_fraction` (definitions: `progress_measures` in
-  modadd.py; all with the FINAL key frequencies `key_frequencies`).
+  `mi_widgets/analysis/fourier.py`; all with the FINAL key frequencies `key_frequencies`).
 - `checkpoint.step` ({", ".join(str(s) for s in t["history"]["checkpoint_steps"])}) and `checkpoint.<state-dict
   key>`: the weights at those steps, float16, stacked on a first axis; `model.load_state_dict({{k: v[i].float()
   ...}})` puts checkpoint i in the bridge.
@@ -568,8 +591,9 @@ def train_modadd(
 ) -> dict[str, Any]:
     """Train on one CPU thread and write the zoo folder ``out`` (the CLI's entry point)."""
     torch.set_num_threads(1)  # 1 thread was ~2-3x faster than 2 for this model on the 2-core dev machine
-    result = train(p=p, steps=steps, seed=seed, max_seconds=max_seconds, log=lambda s: print(s, flush=True))
-    training = write_model(out, result, p=p, seed=seed)
+    config = ModAddConfig(p=p, seed=seed)
+    result = train(config, steps=steps, max_seconds=max_seconds, log=lambda s: print(s, flush=True))
+    training = write_model(out, result, config)
     m = training["metrics"]
     print(
         f"{training['steps']} steps in {training['train_seconds']:.0f}s; train acc {m['train_acc']:.4f}, test acc "
