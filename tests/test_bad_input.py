@@ -286,6 +286,7 @@ def meta_model(request: pytest.FixtureRequest, tokenizer: Any, vocab_size: int) 
         lambda m: mw.PathPatching(
             m, clean=PATCH_PAIR[0], corrupted=PATCH_PAIR[1], metric=mw.logit_diff([1, 1], [2, 2])
         ),
+        lambda m: mw.FourierView(m),
     ],
     ids=[
         "AttentionView",
@@ -298,6 +299,7 @@ def meta_model(request: pytest.FixtureRequest, tokenizer: Any, vocab_size: int) 
         "CompositionView",
         "Patching",
         "PathPatching",
+        "FourierView",
     ],
 )
 def test_a_model_on_the_meta_device_is_refused_at_construction(meta_model: Any, make: Callable) -> None:

@@ -61,7 +61,16 @@ def _makers(induction: Any, code: Any) -> dict[str, Callable[[], Any]]:
         "FeatureView": lambda: mw.FeatureView(sae, code, ["def f(x):\n    return x"], corpus=texts),
         "Patching": lambda: mw.Patching(induction, clean, corrupted, metric, components=["head_out"]),
         "PathPatching": lambda: mw.PathPatching(induction, clean=clean, corrupted=corrupted, metric=metric),
+        "Grokking": lambda: mw.Grokking(p=13, d_model=16, n_heads=2, d_mlp=16, steps=50, device="cpu", autostart=True),
+        "FourierView": lambda: mw.FourierView(_small_modadd()),
     }
+
+
+def _small_modadd() -> Any:
+    from mi_widgets.zoo import modadd
+
+    config = modadd.ModAddConfig(p=13, d_model=16, n_heads=2, d_head=8, d_mlp=16)
+    return modadd.to_bridge(modadd.init_params(config), config)
 
 
 WIDGETS = [
@@ -78,6 +87,8 @@ WIDGETS = [
     "FeatureView",
     "Patching",
     "PathPatching",
+    "Grokking",
+    "FourierView",
 ]
 
 
@@ -130,12 +141,13 @@ import torch
 import mi_widgets as mw
 how = sys.argv[1]
 toy = mw.SuperpositionToy(n_features=20, n_hidden=5, steps=10**7)   # trains on a worker thread
+grok = mw.Grokking(p=13, d_model=16, n_heads=2, d_mlp=16, steps=10**7, device="cpu", autostart=True)
 model = mw.zoo.load("induction-2l")
 scan = mw.HeadScan(model, n_batches=10**5, batch_size=4)
 time.sleep(0.5)
-assert toy.running and scan.running, (toy.status, scan.status)
+assert toy.running and scan.running and grok.running, (toy.status, scan.status, grok.status)
 if how == "close":
-    toy.close(); scan.close()
+    toy.close(); scan.close(); grok.close()
 print("exiting", flush=True)
 """
 

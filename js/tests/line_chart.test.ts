@@ -262,3 +262,106 @@ describe("LineChart", () => {
     expect(readout()).toBe("step 1 · z 4"); // disposed: no more drawing
   });
 });
+
+describe("LineChart bands and markers", () => {
+  /** A chart over x in [0, 100] with one series. */
+  function mountWithData() {
+    const m = mountChart({ title: "loss", testid: "b" }, 400);
+    m.chart.setSeries([{ label: "loss", x: [0, 25, 50, 75, 100], y: [5, 4, 3, 2, 1] }]);
+    return m;
+  }
+  const labels = (chart: LineChart, cls: string) => [
+    ...chart.element.querySelectorAll<HTMLElement>(`.miw-line-chart-${cls}-label`),
+  ];
+
+  test("none by default: no labels, no data attributes, no fills or dashes", () => {
+    const { chart, calls } = mountWithData();
+    expect(chart.element.dataset.bands).toBeUndefined();
+    expect(chart.element.dataset.markers).toBeUndefined();
+    expect(labels(chart, "band")).toHaveLength(0);
+    expect(count(calls, "fillRect")).toBe(0);
+    expect(count(calls, "setLineDash")).toBe(0);
+  });
+
+  test("bands are fills behind the lines, clipped to the plot, labelled in the DOM", () => {
+    const { chart, calls } = mountWithData();
+    calls.length = 0;
+    chart.setBands([
+      { from: 0, to: 50, label: "memorisation" },
+      { from: 50, to: null, label: "cleanup" },
+    ]);
+    expect(chart.element.dataset.bands).toBe("memorisation|cleanup");
+    const fills = calls.filter((c) => c.name === "fillRect");
+    expect(fills).toHaveLength(2);
+    const [a, b] = fills.map((c) => c.args as number[]);
+    const left = a[0];
+    expect(left).toBeGreaterThan(0);
+    expect(a[0] + a[2]).toBeCloseTo(b[0]); // the second starts where the first ends
+    expect(b[0] - left).toBeCloseTo((390 - left) / 2); // at x = 50 of [0, 100]
+    expect(b[0] + b[2]).toBeCloseTo(390); // to: null runs to the right edge
+    // Fills come before the series' line.
+    const firstLine = calls.findIndex((c) => c.name === "stroke" && c.strokeStyle === categoricalColor(0, "light"));
+    expect(calls.indexOf(fills[1])).toBeLessThan(firstLine);
+    const spans = labels(chart, "band");
+    expect(spans.map((s) => s.textContent)).toEqual(["memorisation", "cleanup"]);
+    expect(spans.every((s) => !s.hidden)).toBe(true);
+    expect(spans[1].style.left).toBe(`${b[0] + 2}px`);
+
+    // The same bands again: nothing redrawn, the same spans.
+    calls.length = 0;
+    chart.setBands([
+      { from: 0, to: 50, label: "memorisation" },
+      { from: 50, to: null, label: "cleanup" },
+    ]);
+    expect(calls).toHaveLength(0);
+    expect(labels(chart, "band")[0]).toBe(spans[0]);
+
+    // Fewer bands, one off the plot: the spare label hides, the off-plot one too.
+    calls.length = 0;
+    chart.setBands([{ from: 200, to: 300, label: "later" }]);
+    expect(count(calls, "fillRect")).toBe(0);
+    expect(labels(chart, "band")).toHaveLength(2); // reused, not rebuilt
+    expect(labels(chart, "band").map((s) => [s.textContent, s.hidden])).toEqual([
+      ["later", true],
+      ["", true],
+    ]);
+    chart.setBands([]);
+    expect(chart.element.dataset.bands).toBe("");
+  });
+
+  test("markers are dashed accent lines at their x, with optional DOM labels", () => {
+    const { chart, calls } = mountWithData();
+    calls.length = 0;
+    chart.setMarkers([{ x: 25, label: "step 25" }, { x: 75 }]);
+    expect(chart.element.dataset.markers).toBe("25,75");
+    expect(calls.find((c) => c.name === "setLineDash" && (c.args[0] as number[]).length > 0)).toBeDefined();
+    const moves = calls.filter((c) => c.name === "moveTo");
+    const axis = calls.find((c) => c.name === "rect")!.args[0] as number; // the clip's left edge
+    const xs = moves.map((c) => c.args[0] as number);
+    const at = (x: number) => Math.round(axis + (x / 100) * (390 - axis)) + 0.5;
+    expect(xs).toContain(at(25));
+    expect(xs).toContain(at(75));
+    const stroke = calls.filter((c) => c.name === "stroke").at(-1)!;
+    expect(stroke.strokeStyle).toBe("#1976d2"); // the accent (fallback: no JupyterLab CSS here)
+    const spans = labels(chart, "marker");
+    expect(spans.map((s) => [s.textContent, s.hidden])).toEqual([
+      ["step 25", false],
+      ["", true],
+    ]);
+    chart.setMarkers([{ x: 500, label: "beyond" }]); // off the plot: no label
+    expect(labels(chart, "marker")[0].hidden).toBe(true);
+    chart.setMarkers([]);
+    expect(chart.element.dataset.markers).toBe("");
+    expect(labels(chart, "marker").every((s) => s.hidden)).toBe(true);
+  });
+
+  test("labels keep their text while the chart is hidden", () => {
+    const { chart, calls } = mountChart({ title: "h", testid: "hb" }, 0);
+    chart.setSeries([{ label: "a", x: [0, 1], y: [1, 2] }]);
+    chart.setBands([{ from: 0, to: null, label: "memorisation" }]);
+    chart.setMarkers([{ x: 1, label: "now" }]);
+    expect(calls).toHaveLength(0);
+    expect(labels(chart, "band")[0].textContent).toBe("memorisation");
+    expect(labels(chart, "marker")[0].textContent).toBe("now");
+  });
+});

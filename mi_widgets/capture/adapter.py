@@ -391,6 +391,15 @@ class ModelAdapter:
         kind = getattr(self.cfg, "positional_embedding_type", "standard")
         return {EMBED_HOOK, POS_EMBED_HOOK} <= names and kind == "standard"
 
+    def embed_weights(self) -> torch.Tensor:
+        """``W_E [d_vocab, d_model]``, the token embedding; a ValueError if unreadable."""
+        w_e = _param(self.model, "W_E")
+        if w_e is None or w_e.ndim != 2:
+            raise ValueError(
+                f"cannot read the token embedding W_E [d_vocab, d_model] of this {type(self.model).__qualname__}"
+            )
+        return w_e
+
     def unembed_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``W_U [d_model, d_vocab]`` and ``b_U [d_vocab]`` (None if the model has none); a ValueError if unreadable."""
         model = self.model

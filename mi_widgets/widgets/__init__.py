@@ -4,6 +4,8 @@ from .activation import ActivationView
 from .attention import AttentionView, attention_heads
 from .composition import CompositionView
 from .feature_view import FeatureView
+from .fourier_view import FourierView
+from .grokking import Grokking
 from .head_scan import HeadScan
 from .logit_attribution import LogitAttribution
 from .logit_lens import LogitLens
@@ -17,6 +19,8 @@ __all__ = [
     "AttentionView",
     "CompositionView",
     "FeatureView",
+    "FourierView",
+    "Grokking",
     "HeadScan",
     "LogitAttribution",
     "LogitLens",

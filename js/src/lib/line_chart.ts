@@ -8,6 +8,12 @@
  * Non-finite points (and points <= 0 on a log scale) are gaps in the line, never data.
  *
  * Series are expected to have ascending x (training steps): hover finds points by binary search.
+ *
+ * Optional annotations (both off by default): `setBands` shades x intervals behind the lines (e.g.
+ * training phases) and `setMarkers` draws dashed vertical lines (e.g. a selected checkpoint). Their
+ * shapes are canvas; their labels are DOM spans over the plot, reused from frame to frame (only
+ * their text, position and `hidden` change). The element's `data-bands` / `data-markers` say what
+ * is set (band labels joined by "|", marker x's joined by ",").
  */
 
 import "./line_chart.css";
@@ -32,6 +38,19 @@ export interface LineChartOptions {
   testid?: string;
   /** Name of the x quantity in the readout (default "step"). */
   xLabel?: string;
+}
+
+/** A shaded x interval [from, to] behind the lines; `to: null` runs to the right edge of the plot. */
+export interface ChartBand {
+  from: number;
+  to: number | null;
+  label?: string;
+}
+
+/** A dashed vertical line at `x`, with an optional label. */
+export interface ChartMarker {
+  x: number;
+  label?: string;
 }
 
 const DEFAULT_HEIGHT = 140;
@@ -175,13 +194,24 @@ export function yDomain(ylo: number, yhi: number, logY: boolean, fixed: [number,
 interface Ink {
   muted: string;
   grid: string;
+  accent: string;
   font: string;
 }
 
 const FALLBACK_INK: Record<Theme, Omit<Ink, "font">> = {
-  light: { muted: "rgba(0, 0, 0, 0.54)", grid: "#e0e0e0" },
-  dark: { muted: "rgba(255, 255, 255, 0.54)", grid: "#444" },
+  light: { muted: "rgba(0, 0, 0, 0.54)", grid: "#e0e0e0", accent: "#1976d2" },
+  dark: { muted: "rgba(255, 255, 255, 0.54)", grid: "#444", accent: "#64b5f6" },
 };
+
+/** Opacity of the band fills (the muted ink), alternating so that neighbouring bands stay apart. */
+const BAND_ALPHA = [0.07, 0.14];
+
+const sameBand = (a: ChartBand, b: ChartBand) => a.from === b.from && a.to === b.to && a.label === b.label;
+const sameMarker = (a: ChartMarker, b: ChartMarker) => a.x === b.x && a.label === b.label;
+
+function sameList<T>(a: readonly T[], b: readonly T[], same: (p: T, q: T) => boolean): boolean {
+  return a.length === b.length && a.every((p, i) => same(p, b[i]));
+}
 
 /** Where the last frame put the plot area, for mapping the pointer back to data. */
 interface Frame {
@@ -198,12 +228,18 @@ export class LineChart {
   private readonly canvas: HTMLCanvasElement;
   private readonly legend: HTMLDivElement;
   private readonly readout: HTMLDivElement;
+  /** Band and marker labels over the plot (pointer-transparent). */
+  private readonly overlay: HTMLDivElement;
+  private readonly bandLabels: HTMLSpanElement[] = [];
+  private readonly markerLabels: HTMLSpanElement[] = [];
   private readonly logY: boolean;
   private readonly height: number;
   private readonly xLabel: string;
   private readonly cleanups: Array<() => void> = [];
 
   private series: Series[] = [];
+  private bands: ChartBand[] = [];
+  private markers: ChartMarker[] = [];
   private legendLabels: string[] = [];
   private fixedY: [number, number] | null;
   private theme: Theme = "light";
@@ -234,7 +270,10 @@ export class LineChart {
     this.canvas.setAttribute("role", "img");
     this.canvas.setAttribute("aria-label", opts.title);
     if (testid) this.canvas.dataset.testid = `${testid}-canvas`;
-    this.plot.append(this.canvas);
+    this.overlay = document.createElement("div");
+    this.overlay.className = "miw-line-chart-overlay";
+    this.overlay.setAttribute("aria-hidden", "true");
+    this.plot.append(this.canvas, this.overlay);
     this.legend = document.createElement("div");
     this.legend.className = "miw-line-chart-legend";
     this.legend.hidden = true;
@@ -273,6 +312,27 @@ export class LineChart {
     this.draw();
   }
 
+  /**
+   * Shade these x intervals behind the lines, each labelled at its top left (e.g. training phases);
+   * [] for none. Redraws only when they differ from the current ones.
+   */
+  setBands(bands: readonly ChartBand[]): void {
+    if (sameList(bands, this.bands, sameBand)) return;
+    this.bands = bands.map((b) => ({ ...b }));
+    this.element.dataset.bands = this.bands.map((b) => b.label ?? "").join("|");
+    this.syncLabels(this.bandLabels, this.bands, "miw-line-chart-band-label");
+    this.draw();
+  }
+
+  /** Dashed vertical lines at these x's (e.g. a selected step); [] for none. Redraws only when they change. */
+  setMarkers(markers: readonly ChartMarker[]): void {
+    if (sameList(markers, this.markers, sameMarker)) return;
+    this.markers = markers.map((m) => ({ ...m }));
+    this.element.dataset.markers = this.markers.map((m) => String(m.x)).join(",");
+    this.syncLabels(this.markerLabels, this.markers, "miw-line-chart-marker-label");
+    this.draw();
+  }
+
   dispose(): void {
     this.disposed = true;
     for (const c of this.cleanups.splice(0)) c();
@@ -306,6 +366,43 @@ export class LineChart {
     }
   }
 
+  /** One label span per item (created when first needed, hidden when not), text set only when it changes. */
+  private syncLabels(pool: HTMLSpanElement[], items: ReadonlyArray<{ label?: string }>, cls: string): void {
+    while (pool.length < items.length) {
+      const span = document.createElement("span");
+      span.className = cls;
+      pool.push(span);
+      this.overlay.append(span);
+    }
+    pool.forEach((span, i) => {
+      const text = i < items.length ? (items[i].label ?? "") : "";
+      if (span.textContent !== text) span.textContent = text;
+      span.title = text;
+      span.hidden = text === "";
+    });
+  }
+
+  /** Put the band and marker labels where the last frame drew their shapes (hidden when off the plot). */
+  private placeLabels(px: (x: number) => number, left: number, right: number, top: number, bottom: number): void {
+    this.bands.forEach((b, i) => {
+      const span = this.bandLabels[i];
+      const from = Math.max(left, px(b.from));
+      const to = b.to === null ? right : Math.min(right, px(b.to));
+      span.hidden = !b.label || !(to - from >= 1);
+      span.style.left = `${from + 2}px`;
+      span.style.top = `${top}px`;
+      span.style.maxWidth = `${Math.max(0, to - from - 4)}px`;
+    });
+    this.markers.forEach((m, i) => {
+      const span = this.markerLabels[i];
+      const x = px(m.x);
+      span.hidden = !m.label || !(x >= left && x <= right);
+      span.style.left = `${x + 3}px`;
+      span.style.top = `${bottom - FONT_PX - 4}px`;
+      span.style.maxWidth = `${Math.max(0, right - x - 3)}px`;
+    });
+  }
+
   private sameLabels(): boolean {
     const s = this.series;
     if (s.length !== this.legendLabels.length) return false;
@@ -337,6 +434,7 @@ export class LineChart {
     const ink = {
       muted: v("--miw-fg-muted") || fallback.muted,
       grid: v("--miw-border-soft") || fallback.grid,
+      accent: v("--miw-accent") || fallback.accent,
       font: `${FONT_PX}px ${family}`,
     };
     if (style !== null) this.ink = ink; // detached: read again once attached
@@ -417,17 +515,20 @@ export class LineChart {
     let yStep: number;
     if (logY) {
       yTicks = logTicks(ylo, yhi);
-      if (yTicks.length < 2) yTicks = niceTicks(ylo, yhi, 3).filter((t) => t > 0);
+      // A narrow log range (e.g. 2.9..3.4) has too few 1..9 multiples: evenly spaced ticks, labelled by
+      // their spacing (else 3.0 and 3.2 would both read "3").
+      const linear = yTicks.length < 2;
+      if (linear) yTicks = niceTicks(ylo, yhi, 3).filter((t) => t > 0);
       else if (yTicks.length > maxY) {
         const every = Math.ceil(yTicks.length / maxY);
         yTicks = yTicks.filter((_, i) => i % every === 0);
       }
-      yStep = NaN;
+      yStep = linear && yTicks.length > 1 ? yTicks[1] - yTicks[0] : NaN;
     } else {
       yTicks = niceTicks(ylo, yhi, maxY);
       yStep = yTicks.length > 1 ? yTicks[1] - yTicks[0] : Math.abs(yhi - ylo);
     }
-    const yLabels = yTicks.map((t) => formatTick(t, logY ? t : yStep));
+    const yLabels = yTicks.map((t) => formatTick(t, Number.isNaN(yStep) ? t : yStep));
     let labelWidth = 0;
     for (const s of yLabels) labelWidth = Math.max(labelWidth, ctx.measureText(s).width);
     const left = Math.ceil(labelWidth) + 8;
@@ -479,6 +580,8 @@ export class LineChart {
     ctx.beginPath();
     ctx.rect(left, top - 1, right - left + 1, bottom - top + 2);
     ctx.clip();
+    const px = (x: number) => left + (x - x0) * kx;
+    this.drawBands(ctx, ink, px, left, right, top, bottom);
     ctx.lineWidth = 1.5;
     ctx.lineJoin = "round";
     for (let s = 0; s < this.series.length; s++) {
@@ -526,7 +629,63 @@ export class LineChart {
         ctx.fill();
       }
     }
+    this.drawMarkers(ctx, ink, px, top, bottom);
     ctx.restore();
+    this.placeLabels(px, left, right, top, bottom);
     this.renderReadout(hoverX);
+  }
+
+  /** Each band a translucent fill of the muted ink (alternating opacity) with a rule at its start. */
+  private drawBands(
+    ctx: CanvasRenderingContext2D,
+    ink: Ink,
+    px: (x: number) => number,
+    left: number,
+    right: number,
+    top: number,
+    bottom: number,
+  ): void {
+    if (this.bands.length === 0) return;
+    ctx.fillStyle = ink.muted;
+    ctx.strokeStyle = ink.muted;
+    ctx.lineWidth = 1;
+    this.bands.forEach((b, i) => {
+      const from = Math.max(left, px(b.from));
+      const to = b.to === null ? right : Math.min(right, px(b.to));
+      if (!(to - from >= 1)) return; // off the plot, empty or not finite
+      ctx.globalAlpha = BAND_ALPHA[i % 2];
+      ctx.fillRect(from, top, to - from, bottom - top);
+      if (from > left) {
+        ctx.globalAlpha = 0.5;
+        ctx.beginPath();
+        ctx.moveTo(Math.round(from) + 0.5, top);
+        ctx.lineTo(Math.round(from) + 0.5, bottom);
+        ctx.stroke();
+      }
+    });
+    ctx.globalAlpha = 1;
+  }
+
+  /** Each marker a dashed vertical line in the accent colour. */
+  private drawMarkers(
+    ctx: CanvasRenderingContext2D,
+    ink: Ink,
+    px: (x: number) => number,
+    top: number,
+    bottom: number,
+  ): void {
+    if (this.markers.length === 0) return;
+    ctx.strokeStyle = ink.accent;
+    ctx.lineWidth = 1.5;
+    ctx.setLineDash([4, 3]);
+    ctx.beginPath();
+    for (const m of this.markers) {
+      const x = px(m.x);
+      if (!Number.isFinite(x)) continue;
+      ctx.moveTo(Math.round(x) + 0.5, top);
+      ctx.lineTo(Math.round(x) + 0.5, bottom);
+    }
+    ctx.stroke();
+    ctx.setLineDash([]);
   }
 }
