@@ -2,7 +2,8 @@
 """Training benchmark: does watching training live slow it down, and how smooth is the view?
 
 A real JupyterLab in headless Chromium (``tests/e2e/lab.py``) runs one notebook. For each
-trainer (SuperpositionToy with its defaults; SAETrainer on planted-feature activations) the same
+trainer (SuperpositionToy with its defaults; SAETrainer on planted-feature activations; Grokking with its
+defaults, 400 steps) the same
 training runs alternately *without a view* (the widget never displayed) and *with the view
 attached* (displayed in a cell, the browser drawing every frame it gets), ``--repeats`` times each.
 
@@ -45,6 +46,7 @@ planted, _ = planted_features(200_000, d_in=128, n_features=512, active=8, seed=
 TRAINERS = {
     "SuperpositionToy": lambda: mw.SuperpositionToy(autostart=False),
     "SAETrainer": lambda: mw.SAETrainer(activations=planted, d_sae=1024, k=16, steps=400),
+    "Grokking": lambda: mw.Grokking(steps=400, device="cpu"),
 }
 pushes = {}
 
@@ -68,7 +70,11 @@ def timed(widget):
     return {"steps": widget.step, "seconds": seconds, "pushed": pushes[id(widget)]}
 """
 
-VIEWS = {"SuperpositionToy": "[data-testid=superposition]", "SAETrainer": "[data-testid=sae-training]"}
+VIEWS = {
+    "SuperpositionToy": "[data-testid=superposition]",
+    "SAETrainer": "[data-testid=sae-training]",
+    "Grokking": "[data-testid=grokking]",
+}
 
 
 def run(repeats: int) -> dict[str, list[dict[str, Any]]]:

@@ -11,8 +11,8 @@ import torch
 
 import mi_widgets as mw
 from mi_widgets.analysis import fourier
+from mi_widgets.analysis.fourier import grokking_phases as phases
 from mi_widgets.transport.codec import decode_array
-from mi_widgets.widgets.grokking import phases
 from mi_widgets.zoo import modadd
 
 SMALL = dict(p=23, d_model=32, n_heads=2, d_mlp=64, lr=3e-3, device="cpu")

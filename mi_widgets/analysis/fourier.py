@@ -9,6 +9,7 @@ device they are on:
 - :func:`logit_frequency_fractions`, :func:`key_frequency_logits`: how much of the logits each frequency's
   ``cos/sin(w (a + b - c))`` explains.
 - :func:`restricted_logits`, :func:`excluded_logits`, :func:`progress_measures`: the paper's progress measures.
+- :func:`grokking_phases`: the phases of a training run from its loss/accuracy log.
 - :func:`neuron_frequencies`, :func:`neuron_key_frequencies`: each MLP neuron's dominant frequency over the
   ``(a, b)`` grid, and the key frequencies: those that many neurons are clustered on (the paper's way).
 
@@ -19,6 +20,7 @@ constant component. ``p`` must be odd (every prime but 2 is).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -235,3 +237,32 @@ def neuron_frequencies(acts: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.
     frequency = torch.where(dead, torch.zeros_like(frequency), frequency)
     fraction = torch.where(dead, torch.zeros_like(fraction), fraction)
     return frequency, fraction, shares
+
+
+PHASES = ("memorisation", "circuit formation", "cleanup", "generalised")
+
+
+def grokking_phases(rows: list[tuple[float, ...]]) -> list[dict[str, Any]]:
+    """The training phases from the log rows ``(step, train_loss, test_loss, train_acc, test_acc)``.
+
+    Markers, not the paper's hand-picked boundaries: memorisation lasts until train accuracy first reaches
+    100%; circuit formation until test accuracy first reaches 50% (the excluded loss rises and the restricted
+    loss falls meanwhile, while test accuracy stays low); cleanup until test accuracy first reaches 99%; after
+    that the model has generalised."""
+    if not rows:
+        return []
+    out: list[dict[str, Any]] = []
+    start = int(rows[0][0])
+    conditions = (lambda r: r[3] >= 0.9995, lambda r: r[4] >= 0.5, lambda r: r[4] >= 0.99)
+    i = 0
+    for name, reached in zip(PHASES, conditions):
+        while i < len(rows) and not reached(rows[i]):
+            i += 1
+        if i == len(rows):
+            out.append({"name": name, "start": start, "end": None})
+            return out
+        end = int(rows[i][0])
+        out.append({"name": name, "start": start, "end": end})
+        start = end
+    out.append({"name": PHASES[-1], "start": start, "end": None})
+    return out

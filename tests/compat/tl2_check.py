@@ -1,6 +1,6 @@
 """Run inside a TransformerLens 2.x environment (``.venv-tl2``, made by ``.ci/setup-tl2``).
 
-AttentionView, HeadScan, CompositionView, Patching and others promise to work on TL 2.x ``HookedTransformer`` by duck typing; TL 2 and TL 4
+AttentionView, HeadScan, CompositionView, Patching, FourierView and others promise to work on TL 2.x ``HookedTransformer`` by duck typing; TL 2 and TL 4
 cannot share one environment (transformers 4 vs 5), so this script is run by
 ``tests/test_tl2_compat.py`` with the other interpreter and prints ``TL2 OK`` at the end.
 """
@@ -195,5 +195,31 @@ attr = mw.Patching(model, clean_ids, corrupted_ids, patch_metric, components=["h
 assert attr.wait(60).status == "done" and attr.agreement("head_out")["correlation"] is not None, attr.error
 path = mw.PathPatching(model, clean=clean_ids, corrupted=corrupted_ids, metric=patch_metric, receivers=[(1, 0, "v")])
 assert path.wait(60).status == "done" and torch.isfinite(path.results["path"][0]).all(), path.error
+
+# FourierView on a TL 2.x modular-addition model of the paper's shape (d_vocab p+1, d_vocab_out p, no LayerNorm)
+P = 13
+modadd_model = HookedTransformer(
+    HookedTransformerConfig(
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        n_layers=1,
+        n_ctx=3,
+        d_vocab=P + 1,
+        d_vocab_out=P,
+        d_mlp=64,
+        act_fn="relu",
+        normalization_type=None,
+        seed=0,
+    )
+)
+fourier_view = mw.FourierView(modadd_model)
+pairs = torch.stack([torch.arange(P).repeat_interleave(P), torch.arange(P).repeat(P), torch.full((P * P,), P)], dim=1)
+with torch.no_grad():
+    ref_logits, modadd_cache = modadd_model.run_with_cache(pairs)
+assert torch.allclose(fourier_view.logits, ref_logits[:, -1], atol=1e-5), "FourierView logits differ from TL 2.x"
+assert torch.allclose(fourier_view.run.neurons, modadd_cache["post", 0][:, -1], atol=1e-5)
+assert torch.allclose(fourier_view.run.attention, modadd_cache["pattern", 0][:, :, -1, 0], atol=1e-6)
+assert fourier_view.p == P and fourier_view.n_neurons == 64
 
 print(f"TL2 OK (transformer_lens 2.x, {len(sent)} reply)")
