@@ -259,20 +259,19 @@ class Grokking(TrainingWidget):
         loss = torch.tensor(math.nan)
         for _ in range(n):
             step = trainer.steps
-            if step % self._log_every == 0:
-                self._log(step)
             if step % self._check_every == 0:
                 self._check(step)
-            loss = trainer.step()
+            logged = step % self._log_every == 0
+            loss = trainer.step(evaluate=logged)
+            if logged:
+                self._log(step, trainer.metrics)
         last = trainer.steps
         if last == self._steps:  # the end of the run: log and check the final weights too
-            self._log(last)
+            self._log(last, trainer.evaluate())
             self._check(last)
         return float(loss)
 
-    @torch.no_grad()
-    def _log(self, step: int) -> None:
-        m = self._trainer.evaluate()
+    def _log(self, step: int, m: dict[str, float]) -> None:
         self._rows.append((float(step), *(m[k] for k in LOG_METRICS)))
         current = grokking_phases(self._rows)
         name = current[-1]["name"] if current else ""
@@ -283,7 +282,8 @@ class Grokking(TrainingWidget):
     def _check(self, step: int) -> None:
         trainer, p = self._trainer, self.config.p
         params = trainer.params
-        logits, neurons = modadd.forward(params, self._tokens, self.config.n_heads, return_neurons=True)
+        a, b = self._tokens[:, 0], self._tokens[:, 1]
+        logits, neurons = modadd.fast_forward(params, a, b, p, self.config.n_heads, return_neurons=True)
         frequency, fraction, _ = fourier.neuron_frequencies(neurons, p)
         keys = fourier.neuron_key_frequencies(frequency, fraction)
         mask = trainer.train_mask.to(self._device)

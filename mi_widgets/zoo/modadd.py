@@ -165,12 +165,18 @@ def forward(
 
 
 def fast_forward(
-    params: dict[str, torch.Tensor], a: torch.Tensor, b: torch.Tensor, p: int = P, n_heads: int = PAPER.n_heads
-) -> torch.Tensor:
+    params: dict[str, torch.Tensor],
+    a: torch.Tensor,
+    b: torch.Tensor,
+    p: int = P,
+    n_heads: int = PAPER.n_heads,
+    return_neurons: bool = False,
+) -> Any:
     """:func:`forward` on tokens ``[a, b, p]``, re-associated for speed: the same function of the same
     parameters, equal up to float rounding. The query is the same for every input ("=" at position 2), so keys,
     values and each head's output are computed once per token id (tables [p, heads, ...]) and gathered; the MLP
-    output goes to the logits through ``W_U W_out``, multiplied once."""
+    output goes to the logits through ``W_U W_out``, multiplied once. With ``return_neurons`` also the MLP's
+    post-ReLU activations [batch, d_mlp]."""
     E, pos = params["embed.weight"], params["pos_embed.weight"]
     wq, bq = params["blocks.0.attn.q.weight"], params["blocks.0.attn.q.bias"]
     wk, bk = params["blocks.0.attn.k.weight"], params["blocks.0.attn.k.bias"]
@@ -195,7 +201,8 @@ def fast_forward(
     attn = (pattern[..., 0, None] * o[0, a]).sum(1) + (pattern[..., 1, None] * o[1, b]).sum(1) + pattern[..., 2] @ o2
     resid = x2 + attn + bo
     neurons = F.relu(F.linear(resid, params["blocks.0.mlp.in.weight"], params["blocks.0.mlp.in.bias"]))
-    return F.linear(resid, w_u, b_u) + neurons @ (w_u @ w_out).T + w_u @ b_out
+    logits = F.linear(resid, w_u, b_u) + neurons @ (w_u @ w_out).T + w_u @ b_out
+    return (logits, neurons) if return_neurons else logits
 
 
 def weight_norm(params: dict[str, torch.Tensor]) -> float:
@@ -261,17 +268,19 @@ class ModAddTrainer:
         warmup = config.warmup
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min((s + 1) / warmup, 1.0))
         self.steps = 0
-        self._train_logits: torch.Tensor | None = None  # of the last step, before its update
+        self.metrics: dict[str, float] = {}  # evaluate() before the last step(evaluate=True)
 
     def _logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return fast_forward(self.params, a, b, self.config.p, self.config.n_heads)
 
-    def step(self) -> torch.Tensor:
-        """One optimizer step; the training loss before it (a 0-d tensor on the device)."""
+    def step(self, evaluate: bool = False) -> torch.Tensor:
+        """One optimizer step; the training loss before it (a 0-d tensor on the device). With ``evaluate``,
+        ``metrics`` holds :meth:`evaluate` of the weights before the step, reusing this step's train logits."""
         a, b, y = self._train
         logits = self._logits(a, b)
         loss = F.cross_entropy(logits, y)
-        self._train_logits = logits.detach()
+        if evaluate:
+            self.metrics = self.evaluate(logits.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
