@@ -4,7 +4,9 @@ losses equal a brute-force least-squares version of the paper's ablations on a s
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -158,6 +160,20 @@ def test_shape_errors_say_what_was_expected() -> None:
         fourier.logit_frequency_fractions(torch.zeros(10, 13), 13)
     with pytest.raises(ValueError, match=r"\[p\*p, n\] = \[169, n\]"):
         fourier.neuron_frequencies(torch.zeros(10, 4), 13)
+
+
+@pytest.mark.parametrize("freqs", [[3, 3], [0, 2], [7], [1.5], [True]])
+def test_frequencies_must_be_distinct_and_in_range(freqs: list[Any]) -> None:
+    logits = torch.zeros(13 * 13, 13)
+    labels, mask = fourier.all_pairs(13)[1], torch.ones(169, dtype=torch.bool)
+    for call in (
+        lambda: fourier.key_frequency_logits(logits, freqs, 13),
+        lambda: fourier.restricted_logits(logits, freqs, 13),
+        lambda: fourier.progress_measures(logits, labels, mask, freqs, 13),
+    ):
+        with pytest.raises(ValueError, match=r"distinct integers in 1\.\.6 \(p = 13\), got"):
+            call()
+    assert fourier.check_frequencies([np.int64(2), 6], 13) == [2, 6]
 
 
 def test_all_pairs_rows_and_primes() -> None:

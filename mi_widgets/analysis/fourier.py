@@ -20,6 +20,7 @@ constant component. ``p`` must be odd (every prime but 2 is).
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import torch
@@ -87,6 +88,18 @@ def _difference_profile(logits: torch.Tensor, p: int) -> torch.Tensor:
     )
 
 
+def check_frequencies(freqs: list[int], p: int) -> list[int]:
+    """``freqs`` as a list of distinct frequencies in ``1..(p-1)/2``, or a ValueError saying what came."""
+    given, k = list(freqs), n_frequencies(p)
+    try:
+        out = [operator.index(f) for f in given if not isinstance(f, bool)]
+    except TypeError:
+        out = []
+    if len(out) != len(given) or len(set(out)) != len(out) or not all(1 <= f <= k for f in out):
+        raise ValueError(f"frequencies must be distinct integers in 1..{k} (p = {p}), got {given}")
+    return out
+
+
 def _check_logits(logits: torch.Tensor, p: int) -> None:
     if logits.shape != (p * p, p):
         raise ValueError(f"expected logits over all pairs [p*p, p] = [{p * p}, {p}], got {list(logits.shape)}")
@@ -118,6 +131,7 @@ def key_frequency_logits(logits: torch.Tensor, freqs: list[int], p: int) -> torc
     It depends on ``(a + b - c) mod p`` only and sums to zero over ``c``: the part of the logits that the paper's
     algorithm at these frequencies computes."""
     _check_logits(logits, p)
+    freqs = check_frequencies(freqs, p)
     g = _difference_profile(logits, p)
     x = torch.arange(p, dtype=torch.float64, device=logits.device)
     f = torch.zeros(p, dtype=torch.float64, device=logits.device)
@@ -152,7 +166,7 @@ def _pair_directions(freqs: list[int], p: int, device: torch.device) -> torch.Te
 
 def _key_pair_part(logits: torch.Tensor, freqs: list[int], p: int) -> torch.Tensor:
     """[p*p, p] float64: the logits' projection over the pairs onto ``cos/sin(w_k (a + b))`` for ``freqs``."""
-    d = _pair_directions(freqs, p, logits.device)
+    d = _pair_directions(check_frequencies(freqs, p), p, logits.device)
     return d.T @ (d @ logits.double())
 
 
@@ -191,6 +205,7 @@ def progress_measures(
       that ``cos/sin(w (a + b - c))`` at the key frequencies explains.
     """
     _check_logits(logits, p)
+    freqs = check_frequencies(freqs, p)
     x = logits.double()
     train = train_mask.to(x.device)
     y = labels.to(x.device)
@@ -244,6 +259,27 @@ def neuron_frequencies(acts: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.
 PHASES = ("memorisation", "circuit formation", "cleanup", "generalised")
 
 
+# When each phase ends, from a log row (step, train_loss, test_loss, train_acc, test_acc): train accuracy 100%,
+# test accuracy 50%, test accuracy 99%.
+PHASE_ENDS = (lambda r: r[3] >= 0.9995, lambda r: r[4] >= 0.5, lambda r: r[4] >= 0.99)
+
+
+def advance_phase_ends(ends: list[int], row: tuple[float, ...]) -> None:
+    """Append to ``ends`` the step of every phase that ``row`` (the next log row) ends; one row can end several."""
+    while len(ends) < len(PHASE_ENDS) and PHASE_ENDS[len(ends)](row):
+        ends.append(int(row[0]))
+
+
+def phases_from_ends(start: int, ends: list[int]) -> list[dict[str, Any]]:
+    """``[{"name", "start", "end"}]`` for a run that began at ``start`` with the phase ends found so far."""
+    out: list[dict[str, Any]] = []
+    for name, end in zip(PHASES, ends):
+        out.append({"name": name, "start": start, "end": end})
+        start = end
+    out.append({"name": PHASES[len(ends)], "start": start, "end": None})
+    return out
+
+
 def grokking_phases(rows: list[tuple[float, ...]]) -> list[dict[str, Any]]:
     """The training phases from the log rows ``(step, train_loss, test_loss, train_acc, test_acc)``.
 
@@ -253,18 +289,7 @@ def grokking_phases(rows: list[tuple[float, ...]]) -> list[dict[str, Any]]:
     that the model has generalised."""
     if not rows:
         return []
-    out: list[dict[str, Any]] = []
-    start = int(rows[0][0])
-    conditions = (lambda r: r[3] >= 0.9995, lambda r: r[4] >= 0.5, lambda r: r[4] >= 0.99)
-    i = 0
-    for name, reached in zip(PHASES, conditions):
-        while i < len(rows) and not reached(rows[i]):
-            i += 1
-        if i == len(rows):
-            out.append({"name": name, "start": start, "end": None})
-            return out
-        end = int(rows[i][0])
-        out.append({"name": name, "start": start, "end": end})
-        start = end
-    out.append({"name": PHASES[-1], "start": start, "end": None})
-    return out
+    ends: list[int] = []
+    for row in rows:
+        advance_phase_ends(ends, row)
+    return phases_from_ends(int(rows[0][0]), ends)

@@ -7,6 +7,7 @@ fed as they are (no BOS: the model was trained without one).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,34 @@ from ..analysis import fourier
 from .adapter import ModelAdapter
 
 BATCH_ROWS = 4096
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for new tensors on ``device``: CUDA's free memory, or the host's MemAvailable (None if unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(need: int, device: torch.device, what: str, hint: str = "") -> None:
+    """Refuse work that needs more than half of the memory free on ``device``, saying how much, why and (``hint``)
+    what to do instead."""
+    free = available_bytes(device)
+    if free is not None and need > free // 2:
+        raise ValueError(
+            f"{what} needs about {need / 2**30:.1f} GiB, more than half of the {free / 2**30:.1f} GiB free on "
+            f"{device}" + (f": {hint}" if hint else "")
+        )
 
 
 @dataclass
@@ -60,6 +89,13 @@ def check_modular_model(
         raise ValueError(f"the model's context (n_ctx = {adapter.n_ctx}) is shorter than the 3 tokens 'a b ='")
     if not adapter.has_mlp:
         raise ValueError("the Fourier analyses read the MLP neurons, and this model is attention-only")
+    d_mlp = int(getattr(cfg, "d_mlp", 0) or 0)
+    check_memory(
+        4 * p * p * (3 * p + d_mlp + adapter.n_heads),
+        adapter.device,
+        f"reading all {p * p} pairs of a p={p} model",
+        "move the model to a device with more free memory",
+    )
     layer = adapter.n_layers - 1 if layer is None else layer
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < adapter.n_layers:
         raise ValueError(f"layer must be 0..{adapter.n_layers - 1}, got {layer!r}")
@@ -94,5 +130,5 @@ def run_all_pairs(adapter: ModelAdapter, p: int, equals: int, layer: int) -> Mod
         logits=result,
         neurons=torch.cat(neurons),
         attention=torch.cat(attention),
-        embed=adapter.embed_weights()[:p].float(),
+        embed=adapter.embed_weights()[:p].float().clone(),
     )

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import bisect
 import math
-import os
+import threading
 from typing import Any
 
 import torch
 import traitlets
 
 from ..analysis import fourier
-from ..analysis.fourier import grokking_phases
+from ..analysis.fourier import advance_phase_ends, phases_from_ends
+from ..capture.modular import check_memory
 from ..transport.protocol import Reply
 from ..zoo import modadd
 from .base import static_asset
@@ -38,26 +39,17 @@ LIVE = {"p": 67, "train_frac": 0.4, "lr": 3e-3, "weight_decay": 1.0}
 PAPER = {"p": 113, "train_frac": 0.3, "lr": 1e-3, "weight_decay": 1.0}
 
 
-def _available_bytes(device: torch.device) -> int | None:
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def check_fits(config: modadd.ModAddConfig, device: torch.device) -> None:
     """Refuse a ``p`` whose full-batch training would not fit the device's free memory (half of it, at most)."""
     n = config.p * config.p
     width = config.d_mlp * 3 + config.p * 3 + config.n_heads * 12 + config.d_model * 4
-    need = 4 * n * width  # float32 activations and their gradients over all pairs, roughly
-    free = _available_bytes(device)
-    if free is not None and need > free // 2:
-        raise ValueError(
-            f"p={config.p} needs about {need / 2**30:.1f} GiB for full-batch training over its {n} pairs, more than "
-            f"half of the {free / 2**30:.1f} GiB free on {device}: choose a smaller p (the paper uses 113)"
-        )
+    # float32 activations and their gradients over all pairs, roughly
+    check_memory(
+        4 * n * width,
+        device,
+        f"full-batch training on p={config.p} (all {n} pairs)",
+        "choose a smaller p (the paper uses 113)",
+    )
 
 
 class Grokking(TrainingWidget):
@@ -65,15 +57,21 @@ class Grokking(TrainingWidget):
 
     ``run = mw.Grokking()`` then ``run.start()`` (or ``autostart=True``, or the view's Start). The defaults grok
     in about 1000 steps (p=67, 40% of pairs for training, lr 3e-3, weight decay 1; two minutes on a laptop CPU);
-    ``mw.Grokking.paper(device="cuda")`` is the paper's setup (p=113, 30%, lr 1e-3: ~8000 steps; give it
-    ``steps=20_000``), or pass any of them: ``mw.Grokking(p=113, train_frac=0.3, lr=1e-3)``. ``run.history`` and ``run.checks`` hold what was logged,
+    ``mw.Grokking.paper(device="cuda")`` is the paper's setup (p=113, 30%, lr 1e-3, 20000 steps: it groks at
+    ~8000), or pass any of them: ``mw.Grokking(p=113, train_frac=0.3, lr=1e-3)``. ``run.history`` and
+    ``run.checks`` hold what was logged,
     ``run.phases`` the phases, ``run.key_frequencies`` the current ones; ``run.to_model(step)`` is a
-    TransformerLens bridge with the weights of a kept check (for :class:`~mi_widgets.FourierView`).
+    TransformerLens bridge with the weights of the kept check nearest ``step`` (for
+    :class:`~mi_widgets.FourierView`): weights are kept at up to ``n_checkpoints`` checks, spread over the run,
+    so a step chosen on the slider may map to a nearby kept one.
     ``device`` defaults to CUDA when there is one. Every ``log_every`` steps train and test loss and accuracy are
     logged; every ``check_every`` steps (default: about 200 checks per run) the embedding's spectrum, the key
     frequencies, the restricted and excluded losses (with the key frequencies of that moment) and the weight
     norm; :meth:`progress_measures` recomputes the losses from the kept weights with one set of frequencies, as
     the paper does with the final ones.
+
+    If the loss becomes NaN or infinite, training stops with the weights (and the logs) of the last good step;
+    the optimizer's moments are not rolled back, so lower ``lr`` before training again.
     """
 
     _esm = static_asset("grokking.js")
@@ -134,6 +132,9 @@ class Grokking(TrainingWidget):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, value in (("seed", seed), ("data_seed", data_seed)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be a multiple of n_heads ({n_heads})")
         if check_every is None:
@@ -195,27 +196,34 @@ class Grokking(TrainingWidget):
 
     @property
     def phases(self) -> list[dict[str, Any]]:
-        """The phases so far (see :func:`~mi_widgets.analysis.fourier.grokking_phases`): ``[{"name", "start", "end"}]``, ``end`` None while it lasts."""
-        return grokking_phases(list(self._rows))
+        """The phases so far, ``[{"name", "start", "end"}]`` with ``end`` None while one lasts (how they are found:
+        :func:`~mi_widgets.analysis.fourier.grokking_phases`)."""
+        return self._phases()
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
         """A copy of the current weights (keys of the bridge's state dict)."""
-        return self._trainer.snapshot()
+        with self._lock:
+            return self._trainer.snapshot()
 
     @property
     def kept_steps(self) -> list[int]:
         """Steps whose weights are kept (the checks, thinned to at most ``n_checkpoints``)."""
-        return sorted(self._kept)
+        with self._lock:
+            return sorted(self._kept)
 
     def params_at(self, step: int | None = None) -> dict[str, torch.Tensor]:
-        """The weights at the kept check nearest ``step`` (the current weights for None or -1)."""
-        if step is None or step < 0 or not self._kept:
+        """The weights at the kept check nearest ``step`` (the current weights for None or -1), on the device."""
+        if step is None or step < 0:
             return self.params
-        steps = self.kept_steps
+        with self._lock:
+            kept = dict(self._kept)
+        if not kept:
+            return self.params
+        steps = sorted(kept)
         i = bisect.bisect_left(steps, step)
         near = min(steps[max(0, i - 1) : i + 1], key=lambda s: abs(s - step))
-        return {k: v.clone() for k, v in self._kept[near].items()}
+        return {k: v.to(self._device, copy=True) for k, v in kept[near].items()}
 
     def to_model(self, step: int | None = None) -> Any:
         """A TransformerLens ``TransformerBridge`` with the weights at ``step`` (see :meth:`params_at`; default:
@@ -228,8 +236,10 @@ class Grokking(TrainingWidget):
         """Restricted/excluded loss, key fraction and weight norm at every kept check, all with ``freqs``
         (default: the current key frequencies), as the paper computes its curves with the final ones."""
         freqs = list(self.key_frequencies) if freqs is None else list(freqs)
-        steps = self.kept_steps
-        rows = [modadd.progress_measures(self._kept[s], freqs, self.config) for s in steps]
+        with self._lock:
+            kept = dict(self._kept)
+        steps = sorted(kept)
+        rows = [modadd.progress_measures(kept[s], freqs, self.config) for s in steps]
         out = {"step": torch.tensor(steps, dtype=torch.int64)}
         for name in ("train_loss", "test_loss", *CHECK_METRICS):
             out[name] = torch.tensor([r[name] for r in rows], dtype=torch.float64)
@@ -238,8 +248,10 @@ class Grokking(TrainingWidget):
     # ----- training ----------------------------------------------------------------------
 
     def _reset_state(self) -> None:
+        self._lock = threading.Lock()  # the worker's steps and kept weights vs the caller's reads of them
         self._trainer = modadd.ModAddTrainer(self.config, self._device)
         self._rows: list[tuple[float, ...]] = []
+        self._phase_ends: list[int] = []  # the step each phase ended at, found as rows are logged
         self._checks: list[dict[str, Any]] = []
         self._kept: dict[int, dict[str, torch.Tensor]] = {}
         self._tokens = fourier.all_pairs(self.config.p)[0].to(self._device)
@@ -262,7 +274,8 @@ class Grokking(TrainingWidget):
             if step % self._check_every == 0:
                 self._check(step)
             logged = step % self._log_every == 0
-            loss = trainer.step(evaluate=logged)
+            with self._lock:
+                loss = trainer.step(evaluate=logged)
             if logged:
                 self._log(step, trainer.metrics)
         last = trainer.steps
@@ -272,16 +285,21 @@ class Grokking(TrainingWidget):
         return float(loss)
 
     def _log(self, step: int, m: dict[str, float]) -> None:
-        self._rows.append((float(step), *(m[k] for k in LOG_METRICS)))
-        current = grokking_phases(self._rows)
-        name = current[-1]["name"] if current else ""
+        row = (float(step), *(m[k] for k in LOG_METRICS))
+        self._rows.append(row)
+        advance_phase_ends(self._phase_ends, row)
+        name = self._phases()[-1]["name"]
         if name != self.phase:
             self.set_trait("phase", name)
+
+    def _phases(self) -> list[dict[str, Any]]:
+        rows = self._rows
+        return phases_from_ends(int(rows[0][0]), list(self._phase_ends)) if rows else []
 
     @torch.no_grad()
     def _check(self, step: int) -> None:
         trainer, p = self._trainer, self.config.p
-        params = trainer.params
+        params = trainer.params  # read on the worker, between steps
         a, b = self._tokens[:, 0], self._tokens[:, 1]
         logits, neurons = modadd.fast_forward(params, a, b, p, self.config.n_heads, return_neurons=True)
         frequency, fraction, _ = fourier.neuron_frequencies(neurons, p)
@@ -305,20 +323,34 @@ class Grokking(TrainingWidget):
 
     def _keep(self, step: int, state: dict[str, torch.Tensor]) -> None:
         """Keep ``state``; past ``n_checkpoints`` drop every other kept check (never the first or the newest)."""
-        self._kept[step] = {k: v.cpu() for k, v in state.items()}
-        if len(self._kept) > self._n_checkpoints:
-            steps = sorted(self._kept)
-            for s in steps[1:-1:2]:
-                del self._kept[s]
+        with self._lock:
+            self._kept[step] = {k: v.cpu() for k, v in state.items()}
+            if len(self._kept) > self._n_checkpoints:
+                steps = sorted(self._kept)
+                for s in steps[1:-1:2]:
+                    del self._kept[s]
 
-    def _checkpoint(self) -> dict[str, torch.Tensor] | None:
+    def _checkpoint(self) -> dict[str, Any] | None:
         state = self._trainer.snapshot()
         if not all(bool(torch.isfinite(t).all()) for t in state.values()):
             return None
-        return state
+        return {"params": state, "steps": self._trainer.steps}
 
-    def _restore(self, state: dict[str, torch.Tensor]) -> None:
-        self._trainer.load(state)
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Back to the last good weights; logs and checks from the steps after them are dropped."""
+        steps = state["steps"]
+        with self._lock:
+            self._trainer.load(state["params"])
+            self._trainer.steps = steps
+            for s in [s for s in self._kept if s > steps]:
+                del self._kept[s]
+        self._rows = [r for r in self._rows if r[0] <= steps]
+        self._checks = [c for c in self._checks if c["step"] <= steps]
+        self._phase_ends = []
+        for row in self._rows:
+            advance_phase_ends(self._phase_ends, row)
+        phases = self._phases()
+        self.set_trait("phase", phases[-1]["name"] if phases else "")
 
     def _frame(self) -> Reply:
         rows = list(self._rows)
@@ -330,6 +362,8 @@ class Grokking(TrainingWidget):
             else torch.zeros((0, len(LOG_METRICS) + 1), dtype=torch.float64)
         )
         checks = list(self._checks)
+        every = max(1, -(-len(checks) // MAX_CHECKS))  # at most MAX_CHECKS, the newest always among them
+        checks = [checks[i] for i in range(len(checks) - 1, -1, -every)][::-1]
         width = (self.config.p + 1) // 2
         reply = Reply(
             {
@@ -339,7 +373,7 @@ class Grokking(TrainingWidget):
                 "metrics": list(LOG_METRICS),
                 "check_metrics": list(CHECK_METRICS),
                 "key_frequencies": list(checks[-1]["key_frequencies"]) if checks else [],
-                "phases": grokking_phases(rows),
+                "phases": self._phases(),
             }
         )
         reply.result["steps"] = reply.add_array(table[:, 0].to(torch.int32), "int32")

@@ -253,7 +253,6 @@ class ModAddTrainer:
     def __init__(self, config: ModAddConfig = PAPER, device: torch.device | str | None = None) -> None:
         self.config = config
         self.device = torch.device(device or "cpu")
-        torch.manual_seed(config.seed)
         self.params = {k: v.to(self.device) for k, v in init_params(config).items()}
         tokens, labels = all_pairs(config.p)
         mask = train_split(config.p, config.train_frac, config.data_seed)

@@ -65,7 +65,7 @@ def test_start_and_stop_from_the_view_with_live_curves(notebook: NotebookPage) -
     view = page.locator(VIEW)
     page.wait_for_function(f"() => {V}.dataset.status === 'idle'", timeout=30_000)
     assert notebook.python_value("[run.status, run.step, run.p]") == ["idle", 0, 23]
-    assert view.locator("[data-testid=grokking-config]").inner_text().startswith("p = 23 · 30% of pairs to train")
+    assert view.locator("[data-testid=grokking-config]").inner_text().startswith("p = 23 · 40% of pairs to train · cpu")
 
     view.locator("[data-testid=start-button]").click()
     page.wait_for_function(f"() => {V}.dataset.status === 'running'", timeout=15_000)
