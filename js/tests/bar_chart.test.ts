@@ -125,7 +125,7 @@ describe("BarChart", () => {
     expect(readout()).toBe("largest k 5: 0.9 (key)");
     chart.setTheme("dark");
     const dark = calls.slice(calls.map((c) => c.name).lastIndexOf("clearRect"));
-    expect(rectsIn(dark, "#4fa3f7")).toHaveLength(2);
+    expect(rectsIn(dark, "#64b5f6")).toHaveLength(2);
   });
 
   test("hover reads a bar without rebuilding DOM; leaving goes back to the selection", () => {

@@ -24,9 +24,10 @@ from .base import ProtocolWidget, endpoint, int_param, static_asset
 class FourierView(ProtocolWidget):
     """The paper's analyses of a trained modular-addition model; click a frequency, a neuron, a head or a pair.
 
-    ``mw.FourierView(model)`` for a one-layer model on ``[a, b, =]`` (``zoo.load("modadd-113")``,
-    ``Grokking.to_model()`` or your own TransformerLens model of that shape: ``d_vocab_out == p``, the "=" token
-    id ``p`` unless ``equals=`` says otherwise; ``layer`` picks the MLP and attention read, default the last).
+    ``mw.FourierView(model)`` for a model on ``[a, b, =]`` (``zoo.load("modadd-113")``, ``Grokking.to_model()``
+    or your own TransformerLens model of that shape: ``d_vocab_out == p``, the "=" token id ``p`` unless
+    ``equals=`` says otherwise). The paper's model has one layer; a deeper one (or one with LayerNorm) is read at
+    ``layer`` (default the last): its MLP neurons and attention there, and the logits of the whole model.
     ``key_frequencies`` are found from the neurons (:func:`~mi_widgets.analysis.fourier.neuron_key_frequencies`);
     ``key_fraction`` is the share of the logits their ``cos/sin(w (a + b - c))`` explain. ``selected`` is the
     view's and Python's alike: ``{"frequency": k or None, "neuron": n or None, "head": h, "a": a, "b": b}`` (a

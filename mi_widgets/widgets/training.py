@@ -1,4 +1,4 @@
-"""Training in the kernel, watched live: the shared loop of SuperpositionToy and SAETrainer.
+"""Training in the kernel, watched live: the shared loop of SuperpositionToy, SAETrainer and Grokking.
 
 A :class:`TrainingWidget` is a :class:`~.background.BackgroundTask` whose steps are optimiser
 steps (the other loop, beside the scan of :class:`~.streaming.StreamingWidget`). ``start()``

@@ -22,7 +22,7 @@
 import "./bar_chart.css";
 
 import type { Theme } from "./colormap";
-import { formatTick, formatValue, niceTicks } from "./line_chart";
+import { type ChartInk, formatTick, formatValue, niceTicks, readChartInk } from "./line_chart";
 import { setLine } from "./text";
 
 export interface BarChartOptions {
@@ -109,19 +109,6 @@ export function argMax(values: ArrayLike<number>): number {
   return best;
 }
 
-interface Ink {
-  fg: string;
-  muted: string;
-  grid: string;
-  accent: string;
-  font: string;
-}
-
-const FALLBACK_INK: Record<Theme, Omit<Ink, "font">> = {
-  light: { fg: "#000", muted: "rgba(0, 0, 0, 0.54)", grid: "#e0e0e0", accent: "#1976d2" },
-  dark: { fg: "#fff", muted: "rgba(255, 255, 255, 0.54)", grid: "#444", accent: "#4fa3f7" },
-};
-
 export class BarChart {
   readonly element: HTMLDivElement;
   /** The focusable canvas: pointer and key events. */
@@ -143,7 +130,7 @@ export class BarChart {
   /** The keyboard cursor (follows the selection until the keys move it). */
   private cursor: number | null = null;
   private theme: Theme = "light";
-  private ink: Ink | null = null;
+  private ink: ChartInk | null = null;
   private frame: BarFrame | null = null;
   private disposed = false;
   private selectCb: (index: number) => void = () => {};
@@ -303,20 +290,10 @@ export class BarChart {
     this.draw();
   }
 
-  private readInk(): Ink {
+  private readInk(): ChartInk {
     if (this.ink !== null) return this.ink;
-    const fallback = FALLBACK_INK[this.theme];
-    const style = this.element.isConnected ? getComputedStyle(this.element) : null;
-    const v = (name: string) => style?.getPropertyValue(name).trim() ?? "";
-    const family = v("--jp-ui-font-family") || "system-ui, sans-serif";
-    const ink = {
-      fg: v("--miw-fg") || fallback.fg,
-      muted: v("--miw-fg-muted") || fallback.muted,
-      grid: v("--miw-border-soft") || fallback.grid,
-      accent: v("--miw-accent") || fallback.accent,
-      font: `${FONT_PX}px ${family}`,
-    };
-    if (style !== null) this.ink = ink; // detached: read again once attached
+    const { ink, attached } = readChartInk(this.element, this.theme);
+    if (attached) this.ink = ink;
     return ink;
   }
 
@@ -457,7 +434,7 @@ export class BarChart {
    * X labels: the selected, hovered and highlighted bars first (on the first row, else the second),
    * then evenly spaced ones on the first row where they fit; labels never overlap.
    */
-  private drawLabels(ctx: CanvasRenderingContext2D, ink: Ink, left: number, slot: number, bottom: number): void {
+  private drawLabels(ctx: CanvasRenderingContext2D, ink: ChartInk, left: number, slot: number, bottom: number): void {
     const n = this.values.length;
     const taken: Array<Array<[number, number]>> = [[], []];
     ctx.textAlign = "center";

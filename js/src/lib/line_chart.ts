@@ -191,17 +191,36 @@ export function yDomain(ylo: number, yhi: number, logY: boolean, fixed: [number,
   return [ylo >= 0 ? Math.max(0, ylo - pad) : ylo - pad, yhi + pad];
 }
 
-interface Ink {
+/** The colours and font a chart draws its canvas with, read from the notebook's CSS variables. */
+export interface ChartInk {
+  fg: string;
   muted: string;
   grid: string;
   accent: string;
   font: string;
 }
 
-const FALLBACK_INK: Record<Theme, Omit<Ink, "font">> = {
-  light: { muted: "rgba(0, 0, 0, 0.54)", grid: "#e0e0e0", accent: "#1976d2" },
-  dark: { muted: "rgba(255, 255, 255, 0.54)", grid: "#444", accent: "#64b5f6" },
+const FALLBACK_INK: Record<Theme, Omit<ChartInk, "font">> = {
+  light: { fg: "#000", muted: "rgba(0, 0, 0, 0.54)", grid: "#e0e0e0", accent: "#1976d2" },
+  dark: { fg: "#fff", muted: "rgba(255, 255, 255, 0.54)", grid: "#444", accent: "#64b5f6" },
 };
+
+/** The ink of ``element`` (the theme's fallback for what the page does not set); ``attached`` false while the
+ * element is not in the page, where nothing can be read yet: read again once it is. */
+export function readChartInk(element: HTMLElement, theme: Theme): { ink: ChartInk; attached: boolean } {
+  const fallback = FALLBACK_INK[theme];
+  const style = element.isConnected ? getComputedStyle(element) : null;
+  const v = (name: string) => style?.getPropertyValue(name).trim() ?? "";
+  const family = v("--jp-ui-font-family") || "system-ui, sans-serif";
+  const ink = {
+    fg: v("--miw-fg") || fallback.fg,
+    muted: v("--miw-fg-muted") || fallback.muted,
+    grid: v("--miw-border-soft") || fallback.grid,
+    accent: v("--miw-accent") || fallback.accent,
+    font: `${FONT_PX}px ${family}`,
+  };
+  return { ink, attached: style !== null };
+}
 
 /** Opacity of the band fills (the muted ink), alternating so that neighbouring bands stay apart. */
 const BAND_ALPHA = [0.07, 0.14];
@@ -243,7 +262,7 @@ export class LineChart {
   private legendLabels: string[] = [];
   private fixedY: [number, number] | null;
   private theme: Theme = "light";
-  private ink: Ink | null = null;
+  private ink: ChartInk | null = null;
   /** Pointer position in CSS px from the canvas's left edge, while hovering. */
   private hoverPx: number | null = null;
   private frame: Frame | null = null;
@@ -425,19 +444,10 @@ export class LineChart {
     this.legend.hidden = items.length < 2;
   }
 
-  private readInk(): Ink {
+  private readInk(): ChartInk {
     if (this.ink !== null) return this.ink;
-    const fallback = FALLBACK_INK[this.theme];
-    const style = this.element.isConnected ? getComputedStyle(this.element) : null;
-    const v = (name: string) => style?.getPropertyValue(name).trim() ?? "";
-    const family = v("--jp-ui-font-family") || "system-ui, sans-serif";
-    const ink = {
-      muted: v("--miw-fg-muted") || fallback.muted,
-      grid: v("--miw-border-soft") || fallback.grid,
-      accent: v("--miw-accent") || fallback.accent,
-      font: `${FONT_PX}px ${family}`,
-    };
-    if (style !== null) this.ink = ink; // detached: read again once attached
+    const { ink, attached } = readChartInk(this.element, this.theme);
+    if (attached) this.ink = ink;
     return ink;
   }
 
@@ -638,7 +648,7 @@ export class LineChart {
   /** Each band a translucent fill of the muted ink (alternating opacity) with a rule at its start. */
   private drawBands(
     ctx: CanvasRenderingContext2D,
-    ink: Ink,
+    ink: ChartInk,
     px: (x: number) => number,
     left: number,
     right: number,
@@ -669,7 +679,7 @@ export class LineChart {
   /** Each marker a dashed vertical line in the accent colour. */
   private drawMarkers(
     ctx: CanvasRenderingContext2D,
-    ink: Ink,
+    ink: ChartInk,
     px: (x: number) => number,
     top: number,
     bottom: number,
