@@ -158,7 +158,9 @@ def report(summary: dict[str, dict[str, float]], repeats: int, command: str) -> 
         "",
         "SuperpositionToy: defaults (5 features, 2 hidden, 3 sparsities, 3000 steps of batch 1024), frame_rate 30. "
         "SAETrainer: TopK (k 16), d_in 128 -> d_sae 1024, 400 steps of batch 1024 on planted-feature activations, "
-        "frame_rate 20. Frames drawn/s counts the view's repaints (at most one per animation frame, latest frame wins).",
+        "frame_rate 20. Grokking: defaults (p 67, 40% of pairs, d_model 128, 4 heads, d_mlp 512, full batch), 400 "
+        "steps with a check (spectrum, key frequencies, restricted/excluded loss) every 10, frame_rate 10. "
+        "Frames drawn/s counts the view's repaints (at most one per animation frame, latest frame wins).",
     ]
     return "\n".join(lines)
 

@@ -31,7 +31,8 @@ CHECK_METRICS = ("restricted_loss", "excluded_loss", "weight_norm", "key_fractio
 MAX_CURVE_POINTS = 1000
 MAX_CHECKS = 200
 
-# The live default, measured on a 2-core CPU (one torch thread; benchmarks/RESULTS.md, "Grokking"): memorised by
+# The live default, measured on a 2-core CPU (one torch thread, ~13 steps/s with or without the view:
+# benchmarks/RESULTS.md, "Training with the view attached"): memorised by
 # step ~60, test accuracy 99% at steps 770-1270 (seeds 0-2), about two minutes there. The paper's setup (p=113,
 # 30% of pairs, lr 1e-3: `Grokking.paper()`, and `modadd-113` in the zoo) takes ~8000 steps, 20-40 minutes on
 # that CPU. Smaller p with 30% of pairs groks late or not at all; 50% of pairs generalises without a delay.
