@@ -117,3 +117,21 @@ def test_bad_input(model: Any) -> None:
         HeadScan(model, sequences=[])
     with pytest.raises(TypeError, match="TransformerLens model"):
         HeadScan(object())
+
+
+def test_random_batches_are_made_when_read_and_are_reproducible(model: Any) -> None:
+    big = HeadScan(model, n_batches=10**6, batch_size=4, seed=5, autostart=False)  # nothing made up front
+    batches = big._batches
+    assert len(batches) == 10**6
+    again = HeadScan(model, n_batches=3, batch_size=4, seed=5, autostart=False)._batches
+    first = batches[0]
+    assert torch.equal(first, again[0]) and torch.equal(batches[2], again[-1])
+    half = first.shape[1] // 2  # [BOS] x x: the last 2 * repeat tokens
+    body = first[:, -2 * half :]
+    assert torch.equal(body[:, :half], body[:, half:])  # x x: the second half repeats the first
+    assert not torch.equal(batches[0], batches[1]) or batches[0].shape != batches[1].shape
+    with pytest.raises(IndexError):
+        batches[10**6]
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got -1"):
+        HeadScan(model, seed=-1, autostart=False)
+    big.close()

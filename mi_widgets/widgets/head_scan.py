@@ -9,10 +9,12 @@ kept in Python.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets
+import numpy as np
 import torch
 import traitlets
 
@@ -166,7 +168,7 @@ class HeadScan(StreamingWidget):
     @staticmethod
     def _plan_batches(
         adapter: ModelAdapter, sequences: Any, n_batches: int, batch_size: int, seed: int
-    ) -> list[torch.Tensor]:
+    ) -> Sequence[torch.Tensor]:
         if sequences is not None:
             if isinstance(sequences, str):
                 sequences = [sequences]
@@ -197,16 +199,46 @@ class HeadScan(StreamingWidget):
             return [torch.stack(group) for group in groups]
         if n_batches < 1 or batch_size < 1:
             raise ValueError(f"n_batches and batch_size must be at least 1, got {n_batches} and {batch_size}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         bos = adapter.bos_id
         longest = min(MAX_REPEAT, (adapter.n_ctx - (bos is not None)) // 2)
         if longest < 2:
             raise ValueError(f"the model's context (n_ctx={adapter.n_ctx}) is too short for repeated sequences")
         d_vocab = int(getattr(adapter.cfg, "d_vocab", 0))
-        gen = torch.Generator().manual_seed(seed)
-        batches = []
-        for _ in range(n_batches):
-            repeat = int(torch.randint(min(MIN_REPEAT, longest), longest + 1, (1,), generator=gen))
-            x = torch.randint(1, d_vocab, (batch_size, repeat), generator=gen)
-            parts = [x, x] if bos is None else [torch.full((batch_size, 1), bos), x, x]
-            batches.append(torch.cat(parts, dim=1).to(adapter.device))
-        return batches
+        return RepeatedRandomBatches(
+            n_batches, batch_size, (min(MIN_REPEAT, longest), longest), d_vocab, bos, seed, adapter.device
+        )
+
+
+class RepeatedRandomBatches(Sequence[torch.Tensor]):
+    """``n`` batches of random tokens repeated once (``[BOS] x x``), each made when it is read from ``(seed, i)``:
+    a scan of 10**5 batches starts at once and holds one batch at a time."""
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        repeat: tuple[int, int],
+        d_vocab: int,
+        bos: int | None,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        self._n, self._batch_size, self._repeat = n, batch_size, repeat
+        self._d_vocab, self._bos, self._seed, self._device = d_vocab, bos, seed, device
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> torch.Tensor:  # type: ignore[override]  # no slices: one batch at a time
+        i = operator.index(i)
+        if not -self._n <= i < self._n:
+            raise IndexError(f"batch {i} of {self._n}")
+        i %= self._n
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self._seed, i]).generate_state(1)[0]))
+        low, high = self._repeat
+        repeat = int(torch.randint(low, high + 1, (1,), generator=gen))
+        x = torch.randint(1, self._d_vocab, (self._batch_size, repeat), generator=gen)
+        parts = [x, x] if self._bos is None else [torch.full((self._batch_size, 1), self._bos), x, x]
+        return torch.cat(parts, dim=1).to(self._device)
