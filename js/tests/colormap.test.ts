@@ -10,6 +10,7 @@ import {
   watchTheme,
   withEmptyCells,
 } from "../src/lib/colormap";
+import { fixture, num } from "./helpers";
 
 afterEach(() => {
   document.body.removeAttribute("data-jp-theme-light");
@@ -115,5 +116,31 @@ describe("withEmptyCells", () => {
     }
     expect(withEmptyCells(divergingColormap("light"), "light").nan[0]).toBeGreaterThan(200);
     expect(withEmptyCells(divergingColormap("dark"), "dark").nan[0]).toBeLessThan(80);
+  });
+});
+
+interface ColormapVectors {
+  luts: Record<string, number[]>;
+  index: Array<{ lo: number; hi: number; values: Array<number | string>; index: number[] }>;
+}
+
+describe("the static pictures (Python) draw with the same colour maps", () => {
+  const vectors = fixture<ColormapVectors>("colormap_vectors.json");
+
+  test("every map's 256 colours", () => {
+    const maps = { sequential: sequentialColormap, diverging: divergingColormap };
+    for (const kind of ["sequential", "diverging"] as const) {
+      for (const theme of ["light", "dark"] as const) {
+        const lut = maps[kind](theme).lut;
+        const rgb = Array.from({ length: 256 * 3 }, (_, i) => lut[Math.floor(i / 3) * 4 + (i % 3)]);
+        expect(rgb).toEqual(vectors.luts[`${kind}.${theme}`]);
+      }
+    }
+  });
+
+  test("colour indices, including NaN, infinities and an empty range", () => {
+    for (const c of vectors.index) {
+      expect(c.values.map((v) => colorIndex(num(v), c.lo, c.hi))).toEqual(c.index);
+    }
   });
 });

@@ -9,6 +9,7 @@ triangle: about 1 MiB per head at 1024 tokens instead of the whole tensor as JSO
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import traitlets
 from ..analysis.attention import check_patterns, pattern_thumbnails
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import index_in, visible_texts
+from ..transport import picture
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, endpoint, int_param, static_asset
 
@@ -254,6 +256,33 @@ class AttentionView(ProtocolWidget):
         self.set_trait("tokens", list(snapshot.tokens))
         self._bump_revision(snapshot.revision)
         self.prompt = snapshot.prompt  # equals the snapshot's prompt, so no re-run
+
+    def _picture(self) -> Any:
+        """Every head's thumbnail (layers down, heads across) and the selected head's pattern, labelled."""
+        snap = self._snapshot
+        thumbs = snap.thumbnails.float().cpu()
+        n_layers, n_heads, size = thumbs.shape[0], thumbs.shape[1], thumbs.shape[-1]
+        gap = 2
+        grid = torch.full((n_layers * (size + gap) - gap, n_heads * (size + gap) - gap), math.nan)
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                y, x = layer * (size + gap), head * (size + gap)
+                grid[y : y + size, x : x + size] = thumbs[layer, head]
+        cell = max(1, round(48 / size))  # a thumbnail ~48 pixels across
+        overview = picture.heatmap(grid, 0.0, 1.0, nan=picture.BACKGROUND, cell=cell, max_side=400)
+        layer, head = self._check_head(self.selected.get("layer", 0), self.selected.get("head", 0))
+        pattern = picture.heatmap(snap.layers[layer][head], 0.0, 1.0, cell=12, max_side=400)
+        labels = list(snap.tokens)
+        return picture.compose(
+            f"AttentionView: {len(snap.tokens)} tokens, {n_layers} layers x {n_heads} heads",
+            [
+                picture.Panel(overview, f"every head (layers down, heads across), max-pooled to {size}x{size}"),
+                picture.Panel(
+                    picture.labelled_heatmap(pattern, labels, labels), f"L{layer}H{head}: query rows, key columns"
+                ),
+            ],
+            picture.NOTE,
+        )
 
     def _check_head(
         self, layer: Any, head: Any, error: type[Exception] = IndexError, prefix: str = ""

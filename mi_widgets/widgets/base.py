@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,27 @@ class ProtocolWidget(anywidget.AnyWidget):
 
     def _send_message(self, content: dict[str, Any], buffers: list[Buffer]) -> None:
         self.send(content, buffers or None)
+
+    # ----- the static picture: what a saved notebook, an HTML export or GitHub shows -------------
+
+    def _picture(self) -> Any:
+        """A ``PIL.Image`` of what the view first shows (``transport/picture.py``); each widget draws its own."""
+        return None
+
+    def _repr_png_(self) -> bytes | None:
+        """IPython adds this to the display bundle beside the live view: the picture readers without a kernel see.
+
+        A picture that cannot be drawn is left out with a warning: displaying the live view never fails for it."""
+        try:
+            image = self._picture()
+            if image is None:
+                return None
+            from ..transport.picture import png_bytes
+
+            return png_bytes(image)
+        except Exception as exc:
+            warnings.warn(f"mi_widgets: no static picture of this {type(self).__name__}: {exc}", stacklevel=2)
+            return None
 
     def _on_custom_msg(self, _widget: Any, content: Any, buffers: list[Buffer]) -> None:
         self._router.handle(content, buffers)

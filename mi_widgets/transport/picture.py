@@ -1,0 +1,223 @@
+"""A static picture of a view: the ``image/png`` that every widget puts in its display bundle.
+
+Live, a notebook shows the view. Where there is no kernel to serve it (a notebook read untrusted or on GitHub,
+an HTML export, also with ``--sanitize-html``) the output's ``image/png`` is what a reader sees. The picture is
+drawn here, in Python, from the data the view first shows, with the views' colour maps
+(``js/src/lib/colormap.ts``; ``tests/fixtures/colormap_vectors.json`` keeps the two sides equal), in the light
+theme that exports are read in. Pillow draws it and encodes the PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+RGB = tuple[int, int, int]
+Theme = Literal["light", "dark"]
+
+# (position, colour) stops, as in colormap.ts
+SEQUENTIAL: dict[Theme, list[tuple[float, RGB]]] = {
+    "light": [(0, (255, 255, 255)), (0.25, (198, 219, 239)), (0.5, (107, 174, 214)), (0.75, (33, 113, 181)),
+              (1, (8, 48, 107))],
+    "dark": [(0, (20, 20, 20)), (0.25, (150, 45, 40)), (0.55, (225, 100, 35)), (0.8, (250, 175, 60)),
+             (1, (255, 240, 170))],
+}  # fmt: skip
+DIVERGING: dict[Theme, list[tuple[float, RGB]]] = {
+    "light": [(0, (33, 102, 172)), (0.25, (146, 197, 222)), (0.5, (255, 255, 255)), (0.75, (244, 165, 130)),
+              (1, (178, 24, 43))],
+    "dark": [(0, (90, 170, 255)), (0.25, (36, 78, 130)), (0.5, (20, 20, 20)), (0.75, (140, 52, 36)),
+             (1, (255, 120, 80))],
+}  # fmt: skip
+NAN_RGB: RGB = (255, 0, 255)  # non-finite values: a colour in neither map
+EMPTY_RGB: dict[Theme, RGB] = {"light": (238, 238, 238), "dark": (45, 45, 45)}  # "no value by construction"
+
+BACKGROUND: RGB = (255, 255, 255)
+INK: RGB = (0, 0, 0)
+MUTED: RGB = (117, 117, 117)
+FONT_PX = 12
+MAX_WIDTH = 960  # panels wrap to the next row past this
+MAX_PNG_BYTES = 300_000  # a picture is scaled down until its PNG fits
+MAX_LABELLED = 48  # token labels beside a heatmap up to this many rows/columns
+
+
+def colormap_lut(stops: Sequence[tuple[float, RGB]]) -> np.ndarray:
+    """[256, 3] uint8: the stops interpolated piecewise-linearly, rounded as ``Math.round`` does."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    s = 0
+    for i in range(256):
+        t = i / 255
+        while s < len(stops) - 2 and t > stops[s + 1][0]:
+            s += 1
+        (t0, c0), (t1, c1) = stops[s], stops[s + 1]
+        u = min(1.0, max(0.0, (t - t0) / (t1 - t0))) if t1 > t0 else 0.0
+        lut[i] = [math.floor(c0[k] + (c1[k] - c0[k]) * u + 0.5) for k in range(3)]
+    return lut
+
+
+def color_index(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Lookup indices 0..255 of ``values`` on ``[lo, hi]`` (clamped), -1 where not finite (``colorIndex``)."""
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    if not hi > lo:
+        out = np.where(v < lo, 0, 255)
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            t = (v - lo) / (hi - lo)
+            out = np.where(t <= 0, 0, np.where(t >= 1, 255, np.floor(np.nan_to_num(t) * 255 + 0.5)))
+    return np.where(finite, out, -1).astype(np.int16)
+
+
+def max_pool(grid: np.ndarray, max_side: int) -> np.ndarray:
+    """``grid`` reduced by block maxima (of magnitude, sign kept) until neither side exceeds ``max_side``, as the
+    views' thumbnails are: a one-cell-wide stripe survives. A block with no finite value stays NaN."""
+    k = -(-max(grid.shape) // max_side)
+    if k <= 1:
+        return grid
+    rows, cols = -(-grid.shape[0] // k), -(-grid.shape[1] // k)
+    padded = np.full((rows * k, cols * k), np.nan)
+    padded[: grid.shape[0], : grid.shape[1]] = np.where(np.isfinite(grid), grid, np.nan)
+    blocks = padded.reshape(rows, k, cols, k).transpose(0, 2, 1, 3).reshape(rows, cols, k * k)
+    magnitude = np.where(np.isnan(blocks), -1.0, np.abs(blocks))
+    picked = np.take_along_axis(blocks, magnitude.argmax(-1)[..., None], -1)[..., 0]
+    return picked
+
+
+def heatmap(
+    values: torch.Tensor | np.ndarray,
+    lo: float,
+    hi: float,
+    *,
+    diverging: bool = False,
+    nan: RGB = NAN_RGB,
+    cell: int = 8,
+    max_side: int = 480,
+) -> Image.Image:
+    """A [rows, cols] array as an image: each cell ``cell`` pixels (fewer for a large array, at least one)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().float().cpu().numpy()
+    grid = np.asarray(values, dtype=np.float64)
+    if grid.ndim != 2 or 0 in grid.shape:
+        raise ValueError(f"a heatmap needs a non-empty [rows, cols] array, got shape {list(grid.shape)}")
+    grid = max_pool(grid, max_side)
+    lut = colormap_lut((DIVERGING if diverging else SEQUENTIAL)["light"])
+    index = color_index(grid, lo, hi)
+    rgb = np.where(index[..., None] < 0, np.array(nan, dtype=np.uint8), lut[np.clip(index, 0, 255)])
+    image = Image.fromarray(rgb.astype(np.uint8), "RGB")
+    rows, cols = grid.shape
+    size = max(1, min(cell, max_side // max(rows, cols)))  # after pooling, max(rows, cols) <= max_side
+    return image.resize((cols * size, rows * size), Image.Resampling.NEAREST)
+
+
+def font(px: int = FONT_PX) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=px)
+
+
+def fit_text(text: str, width: int, px: int = FONT_PX) -> str:
+    """``text`` on one line, cut with an ellipsis to ``width`` pixels; control characters shown as spaces."""
+    clean = "".join(" " if ch.isspace() or not ch.isprintable() else ch for ch in text)
+    f = font(px)
+    if f.getlength(clean) <= width:
+        return clean
+    while clean and f.getlength(clean + "…") > width:
+        clean = clean[:-1]
+    return clean + "…" if clean else ""
+
+
+def labelled_heatmap(image: Image.Image, rows: Sequence[str], cols: Sequence[str]) -> Image.Image:
+    """``image`` with ``rows`` down its left and ``cols`` (rotated) along its top, when each label has room."""
+    n_rows, n_cols = len(rows), len(cols)
+    if not (0 < n_rows <= MAX_LABELLED and 0 < n_cols <= MAX_LABELLED):
+        return image
+    cell_h, cell_w = image.height / n_rows, image.width / n_cols
+    if min(cell_h, cell_w) < FONT_PX - 2:
+        return image
+    f = font()
+    left = int(min(90, max(f.getlength(fit_text(r, 90)) for r in rows) + 6))
+    top = int(min(70, max(f.getlength(fit_text(c, 70)) for c in cols) + 6))
+    out = Image.new("RGB", (left + image.width, top + image.height), BACKGROUND)
+    out.paste(image, (left, top))
+    draw = ImageDraw.Draw(out)
+    for i, label in enumerate(rows):
+        text = fit_text(label, left - 6)
+        y = top + int((i + 0.5) * cell_h)
+        draw.text((left - 4, y), text, fill=INK, font=f, anchor="rm")
+    strip = Image.new("RGB", (top, image.width), BACKGROUND)  # the column labels, drawn across then turned
+    strip_draw = ImageDraw.Draw(strip)
+    for j, label in enumerate(cols):
+        text = fit_text(label, top - 6)
+        strip_draw.text((4, int((j + 0.5) * cell_w)), text, fill=INK, font=f, anchor="lm")
+    out.paste(strip.transpose(Image.Transpose.ROTATE_90), (left, 0))
+    return out
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One image of a picture, with a caption under it."""
+
+    image: Image.Image
+    caption: str = ""
+
+
+def _slot(panel: Panel) -> int:
+    """The width a panel takes in a row: its image, or its caption up to 320 pixels."""
+    return max(panel.image.width, min(320, int(font().getlength(panel.caption)) + 2))
+
+
+def compose(title: str, panels: Sequence[Panel], note: str = "") -> Image.Image:
+    """The picture: ``title``, the panels left to right (wrapping at ``MAX_WIDTH``), a muted ``note`` below."""
+    pad, gap, line = 8, 12, FONT_PX + 6
+    rows: list[list[Panel]] = [[]]
+    width = 0
+    for panel in panels:
+        if rows[-1] and width + gap + _slot(panel) > MAX_WIDTH:
+            rows.append([])
+            width = 0
+        width += (gap if rows[-1] else 0) + _slot(panel)
+        rows[-1].append(panel)
+    row_widths = [sum(_slot(p) for p in row) + gap * (len(row) - 1) for row in rows]
+    row_heights = [
+        max((p.image.height for p in row), default=0) + (line if any(p.caption for p in row) else 0) for row in rows
+    ]
+    inner = min(MAX_WIDTH, max([*row_widths, 240]))
+    height = pad + line + sum(row_heights) + gap * (len(rows) - 1) + (line if note else 0) + pad
+    out = Image.new("RGB", (inner + 2 * pad, height), BACKGROUND)
+    draw = ImageDraw.Draw(out)
+    draw.text((pad, pad), fit_text(title, inner, FONT_PX + 1), fill=INK, font=font(FONT_PX + 1))
+    y = pad + line
+    for row, row_height in zip(rows, row_heights):
+        x = pad
+        for panel in row:
+            out.paste(panel.image, (x, y))
+            if panel.caption:
+                draw.text(
+                    (x, y + panel.image.height + 3), fit_text(panel.caption, _slot(panel)), fill=MUTED, font=font()
+                )
+            x += _slot(panel) + gap
+        y += row_height + gap
+    if note:
+        draw.text((pad, height - pad - line + 4), fit_text(note, inner), fill=MUTED, font=font())
+    return out
+
+
+def png_bytes(image: Image.Image, limit: int = MAX_PNG_BYTES) -> bytes:
+    """``image`` as PNG, scaled down until it fits in ``limit`` bytes."""
+    while True:
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG", optimize=True)
+        data = buffer.getvalue()
+        if len(data) <= limit or min(image.size) < 32:
+            return data
+        scale = max(0.5, math.sqrt(limit / len(data)) * 0.95)
+        image = image.resize(
+            (max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.Resampling.BOX
+        )
+
+
+NOTE = "A static picture of the view: run the notebook for the live one."

@@ -1,0 +1,128 @@
+"""Static pictures (transport/picture.py): the image/png in every display bundle, for readers without a kernel."""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from IPython.core.formatters import DisplayFormatter
+from PIL import Image
+
+import mi_widgets as mw
+from mi_widgets.transport import picture
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture(scope="module")
+def induction() -> Any:
+    return mw.zoo.load("induction-2l")
+
+
+def _bundle(widget: Any) -> dict[str, Any]:
+    data, _ = DisplayFormatter().format(widget)
+    return data
+
+
+def _image(png: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(png))
+    image.load()
+    return image
+
+
+def test_colour_indices_follow_the_views() -> None:
+    got = picture.color_index(np.array([-1, 0, 0.5, 1, 2, math.nan, math.inf]), 0.0, 1.0)
+    assert got.tolist() == [0, 0, 128, 255, 255, -1, -1]
+    assert picture.color_index(np.array([0.0, 1.0, 2.0]), 1.0, 1.0).tolist() == [0, 255, 255]  # empty range
+    light = picture.colormap_lut(picture.SEQUENTIAL["light"])
+    assert light[0].tolist() == [255, 255, 255] and light[255].tolist() == [8, 48, 107]
+    diverging = picture.colormap_lut(picture.DIVERGING["light"])
+    assert diverging[0].tolist() == [33, 102, 172] and diverging[255].tolist() == [178, 24, 43]
+    assert min(diverging[127].tolist() + diverging[128].tolist()) >= 254  # the centre is the background
+
+
+def test_heatmap_pools_large_arrays_keeping_a_one_cell_stripe() -> None:
+    eye = np.eye(1024)
+    image = picture.heatmap(eye, 0.0, 1.0, max_side=256)
+    assert image.size == (256, 256)
+    pixels = np.asarray(image)
+    dark = picture.colormap_lut(picture.SEQUENTIAL["light"])[255]
+    assert all((pixels[i, i] == dark).all() for i in range(256))  # the diagonal survives a 4x reduction
+    assert (pixels[0, 255] == [255, 255, 255]).all()
+    pooled = picture.max_pool(np.array([[1.0, -3.0], [2.0, math.nan]]), 1)
+    assert pooled.tolist() == [[-3.0]]  # the largest magnitude, its sign kept
+    nan = picture.heatmap(np.array([[math.nan, 0.0]]), 0.0, 1.0, cell=1)
+    assert np.asarray(nan)[0, 0].tolist() == list(picture.NAN_RGB)
+    with pytest.raises(ValueError, match=r"non-empty \[rows, cols\] array, got shape \[3\]"):
+        picture.heatmap(np.zeros(3), 0.0, 1.0)
+
+
+def test_png_is_scaled_down_to_its_budget() -> None:
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (800, 800, 3), dtype=np.uint8))
+    png = picture.png_bytes(noise, limit=200_000)
+    assert len(png) <= 200_000 and _image(png).width < 800
+    small = picture.png_bytes(Image.new("RGB", (50, 40), picture.BACKGROUND))
+    assert _image(small).size == (50, 40)
+
+
+def test_untrusted_labels_are_drawn_on_one_line() -> None:
+    labels = ["\x00\x1b[31m", "line\nbreak", "\u202eevil", "😀" * 30, "", "<img src=x>"]
+    assert picture.fit_text("a\nb\tc\x07", 200) == "a b c "
+    assert picture.font().getlength(picture.fit_text("x" * 500, 80)) <= 80
+    image = picture.labelled_heatmap(picture.heatmap(np.eye(6), 0, 1, cell=14), labels, labels)
+    assert image.width > 6 * 14 and image.height > 6 * 14
+
+
+def test_compose_wraps_panels_and_stays_within_the_width() -> None:
+    panels = [picture.Panel(Image.new("RGB", (400, 100), (0, 0, 0)), f"panel {i}") for i in range(5)]
+    image = picture.compose("title", panels, picture.NOTE)
+    assert image.width <= picture.MAX_WIDTH + 16
+    assert image.height > 3 * 100  # two per row: three rows
+
+
+def test_attention_view_bundle_carries_the_live_view_and_a_picture(induction: Any) -> None:
+    view = mw.AttentionView(induction, "When Mary and John went to the store, John gave a drink to")
+    view.selected = {"layer": 1, "head": 2}
+    data = _bundle(view)
+    assert WIDGET_VIEW in data and "image/png" in data and "text/plain" in data
+    png = view._repr_png_()
+    assert png is not None and len(png) < picture.MAX_PNG_BYTES
+    image = _image(png)
+    assert image.width > 300 and image.height > 200
+    # the selected head is drawn at full resolution: the colour of its strongest cell is in the picture
+    pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    strongest = picture.color_index(np.array([float(view.pattern(1, 2).max())]), 0.0, 1.0)[0]
+    assert (pixels == picture.colormap_lut(picture.SEQUENTIAL["light"])[strongest]).all(-1).any()
+    view.selected = {"layer": 0, "head": 0}
+    assert view._repr_png_() != png  # the picture follows the selection
+    view.close()
+    assert "image/png" in _bundle(view)  # a closed widget still shows its picture
+
+
+def test_a_long_prompt_picture_stays_small() -> None:
+    patterns = torch.softmax(torch.randn(2, 4, 1024, 1024), -1).tril()
+    view = mw.AttentionView.from_patterns(patterns, [f"tok{i}" for i in range(1024)])
+    png = view._repr_png_()
+    assert png is not None and len(png) < picture.MAX_PNG_BYTES
+    assert max(_image(png).size) <= picture.MAX_WIDTH + 16
+    view.close()
+
+
+def test_a_picture_that_fails_is_left_out_with_a_warning(induction: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    view = mw.AttentionView(induction, "The cat sat")
+
+    def broken() -> Any:
+        raise RuntimeError("no font")
+
+    monkeypatch.setattr(view, "_picture", broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = _bundle(view)
+    assert WIDGET_VIEW in data and "image/png" not in data
+    assert any("no static picture of this AttentionView: no font" in str(w.message) for w in caught)
+    view.close()
