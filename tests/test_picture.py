@@ -126,3 +126,41 @@ def test_a_picture_that_fails_is_left_out_with_a_warning(induction: Any, monkeyp
     assert WIDGET_VIEW in data and "image/png" not in data
     assert any("no static picture of this AttentionView: no font" in str(w.message) for w in caught)
     view.close()
+
+
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+INSTANT_VIEWS = {  # on ioi-4l, whose vocabulary has the names as single tokens
+    "LogitLens": lambda m: mw.LogitLens(m, PROMPT, target=" Mary"),
+    "LogitAttribution": lambda m: mw.LogitAttribution(m, PROMPT, answer=" Mary", wrong=" John"),
+    "ActivationView": lambda m: mw.ActivationView(m, [PROMPT, "Then John and Mary met"], hook="resid_post"),
+}
+
+
+@pytest.fixture(scope="module")
+def ioi() -> Any:
+    return mw.zoo.load("ioi-4l")
+
+
+@pytest.mark.parametrize("name", sorted(INSTANT_VIEWS))
+def test_views_made_at_once_show_a_picture_of_their_data(name: str, ioi: Any) -> None:
+    view = INSTANT_VIEWS[name](ioi)
+    data = _bundle(view)
+    assert WIDGET_VIEW in data and "image/png" in data
+    png = view._repr_png_()
+    assert png is not None and len(png) < picture.MAX_PNG_BYTES
+    pixels = np.asarray(_image(png).convert("RGB")).reshape(-1, 3)
+    coloured = (pixels.max(-1).astype(int) - pixels.min(-1)) > 40  # heatmap or token colours, not just ink
+    assert coloured.sum() > 50
+    view.close()
+
+
+def test_fourier_view_marks_its_key_frequencies() -> None:
+    view = mw.FourierView(mw.zoo.load("modadd-113"))
+    png = view._repr_png_()
+    assert png is not None and "image/png" in _bundle(view)
+    pixels = np.asarray(_image(png).convert("RGB"))
+    accent = (pixels == picture.ACCENT).all(-1)
+    columns = np.flatnonzero(accent.any(0))
+    runs = 1 + int((np.diff(columns) > 1).sum())  # separate accent bars across both charts
+    assert runs == 2 * len(view.key_frequencies)  # five key frequencies in each of the two charts
+    view.close()

@@ -157,6 +157,92 @@ def labelled_heatmap(image: Image.Image, rows: Sequence[str], cols: Sequence[str
     return out
 
 
+ACCENT: RGB = (25, 118, 210)  # --miw-accent's light fallback in the charts
+
+
+def bar_chart(
+    values: torch.Tensor | np.ndarray | Sequence[float],
+    highlight: Sequence[int] = (),
+    *,
+    labels: Sequence[str] | None = None,
+    width: int = 420,
+    height: int = 120,
+) -> Image.Image:
+    """Bars from zero (non-finite ones left out), the ``highlight`` indices in the accent colour and labelled
+    under their bar (``labels[i]``, default ``i``)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().float().cpu().numpy()
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    finite = np.isfinite(v)
+    top = float(np.abs(v[finite]).max()) if finite.any() else 1.0
+    top = top if top > 0 else 1.0
+    label_row = FONT_PX + 4
+    out = Image.new("RGB", (width, height + 2 * label_row), BACKGROUND)  # labels that would touch: a second row
+    draw = ImageDraw.Draw(out)
+    slot = width / max(1, len(v))
+    base = height - 1
+    marked = set(int(i) for i in highlight)
+    for i, value in enumerate(v):
+        if not finite[i]:
+            continue
+        x0, x1 = int(i * slot), max(int(i * slot) + 1, int((i + 1) * slot) - (1 if slot >= 4 else 0))
+        y = base - int(round(abs(value) / top * (height - 4)))
+        draw.rectangle((x0, min(y, base), x1 - 1, base), fill=ACCENT if i in marked else (189, 189, 189))
+    draw.line((0, base, width, base), fill=MUTED)
+    ends = [-1e9, -1e9]  # the right edge of the last label on each row
+    for i in sorted(marked):
+        if 0 <= i < len(v):
+            text = labels[i] if labels is not None else str(i)
+            half = font().getlength(text) / 2
+            x = (i + 0.5) * slot
+            row = 0 if x - half > ends[0] + 3 else 1
+            ends[row] = x + half
+            draw.text((int(x), height + 2 + row * label_row), text, fill=INK, font=font(), anchor="ma")
+    return out
+
+
+def token_strip(
+    tokens: Sequence[str],
+    values: torch.Tensor | np.ndarray,
+    lo: float,
+    hi: float,
+    *,
+    diverging: bool = False,
+    width: int = 720,
+    max_tokens: int = 400,
+) -> Image.Image:
+    """Tokens as text on their value's colour, wrapped to ``width`` (the view's token strip); past ``max_tokens``
+    the rest is counted, not drawn."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().float().cpu().numpy()
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    lut = colormap_lut((DIVERGING if diverging else SEQUENTIAL)["light"])
+    index = color_index(v, lo, hi)
+    f, line = font(), FONT_PX + 8
+    shown = min(len(tokens), max_tokens)
+    boxes: list[tuple[int, int, int, str, RGB]] = []
+    x = y = 0
+    for i in range(shown):
+        text = fit_text(tokens[i], width // 3) or " "
+        w = int(f.getlength(text)) + 4
+        if x and x + w > width:
+            x, y = 0, y + line
+        colour = NAN_RGB if index[i] < 0 else tuple(int(c) for c in lut[index[i]])
+        boxes.append((x, y, w, text, colour))  # type: ignore[arg-type]
+        x += w + 1
+    rest = len(tokens) - shown
+    height = y + line + (line if rest > 0 else 0)
+    out = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(out)
+    for x, y, w, text, colour in boxes:
+        draw.rectangle((x, y + 1, x + w - 1, y + line - 2), fill=colour)
+        light = (0.2126 * colour[0] + 0.7152 * colour[1] + 0.0722 * colour[2]) / 255 > 0.5
+        draw.text((x + 2, y + line // 2), text, fill=INK if light else BACKGROUND, font=f, anchor="lm")
+    if rest > 0:
+        draw.text((0, height - line // 2), f"... and {rest} more tokens", fill=MUTED, font=f, anchor="lm")
+    return out
+
+
 @dataclass(frozen=True)
 class Panel:
     """One image of a picture, with a caption under it."""
@@ -185,7 +271,8 @@ def compose(title: str, panels: Sequence[Panel], note: str = "") -> Image.Image:
     row_heights = [
         max((p.image.height for p in row), default=0) + (line if any(p.caption for p in row) else 0) for row in rows
     ]
-    inner = min(MAX_WIDTH, max([*row_widths, 240]))
+    texts = [font(FONT_PX + 1).getlength(title), font().getlength(note)]
+    inner = min(MAX_WIDTH, int(max([*row_widths, *texts, 240])) + 2)
     height = pad + line + sum(row_heights) + gap * (len(rows) - 1) + (line if note else 0) + pad
     out = Image.new("RGB", (inner + 2 * pad, height), BACKGROUND)
     draw = ImageDraw.Draw(out)

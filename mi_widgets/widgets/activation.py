@@ -32,6 +32,7 @@ from ..analysis.activations import (
 )
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import index_in
+from ..transport import picture
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, endpoint, int_param, static_asset
 
@@ -211,6 +212,23 @@ class ActivationView(ProtocolWidget):
                 f" (prompt {prompt}) or None",
             )
         return {"layer": int(layer), "neuron": neuron, "prompt_index": prompt, "position": position}
+
+    def _picture(self) -> Any:
+        """Each prompt's tokens on the selected unit's colour (blue < 0 < red, one scale for all prompts)."""
+        values = self.values()
+        extent = symmetric_range(values) or 1.0
+        sel = self.selected
+        unit = "the direction" if sel.get("neuron") is None else f"neuron {sel['neuron']}"
+        strips = [
+            picture.Panel(picture.token_strip(tokens, v, -extent, extent, diverging=True), f"prompt {i}")
+            for i, (tokens, v) in enumerate(zip(self.tokens[:8], values[:8]))
+        ]
+        more = f"; {len(self.tokens) - 8} more prompts not drawn" if len(self.tokens) > 8 else ""
+        return picture.compose(
+            f"ActivationView: {unit} of {self.hooks[self._layer_index(sel['layer'])]}, up to +-{extent:.3g}{more}",
+            strips,
+            picture.NOTE,
+        )
 
     # ----- request handlers --------------------------------------------------------------
 

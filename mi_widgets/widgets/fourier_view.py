@@ -17,6 +17,7 @@ from ..analysis import fourier
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import index_in
 from ..capture.modular import check_modular_model, run_all_pairs
+from ..transport import picture
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, endpoint, int_param, static_asset
 
@@ -123,6 +124,22 @@ class FourierView(ProtocolWidget):
             "a": index_in("selected a", value.get("a", 0), self.p, error),
             "b": index_in("selected b", value.get("b", 0), self.p, error),
         }
+
+    def _picture(self) -> Any:
+        """The embedding's spectrum and each frequency's share of the logits, the key frequencies marked."""
+        keys = list(self.key_frequencies)
+        labels = [str(k) for k in range(len(self.embed_norms))]
+        return picture.compose(
+            f"FourierView: p = {self.p}; key frequencies {', '.join(map(str, keys)) or 'none'} explain "
+            f"{self.key_fraction:.1%} of the logits",
+            [
+                picture.Panel(picture.bar_chart(self.embed_norms, keys, labels=labels), "embedding norm per frequency"),
+                picture.Panel(
+                    picture.bar_chart(self.logit_fractions, keys, labels=labels), "share of the logits per frequency"
+                ),
+            ],
+            picture.NOTE,
+        )
 
     # ----- endpoints ---------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from ..analysis.attribution import Attribution, logit_attribution
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import as_index
 from ..capture.readout import attribution_inputs, single_token_id
+from ..transport import picture
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, endpoint, static_asset
 
@@ -153,6 +154,32 @@ class LogitAttribution(ProtocolWidget):
         except IndexError as exc:
             raise traitlets.TraitError(f"selected: {exc}") from None
         return {"layer": layer, "head": head, "component": component}
+
+    def _picture(self) -> Any:
+        """Every head's direct logit attribution (layers down, heads across) and every MLP's, on one scale."""
+        r = self._result
+        parts = [r.heads.float().cpu()] + ([r.mlps.float().cpu().reshape(-1, 1)] if self.has_mlp else [])
+        scale = max([float(p.abs().max()) for p in parts if p.numel()] + [1e-9])
+        rows = [f"L{layer}" for layer in range(self.n_layers)]
+        panels = [
+            picture.Panel(
+                picture.labelled_heatmap(
+                    picture.heatmap(parts[0], -scale, scale, diverging=True, cell=22, max_side=480),
+                    rows,
+                    [f"H{h}" for h in range(self.n_heads)],
+                ),
+                "heads",
+            )
+        ]
+        if self.has_mlp:
+            mlp = picture.heatmap(parts[1], -scale, scale, diverging=True, cell=22, max_side=480)
+            panels.append(picture.Panel(picture.labelled_heatmap(mlp, rows, ["MLP"]), "MLPs"))
+        return picture.compose(
+            f"LogitAttribution: logit[{self.answer_token!r}] - logit[{self.wrong_token!r}] = {self.total:.3g}; "
+            f"blue < 0 < red, up to {scale:.3g}",
+            panels,
+            picture.NOTE,
+        )
 
     # ----- request handlers --------------------------------------------------------------
 

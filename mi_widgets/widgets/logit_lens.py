@@ -22,6 +22,7 @@ from ..analysis.logit_lens import LensResult, logit_lens
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import as_index
 from ..capture.readout import checked_logit_lens, lens_row_labels, model_unembed, single_token_id, token_strings
+from ..transport import picture
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, endpoint, static_asset
 
@@ -153,6 +154,20 @@ class LogitLens(ProtocolWidget):
         position = as_index("selected position", position, traitlets.TraitError)
         self._check_cell(layer, position, traitlets.TraitError)
         return {"layer": layer, "position": position}
+
+    def _picture(self) -> Any:
+        """Layers down, positions across, coloured by the top-1 probability (or the target's, with a target)."""
+        lens = self._lens
+        result = lens.result
+        target = result.target_probs is not None
+        values = result.target_probs if result.target_probs is not None else result.top_probs[..., 0]
+        cells = picture.heatmap(values, 0.0, 1.0, cell=16, max_side=640)
+        what = f"probability of {lens.target_token!r}" if target else "top-1 probability"
+        return picture.compose(
+            f"LogitLens: {len(self.tokens)} tokens, {self.n_layers} layers",
+            [picture.Panel(picture.labelled_heatmap(cells, list(self.rows), list(self.tokens)), f"colour: {what}")],
+            picture.NOTE,
+        )
 
     # ----- request handlers --------------------------------------------------------------
 
