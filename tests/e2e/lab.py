@@ -56,9 +56,13 @@ def write_notebook(path: Path, cells: list[str]) -> Path:
 
 
 class JupyterLab:
-    """A JupyterLab server process with its own config, data and runtime folders."""
+    """A JupyterLab (or, with ``app="notebook"``, a Jupyter Notebook 7) server process with its own config, data
+    and runtime folders. Both front ends expose the same ``window.jupyterapp`` that :class:`NotebookPage` drives."""
 
-    def __init__(self, root_dir: Path) -> None:
+    def __init__(self, root_dir: Path, app: str = "jupyterlab") -> None:
+        if app not in ("jupyterlab", "notebook"):
+            raise ValueError(f"app must be 'jupyterlab' or 'notebook', got {app!r}")
+        self.app = app
         self.root_dir = root_dir
         self.port = _free_port()
         self.token = secrets.token_hex(16)
@@ -85,34 +89,38 @@ class JupyterLab:
         cmd = [
             sys.executable,
             "-m",
-            "jupyterlab",
+            self.app,
             "--allow-root",
             "--no-browser",
             "--ip=127.0.0.1",
             f"--port={self.port}",
             f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.root_dir}",
-            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.expose_app_in_browser=True"
+            if self.app == "jupyterlab"
+            else "--JupyterNotebookApp.expose_app_in_browser=True",
         ]
         log = self.log_path.open("wb")
         self._proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root_dir)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited early:\n{self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"{self.app} exited early:\n{self.log_path.read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(f"{self.base_url}/api/status?token={self.token}", timeout=2) as r:
                     if r.status == 200:
                         return self
             except OSError:
                 time.sleep(0.3)
-        raise TimeoutError(f"JupyterLab did not answer within {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+        raise TimeoutError(f"{self.app} did not answer within {timeout}s:\n{self.log_path.read_text()[-3000:]}")
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def notebook_url(self, notebook: str, workspace: str = "miw") -> str:
+        if self.app == "notebook":  # one document per page
+            return f"{self.base_url}/notebooks/{notebook}?token={self.token}"
         return f"{self.base_url}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={self.token}"
 
     def stop(self) -> None:
@@ -126,8 +134,8 @@ class JupyterLab:
 
 
 @contextmanager
-def running_lab(root_dir: Path) -> Iterator[JupyterLab]:
-    lab = JupyterLab(root_dir).start()
+def running_lab(root_dir: Path, app: str = "jupyterlab") -> Iterator[JupyterLab]:
+    lab = JupyterLab(root_dir, app).start()
     try:
         yield lab
     finally:
@@ -215,8 +223,11 @@ class NotebookPage:
 
 
 @contextmanager
-def notebook_in_lab(root: Path, name: str, cells: list[str], height: int = 1100) -> Iterator[NotebookPage]:
-    """Write a notebook into ``root``, open it in a fresh JupyterLab in Chromium and run all its cells.
+def notebook_in_lab(
+    root: Path, name: str, cells: list[str], height: int = 1100, app: str = "jupyterlab"
+) -> Iterator[NotebookPage]:
+    """Write a notebook into ``root``, open it in a fresh JupyterLab (or Notebook 7: ``app="notebook"``) in
+    Chromium and run all its cells.
 
     On exit, fails if the page raised an error coming from mi_widgets' front end.
     """
@@ -226,7 +237,7 @@ def notebook_in_lab(root: Path, name: str, cells: list[str], height: int = 1100)
         )
     write_notebook(root / name, cells)
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    with running_lab(root) as lab, chromium_browser() as browser:
+    with running_lab(root, app) as lab, chromium_browser() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": height})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
