@@ -580,3 +580,23 @@ def test_endpoints_are_declared_once_on_the_widget_class() -> None:
     w._router.handle({"type": "request", "id": "c", "method": "nope", "params": {}})
     assert sent[-1]["error"]["type"] == "UnknownMethod" and "ping, slow" in sent[-1]["error"]["message"]
     w.close()
+
+
+def test_no_widget_syncs_binary_state() -> None:
+    """Colab and some hosts cannot open a widget whose synced state holds binary data: bulk data goes through
+    requests and events, never traits."""
+    import anywidget
+    import traitlets
+
+    import mi_widgets as mw
+
+    classes = [obj for name in mw.__all__ if isinstance(obj := getattr(mw, name), type)]
+    widgets = [cls for cls in classes if issubclass(cls, anywidget.AnyWidget)]
+    assert len(widgets) >= 13
+    inherited = set(anywidget.AnyWidget.class_traits())  # ipywidgets' own (layout, ...), anywidget's _esm/_css
+    for cls in widgets:
+        for name, trait in cls.class_traits(sync=True).items():
+            if name in inherited:
+                continue
+            assert not isinstance(trait, (traitlets.Bytes, traitlets.CBytes)), f"{cls.__name__}.{name} is binary"
+            assert trait.metadata.get("to_json") is None, f"{cls.__name__}.{name} has a custom serialiser"

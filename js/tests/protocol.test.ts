@@ -212,3 +212,51 @@ describe("pushed events", () => {
     expect(seen).toEqual([{ a: 1 }]);
   });
 });
+
+// Hosts hand message buffers over in different shapes: JupyterLab as DataView, Colab as Uint8Array (views into
+// a larger buffer), others as a bare ArrayBuffer; a message without buffers may come with `undefined`.
+const HOST_SHAPES: Array<[string, (bytes: Uint8Array) => unknown]> = [
+  ["DataView at an offset (JupyterLab)", (bytes) => offsetView(bytes)],
+  [
+    "Uint8Array into a larger buffer (Colab)",
+    (bytes) => {
+      const host = new Uint8Array(bytes.byteLength + 16);
+      host.set(bytes, 7);
+      return host.subarray(7, 7 + bytes.byteLength);
+    },
+  ],
+  ["bare ArrayBuffer", (bytes) => bytes.slice().buffer],
+];
+
+describe.each(HOST_SHAPES)("buffers as %s", (_name, shape) => {
+  test.each(cases)("a reply split for max_message_bytes=$max_message_bytes reassembles", async (c) => {
+    const model = new FakeModel();
+    const client = new RequestClient(model, { clientId: "c1" });
+    const promise = client.request("pattern");
+    const id = model.sent[0].content.id;
+    for (const m of c.messages) {
+      const buffers = m.buffers.map((s) => shape(b64(s)));
+      model.emit("msg:custom", { ...m.content, id }, (buffers.length ? buffers : undefined) as any);
+    }
+    const response = await promise;
+    expect(response.buffers.map(bytesOf)).toEqual(c.buffers.map((s) => [...b64(s)]));
+  });
+
+  test("an event's arrays decode", () => {
+    const events =
+      fixture<Array<{ content: any; buffers: string[]; decoded: Array<number | string> }>>("event_vectors.json");
+    for (const e of events) {
+      const model = new FakeModel();
+      const client = new RequestClient(model, { clientId: "c1" });
+      const got: number[][] = [];
+      client.onEvent("frame", (r) => got.push([...decodeArray(r.result.W, r.buffers).data]));
+      model.emit(
+        "msg:custom",
+        e.content,
+        e.buffers.map((s) => shape(b64(s))),
+      );
+      expect(got).toHaveLength(1);
+      expect(got[0].map((v) => Math.fround(v))).toEqual(e.decoded.map((v) => Math.fround(Number(v))));
+    }
+  });
+});
