@@ -164,3 +164,34 @@ def test_fourier_view_marks_its_key_frequencies() -> None:
     runs = 1 + int((np.diff(columns) > 1).sum())  # separate accent bars across both charts
     assert runs == 2 * len(view.key_frequencies)  # five key frequencies in each of the two charts
     view.close()
+
+
+def test_background_work_draws_what_it_has_and_says_how_far_it_came(ioi: Any, induction: Any) -> None:
+    data = mw.ioi_prompts(ioi, n=8, seed=0)
+    made = {
+        "HeadScan": mw.HeadScan(induction, n_batches=3, batch_size=4, autostart=False),
+        "Patching": mw.Patching(
+            ioi, data.clean, data.corrupted, metric=mw.logit_diff(data.answers, data.wrong), autostart=False
+        ),
+        "PathPatching": mw.PathPatching(ioi, data, autostart=False),
+        "Grokking": mw.Grokking(p=23, d_model=32, n_heads=2, d_mlp=64, steps=60, device="cpu"),
+    }
+    for name, widget in made.items():
+        before = widget._repr_png_()
+        assert before is not None and "image/png" in _bundle(widget), name
+        assert "Drawn at step 0 of" in widget._picture_note() and "(idle)" in widget._picture_note()
+        widget.run() if isinstance(widget, mw.Grokking) else widget.start()
+        widget.wait(120)
+        assert widget.status == "done", (name, widget.error)
+        after = widget._repr_png_()
+        assert after is not None and after != before and len(after) < picture.MAX_PNG_BYTES, name
+        assert widget._picture_note().endswith("Drawn after all " + str(widget.progress["total"]) + " steps.")
+        widget.close()
+
+
+def test_line_chart_leaves_gaps_and_labels_its_range() -> None:
+    chart = picture.line_chart([("a", [0, 1, 2, 3], [1.0, math.nan, 3.0, 4.0]), ("b", [0, 3], [0.0, -1.0])], log_y=True)
+    pixels = np.asarray(chart)
+    first, second = picture.CATEGORICAL[0], picture.CATEGORICAL[1]
+    assert (pixels == first).all(-1).sum() > 20  # series a: the segment after the gap (and its legend)
+    assert (pixels == second).all(-1).sum() < 200  # series b has no positive values: only its legend swatch

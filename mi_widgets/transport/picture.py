@@ -158,6 +158,8 @@ def labelled_heatmap(image: Image.Image, rows: Sequence[str], cols: Sequence[str
 
 
 ACCENT: RGB = (25, 118, 210)  # --miw-accent's light fallback in the charts
+# colormap.ts's light categorical palette (Okabe-Ito)
+CATEGORICAL: list[RGB] = [(0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (176, 120, 0), (0, 0, 0)]
 
 
 def bar_chart(
@@ -198,6 +200,63 @@ def bar_chart(
             row = 0 if x - half > ends[0] + 3 else 1
             ends[row] = x + half
             draw.text((int(x), height + 2 + row * label_row), text, fill=INK, font=font(), anchor="ma")
+    return out
+
+
+def line_chart(
+    series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    *,
+    log_y: bool = False,
+    width: int = 420,
+    height: int = 160,
+) -> Image.Image:
+    """Lines ``(name, x, y)`` on shared axes in the categorical colours, a legend above them; non-finite points
+    (and, with ``log_y``, points <= 0) are gaps."""
+    f = font()
+    legend = FONT_PX + 6
+    left, bottom = 44, 16
+    out = Image.new("RGB", (width, height + legend), BACKGROUND)
+    draw = ImageDraw.Draw(out)
+    prepared = []
+    for name, x, y in series:
+        xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ys = np.log10(np.where(ys > 0, ys, np.nan)) if log_y else ys
+        prepared.append((name, xs, np.where(np.isfinite(ys), ys, np.nan)))
+    xs_all = np.concatenate([x for _, x, _ in prepared]) if prepared else np.zeros(0)
+    ys_all = np.concatenate([y for _, _, y in prepared]) if prepared else np.zeros(0)
+    finite = ys_all[np.isfinite(ys_all)]
+    x0, x1 = (float(xs_all.min()), float(xs_all.max())) if xs_all.size else (0.0, 1.0)
+    y0, y1 = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+    y_labels = [(value, f"{10**value:.3g}" if log_y else f"{value:.3g}") for value in (y0, y1)]
+    left = max(left, 8 + max(int(f.getlength(label)) for _, label in y_labels))
+    top, right, base = legend + 4, width - 6, legend + height - bottom
+    px = lambda x: left + (x - x0) / (x1 - x0) * (right - left)  # noqa: E731
+    py = lambda y: base - (y - y0) / (y1 - y0) * (base - top)  # noqa: E731
+    draw.line((left, top, left, base, right, base), fill=MUTED)
+    for value, label in y_labels:
+        draw.text((left - 4, py(value)), label, fill=MUTED, font=f, anchor="rm")
+    for value, anchor in ((x0, "la"), (x1, "ra")):
+        draw.text((px(value), base + 3), f"{value:.6g}", fill=MUTED, font=f, anchor=anchor)
+    x_legend = left
+    for i, (name, xs, ys) in enumerate(prepared):
+        colour = CATEGORICAL[i % len(CATEGORICAL)]
+        points: list[tuple[float, float]] = []
+        for x, y in zip(xs, ys):
+            if np.isnan(y):
+                if len(points) > 1:
+                    draw.line(points, fill=colour, width=2)
+                points = []
+            else:
+                points.append((px(x), py(y)))
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        elif len(points) == 1:
+            draw.ellipse((points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2), fill=colour)
+        draw.rectangle((x_legend, 6, x_legend + 10, 14), fill=colour)
+        draw.text((x_legend + 14, 10), name, fill=INK, font=f, anchor="lm")
+        x_legend += 24 + int(f.getlength(name))
     return out
 
 
@@ -282,6 +341,7 @@ def compose(title: str, panels: Sequence[Panel], note: str = "") -> Image.Image:
         x = pad
         for panel in row:
             out.paste(panel.image, (x, y))
+            draw.rectangle((x - 1, y - 1, x + panel.image.width, y + panel.image.height), outline=(224, 224, 224))
             if panel.caption:
                 draw.text(
                     (x, y + panel.image.height + 3), fit_text(panel.caption, _slot(panel)), fill=MUTED, font=font()

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import traitlets
 
+from ..transport import picture
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, endpoint
 
@@ -110,6 +111,13 @@ class BackgroundTask(ProtocolWidget):
         super().close()
 
     # ----- internals ---------------------------------------------------------------------
+
+    def _picture_note(self) -> str:
+        """The note under a picture of background work: how far it had come when the picture was drawn."""
+        done, total = self.progress.get("done", 0), self.progress.get("total", 0)
+        if self.status == "done":
+            return f"{picture.NOTE} Drawn after all {total} steps."
+        return f"{picture.NOTE} Drawn at step {done} of {total} ({self.status}): display it again when done."
 
     def _begin(self) -> None:
         """Fresh state and traits for a new run (on the caller's thread, before the run starts)."""

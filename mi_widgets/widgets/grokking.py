@@ -21,6 +21,7 @@ import traitlets
 from ..analysis import fourier
 from ..analysis.fourier import advance_phase_ends, phases_from_ends
 from ..capture.modular import check_memory
+from ..transport import picture
 from ..transport.protocol import Reply
 from ..zoo import modadd
 from .base import static_asset
@@ -352,6 +353,32 @@ class Grokking(TrainingWidget):
             advance_phase_ends(self._phase_ends, row)
         phases = self._phases()
         self.set_trait("phase", phases[-1]["name"] if phases else "")
+
+    def _picture(self) -> Any:
+        """Train and test loss (log scale) and accuracy so far, the phase and the key frequencies."""
+        h = self.history
+        steps = h["step"].tolist()
+        keys = ", ".join(map(str, self.key_frequencies)) or "none yet"
+        return picture.compose(
+            f"Grokking: p = {self.config.p}, step {self._trainer.steps} of {self._steps}; phase: "
+            f"{self.phase or 'not started'}; key frequencies: {keys}",
+            [
+                picture.Panel(
+                    picture.line_chart(
+                        [("train", steps, h["train_loss"].tolist()), ("test", steps, h["test_loss"].tolist())],
+                        log_y=True,
+                    ),
+                    "loss",
+                ),
+                picture.Panel(
+                    picture.line_chart(
+                        [("train", steps, h["train_acc"].tolist()), ("test", steps, h["test_acc"].tolist())]
+                    ),
+                    "accuracy",
+                ),
+            ],
+            self._picture_note(),
+        )
 
     def _frame(self) -> Reply:
         rows = list(self._rows)

@@ -21,6 +21,7 @@ import traitlets
 from ..analysis.head_scores import HEAD_TYPES, RunningHeadScores, check_detection_pattern, detection_patterns
 from ..capture.adapter import PATTERN_HOOK, ModelAdapter
 from ..capture.inputs import index_in
+from ..transport import picture
 from ..transport.protocol import Context, Reply
 from .attention import AttentionView
 from .base import endpoint, static_asset
@@ -141,6 +142,23 @@ class HeadScan(StreamingWidget):
         layer, head = change["new"]["layer"], change["new"]["head"]
         if layer is not None:
             self.attention.selected = {"layer": layer, "head": head, "query": None, "key": None}
+
+    def _picture(self) -> Any:
+        """One heatmap per score (layers down, heads across, 0 to 1); heads without a score yet stay empty."""
+        rows = [f"L{layer}" for layer in range(self.n_layers)]
+        cols = [f"H{head}" for head in range(self.n_heads)]
+        panels = [
+            picture.Panel(
+                picture.labelled_heatmap(
+                    picture.heatmap(scores, 0.0, 1.0, nan=picture.EMPTY_RGB["light"], cell=20, max_side=360),
+                    rows,
+                    cols,
+                ),
+                name,
+            )
+            for name, scores in self.scores.items()
+        ]
+        return picture.compose(f"HeadScan: {self.n_layers} layers x {self.n_heads} heads", panels, self._picture_note())
 
     # ----- internals ---------------------------------------------------------------------
 

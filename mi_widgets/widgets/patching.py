@@ -32,6 +32,7 @@ from ..analysis.patching import (
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import index_in
 from ..capture.patching import Patch, PatchingRun
+from ..transport import picture
 from ..transport.protocol import Context, Reply
 from .attention import AttentionView
 from .base import endpoint, static_asset
@@ -193,6 +194,22 @@ class _PatchingBase(StreamingWidget):
             linked = [self.attention] + ([self.logit_attribution] if self.logit_attribution is not None else [])
             self._display = ipywidgets.VBox([self, *linked])
         return self._display._repr_mimebundle_(**kwargs)
+
+    def _picture(self) -> Any:
+        """Each result normalised (1 = clean, 0 = corrupted; blue < 0 < red), cells not patched yet empty."""
+        panels = []
+        for name, values in self.results.items():
+            grid = values.detach().float().cpu()
+            grid = grid.reshape(1, -1) if grid.ndim == 1 else grid.reshape(grid.shape[0], -1)
+            finite = grid[torch.isfinite(grid)]
+            scale = max(1.0, float(finite.abs().max())) if finite.numel() else 1.0
+            image = picture.heatmap(grid, -scale, scale, diverging=True, nan=picture.EMPTY_RGB["light"], cell=16)
+            panels.append(picture.Panel(image, f"{name} {list(values.shape)}, up to +-{scale:.3g}"))
+        return picture.compose(
+            f"{type(self).__name__}: clean metric {self.clean_metric:.3g}, corrupted {self.corrupted_metric:.3g}",
+            panels,
+            self._picture_note(),
+        )
 
     def _normalise(self, values: torch.Tensor) -> torch.Tensor:
         return normalise(values, self.clean_metric, self.corrupted_metric)

@@ -31,6 +31,7 @@ from ..analysis.sae import (
 from ..capture.adapter import ModelAdapter
 from ..capture.corpus import plan_corpus, probe_units, resolve_layer_hook
 from ..capture.streams import ActivationStream, TensorStream  # also importable from here, as before
+from ..transport import picture
 from ..transport.protocol import Reply
 from .base import static_asset
 from .training import TrainingDiverged, TrainingWidget
@@ -234,6 +235,19 @@ class SAETrainer(TrainingWidget):
         with torch.no_grad():
             for name, p in self._sae.named_parameters():
                 p.copy_(state[name])
+
+    def _picture(self) -> Any:
+        """The loss curves so far: reconstruction (MSE, log scale) and L0."""
+        h = self.history
+        steps = h["step"].tolist()
+        return picture.compose(
+            f"SAETrainer: {self._step} of {self._steps} steps",
+            [
+                picture.Panel(picture.line_chart([("mse", steps, h["mse"].tolist())], log_y=True), "reconstruction"),
+                picture.Panel(picture.line_chart([("l0", steps, h["l0"].tolist())]), "active latents per token"),
+            ],
+            self._picture_note(),
+        )
 
     def _frame(self) -> Reply:
         history = self._history

@@ -27,6 +27,9 @@ prompt = "When Mary and John went to the store, John gave a drink to\"""",
     "LogitAttribution": 'mw.LogitAttribution(ioi, prompt, answer=" Mary", wrong=" John")',
     "ActivationView": 'mw.ActivationView(ioi, prompt, hook="resid_post")',
     "FourierView": 'mw.FourierView(mw.zoo.load("modadd-113"))',
+    # background work, displayed once it is done: the picture shows the result
+    "HeadScan": 'mw.HeadScan(mw.zoo.load("induction-2l"), n_batches=4, batch_size=8).wait(60)',
+    "Grokking": 'run = mw.Grokking(p=23, d_model=32, n_heads=2, d_mlp=64, steps=100, device="cpu")\nrun.run()\nrun',
 }
 VIEWS = [name for name in CELLS if name != "setup"]
 PNG_IMG = re.compile(r'<img[^>]* src="data:image/png;base64,[A-Za-z0-9+/=]+"')
