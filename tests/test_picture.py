@@ -129,7 +129,20 @@ def test_a_picture_that_fails_is_left_out_with_a_warning(induction: Any, monkeyp
 
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
+CORPUS = [PROMPT, "The cat sat on the mat. The cat sat on the mat again.", "One two three four. One two three four."]
+
+
+def _sae(model: Any) -> Any:
+    from mi_widgets.analysis.sae import SparseAutoencoder
+
+    d = int(model.cfg.d_model)
+    return SparseAutoencoder(
+        d, 32, "relu", hook_name="blocks.1.hook_resid_post", generator=torch.Generator().manual_seed(0)
+    )
+
+
 INSTANT_VIEWS = {  # on ioi-4l, whose vocabulary has the names as single tokens
+    "CompositionView": lambda m: mw.CompositionView(m),
     "LogitLens": lambda m: mw.LogitLens(m, PROMPT, target=" Mary"),
     "LogitAttribution": lambda m: mw.LogitAttribution(m, PROMPT, answer=" Mary", wrong=" John"),
     "ActivationView": lambda m: mw.ActivationView(m, [PROMPT, "Then John and Mary met"], hook="resid_post"),
@@ -175,12 +188,17 @@ def test_background_work_draws_what_it_has_and_says_how_far_it_came(ioi: Any, in
         ),
         "PathPatching": mw.PathPatching(ioi, data, autostart=False),
         "Grokking": mw.Grokking(p=23, d_model=32, n_heads=2, d_mlp=64, steps=60, device="cpu"),
+        "SuperpositionToy": mw.SuperpositionToy(steps=200, autostart=False),
+        "TopExamples": mw.TopExamples(
+            induction, CORPUS, hook="blocks.1.hook_resid_post", neurons=range(8), k=3, autostart=False
+        ),
+        "FeatureView": mw.FeatureView(_sae(induction), induction, [PROMPT], corpus=CORPUS, k=3, autostart=False),
     }
     for name, widget in made.items():
         before = widget._repr_png_()
         assert before is not None and "image/png" in _bundle(widget), name
         assert "Drawn at step 0 of" in widget._picture_note() and "(idle)" in widget._picture_note()
-        widget.run() if isinstance(widget, mw.Grokking) else widget.start()
+        widget.run() if isinstance(widget, (mw.Grokking, mw.SuperpositionToy)) else widget.start()
         widget.wait(120)
         assert widget.status == "done", (name, widget.error)
         after = widget._repr_png_()
@@ -195,3 +213,15 @@ def test_line_chart_leaves_gaps_and_labels_its_range() -> None:
     first, second = picture.CATEGORICAL[0], picture.CATEGORICAL[1]
     assert (pixels == first).all(-1).sum() > 20  # series a: the segment after the gap (and its legend)
     assert (pixels == second).all(-1).sum() < 200  # series b has no positive values: only its legend swatch
+
+
+def test_every_widget_draws_its_own_picture() -> None:
+    import anywidget
+
+    from mi_widgets.widgets.base import ProtocolWidget
+
+    exported = [getattr(mw, name) for name in mw.__all__]
+    widgets = [cls for cls in exported if isinstance(cls, type) and issubclass(cls, anywidget.AnyWidget)]
+    assert len(widgets) >= 13
+    missing = [cls.__name__ for cls in widgets if cls._picture is ProtocolWidget._picture]
+    assert not missing, f"no static picture: {missing}"

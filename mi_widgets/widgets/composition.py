@@ -9,6 +9,7 @@ Scores are computed from the weights once per mode and cached in the kernel.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -18,6 +19,7 @@ import traitlets
 from ..analysis.composition import COMPOSITION_MODES, composition_baseline
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import index_in
+from ..transport import picture
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, endpoint, static_asset
 
@@ -107,6 +109,29 @@ class CompositionView(ProtocolWidget):
                 f"the writer's layer must come before the reader's, got writer layer {pair[0][0]} and reader layer {pair[1][0]}"
             )
         return {"writer": pair[0], "reader": pair[1]}
+
+    def _picture(self) -> Any:
+        """The score matrix of the view's mode, writers down and readers across, as the view colours it: score
+        minus the random baseline on a symmetric scale, or raw scores on [0, max]; impossible pairs empty."""
+        n = self.n_layers * self.n_heads
+        matrix = torch.where(_valid_pairs(self.n_layers, self.n_heads), self.scores().reshape(n, n).float(), math.nan)
+        values = matrix - self.baseline if self.relative else matrix
+        finite = values[torch.isfinite(values)]
+        top = float(finite.abs().max()) if finite.numel() else 1.0
+        top = top if top > 0 else 1.0
+        lo = -top if self.relative else 0.0
+        image = picture.heatmap(
+            values, lo, top, diverging=self.relative, nan=picture.EMPTY_RGB["light"], cell=12, max_side=480
+        )
+        heads = [f"L{i // self.n_heads}H{i % self.n_heads}" for i in range(n)]
+        what = (
+            f"score - baseline ({self.baseline:.3g}), up to +-{top:.3g}" if self.relative else f"score, 0 to {top:.3g}"
+        )
+        return picture.compose(
+            f"CompositionView: {self.mode}-composition, writers down, readers across",
+            [picture.Panel(picture.labelled_heatmap(image, heads, heads), what)],
+            picture.NOTE,
+        )
 
     # ----- request handlers --------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from ..analysis.top_examples import RunningTopK
 from ..capture.adapter import ModelAdapter
 from ..capture.corpus import Example, TopContexts, plan_corpus, probe_units, text_batch
 from ..capture.inputs import as_index, check_text, describe
+from ..transport import picture
 from ..transport.protocol import Context, Reply
 from .base import add_examples, endpoint, int_param, static_asset
 from .streaming import StreamingWidget
@@ -147,6 +148,25 @@ class FeatureView(StreamingWidget):
     def density(self) -> torch.Tensor:
         """``[d_sae]``: fraction of the scanned corpus tokens on which each feature fires."""
         return (self._fires.float() / max(1, self._scanned)).cpu()
+
+    def _picture(self) -> Any:
+        """The shown prompt coloured by the selected feature (else its most active one) and that feature's top
+        contexts found so far."""
+        labels, feats = self._encode_prompt(self.prompts[self.prompt_index])
+        feature = self.selected.get("feature")
+        if feature is None:
+            feature = int(feats.max(0).values.argmax())
+        acts = feats[:, feature].float().cpu()
+        examples = self.examples(feature)[:4]
+        top = max([float(acts.max())] + [float(e.activations.max()) for e in examples] + [1e-9])
+        panels = [picture.Panel(picture.token_strip(labels, acts, 0.0, top, width=640), f"prompt {self.prompt_index}")]
+        for i, e in enumerate(examples):
+            strip = picture.token_strip(e.tokens, e.activations, 0.0, top, width=640, max_tokens=64)
+            panels.append(picture.Panel(strip, f"top context {i + 1}: {e.value:.3g}"))
+        title = (
+            f"FeatureView: feature {feature} of {self.d_sae} at {self.hook}, density {float(self.density[feature]):.2%}"
+        )
+        return picture.compose(title, panels, self._picture_note())
 
     @traitlets.validate("selected")
     def _check_selected(self, proposal: dict[str, Any]) -> dict[str, Any]:

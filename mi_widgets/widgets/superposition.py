@@ -22,6 +22,7 @@ from ..analysis.superposition import (
     sample_features,
     toy_loss,
 )
+from ..transport import picture
 from ..transport.protocol import Reply
 from .base import static_asset
 from .training import TrainingWidget
@@ -120,6 +121,22 @@ class SuperpositionToy(TrainingWidget):
     def dimensionality(self) -> torch.Tensor:
         """Per-feature dimensionality ``[instances, n_features]`` (1 dedicated, 1/2 antipodal, 2/5 pentagon, 0 absent)."""
         return feature_dimensionality(self._model.W.detach()).cpu()
+
+    def _picture(self) -> Any:
+        """``W^T W`` of each model (features x features, blue < 0 < red on [-1, 1], as in the paper)."""
+        W = self.W
+        panels = [
+            picture.Panel(
+                picture.heatmap(W[i].T @ W[i], -1.0, 1.0, diverging=True, cell=max(4, 120 // self.n_features)),
+                f"sparsity {s:g}",
+            )
+            for i, s in enumerate(self.sparsity)
+        ]
+        return picture.compose(
+            f"SuperpositionToy: {self.n_features} features in {self.n_hidden} dimensions, W^T W per sparsity",
+            panels,
+            self._picture_note(),
+        )
 
     # ----- settings ----------------------------------------------------------------------
 

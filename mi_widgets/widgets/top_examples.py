@@ -12,6 +12,7 @@ The activations around each example are not stored: ``examples[n]`` reruns the m
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from ..analysis.top_examples import RunningTopK, pad_rows
 from ..capture.adapter import ModelAdapter
 from ..capture.corpus import Example, TopContexts, plan_corpus, probe_units, resolve_layer_hook
 from ..capture.inputs import as_index
+from ..transport import picture
 from ..transport.protocol import Context, Reply
 from .base import add_examples, endpoint, int_param, static_asset
 from .streaming import StreamingWidget
@@ -141,6 +143,25 @@ class TopExamples(StreamingWidget):
         """Best activation so far of each neuron, in the order of ``neurons`` (NaN before any)."""
         values = self._topk.snapshot()[0][:, 0]
         return torch.where(torch.isinf(values), float("nan"), values).cpu()
+
+    def _picture(self) -> Any:
+        """Each neuron's best activation so far, and the top contexts of the selected neuron (else the one with
+        the highest maximum) coloured by activation."""
+        maxima = self.maxima
+        neuron = self.selected.get("neuron")
+        if neuron is None and bool(torch.isfinite(maxima).any()):
+            neuron = self.neurons[int(torch.nan_to_num(maxima, nan=-math.inf).argmax())]
+        marked = [self.neurons.index(neuron)] if neuron in self.neurons else []
+        labels = [str(n) for n in self.neurons]
+        bars = picture.bar_chart(maxima, marked, labels=labels, width=min(720, 8 * len(maxima) + 40))
+        panels = [picture.Panel(bars, "best activation per neuron")]
+        if neuron is not None:
+            examples = self.examples[neuron][:5]
+            top = max([float(e.activations.max()) for e in examples] + [1e-9])
+            for i, e in enumerate(examples):
+                strip = picture.token_strip(e.tokens, e.activations, 0.0, top, width=640, max_tokens=64)
+                panels.append(picture.Panel(strip, f"neuron {neuron}, example {i + 1}: {e.value:.3g}"))
+        return picture.compose(f"TopExamples: {len(self.neurons)} neurons of {self.hook}", panels, self._picture_note())
 
     @traitlets.validate("selected")
     def _check_selected(self, proposal: dict[str, Any]) -> dict[str, Any]:
