@@ -225,3 +225,12 @@ def test_every_widget_draws_its_own_picture() -> None:
     assert len(widgets) >= 13
     missing = [cls.__name__ for cls in widgets if cls._picture is ProtocolWidget._picture]
     assert not missing, f"no static picture: {missing}"
+
+
+def test_to_png_writes_the_picture(induction: Any, tmp_path: Any) -> None:
+    view = mw.AttentionView(induction, "The cat sat on the mat")
+    path = tmp_path / "attention.png"
+    data = view.to_png(path)
+    assert path.read_bytes() == data == view._repr_png_()
+    assert _image(data).format == "PNG"
+    view.close()

@@ -139,6 +139,18 @@ class ProtocolWidget(anywidget.AnyWidget):
         """A ``PIL.Image`` of what the view first shows (``transport/picture.py``); each widget draws its own."""
         return None
 
+    def to_png(self, path: str | os.PathLike[str] | None = None) -> bytes:
+        """The view's static picture as PNG bytes (the same one the notebook saves), also written to ``path``."""
+        from ..transport.picture import png_bytes
+
+        image = self._picture()
+        if image is None:
+            raise NotImplementedError(f"{type(self).__name__} has no static picture")
+        data = png_bytes(image)
+        if path is not None:
+            Path(path).write_bytes(data)
+        return data
+
     def _repr_png_(self) -> bytes | None:
         """IPython adds this to the display bundle beside the live view: the picture readers without a kernel see.
 
