@@ -9,6 +9,7 @@ theme that exports are read in. Pillow draws it and encodes the PNG.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Sequence
@@ -115,7 +116,9 @@ def heatmap(
     return image.resize((cols * size, rows * size), Image.Resampling.NEAREST)
 
 
+@functools.lru_cache(maxsize=4)
 def font(px: int = FONT_PX) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's bundled font (no system fonts needed), loaded once per size."""
     return ImageFont.load_default(size=px)
 
 
