@@ -71,11 +71,13 @@ def test_png_is_scaled_down_to_its_budget() -> None:
 
 
 def test_untrusted_labels_are_drawn_on_one_line() -> None:
-    labels = ["\x00\x1b[31m", "line\nbreak", "\u202eevil", "😀" * 30, "", "<img src=x>"]
+    labels = ["\x00\x1b[31m", "line\nbreak", "\u202eevil", "😀" * 30, "", "<img src=x>", "y" * 100_000]
     assert picture.fit_text("a\nb\tc\x07", 200) == "a b c "
     assert picture.font().getlength(picture.fit_text("x" * 500, 80)) <= 80
-    image = picture.labelled_heatmap(picture.heatmap(np.eye(6), 0, 1, cell=14), labels, labels)
-    assert image.width > 6 * 14 and image.height > 6 * 14
+    image = picture.labelled_heatmap(picture.heatmap(np.eye(7), 0, 1, cell=14), labels, labels)
+    assert image.width > 7 * 14 and image.height > 7 * 14
+    strip = picture.token_strip(labels, np.arange(7.0), 0, 6)  # a 100,000-character token is cut, not measured
+    assert strip.width == 720
 
 
 def test_compose_wraps_panels_and_stays_within_the_width() -> None:

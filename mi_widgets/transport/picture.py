@@ -124,13 +124,19 @@ def font(px: int = FONT_PX) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 def fit_text(text: str, width: int, px: int = FONT_PX) -> str:
     """``text`` on one line, cut with an ellipsis to ``width`` pixels; control characters shown as spaces."""
-    clean = "".join(" " if ch.isspace() or not ch.isprintable() else ch for ch in text)
+    # no glyph is narrower than ~2 px: anything past width // 2 characters cannot fit (a token may be 10**4 long)
+    clean = "".join(" " if ch.isspace() or not ch.isprintable() else ch for ch in text[: max(1, width // 2) + 1])
     f = font(px)
-    if f.getlength(clean) <= width:
+    if len(clean) == len(text) and f.getlength(clean) <= width:
         return clean
-    while clean and f.getlength(clean + "…") > width:
-        clean = clean[:-1]
-    return clean + "…" if clean else ""
+    lo, hi = 0, len(clean)  # the longest prefix that fits with the ellipsis, by bisection
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if f.getlength(clean[:mid] + "…") <= width:
+            lo = mid
+        else:
+            hi = mid - 1
+    return clean[:lo] + "…" if lo else ""
 
 
 def labelled_heatmap(image: Image.Image, rows: Sequence[str], cols: Sequence[str]) -> Image.Image:
