@@ -600,3 +600,13 @@ def test_no_widget_syncs_binary_state() -> None:
                 continue
             assert not isinstance(trait, (traitlets.Bytes, traitlets.CBytes)), f"{cls.__name__}.{name} is binary"
             assert trait.metadata.get("to_json") is None, f"{cls.__name__}.{name} has a custom serialiser"
+
+
+def test_uint8_quantisation_of_a_span_near_float32_max_does_not_overflow() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = np.array([-3e38, 0.0, 3e38], dtype=np.float32)
+        header, data = encode_array(values, "uint8", buffer_index=0)
+    assert np.frombuffer(bytes(data), dtype=np.uint8).tolist() == [0, 127, MAX_CODE]

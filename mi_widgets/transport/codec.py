@@ -140,9 +140,9 @@ def _quantise(values: np.ndarray, value_range: tuple[float, float] | None) -> tu
         if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
             raise ValueError(f"value_range must be finite with lo <= hi, got {value_range!r}")
     span = hi - lo
-    scaled = np.zeros(values.shape, dtype=np.float32)
+    scaled = np.zeros(values.shape, dtype=np.float64)  # float32 overflows on spans near its maximum
     if span > 0:
-        np.subtract(values, lo, out=scaled, where=finite)
+        np.subtract(values.astype(np.float64, copy=False), lo, out=scaled, where=finite)
         scaled *= MAX_CODE / span
     codes = np.asarray(np.clip(np.rint(scaled), 0, MAX_CODE), dtype=np.uint8)
     codes[~finite] = NONFINITE_CODE
