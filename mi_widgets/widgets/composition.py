@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import traitlets
 
+from ..analysis.activations import symmetric_range
 from ..analysis.composition import COMPOSITION_MODES, composition_baseline
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import index_in
@@ -116,9 +117,7 @@ class CompositionView(ProtocolWidget):
         n = self.n_layers * self.n_heads
         matrix = torch.where(_valid_pairs(self.n_layers, self.n_heads), self.scores().reshape(n, n).float(), math.nan)
         values = matrix - self.baseline if self.relative else matrix
-        finite = values[torch.isfinite(values)]
-        top = float(finite.abs().max()) if finite.numel() else 1.0
-        top = top if top > 0 else 1.0
+        top = symmetric_range([values]) or 1.0
         lo = -top if self.relative else 0.0
         image = picture.heatmap(
             values, lo, top, diverging=self.relative, nan=picture.EMPTY_RGB["light"], cell=12, max_side=480

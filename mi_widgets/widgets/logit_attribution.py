@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import traitlets
 
+from ..analysis.activations import symmetric_range
 from ..analysis.attribution import Attribution, logit_attribution
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import as_index
@@ -159,7 +160,7 @@ class LogitAttribution(ProtocolWidget):
         """Every head's direct logit attribution (layers down, heads across) and every MLP's, on one scale."""
         r = self._result
         parts = [r.heads.float().cpu()] + ([r.mlps.float().cpu().reshape(-1, 1)] if self.has_mlp else [])
-        scale = max([float(p.abs().max()) for p in parts if p.numel()] + [1e-9])
+        scale = symmetric_range(parts) or 1e-9
         rows = [f"L{layer}" for layer in range(self.n_layers)]
         panels = [
             picture.Panel(

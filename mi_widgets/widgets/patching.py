@@ -19,6 +19,7 @@ import ipywidgets
 import torch
 import traitlets
 
+from ..analysis.activations import symmetric_range
 from ..analysis.patching import (
     COMPONENTS,
     Component,
@@ -201,8 +202,7 @@ class _PatchingBase(StreamingWidget):
         for name, values in self.results.items():
             grid = values.detach().float().cpu()
             grid = grid.reshape(1, -1) if grid.ndim == 1 else grid.reshape(grid.shape[0], -1)
-            finite = grid[torch.isfinite(grid)]
-            scale = max(1.0, float(finite.abs().max())) if finite.numel() else 1.0
+            scale = max(1.0, symmetric_range([grid]))
             image = picture.heatmap(grid, -scale, scale, diverging=True, nan=picture.EMPTY_RGB["light"], cell=16)
             panels.append(picture.Panel(image, f"{name} {list(values.shape)}, up to +-{scale:.3g}"))
         return picture.compose(
