@@ -211,7 +211,7 @@ def test_background_work_draws_what_it_has_and_says_how_far_it_came(ioi: Any, in
 
 def test_line_chart_leaves_gaps_and_labels_its_range() -> None:
     chart = picture.line_chart([("a", [0, 1, 2, 3], [1.0, math.nan, 3.0, 4.0]), ("b", [0, 3], [0.0, -1.0])], log_y=True)
-    pixels = np.asarray(chart)
+    pixels = np.asarray(chart.image())
     first, second = picture.CATEGORICAL[0], picture.CATEGORICAL[1]
     assert (pixels == first).all(-1).sum() > 20  # series a: the segment after the gap (and its legend)
     assert (pixels == second).all(-1).sum() < 200  # series b has no positive values: only its legend swatch
@@ -235,4 +235,42 @@ def test_to_png_writes_the_picture(induction: Any, tmp_path: Any) -> None:
     data = view.to_png(path)
     assert path.read_bytes() == data == view._repr_png_()
     assert _image(data).format == "PNG"
+    view.close()
+
+
+def test_a_turned_label_reads_upwards_from_its_anchor() -> None:
+    drawing = picture.Drawing(120, 120)
+    drawing.text((60, 100), "upwards", anchor="lm", turned=True)
+    ink = np.argwhere((np.asarray(drawing.image()) < 128).all(-1))  # [row, col] of dark pixels
+    assert ink.size and ink[:, 0].max() <= 101 and ink[:, 0].min() < 70  # above the anchor, a word long
+    assert 52 <= ink[:, 1].min() and ink[:, 1].max() <= 68  # one line high, centred on x
+
+
+def test_svg_keeps_labels_as_text_and_untrusted_tokens_inert(induction: Any, tmp_path: Any) -> None:
+    import xml.etree.ElementTree as ET
+
+    view = mw.AttentionView(induction, "a <b> & </svg> c")
+    path = tmp_path / "attention.svg"
+    svg = view.to_svg(path)
+    assert path.read_text(encoding="utf-8") == svg
+    root = ET.fromstring(svg)  # well-formed whatever the tokens hold
+    ns = "{http://www.w3.org/2000/svg}"
+    texts = [t.text or "" for t in root.iter(f"{ns}text")]
+    assert any("AttentionView" in t for t in texts)
+    assert sum(t.strip() == "&" for t in texts) == 2  # the token is a row and a (turned) column label
+    assert any("rotate(-90" in (t.get("transform") or "") for t in root.iter(f"{ns}text"))
+    [image] = root.iter(f"{ns}image")
+    assert image.get("href", "").startswith("data:image/png;base64,")
+    assert len(root) == 1 + len(texts)  # nothing but the raster and the labels
+    view.close()
+
+
+def test_the_export_button_gets_png_or_svg_bytes(induction: Any) -> None:
+    view = mw.AttentionView(induction, "The cat sat on the mat")
+    png = view._serve_export({"format": "png"}, [], None)
+    assert png.result == {"filename": "AttentionView.png", "mime": "image/png"} and png.buffers == [view.to_png()]
+    svg = view._serve_export({"format": "svg"}, [], None)
+    assert svg.result["mime"] == "image/svg+xml" and bytes(svg.buffers[0]).startswith(b"<svg")
+    with pytest.raises(ValueError, match="'png' or 'svg', got 'pdf'"):
+        view._serve_export({"format": "pdf"}, [], None)
     view.close()

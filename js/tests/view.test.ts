@@ -1,5 +1,5 @@
-import { afterEach, describe, expect, test } from "vitest";
-import { parseUnitId, ViewScope } from "../src/lib/view";
+import { afterEach, describe, expect, test, vi } from "vitest";
+import { type BaseTraits, parseUnitId, renderView, View, type ViewModel, ViewScope } from "../src/lib/view";
 import { FakeModel } from "./helpers";
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
@@ -132,5 +132,49 @@ describe("parseUnitId", () => {
     expect(parseUnitId("+1", 4, spec)).toEqual({ id: 1 });
     expect(parseUnitId("-2", 4, spec)).toEqual({ error: "neuron -2 is out of range: 0..3" });
     expect(parseUnitId("1e2", 4, spec)).toEqual({ error: 'neuron must be a whole number in 0..3, got "1e2"' });
+  });
+});
+
+describe("export bar", () => {
+  class Plain extends View<BaseTraits> {
+    constructor(model: ViewModel<BaseTraits>, host: HTMLElement) {
+      super(model, host, { className: "plain", testid: "plain" });
+      this.root.append(this.banner.element, document.createElement("canvas"));
+    }
+  }
+
+  test("renderView adds it last; a button asks the kernel for the picture and saves the reply as a file", async () => {
+    const model = new FakeModel({ error: "", revision: 1 });
+    const host = document.createElement("div");
+    document.body.append(host);
+    const saved: Array<{ name: string; type: string; size: number }> = [];
+    const create = vi.spyOn(URL, "createObjectURL").mockImplementation((blob) => {
+      saved.push({ name: "", type: (blob as Blob).type, size: (blob as Blob).size });
+      return "blob:picture";
+    });
+    const click = vi.spyOn(HTMLAnchorElement.prototype, "click").mockImplementation(function (this: HTMLAnchorElement) {
+      saved[saved.length - 1].name = this.download;
+    });
+    const dispose = renderView("Plain", (m: ViewModel<BaseTraits>, h) => new Plain(m, h)).render({ model, el: host });
+    const root = host.querySelector("[data-testid=plain]")!;
+    expect(root.lastElementChild?.getAttribute("data-testid")).toBe("export");
+
+    (root.querySelector("[data-testid=export-svg]") as HTMLButtonElement).click();
+    const [request] = model.requests("export");
+    expect(request.params).toEqual({ format: "svg" });
+    const svg = new TextEncoder().encode("<svg/>");
+    model.reply(request.id, { filename: "Plain.svg", mime: "image/svg+xml", revision: 1 }, [svg.buffer]);
+    await tick();
+    expect(saved).toEqual([{ name: "Plain.svg", type: "image/svg+xml", size: svg.byteLength }]);
+
+    (root.querySelector("[data-testid=export-png]") as HTMLButtonElement).click();
+    const png = model.requests("export")[1];
+    model.replyError(png.id, "NotImplementedError", "Plain has no static picture");
+    await tick();
+    expect(root.querySelector("[data-testid=error]")?.textContent).toContain("no static picture");
+    expect(saved.length).toBe(1);
+    create.mockRestore();
+    click.mockRestore();
+    dispose();
   });
 });

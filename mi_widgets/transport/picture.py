@@ -5,16 +5,22 @@ an HTML export, also with ``--sanitize-html``) the output's ``image/png`` is wha
 drawn here, in Python, from the data the view first shows, with the views' colour maps
 (``js/src/lib/colormap.ts``; ``tests/fixtures/colormap_vectors.json`` keeps the two sides equal), in the light
 theme that exports are read in. Pillow draws it and encodes the PNG.
+
+A picture is a :class:`Drawing`: heatmaps, bars and lines in a raster, labels kept as text, so that the PNG has
+them drawn in and the SVG export (``view.to_svg()``) has them as vector ``<text>`` over the raster image.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import math
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
+from xml.sax.saxutils import escape
 
 import numpy as np
 import torch
@@ -99,6 +105,7 @@ def heatmap(
     nan: RGB = NAN_RGB,
     cell: int = 8,
     max_side: int = 480,
+    lut: np.ndarray | None = None,
 ) -> Image.Image:
     """A [rows, cols] array as an image: each cell ``cell`` pixels (fewer for a large array, at least one)."""
     if isinstance(values, torch.Tensor):
@@ -107,7 +114,8 @@ def heatmap(
     if grid.ndim != 2 or 0 in grid.shape:
         raise ValueError(f"a heatmap needs a non-empty [rows, cols] array, got shape {list(grid.shape)}")
     grid = max_pool(grid, max_side)
-    lut = colormap_lut((DIVERGING if diverging else SEQUENTIAL)["light"])
+    if lut is None:  # a given [256, 3] table (``transport/scale.py``) replaces the views' own maps
+        lut = colormap_lut((DIVERGING if diverging else SEQUENTIAL)["light"])
     index = color_index(grid, lo, hi)
     rgb = np.where(index[..., None] < 0, np.array(nan, dtype=np.uint8), lut[np.clip(index, 0, 255)])
     image = Image.fromarray(rgb.astype(np.uint8), "RGB")
@@ -139,7 +147,110 @@ def fit_text(text: str, width: int, px: int = FONT_PX) -> str:
     return clean[:lo] + "…" if lo else ""
 
 
-def labelled_heatmap(image: Image.Image, rows: Sequence[str], cols: Sequence[str]) -> Image.Image:
+@dataclass(frozen=True)
+class Text:
+    """A label kept as text: drawn into the PNG, a ``<text>`` element in the SVG. ``anchor`` is Pillow's (``"la"``:
+    left, ascender); ``turned``: a quarter turn anticlockwise about the anchor (column labels, reading upwards)."""
+
+    x: float
+    y: float
+    text: str
+    fill: RGB = INK
+    px: int = FONT_PX
+    anchor: str = "la"
+    turned: bool = False
+
+
+_SVG_ANCHOR = {"l": "start", "m": "middle", "r": "end"}
+_SVG_BASELINE = {"a": "text-before-edge", "t": "text-before-edge", "m": "central", "s": "alphabetic",
+                 "b": "text-after-edge", "d": "text-after-edge"}  # fmt: skip
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")  # no XML 1.0 character
+
+
+def _hex(rgb: RGB) -> str:
+    return "#" + "".join(f"{c:02x}" for c in rgb)
+
+
+class Drawing:
+    """A picture being drawn: shapes and heatmaps in the raster ``base`` (``shapes`` draws on it), labels kept as
+    :class:`Text` until the end, so the PNG rasterises them and the SVG keeps them as text."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.base = Image.new("RGB", (width, height), BACKGROUND)
+        self.shapes = ImageDraw.Draw(self.base)
+        self.texts: list[Text] = []
+
+    @property
+    def width(self) -> int:
+        return self.base.width
+
+    @property
+    def height(self) -> int:
+        return self.base.height
+
+    def text(
+        self,
+        xy: tuple[float, float],
+        text: str,
+        *,
+        fill: RGB = INK,
+        px: int = FONT_PX,
+        anchor: str = "la",
+        turned: bool = False,
+    ) -> None:
+        if text:
+            self.texts.append(Text(float(xy[0]), float(xy[1]), text, fill, px, anchor, turned))
+
+    def paste(self, item: Image.Image | Drawing, xy: tuple[int, int]) -> None:
+        """``item`` with its top-left corner at ``xy`` (its labels moved with it)."""
+        if isinstance(item, Drawing):
+            self.base.paste(item.base, xy)
+            self.texts.extend(replace(t, x=t.x + xy[0], y=t.y + xy[1]) for t in item.texts)
+        else:
+            self.base.paste(item, xy)
+
+    def image(self) -> Image.Image:
+        """The picture as one raster, its labels drawn in."""
+        out = self.base.copy()
+        draw = ImageDraw.Draw(out)
+        for t in self.texts:
+            f = font(t.px)
+            if not t.turned:
+                draw.text((t.x, t.y), t.text, fill=t.fill, font=f, anchor=t.anchor)
+                continue
+            left, top, right, bottom = f.getbbox(t.text, anchor=t.anchor)
+            w, h = math.ceil(right - left) + 1, math.ceil(bottom - top) + 1
+            mask = Image.new("L", (w, h), 0)
+            ImageDraw.Draw(mask).text((-left, -top), t.text, fill=255, font=f, anchor=t.anchor)
+            # a quarter turn anticlockwise takes the mask's (u, v) to (v, w - 1 - u): the anchor lands on (x, y)
+            out.paste(
+                t.fill, (round(t.x + top), round(t.y - (w - 1 + left))), mask.transpose(Image.Transpose.ROTATE_90)
+            )
+        return out
+
+    def svg(self) -> str:
+        """The picture as SVG: the raster (without its labels) as an embedded PNG, each label as ``<text>``."""
+        w, h = self.width, self.height
+        raster = base64.b64encode(png_bytes(self.base)).decode("ascii")
+        parts = [
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+            'font-family="Aileron, Helvetica, Arial, sans-serif" xml:space="preserve">',
+            f'<image x="0" y="0" width="{w}" height="{h}" style="image-rendering:pixelated" '
+            f'href="data:image/png;base64,{raster}"/>',
+        ]
+        for t in self.texts:
+            x, y = round(t.x, 1), round(t.y, 1)
+            turn = f' transform="rotate(-90 {x} {y})"' if t.turned else ""
+            parts.append(
+                f'<text x="{x}" y="{y}" font-size="{t.px}" fill="{_hex(t.fill)}" '
+                f'text-anchor="{_SVG_ANCHOR[t.anchor[0]]}" dominant-baseline="{_SVG_BASELINE[t.anchor[1]]}"{turn}>'
+                f"{escape(_NOT_XML.sub(' ', t.text))}</text>"
+            )
+        parts.append("</svg>")
+        return "\n".join(parts) + "\n"
+
+
+def labelled_heatmap(image: Image.Image, rows: Sequence[str], cols: Sequence[str]) -> Image.Image | Drawing:
     """``image`` with ``rows`` down its left and ``cols`` (rotated) along its top, when each label has room."""
     n_rows, n_cols = len(rows), len(cols)
     if not (0 < n_rows <= MAX_LABELLED and 0 < n_cols <= MAX_LABELLED):
@@ -150,19 +261,12 @@ def labelled_heatmap(image: Image.Image, rows: Sequence[str], cols: Sequence[str
     f = font()
     left = int(min(90, max(f.getlength(fit_text(r, 90)) for r in rows) + 6))
     top = int(min(70, max(f.getlength(fit_text(c, 70)) for c in cols) + 6))
-    out = Image.new("RGB", (left + image.width, top + image.height), BACKGROUND)
+    out = Drawing(left + image.width, top + image.height)
     out.paste(image, (left, top))
-    draw = ImageDraw.Draw(out)
     for i, label in enumerate(rows):
-        text = fit_text(label, left - 6)
-        y = top + int((i + 0.5) * cell_h)
-        draw.text((left - 4, y), text, fill=INK, font=f, anchor="rm")
-    strip = Image.new("RGB", (top, image.width), BACKGROUND)  # the column labels, drawn across then turned
-    strip_draw = ImageDraw.Draw(strip)
-    for j, label in enumerate(cols):
-        text = fit_text(label, top - 6)
-        strip_draw.text((4, int((j + 0.5) * cell_w)), text, fill=INK, font=f, anchor="lm")
-    out.paste(strip.transpose(Image.Transpose.ROTATE_90), (left, 0))
+        out.text((left - 4, top + int((i + 0.5) * cell_h)), fit_text(label, left - 6), anchor="rm")
+    for j, label in enumerate(cols):  # reading upwards from just above the heatmap
+        out.text((left + int((j + 0.5) * cell_w), top - 5), fit_text(label, top - 6), anchor="lm", turned=True)
     return out
 
 
@@ -178,7 +282,7 @@ def bar_chart(
     labels: Sequence[str] | None = None,
     width: int = 420,
     height: int = 120,
-) -> Image.Image:
+) -> Drawing:
     """Bars from zero (non-finite ones left out), the ``highlight`` indices in the accent colour and labelled
     under their bar (``labels[i]``, default ``i``)."""
     if isinstance(values, torch.Tensor):
@@ -188,8 +292,8 @@ def bar_chart(
     top = float(np.abs(v[finite]).max()) if finite.any() else 1.0
     top = top if top > 0 else 1.0
     label_row = FONT_PX + 4
-    out = Image.new("RGB", (width, height + 2 * label_row), BACKGROUND)  # labels that would touch: a second row
-    draw = ImageDraw.Draw(out)
+    out = Drawing(width, height + 2 * label_row)  # labels that would touch: a second row
+    draw = out.shapes
     slot = width / max(1, len(v))
     base = height - 1
     marked = set(int(i) for i in highlight)
@@ -208,7 +312,7 @@ def bar_chart(
             x = (i + 0.5) * slot
             row = 0 if x - half > ends[0] + 3 else 1
             ends[row] = x + half
-            draw.text((int(x), height + 2 + row * label_row), text, fill=INK, font=font(), anchor="ma")
+            out.text((int(x), height + 2 + row * label_row), text, anchor="ma")
     return out
 
 
@@ -218,14 +322,14 @@ def line_chart(
     log_y: bool = False,
     width: int = 420,
     height: int = 160,
-) -> Image.Image:
+) -> Drawing:
     """Lines ``(name, x, y)`` on shared axes in the categorical colours, a legend above them; non-finite points
     (and, with ``log_y``, points <= 0) are gaps."""
     f = font()
     legend = FONT_PX + 6
     left, bottom = 44, 16
-    out = Image.new("RGB", (width, height + legend), BACKGROUND)
-    draw = ImageDraw.Draw(out)
+    out = Drawing(width, height + legend)
+    draw = out.shapes
     prepared = []
     for name, x, y in series:
         xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
@@ -245,9 +349,9 @@ def line_chart(
     py = lambda y: base - (y - y0) / (y1 - y0) * (base - top)  # noqa: E731
     draw.line((left, top, left, base, right, base), fill=MUTED)
     for value, label in y_labels:
-        draw.text((left - 4, py(value)), label, fill=MUTED, font=f, anchor="rm")
+        out.text((left - 4, py(value)), label, fill=MUTED, anchor="rm")
     for value, anchor in ((x0, "la"), (x1, "ra")):
-        draw.text((px(value), base + 3), f"{value:.6g}", fill=MUTED, font=f, anchor=anchor)
+        out.text((px(value), base + 3), f"{value:.6g}", fill=MUTED, anchor=anchor)
     x_legend = left
     for i, (name, xs, ys) in enumerate(prepared):
         colour = CATEGORICAL[i % len(CATEGORICAL)]
@@ -264,7 +368,7 @@ def line_chart(
         elif len(points) == 1:
             draw.ellipse((points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2), fill=colour)
         draw.rectangle((x_legend, 6, x_legend + 10, 14), fill=colour)
-        draw.text((x_legend + 14, 10), name, fill=INK, font=f, anchor="lm")
+        out.text((x_legend + 14, 10), name, anchor="lm")
         x_legend += 24 + int(f.getlength(name))
     return out
 
@@ -278,13 +382,15 @@ def token_strip(
     diverging: bool = False,
     width: int = 720,
     max_tokens: int = 400,
-) -> Image.Image:
+    lut: np.ndarray | None = None,
+) -> Drawing:
     """Tokens as text on their value's colour, wrapped to ``width`` (the view's token strip); past ``max_tokens``
     the rest is counted, not drawn."""
     if isinstance(values, torch.Tensor):
         values = values.detach().float().cpu().numpy()
     v = np.asarray(values, dtype=np.float64).reshape(-1)
-    lut = colormap_lut((DIVERGING if diverging else SEQUENTIAL)["light"])
+    if lut is None:
+        lut = colormap_lut((DIVERGING if diverging else SEQUENTIAL)["light"])
     index = color_index(v, lo, hi)
     f, line = font(), FONT_PX + 8
     shown = min(len(tokens), max_tokens)
@@ -300,14 +406,13 @@ def token_strip(
         x += w + 1
     rest = len(tokens) - shown
     height = y + line + (line if rest > 0 else 0)
-    out = Image.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(out)
+    out = Drawing(width, height)
     for x, y, w, text, colour in boxes:
-        draw.rectangle((x, y + 1, x + w - 1, y + line - 2), fill=colour)
+        out.shapes.rectangle((x, y + 1, x + w - 1, y + line - 2), fill=colour)
         light = (0.2126 * colour[0] + 0.7152 * colour[1] + 0.0722 * colour[2]) / 255 > 0.5
-        draw.text((x + 2, y + line // 2), text, fill=INK if light else BACKGROUND, font=f, anchor="lm")
+        out.text((x + 2, y + line // 2), text, fill=INK if light else BACKGROUND, anchor="lm")
     if rest > 0:
-        draw.text((0, height - line // 2), f"... and {rest} more tokens", fill=MUTED, font=f, anchor="lm")
+        out.text((0, height - line // 2), f"... and {rest} more tokens", fill=MUTED, anchor="lm")
     return out
 
 
@@ -315,7 +420,7 @@ def token_strip(
 class Panel:
     """One image of a picture, with a caption under it."""
 
-    image: Image.Image
+    image: Image.Image | Drawing
     caption: str = ""
 
 
@@ -324,7 +429,7 @@ def _slot(panel: Panel) -> int:
     return max(panel.image.width, min(320, int(font().getlength(panel.caption)) + 2))
 
 
-def compose(title: str, panels: Sequence[Panel], note: str = "") -> Image.Image:
+def compose(title: str, panels: Sequence[Panel], note: str = "") -> Drawing:
     """The picture: ``title``, the panels left to right (wrapping at ``MAX_WIDTH``), a muted ``note`` below."""
     pad, gap, line = 8, 12, FONT_PX + 6
     rows: list[list[Panel]] = [[]]
@@ -342,28 +447,27 @@ def compose(title: str, panels: Sequence[Panel], note: str = "") -> Image.Image:
     texts = [font(FONT_PX + 1).getlength(title), font().getlength(note)]
     inner = min(MAX_WIDTH, int(max([*row_widths, *texts, 240])) + 2)
     height = pad + line + sum(row_heights) + gap * (len(rows) - 1) + (line if note else 0) + pad
-    out = Image.new("RGB", (inner + 2 * pad, height), BACKGROUND)
-    draw = ImageDraw.Draw(out)
-    draw.text((pad, pad), fit_text(title, inner, FONT_PX + 1), fill=INK, font=font(FONT_PX + 1))
+    out = Drawing(inner + 2 * pad, height)
+    out.text((pad, pad), fit_text(title, inner, FONT_PX + 1), px=FONT_PX + 1)
     y = pad + line
     for row, row_height in zip(rows, row_heights):
         x = pad
         for panel in row:
             out.paste(panel.image, (x, y))
-            draw.rectangle((x - 1, y - 1, x + panel.image.width, y + panel.image.height), outline=(224, 224, 224))
+            out.shapes.rectangle((x - 1, y - 1, x + panel.image.width, y + panel.image.height), outline=(224, 224, 224))
             if panel.caption:
-                draw.text(
-                    (x, y + panel.image.height + 3), fit_text(panel.caption, _slot(panel)), fill=MUTED, font=font()
-                )
+                out.text((x, y + panel.image.height + 3), fit_text(panel.caption, _slot(panel)), fill=MUTED)
             x += _slot(panel) + gap
         y += row_height + gap
     if note:
-        draw.text((pad, height - pad - line + 4), fit_text(note, inner), fill=MUTED, font=font())
+        out.text((pad, height - pad - line + 4), fit_text(note, inner), fill=MUTED)
     return out
 
 
-def png_bytes(image: Image.Image, limit: int = MAX_PNG_BYTES) -> bytes:
+def png_bytes(image: Image.Image | Drawing, limit: int = MAX_PNG_BYTES) -> bytes:
     """``image`` as PNG, scaled down until it fits in ``limit`` bytes."""
+    if isinstance(image, Drawing):
+        image = image.image()
     while True:
         buffer = io.BytesIO()
         image.save(buffer, "PNG", optimize=True)

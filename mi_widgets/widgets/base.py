@@ -136,20 +136,39 @@ class ProtocolWidget(anywidget.AnyWidget):
     # ----- the static picture: what a saved notebook, an HTML export or GitHub shows -------------
 
     def _picture(self) -> Any:
-        """A ``PIL.Image`` of what the view first shows (``transport/picture.py``); each widget draws its own."""
+        """A ``picture.Drawing`` (or ``PIL.Image``) of what the view shows now (``transport/picture.py``); each
+        widget draws its own."""
         return None
 
-    def to_png(self, path: str | os.PathLike[str] | None = None) -> bytes:
-        """The view's static picture as PNG bytes (the same one the notebook saves), also written to ``path``."""
-        from ..transport.picture import png_bytes
-
+    def _drawing(self) -> Any:
         image = self._picture()
         if image is None:
             raise NotImplementedError(f"{type(self).__name__} has no static picture")
-        data = png_bytes(image)
+        return image
+
+    def to_png(self, path: str | os.PathLike[str] | None = None) -> bytes:
+        """The view's static picture as PNG bytes (the one the notebook saves), also written to ``path``."""
+        from ..transport.picture import png_bytes
+
+        data = png_bytes(self._drawing())
         if path is not None:
             Path(path).write_bytes(data)
         return data
+
+    def to_svg(self, path: str | os.PathLike[str] | None = None) -> str:
+        """The view's picture as SVG, for papers: labels as vector text, heatmaps and charts as an embedded image.
+        Also written to ``path``."""
+        from ..transport.picture import Drawing
+
+        image = self._drawing()
+        if not isinstance(image, Drawing):  # a picture with no labels
+            drawing = Drawing(image.width, image.height)
+            drawing.paste(image, (0, 0))
+            image = drawing
+        text = image.svg()
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
 
     def _repr_png_(self) -> bytes | None:
         """IPython adds this to the display bundle beside the live view: the picture readers without a kernel see.
@@ -165,6 +184,16 @@ class ProtocolWidget(anywidget.AnyWidget):
         except Exception as exc:
             warnings.warn(f"mi_widgets: no static picture of this {type(self).__name__}: {exc}", stacklevel=2)
             return None
+
+    @endpoint("export")
+    def _serve_export(self, params: dict[str, Any], buffers: list[Buffer], ctx: Any) -> Reply:
+        """The view's export button: the picture as PNG or SVG bytes, which the view saves as a file."""
+        kind = params.get("format")
+        if kind not in ("png", "svg"):
+            raise ValueError(f"export format must be 'png' or 'svg', got {kind!r}")
+        data = self.to_png() if kind == "png" else self.to_svg().encode("utf-8")
+        mime = "image/png" if kind == "png" else "image/svg+xml"
+        return Reply({"filename": f"{type(self).__name__}.{kind}", "mime": mime}, [data])
 
     def _on_custom_msg(self, _widget: Any, content: Any, buffers: list[Buffer]) -> None:
         self._router.handle(content, buffers)

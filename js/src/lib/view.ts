@@ -333,20 +333,63 @@ export abstract class View<T extends BaseTraits = BaseTraits> {
   /** A request started or all ended. */
   protected loadingChanged(_loading: boolean): void {}
 
+  /**
+   * The row under the view that saves its picture as PNG or SVG (drawn by the kernel from what the view
+   * shows: `ProtocolWidget.to_png` / `to_svg`). `renderView` adds it after the view built its DOM.
+   */
+  addExportBar(): void {
+    const bar = el("div", "miw-export", "export");
+    bar.setAttribute("role", "group");
+    bar.setAttribute("aria-label", "Save the picture");
+    const label = el("span", "miw-export-label");
+    label.textContent = "Save picture:";
+    bar.append(label);
+    for (const format of ["png", "svg"] as const) {
+      const b = button(format.toUpperCase(), "miw-button miw-button-small", `export-${format}`);
+      b.title = `Save this view's picture as ${format.toUpperCase()}${format === "svg" ? " (text stays text)" : ""}`;
+      b.addEventListener("click", () => void this.exportPicture(format));
+      bar.append(b);
+    }
+    this.root.append(bar);
+  }
+
+  private async exportPicture(format: "png" | "svg"): Promise<void> {
+    const reply = await this.scope.command("export", { format });
+    if (reply === null) return; // the banner says why
+    this.scope.guard("export", () => {
+      const data = reply.buffers[0];
+      if (data === undefined) throw new Error("the kernel sent no picture");
+      saveFile(data, String(reply.result.filename), String(reply.result.mime));
+    })();
+  }
+
   dispose(): void {
     this.scope.dispose();
   }
 }
 
+/** Offer `data` to the user as a download named `filename` (the browser asks or saves it). */
+export function saveFile(data: DataView, filename: string, mime: string): void {
+  const bytes = new Uint8Array(data.byteLength);
+  bytes.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  const url = URL.createObjectURL(new Blob([bytes], { type: mime }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = filename;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
 /** The anywidget entry point of a view class; a view that fails to start says so in the cell. */
 export function renderView<M extends ViewModel<any>>(
   name: string,
-  create: (model: M, host: HTMLElement) => { dispose(): void },
+  create: (model: M, host: HTMLElement) => { dispose(): void; addExportBar?(): void },
 ): { render(props: { model: M; el: HTMLElement }): () => void } {
   return {
     render({ model, el: host }) {
       try {
         const view = create(model, host);
+        view.addExportBar?.();
         return () => view.dispose();
       } catch (e) {
         const box = el("div", "miw-root miw-error", "error");
