@@ -1,5 +1,6 @@
 // Bundle every view in js/src/views/*.ts into mi_widgets/static/<view>.js (+ <view>.css when the
-// view imports CSS). `node js/build.mjs --watch` rebuilds on change for ANYWIDGET_HMR=1 dev loops.
+// view imports CSS), and each page script in js/src/pages/*.ts into mi_widgets/static/<page>.js.
+// `node js/build.mjs --watch` rebuilds on change for ANYWIDGET_HMR=1 dev loops.
 import { readdirSync, statSync } from "node:fs";
 import { basename, dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,9 +11,12 @@ const viewsDir = join(here, "src", "views");
 const outdir = join(here, "..", "mi_widgets", "static");
 const watch = process.argv.includes("--watch");
 
-const entryPoints = readdirSync(viewsDir)
-  .filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts"))
-  .map((f) => join(viewsDir, f));
+const pagesDir = join(here, "src", "pages"); // scripts of pages mi_widgets writes (the HTML export)
+const entryPoints = [viewsDir, pagesDir].flatMap((dir) =>
+  readdirSync(dir)
+    .filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts"))
+    .map((f) => join(dir, f)),
+);
 
 /** Print the size of every file the build wrote. */
 const reportSizes = {

@@ -23,6 +23,7 @@ from ..analysis.attention import check_patterns, pattern_thumbnails
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import index_in, visible_texts
 from ..transport import picture
+from ..transport.export import ExportRequest
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, endpoint, int_param, static_asset
 
@@ -210,6 +211,19 @@ class AttentionView(ProtocolWidget):
             pattern.to(torch.float16), "float16", layout="lower" if causal else "dense"
         )
         return reply
+
+    def _export_requests(self) -> list[ExportRequest]:
+        """The overview, the selected head, then every other head layer by layer (as many as the budget holds)."""
+        n_layers, n_heads = len(self._snapshot.layers), int(self._snapshot.layers[0].shape[0])
+        layer, head = self._check_head(self.selected.get("layer", 0), self.selected.get("head", 0))
+        heads = [(layer, head)] + [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) != (layer, head)]
+        return [ExportRequest("overview", {}, "overview", required=True)] + [
+            ExportRequest("pattern", {"layer": l, "head": h}, f"L{l}H{h}", required=(l, h) == (layer, head))
+            for l, h in heads
+        ]
+
+    def _export_state(self) -> dict[str, Any]:
+        return {"can_rerun": False}  # no kernel in the page: the prompt box shows the exported prompt only
 
     @endpoint("run", background=True)
     def _serve_run(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:

@@ -185,6 +185,55 @@ class ProtocolWidget(anywidget.AnyWidget):
             warnings.warn(f"mi_widgets: no static picture of this {type(self).__name__}: {exc}", stacklevel=2)
             return None
 
+    def _export_requests(self) -> list[Any]:
+        """The requests (``transport.export.ExportRequest``) an HTML export answers, most wanted first; a view
+        with none has no HTML export."""
+        return []
+
+    def _export_state(self) -> dict[str, Any]:
+        """Traits the HTML export overrides (e.g. ``can_rerun=False``: there is no kernel to run anything)."""
+        return {}
+
+    def to_html(self, path: str | os.PathLike[str] | None = None, *, max_bytes: int | None = None) -> Any:
+        """The view as one self-contained HTML file that works offline from disk, without a kernel: its own
+        bundle, its state and the data it asks for (``transport/export.py``), up to ``max_bytes`` (default
+        25 MiB) of data; what does not fit is left out, and the page and the result say what. Written to
+        ``path``; returns an ``HtmlExport`` (``.html``, ``.included``, ``.left_out``)."""
+        from ..transport import export
+
+        requests = self._export_requests()
+        if not requests:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no HTML export yet; its picture is: to_png() or to_svg()"
+            )
+        routes = {method: getattr(self, name) for method, (name, _) in _endpoints(type(self)).items()}
+        recorded = export.record_replies(routes, self.revision, requests)
+        state = {
+            name: value
+            for name, value in self.get_state().items()
+            if not name.startswith("_") and name not in ("layout", "tabbable", "tooltip")
+        }
+        esm, css = self._esm, self._css
+        result = export.build_page(
+            title=f"{type(self).__name__} (mi_widgets)",
+            esm=esm.read_text(encoding="utf-8") if isinstance(esm, Path) else str(esm),
+            css=css.read_text(encoding="utf-8") if isinstance(css, Path) else str(css or ""),
+            state={**state, **self._export_state()},
+            recorded=recorded,
+            requests=requests,
+            max_bytes=export.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+        )
+        if result.left_out:
+            warnings.warn(
+                f"mi_widgets: the HTML export left out {len(result.left_out)} of {len(requests)} parts over its "
+                f"budget ({', '.join(result.left_out[:6])}{' ...' if len(result.left_out) > 6 else ''}); "
+                "raise max_bytes to keep them",
+                stacklevel=2,
+            )
+        if path is not None:
+            Path(path).write_text(result.html, encoding="utf-8")
+        return result
+
     @endpoint("export")
     def _serve_export(self, params: dict[str, Any], buffers: list[Buffer], ctx: Any) -> Reply:
         """The view's export button: the picture as PNG or SVG bytes, which the view saves as a file."""
