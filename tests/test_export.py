@@ -90,3 +90,42 @@ def test_a_view_without_an_export_says_so() -> None:
     with pytest.raises(NotImplementedError, match="no HTML export yet; its picture is: to_png"):
         widget.to_html()
     widget.close()
+
+
+@pytest.fixture(scope="module")
+def ioi() -> Any:
+    return mw.zoo.load("ioi-4l")
+
+
+IOI_PROMPT = "When Mary and John went to the store, John gave a drink to"
+
+
+def test_composition_and_attribution_views_export_all_they_show(ioi: Any) -> None:
+    views = {
+        "CompositionView": (mw.CompositionView(ioi, mode="V"), ["V-composition", "Q-composition", "K-composition"]),
+        "LogitAttribution": (mw.LogitAttribution(ioi, IOI_PROMPT, answer=" Mary", wrong=" John"), ["attribution"]),
+    }
+    for name, (view, parts) in views.items():
+        export = view.to_html()
+        assert sorted(export.included) == sorted(parts) and export.included[0] == parts[0], name
+        for reply in _payload(export.html)["replies"].values():
+            head, buffers = _unpack(reply)
+            assert head["ok"], (name, head)
+            assert head["result"]["revision"] == view.revision and buffers, name
+        view.close()
+
+
+def test_a_head_scan_exports_when_it_has_finished(induction: Any) -> None:
+    scan = mw.HeadScan(induction, n_batches=2, batch_size=2, autostart=False)
+    scan.set_trait("status", "running")  # as while its worker runs
+    with pytest.raises(ValueError, match="the scan is still running .*export it when it is done or stopped"):
+        scan.to_html()
+    scan.set_trait("status", "idle")
+    scan.start()
+    scan.wait(60)
+    export = scan.to_html()
+    assert export.included == ["scores"]
+    head, _ = _unpack(_payload(export.html)["replies"][request_key("scores", {})])
+    assert head["ok"] and head["result"]["names"] == scan.score_names
+    assert _payload(export.html)["state"]["status"] == "done"
+    scan.close()

@@ -21,6 +21,7 @@ from ..analysis.composition import COMPOSITION_MODES, composition_baseline
 from ..capture.adapter import ModelAdapter
 from ..capture.inputs import index_in
 from ..transport import picture
+from ..transport.export import ExportRequest
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, endpoint, static_asset
 
@@ -133,6 +134,11 @@ class CompositionView(ProtocolWidget):
         )
 
     # ----- request handlers --------------------------------------------------------------
+
+    def _export_requests(self) -> list[ExportRequest]:
+        """Every mode's scores (the view switches between them), the shown mode's first."""
+        modes = [self.mode] + [m for m in COMPOSITION_MODES if m != self.mode]
+        return [ExportRequest("scores", {"mode": m}, f"{m}-composition", required=m == self.mode) for m in modes]
 
     @endpoint("scores", background=True)
     def _serve_scores(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:

@@ -22,6 +22,7 @@ from ..analysis.head_scores import HEAD_TYPES, RunningHeadScores, check_detectio
 from ..capture.adapter import PATTERN_HOOK, ModelAdapter
 from ..capture.inputs import index_in
 from ..transport import picture
+from ..transport.export import ExportRequest
 from ..transport.protocol import Context, Reply
 from .attention import AttentionView
 from .base import endpoint, static_asset
@@ -161,6 +162,12 @@ class HeadScan(StreamingWidget):
         return picture.compose(f"HeadScan: {self.n_layers} layers x {self.n_heads} heads", panels, self._picture_note())
 
     # ----- internals ---------------------------------------------------------------------
+
+    def _export_requests(self) -> list[ExportRequest]:
+        if self.status == "running":
+            done, total = self.progress.get("done", 0), self.progress.get("total", 0)
+            raise ValueError(f"the scan is still running ({done} of {total}): export it when it is done or stopped")
+        return [ExportRequest("scores", {}, "scores", required=True)]
 
     @endpoint("scores")
     def _serve_scores(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:

@@ -22,6 +22,7 @@ from ..capture.adapter import ModelAdapter
 from ..capture.inputs import as_index
 from ..capture.readout import attribution_inputs, single_token_id
 from ..transport import picture
+from ..transport.export import ExportRequest
 from ..transport.protocol import Context, Reply
 from .base import ProtocolWidget, endpoint, static_asset
 
@@ -183,6 +184,9 @@ class LogitAttribution(ProtocolWidget):
         )
 
     # ----- request handlers --------------------------------------------------------------
+
+    def _export_requests(self) -> list[ExportRequest]:
+        return [ExportRequest("attribution", {}, "attribution", required=True)]
 
     @endpoint("attribution")
     def _serve_attribution(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
