@@ -164,3 +164,22 @@ def test_follows_dark_theme(notebook: NotebookPage) -> None:
     assert luminance < 0.35
     page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
     page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'", timeout=20_000)
+
+
+def test_save_picture_buttons_download_svg_and_png(notebook: NotebookPage) -> None:
+    from pathlib import Path
+    from xml.etree import ElementTree
+
+    page = notebook.page
+    with page.expect_download(timeout=30_000) as svg_download:
+        page.locator(f"{VIEW} [data-testid=export-svg]").click()
+    assert svg_download.value.suggested_filename == "AttentionView.svg"
+    svg = Path(svg_download.value.path()).read_text(encoding="utf-8")
+    selected = notebook.python_value("view.selected")
+    assert svg.startswith("<svg") and f"L{selected['layer']}H{selected['head']}:" in svg  # the head shown now
+    texts = {t.text for t in ElementTree.fromstring(svg).iter("{http://www.w3.org/2000/svg}text")}
+    n_tokens = len(notebook.python_value("view.tokens"))
+    assert any(t and t.startswith(f"AttentionView: {n_tokens} tokens") for t in texts)  # labels stay text
+    with page.expect_download(timeout=30_000) as png_download:
+        page.locator(f"{VIEW} [data-testid=export-png]").click()
+    assert Path(png_download.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
