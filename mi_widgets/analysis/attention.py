@@ -15,12 +15,15 @@ THUMBNAIL_SIZE = 32
 FLOAT16_MAX = 65504.0  # one head's pattern travels to the view as float16
 
 
-def pattern_thumbnails(patterns: list[torch.Tensor], size: int = THUMBNAIL_SIZE) -> torch.Tensor:
+def pattern_thumbnails(
+    patterns: list[torch.Tensor], size: int = THUMBNAIL_SIZE, *, signed: bool = False
+) -> torch.Tensor:
     """Downsample per-layer patterns ``[heads, query, key]`` to ``[layers, heads, s, s]``.
 
     Max-pooling, not averaging: a sharp previous-token diagonal or induction
     stripe one token wide must survive a 1024 -> 32 reduction, where a mean
-    would fade it to 1/32. ``s = min(size, seq)``. NaN stays NaN.
+    would fade it to 1/32. ``s = min(size, seq)``. NaN stays NaN. ``signed``: each block keeps its value of
+    largest magnitude, sign and all (for scales with negative values).
     """
     if not patterns:
         raise ValueError("expected at least one layer of patterns, got none")
@@ -30,6 +33,9 @@ def pattern_thumbnails(patterns: list[torch.Tensor], size: int = THUMBNAIL_SIZE)
             raise ValueError(f"expected each layer as [heads, query, key], got shape {list(layer.shape)}")
         s_q, s_k = min(size, layer.shape[1]), min(size, layer.shape[2])
         pooled = F.adaptive_max_pool2d(layer.float(), (s_q, s_k))
+        if signed:
+            lowest = -F.adaptive_max_pool2d(-layer.float(), (s_q, s_k))
+            pooled = torch.where(-lowest > pooled.abs(), lowest, pooled)
         nan = torch.isnan(layer.float()).any(dim=(1, 2))  # max-pool may drop NaN: keep broken heads visible
         if bool(nan.any()):
             pooled[nan] = torch.nan
@@ -37,7 +43,14 @@ def pattern_thumbnails(patterns: list[torch.Tensor], size: int = THUMBNAIL_SIZE)
     return torch.stack(out)
 
 
-def check_patterns(attention: torch.Tensor, n_tokens: int | None = None, *, finite: bool = True) -> torch.Tensor:
+def check_patterns(
+    attention: torch.Tensor,
+    n_tokens: int | None = None,
+    *,
+    finite: bool = True,
+    allow_negative: bool = False,
+    warn_above: bool = True,
+) -> torch.Tensor:
     """Validate user-supplied patterns and return them as ``[layers, heads, query, key]``.
 
     Accepts CircuitsVis's ``[heads, query, key]`` (one layer) or ``[layers, heads, query, key]``.
@@ -45,7 +58,8 @@ def check_patterns(attention: torch.Tensor, n_tokens: int | None = None, *, fini
     scale is fixed at 0..1, so larger values are drawn at full colour (a warning says so) and
     values beyond float16 cannot be shown at all. ``finite=False`` lets NaN/inf through, for
     patterns a model computed (``from_cache``): there a non-finite weight is a broken head the
-    view must show, not a typo to refuse.
+    view must show, not a typo to refuse. ``allow_negative`` lets negative values through (a colour scale that
+    goes below zero); ``warn_above=False`` drops the warning above 1 (a scale with its own maximum).
     """
     if attention.ndim == 3:
         attention = attention[None]
@@ -63,11 +77,13 @@ def check_patterns(attention: torch.Tensor, n_tokens: int | None = None, *, fini
         raise ValueError(f"expected square patterns (query == key positions), got {queries} queries and {keys} keys")
     if n_tokens is not None and n_tokens != keys:
         raise ValueError(f"attention covers {keys} positions but {n_tokens} tokens were given")
-    _check_weights(attention, finite)
+    _check_weights(attention, finite, allow_negative, warn_above)
     return attention
 
 
-def _check_weights(attention: torch.Tensor, finite: bool) -> None:
+def _check_weights(
+    attention: torch.Tensor, finite: bool, allow_negative: bool = False, warn_above: bool = True
+) -> None:
     """Refuse NaN/inf (when ``finite``), negative and float16-overflowing weights, naming the first one; warn above 1.
 
     One layer at a time, so the masks stay a layer's size on the patterns' device.
@@ -76,10 +92,17 @@ def _check_weights(attention: torch.Tensor, finite: bool) -> None:
     for layer, weights in enumerate(attention):
         real = torch.isfinite(weights)
         checks = [(~real, "is not finite", "finite weights")] if finite else []
+        if not allow_negative:
+            checks.append(
+                (
+                    real & (weights < 0),
+                    "is negative",
+                    "non-negative attention weights (rows need not sum to 1; give min_value < 0 for signed values)",
+                )
+            )
         checks += [
-            (real & (weights < 0), "is negative", "non-negative attention weights (rows need not sum to 1)"),
             (
-                real & (weights > FLOAT16_MAX),
+                real & (weights.abs() > FLOAT16_MAX),
                 "is too large to show",
                 f"weights up to {FLOAT16_MAX:g} (the view gets float16)",
             ),
@@ -94,7 +117,7 @@ def _check_weights(attention: torch.Tensor, finite: bool) -> None:
                 )
         if bool(real.any()):
             largest = max(largest, float(weights[real].max()))
-    if largest > 1 + 1e-3:
+    if warn_above and largest > 1 + 1e-3:
         warnings.warn(
             f"attention weights go up to {largest:g}, but the view's colour scale is 0..1: every value above 1 is "
             "drawn at full colour (hovering a cell shows its value); normalise the patterns to see their shape",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -31,9 +32,11 @@ from ..analysis.activations import (
     unit_values,
 )
 from ..capture.adapter import ModelAdapter
+from ..capture.arrays import as_float_tensor, check_finite, is_token_list, labels, token_list
 from ..capture.inputs import index_in
 from ..transport import picture
 from ..transport.protocol import Context, Reply
+from ..transport.scale import ColorScale
 from .base import ProtocolWidget, endpoint, int_param, static_asset
 
 Prompt = str | torch.Tensor | Sequence[int]
@@ -42,6 +45,20 @@ MAX_BATCH = 16  # prompts of equal length run together, at most this many per fo
 MAX_TOP_K = 100
 _FLOAT16_MAX = 65504.0
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+@dataclass
+class _Arrays:
+    """What the view shows, from a model run or from the user's arrays."""
+
+    acts: list[torch.Tensor]  # per prompt [layers, seq, d]
+    tokens: list[list[str]]
+    hook: str
+    hooks: list[str]
+    layers: list[int]
+    device: torch.device
+    names: dict[str, Any] = field(default_factory=dict)  # layer_name, unit_name, *_labels traits
+    scale: ColorScale | None = None
 
 
 class ActivationView(ProtocolWidget):
@@ -80,36 +97,67 @@ class ActivationView(ProtocolWidget):
     d = traitlets.Int(0, read_only=True, help="width of the hooked activations").tag(sync=True)
     tokens = traitlets.List(traitlets.List(traitlets.Unicode()), read_only=True).tag(sync=True)
     has_direction = traitlets.Bool(False, read_only=True).tag(sync=True)
+    layer_name = traitlets.Unicode("layer", read_only=True, help="what the first axis is called").tag(sync=True)
+    unit_name = traitlets.Unicode("neuron", read_only=True, help="what a unit is called").tag(sync=True)
+    layer_labels = traitlets.List(traitlets.Unicode(), read_only=True, help="per layer ([] = 'L0')").tag(sync=True)
+    unit_labels = traitlets.List(traitlets.Unicode(), read_only=True, help="per unit ([] = 'n12')").tag(sync=True)
+    prompt_labels = traitlets.List(traitlets.Unicode(), read_only=True, help="per prompt ([] = its index)").tag(
+        sync=True
+    )
+    color_scale = traitlets.Dict(
+        read_only=True, help="{} = +-max|value| of the shown unit; else a fixed {lo, hi, negative, positive}"
+    ).tag(sync=True)
     selected = traitlets.Dict().tag(sync=True)
 
     def __init__(
         self,
-        model: Any,
-        prompts: Prompt | Sequence[Prompt],
+        model: Any = None,
+        prompts: Prompt | Sequence[Prompt] | None = None,
         hook: str = "mlp.post",
         *,
         layer: int | None = None,
         neuron: int | None = None,
         direction: Any = None,
+        _arrays: _Arrays | None = None,
     ) -> None:
-        adapter = ModelAdapter(model)
-        self._adapter = adapter
-        names = [check_per_token_hook(name) for name in adapter.layer_hooks(hook)]
-        token_batches = _prompt_tokens(adapter, prompts)
-        self._acts = _capture(adapter, token_batches, names)
+        self._adapter: ModelAdapter | None = None
+        if _arrays is None:
+            if model is None or prompts is None:
+                raise TypeError(
+                    "ActivationView(model, prompts, hook) needs a TransformerLens model and prompts; to show "
+                    "activations you already have use ActivationView.from_activations(tokens, activations)"
+                )
+            adapter = ModelAdapter(model)
+            self._adapter = adapter
+            names = [check_per_token_hook(name) for name in adapter.layer_hooks(hook)]
+            token_batches = _prompt_tokens(adapter, prompts)
+            _arrays = _Arrays(
+                _capture(adapter, token_batches, names),
+                [adapter.token_labels(t[0]) for t in token_batches],
+                hook,
+                names,
+                [_layer_number(name, i) for i, name in enumerate(names)],
+                adapter.device,
+            )
+        self._acts = _arrays.acts
+        self._device = _arrays.device
+        self._scale = _arrays.scale
         self._direction: torch.Tensor | None = None
         width = int(self._acts[0].shape[-1])
         if direction is not None:
-            self._direction = check_direction(direction, width, adapter.device)
-        layer_numbers = [_layer_number(name, i) for i, name in enumerate(names)]
+            self._direction = check_direction(direction, width, self._device)
+        layer_numbers = _arrays.layers
         super().__init__()
-        self.set_trait("hook", hook)
-        self.set_trait("hooks", names)
+        self.set_trait("hook", _arrays.hook)
+        self.set_trait("hooks", _arrays.hooks)
         self.set_trait("layers", layer_numbers)
-        self.set_trait("n_layers", len(names))
+        self.set_trait("n_layers", len(layer_numbers))
         self.set_trait("d", width)
-        self.set_trait("tokens", [adapter.token_labels(t[0]) for t in token_batches])
+        self.set_trait("tokens", _arrays.tokens)
         self.set_trait("has_direction", self._direction is not None)
+        for name, value in _arrays.names.items():
+            self.set_trait(name, value)
+        self.set_trait("color_scale", {} if self._scale is None else self._scale.trait())
         if neuron is None and self._direction is None:
             neuron = 0
         try:
@@ -122,6 +170,107 @@ class ActivationView(ProtocolWidget):
         except traitlets.TraitError:
             self.close()  # no half-made widget left open in the kernel
             raise
+
+    # ----- other ways in -------------------------------------------------------------------
+
+    @classmethod
+    def from_activations(
+        cls,
+        tokens: Sequence[str] | Sequence[Sequence[str]],
+        activations: Any,
+        *,
+        layer_name: str = "layer",
+        unit_name: str = "neuron",
+        layer_labels: Sequence[str] | None = None,
+        unit_labels: Sequence[str] | None = None,
+        prompt_labels: Sequence[str] | None = None,
+        min_value: float | None = None,
+        max_value: float | None = None,
+        negative_color: str | None = None,
+        positive_color: str | None = None,
+        layer: int | None = None,
+        neuron: int | None = None,
+        direction: Any = None,
+        _missing_ok: bool = False,
+    ) -> ActivationView:
+        """Show activations you already have, without a model.
+
+        One prompt: ``tokens`` a list of strings and ``activations`` ``[seq, layers, units]`` or ``[seq, units]``
+        (torch, numpy or nested lists; CircuitsVis's ``text_neuron_activations`` layout). Several: a list of token
+        lists and a list of such arrays, one per prompt (lengths may differ; layers and units may not). Values must
+        be finite. ``layer_name``/``unit_name`` say what the two axes are (CircuitsVis's dimension names), and
+        ``*_labels`` name each layer, unit and prompt. Without ``min_value``/``max_value`` each unit is coloured
+        over +-its largest magnitude (as the model path); with either, the scale is fixed and zero-anchored, and
+        ``negative_color``/``positive_color`` (CSS colours) replace the blue/red map (see :mod:`..transport.scale`).
+        """
+        if is_token_list(tokens) or (
+            isinstance(tokens, Sequence) and any(isinstance(t, str) for t in tokens)  # one prompt, a bad token
+        ):
+            token_rows = [token_list(tokens)]
+            arrays = [activations]
+        else:
+            if isinstance(tokens, str) or not isinstance(tokens, Sequence) or not tokens:
+                raise TypeError(
+                    "tokens must be a list of strings (one prompt) or a non-empty list of such lists (several), "
+                    f"got {type(tokens).__name__ if not isinstance(tokens, Sequence) else tokens!r:.80}"
+                )
+            token_rows = [token_list(t, f"tokens[{i}]") for i, t in enumerate(tokens)]
+            if isinstance(activations, (torch.Tensor, np.ndarray)) and activations.ndim >= 3:
+                arrays = list(activations) if activations.ndim == 4 else [activations]
+            elif isinstance(activations, (list, tuple)):
+                arrays = list(activations)
+            else:
+                raise TypeError(
+                    f"with {len(token_rows)} token lists, activations must be a list of {len(token_rows)} arrays "
+                    f"[seq, layers, units], got {type(activations).__name__}"
+                )
+            if len(arrays) != len(token_rows):
+                raise ValueError(
+                    f"got {len(token_rows)} token lists but {len(arrays)} activation arrays: expected one per prompt"
+                )
+        acts: list[torch.Tensor] = []
+        for i, (row, array) in enumerate(zip(token_rows, arrays)):
+            name = "activations" if len(arrays) == 1 else f"activations[{i}]"
+            t = as_float_tensor(array, name)
+            if t.ndim == 2:
+                t = t[:, None, :]
+            if t.ndim != 3:
+                raise ValueError(f"{name} must be [seq, layers, units] or [seq, units], got shape {list(t.shape)}")
+            if t.shape[0] != len(row):
+                raise ValueError(
+                    f"{name} covers {t.shape[0]} tokens (its first axis) but {len(row)} tokens were given"
+                    + (f" for prompt {i}" if len(arrays) > 1 else "")
+                )
+            if 0 in t.shape:
+                raise ValueError(f"{name} is empty: shape {list(t.shape)}")
+            if acts and (t.shape[1], t.shape[2]) != (acts[0].shape[0], acts[0].shape[2]):
+                raise ValueError(
+                    f"{name} has {t.shape[1]} layers x {t.shape[2]} units but the first prompt has "
+                    f"{acts[0].shape[0]} x {acts[0].shape[2]}: every prompt needs the same"
+                )
+            if not _missing_ok:
+                check_finite(t, name, ("token", "layer", "unit"))
+            acts.append(t.to(torch.float32).permute(1, 0, 2).contiguous())
+        n_layers, width = int(acts[0].shape[0]), int(acts[0].shape[2])
+        scale = None
+        if min_value is not None or max_value is not None or negative_color is not None or positive_color is not None:
+            extent = symmetric_range([a.reshape(-1) for a in acts]) or 1.0
+            scale = ColorScale.from_options(
+                min_value, max_value, negative_color, positive_color, default_lo=-extent, default_hi=extent
+            )
+        for text, value in (("layer_name", layer_name), ("unit_name", unit_name)):
+            if not isinstance(value, str):
+                raise TypeError(f"{text} must be a string, got {type(value).__name__}")
+        names = {
+            "layer_name": layer_name,
+            "unit_name": unit_name,
+            "layer_labels": labels(layer_labels, n_layers, "layer_labels", "one per layer"),
+            "unit_labels": labels(unit_labels, width, "unit_labels", f"one per {unit_name}"),
+            "prompt_labels": labels(prompt_labels, len(acts), "prompt_labels", "one per prompt"),
+        }
+        layer_numbers = list(range(n_layers))
+        arrays_ = _Arrays(acts, token_rows, "", [""] * n_layers, layer_numbers, acts[0].device, names, scale)
+        return cls(_arrays=arrays_, layer=layer, neuron=neuron, direction=direction)
 
     # ----- Python API ------------------------------------------------------------------
 
@@ -143,7 +292,7 @@ class ActivationView(ProtocolWidget):
 
     @direction.setter
     def direction(self, value: Any) -> None:
-        vector = None if value is None else check_direction(value, self.d, self._adapter.device)
+        vector = None if value is None else check_direction(value, self.d, self._device)
         with self.hold_sync():
             self._direction = vector
             self.set_trait("has_direction", vector is not None)
@@ -217,18 +366,26 @@ class ActivationView(ProtocolWidget):
         """Each prompt's tokens on the selected unit's colour (blue < 0 < red, one scale for all prompts)."""
         values = self.values()
         extent = symmetric_range(values) or 1.0
+        lo, hi, lut = -extent, extent, None
+        if self._scale is not None:
+            lo, hi, lut = self._scale.lo, self._scale.hi, self._scale.lut()
         sel = self.selected
-        unit = "the direction" if sel.get("neuron") is None else f"neuron {sel['neuron']}"
+        unit = "the direction" if sel.get("neuron") is None else self._unit_text(sel["neuron"])
+        prompt_labels = list(self.prompt_labels) or [f"prompt {i}" for i in range(len(self.tokens))]
         strips = [
-            picture.Panel(picture.token_strip(tokens, v, -extent, extent, diverging=True), f"prompt {i}")
+            picture.Panel(picture.token_strip(tokens, v, lo, hi, diverging=True, lut=lut), prompt_labels[i])
             for i, (tokens, v) in enumerate(zip(self.tokens[:8], values[:8]))
         ]
         more = f"; {len(self.tokens) - 8} more prompts not drawn" if len(self.tokens) > 8 else ""
-        return picture.compose(
-            f"ActivationView: {unit} of {self.hooks[self._layer_index(sel['layer'])]}, up to +-{extent:.3g}{more}",
-            strips,
-            picture.NOTE,
+        index = self._layer_index(sel["layer"])
+        where = self.hooks[index] or (
+            self.layer_labels[index] if self.layer_labels else f"{self.layer_name} {sel['layer']}"
         )
+        colour = f"up to +-{extent:.3g}" if self._scale is None else f"colour {lo:.3g}..{hi:.3g}"
+        return picture.compose(f"ActivationView: {unit} of {where}, {colour}{more}", strips, picture.NOTE)
+
+    def _unit_text(self, neuron: int) -> str:
+        return self.unit_labels[neuron] if self.unit_labels else f"{self.unit_name} {neuron}"
 
     # ----- request handlers --------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from ..capture.inputs import index_in, visible_texts
 from ..transport import picture
 from ..transport.export import ExportRequest
 from ..transport.protocol import Context, Reply
+from ..transport.scale import DEFAULT_SCALE, ColorScale
 from .base import ProtocolWidget, endpoint, int_param, static_asset
 
 
@@ -37,6 +38,10 @@ class _Snapshot:
     tokens: list[str]
     layers: list[torch.Tensor]  # per layer [heads, query, key], on the model's device
     thumbnails: torch.Tensor  # [layers, heads, s, s]
+    scale: ColorScale = DEFAULT_SCALE  # the colour scale (0..1 in the views' own map unless given)
+    head_names: tuple[str, ...] = ()  # one per (layer, head), row-major; () = "L0H3"
+    mask_upper_tri: bool = False  # cells above the diagonal are drawn empty (causal display)
+    show_axis_labels: bool = True
 
 
 class AttentionView(ProtocolWidget):
@@ -56,6 +61,14 @@ class AttentionView(ProtocolWidget):
     tokens = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
     prompt = traitlets.Unicode("").tag(sync=True)
     can_rerun = traitlets.Bool(False, read_only=True).tag(sync=True)
+    head_names = traitlets.List(
+        traitlets.Unicode(), read_only=True, help="one name per head, layer by layer ([] = 'L0H3')"
+    ).tag(sync=True)
+    color_scale = traitlets.Dict(
+        read_only=True, help="{lo, hi, negative, positive}: values lo..hi, 0 = background; colours '#rrggbb' or ''"
+    ).tag(sync=True)
+    mask_upper_tri = traitlets.Bool(False, read_only=True, help="cells above the diagonal drawn empty").tag(sync=True)
+    show_axis_labels = traitlets.Bool(True, read_only=True).tag(sync=True)
     selected = traitlets.Dict().tag(sync=True)
 
     def __init__(
@@ -90,21 +103,79 @@ class AttentionView(ProtocolWidget):
     # ----- other ways in -------------------------------------------------------------------
 
     @classmethod
-    def from_patterns(cls, attention: Any, tokens: Sequence[str], *, layer: int = 0, head: int = 0) -> AttentionView:
+    def from_patterns(
+        cls,
+        attention: Any,
+        tokens: Sequence[str],
+        *,
+        layer: int = 0,
+        head: int = 0,
+        head_names: Sequence[str] | None = None,
+        min_value: float | None = None,
+        max_value: float | None = None,
+        negative_color: str | None = None,
+        positive_color: str | None = None,
+        mask_upper_tri: bool = False,
+        show_axis_labels: bool = True,
+    ) -> AttentionView:
         """Show patterns ``[heads, query, key]`` or ``[layers, heads, query, key]`` (torch or numpy).
 
-        Weights must be finite and non-negative; rows need not sum to 1, but the colour scale is 0..1.
+        Weights must be finite. The colour scale is ``min_value..max_value`` (default 0..1), anchored at zero:
+        0 is the background, ``max_value`` full ``positive_color`` and ``min_value`` full ``negative_color`` (CSS
+        colours; default: the views' own maps). Negative weights (scores, attributions) need ``min_value < 0``.
+        ``head_names``: one per head (``n_heads``, the same names in every layer) or per head of every layer
+        (``n_layers * n_heads``, layer by layer). ``mask_upper_tri`` draws cells above the diagonal empty
+        (causal attention); ``show_axis_labels=False`` leaves the tokens off the pattern's axes.
         """
-        return cls._from_fixed(_as_tensor(attention), tokens, layer, head, finite=True)
+        scale = ColorScale.from_options(
+            min_value, max_value, negative_color, positive_color, default_lo=0.0, default_hi=1.0
+        )
+        return cls._from_fixed(
+            _as_tensor(attention),
+            tokens,
+            layer,
+            head,
+            finite=True,
+            scale=scale,
+            head_names=head_names,
+            mask_upper_tri=_flag(mask_upper_tri, "mask_upper_tri"),
+            show_axis_labels=_flag(show_axis_labels, "show_axis_labels"),
+            warn_above=max_value is None,
+        )
 
     @classmethod
     def _from_fixed(
-        cls, attention: torch.Tensor, tokens: Sequence[str], layer: int, head: int, *, finite: bool
+        cls,
+        attention: torch.Tensor,
+        tokens: Sequence[str],
+        layer: int,
+        head: int,
+        *,
+        finite: bool,
+        scale: ColorScale = DEFAULT_SCALE,
+        head_names: Sequence[str] | None = None,
+        mask_upper_tri: bool = False,
+        show_axis_labels: bool = True,
+        warn_above: bool = True,
     ) -> AttentionView:
         labels = _token_labels(tokens)
-        patterns = check_patterns(attention, len(labels), finite=finite)
+        patterns = check_patterns(
+            attention, len(labels), finite=finite, allow_negative=scale.lo < 0, warn_above=warn_above
+        )
         layers = list(patterns.unbind(0))
-        snapshot = _Snapshot(cls._new_revision(), "", labels, layers, pattern_thumbnails(layers))
+        names = _head_names(head_names, len(layers), int(patterns.shape[1]))
+        shown = [torch.tril(p) for p in layers] if mask_upper_tri else layers
+        snapshot = _Snapshot(
+            cls._new_revision(),
+            "",
+            labels,
+            layers,
+            pattern_thumbnails(shown, signed=scale.lo < 0),
+            scale,
+            names,
+            mask_upper_tri,
+            show_axis_labels,
+        )
         return cls(_snapshot=snapshot, layer=layer, head=head)
 
     @classmethod
@@ -196,7 +267,9 @@ class AttentionView(ProtocolWidget):
                 "size": int(snap.thumbnails.shape[-1]),
             }
         )
-        reply.result["thumbnails"] = reply.add_array(snap.thumbnails, "uint8", value_range=(0.0, 1.0))
+        reply.result["thumbnails"] = reply.add_array(
+            snap.thumbnails, "uint8", value_range=(min(0.0, snap.scale.lo), max(0.0, snap.scale.hi))
+        )
         return reply
 
     @endpoint("pattern")
@@ -205,6 +278,8 @@ class AttentionView(ProtocolWidget):
         layer, head = int_param(params, "layer"), int_param(params, "head")
         self._check_head(layer, head)
         pattern = snap.layers[layer][head]
+        if snap.mask_upper_tri:  # not shown: not sent
+            pattern = torch.tril(pattern)
         causal = not bool(torch.triu(pattern, diagonal=1).any())  # NaN above the diagonal counts as non-zero
         reply = Reply({"revision": snap.revision, "layer": layer, "head": head})
         reply.result["pattern"] = reply.add_array(
@@ -268,6 +343,10 @@ class AttentionView(ProtocolWidget):
 
     def _set_snapshot_traits(self, snapshot: _Snapshot) -> None:
         self.set_trait("tokens", list(snapshot.tokens))
+        self.set_trait("head_names", list(snapshot.head_names))
+        self.set_trait("color_scale", snapshot.scale.trait())
+        self.set_trait("mask_upper_tri", snapshot.mask_upper_tri)
+        self.set_trait("show_axis_labels", snapshot.show_axis_labels)
         self._bump_revision(snapshot.revision)
         self.prompt = snapshot.prompt  # equals the snapshot's prompt, so no re-run
 
@@ -283,20 +362,33 @@ class AttentionView(ProtocolWidget):
                 y, x = layer * (size + gap), head * (size + gap)
                 grid[y : y + size, x : x + size] = thumbs[layer, head]
         cell = max(1, round(48 / size))  # a thumbnail ~48 pixels across
-        overview = picture.heatmap(grid, 0.0, 1.0, nan=picture.BACKGROUND, cell=cell, max_side=400)
+        lo, hi, lut = snap.scale.lo, snap.scale.hi, snap.scale.lut()
+        overview = picture.heatmap(grid, lo, hi, nan=picture.BACKGROUND, cell=cell, max_side=400, lut=lut)
         layer, head = self._check_head(self.selected.get("layer", 0), self.selected.get("head", 0))
-        pattern = picture.heatmap(snap.layers[layer][head], 0.0, 1.0, cell=12, max_side=400)
-        labels = list(snap.tokens)
+        values = snap.layers[layer][head].float()
+        if snap.mask_upper_tri:  # drawn empty, as the view draws them
+            values = values.masked_fill(torch.ones_like(values, dtype=torch.bool).triu(1), math.nan)
+        empty = picture.EMPTY_RGB["light"] if snap.mask_upper_tri else picture.NAN_RGB
+        pattern = picture.heatmap(values, lo, hi, cell=12, max_side=400, lut=lut, nan=empty)
+        labels = list(snap.tokens) if snap.show_axis_labels else []
+        name = self.head_name(layer, head)
         return picture.compose(
             f"AttentionView: {len(snap.tokens)} tokens, {n_layers} layers x {n_heads} heads",
             [
                 picture.Panel(overview, f"every head (layers down, heads across), max-pooled to {size}x{size}"),
                 picture.Panel(
-                    picture.labelled_heatmap(pattern, labels, labels), f"L{layer}H{head}: query rows, key columns"
+                    picture.labelled_heatmap(pattern, labels, labels) if labels else pattern,
+                    f"{name}: query rows, key columns",
                 ),
             ],
             picture.NOTE,
         )
+
+    def head_name(self, layer: int, head: int) -> str:
+        """The head's name: one given to ``head_names``, else ``"L{layer}H{head}"``."""
+        layer, head = self._check_head(layer, head)
+        names = self._snapshot.head_names
+        return names[layer * int(self._snapshot.layers[0].shape[0]) + head] if names else f"L{layer}H{head}"
 
     def _check_head(
         self, layer: Any, head: Any, error: type[Exception] = IndexError, prefix: str = ""
@@ -309,6 +401,29 @@ class AttentionView(ProtocolWidget):
 def attention_heads(attention: Any, tokens: Sequence[str], *, layer: int = 0, head: int = 0) -> AttentionView:
     """CircuitsVis-compatible entry point: ``attention`` is ``[heads, query, key]`` (torch or numpy)."""
     return AttentionView.from_patterns(attention, tokens, layer=layer, head=head)
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _head_names(names: Sequence[str] | None, n_layers: int, n_heads: int) -> tuple[str, ...]:
+    """Names per (layer, head), layer by layer: ``n_heads`` names are repeated in every layer."""
+    if names is None:
+        return ()
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise TypeError(f"head names must be a list of strings, got {type(names).__name__}")
+    if len(names) == n_heads:
+        names = list(names) * n_layers
+    elif len(names) != n_layers * n_heads:
+        per_layer = f" or {n_layers * n_heads} (n_layers x n_heads)" if n_layers > 1 else ""
+        raise ValueError(f"expected {n_heads} head names (one per head){per_layer}, got {len(names)}")
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise TypeError(f"head names must be strings, got {bad[0]!r}")
+    return tuple(visible_texts(names))
 
 
 def _as_tensor(attention: Any) -> torch.Tensor:

@@ -10,8 +10,9 @@ probabilities and the strings of just the tokens that occur.
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,8 @@ import traitlets
 
 from ..analysis.logit_lens import LensResult, logit_lens
 from ..capture.adapter import ModelAdapter
-from ..capture.inputs import as_index
+from ..capture.arrays import as_float_tensor
+from ..capture.inputs import as_index, visible_texts
 from ..capture.readout import checked_logit_lens, lens_row_labels, model_unembed, single_token_id, token_strings
 from ..transport import picture
 from ..transport.protocol import Context, Reply
@@ -34,13 +36,14 @@ class _Snapshot:
     """One prompt's lens with one target; replaced whole so a request never mixes two."""
 
     revision: int
-    resid: torch.Tensor  # [rows, seq, d_model] on the model's device
+    resid: torch.Tensor | None  # [rows, seq, d_model] on the model's device; None from log probs
     result: LensResult
     target: Target  # as given (text or id)
     target_id: int | None
     target_token: str
     vocab_ids: list[int]  # the token ids that occur in the top-k (and the target), sorted
     vocab: list[str]  # their strings
+    target_ids: torch.Tensor | None = None  # [rows, seq] a target per cell (-1: none), from_log_probs' next tokens
 
 
 class LogitLens(ProtocolWidget):
@@ -72,16 +75,41 @@ class LogitLens(ProtocolWidget):
     target = traitlets.Union([traitlets.Int(), traitlets.Unicode()], default_value=None, allow_none=True).tag(sync=True)
     target_id = traitlets.Int(None, allow_none=True, read_only=True).tag(sync=True)
     target_token = traitlets.Unicode("", read_only=True).tag(sync=True)
+    can_retarget = traitlets.Bool(True, read_only=True, help="False: fixed predictions (no model to re-read)").tag(
+        sync=True
+    )
     selected = traitlets.Dict().tag(sync=True)
 
     def __init__(
-        self, model: Any, prompt: str | torch.Tensor | Sequence[int], *, target: Target = None, k: int = 5
+        self,
+        model: Any = None,
+        prompt: str | torch.Tensor | Sequence[int] | None = None,
+        *,
+        target: Target = None,
+        k: int = 5,
+        _fixed: tuple[_Snapshot, list[str], list[str]] | None = None,
     ) -> None:
+        self._adapter: ModelAdapter | None = None
+        self._applying = threading.Lock()
+        if _fixed is not None:  # from_log_probs: (snapshot, rows, tokens)
+            self._lens, rows, labels = _fixed
+            super().__init__()
+            self.set_trait("k", int(self._lens.result.top_ids.shape[-1]))
+            self.set_trait("rows", rows)
+            self.set_trait("tokens", labels)
+            self.set_trait("can_retarget", False)
+            self._set_lens_traits(self._lens)
+            self.selected = {"layer": None, "position": None}
+            return
+        if model is None or prompt is None:
+            raise TypeError(
+                "LogitLens(model, prompt) needs a TransformerLens model and a prompt; to show log probs you already "
+                "have use LogitLens.from_log_probs(token_ids, log_probs, to_string)"
+            )
         adapter = ModelAdapter(model)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 50:
             raise ValueError(f"k must be an integer in 1..50 (top tokens per cell), got {k!r}")
         self._adapter = adapter
-        self._applying = threading.Lock()
         tokens = adapter.to_tokens(prompt)
         target_id = None if target is None else single_token_id(adapter, target, "target")
         resid, result = checked_logit_lens(adapter, tokens, k=k, target=target_id)
@@ -94,6 +122,78 @@ class LogitLens(ProtocolWidget):
         self.set_trait("prompt", prompt if isinstance(prompt, str) else "")
         self._set_lens_traits(self._lens)
         self.selected = {"layer": None, "position": None}
+
+    @classmethod
+    def from_log_probs(
+        cls,
+        token_ids: Any,
+        log_probs: Any,
+        to_string: Callable[[int], str],
+        *,
+        k: int = 10,
+        row: str = "output",
+    ) -> LogitLens:
+        """One row of predictions you already have: ``log_probs [seq, d_vocab]`` (or ``[1, seq, d_vocab]``) for
+        the next token after each of ``token_ids [seq]``, e.g. ``model(tokens).log_softmax(-1)``. Each cell shows
+        its top-``k`` tokens, and its target is the token that actually came next (the last position has none):
+        its probability colours the cell, and the readout gives its rank. ``to_string`` turns an id into text.
+        Values are shown as probabilities (``exp``); ``lens.target_probs.log()`` gives the log probs back.
+        """
+        ids = torch.as_tensor(token_ids.detach() if isinstance(token_ids, torch.Tensor) else token_ids)
+        if ids.ndim == 2 and ids.shape[0] == 1:
+            ids = ids[0]
+        if ids.ndim != 1 or ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.numel() == 0:
+            raise ValueError(
+                f"token_ids must be integer ids of shape [seq] (or [1, seq]), got {ids.dtype} of shape {list(ids.shape)}"
+            )
+        lp = as_float_tensor(log_probs, "log_probs")
+        if lp.ndim == 3 and lp.shape[0] == 1:
+            lp = lp[0]
+        if lp.ndim != 2:
+            raise ValueError(f"log_probs must be [seq, d_vocab] (or [1, seq, d_vocab]), got shape {list(lp.shape)}")
+        if lp.shape[0] != ids.shape[0]:
+            raise ValueError(
+                f"Number of tokens and log prob vectors must be identical: {ids.shape[0]} token ids but "
+                f"{lp.shape[0]} log prob vectors"
+            )
+        vocab_size = int(lp.shape[1])
+        if bool(((ids < 0) | (ids >= vocab_size)).any()):
+            raise ValueError(f"token_ids must be in 0..{vocab_size - 1} (the log probs' vocabulary)")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(50, vocab_size):
+            raise ValueError(f"k must be an integer in 1..{min(50, vocab_size)} (top tokens per cell), got {k!r}")
+        if bool(torch.isnan(lp).any()) or bool((lp == math.inf).any()):
+            bad = torch.isnan(lp) | (lp == math.inf)
+            position, token = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(
+                f"log_probs at position {position}, token {token} is {float(lp[position, token])}: expected log "
+                "probabilities (finite or -inf)"
+            )
+        if not callable(to_string):
+            raise TypeError(f"to_string must be a function from a token id to its text, got {type(to_string).__name__}")
+        lp = lp.float()
+        top_lp, top_ids = lp.topk(k, dim=-1)
+        seq = int(ids.shape[0])
+        ids = ids.to(lp.device).long()
+        targets = torch.full((seq,), -1, dtype=torch.long, device=lp.device)
+        targets[:-1] = ids[1:]
+        target_probs = torch.full((seq,), math.nan, device=lp.device)
+        target_ranks = torch.zeros(seq, dtype=torch.long, device=lp.device)
+        if seq > 1:
+            chosen = lp[:-1].gather(-1, ids[1:, None])
+            target_probs[:-1] = chosen[:, 0].exp()
+            target_ranks[:-1] = (lp[:-1] > chosen).sum(-1) + 1
+        result = LensResult(top_ids[None], top_lp.exp()[None], target_probs[None], target_ranks[None])
+        vocab_ids = sorted(set(top_ids.unique().tolist()) | set(ids.tolist()))
+        strings = {i: to_string(i) for i in vocab_ids}
+        bad = [i for i, t in strings.items() if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"to_string must return text, got {type(strings[bad[0]]).__name__} for id {bad[0]}")
+        vocab = visible_texts([strings[i] for i in vocab_ids])
+        labels = visible_texts([strings[i] for i in ids.tolist()])
+        snapshot = _Snapshot(
+            cls._new_revision(), None, result, None, None, "the next token", vocab_ids, vocab, targets[None]
+        )
+        return cls(_fixed=(snapshot, [row], labels))
 
     # ----- Python API ------------------------------------------------------------------
 
@@ -161,8 +261,12 @@ class LogitLens(ProtocolWidget):
         result = lens.result
         target = result.target_probs is not None
         values = result.target_probs if result.target_probs is not None else result.top_probs[..., 0]
-        cells = picture.heatmap(values, 0.0, 1.0, cell=16, max_side=640)
+        per_cell = lens.target_ids is not None  # from_log_probs: the next token, none at the end
+        nan = picture.EMPTY_RGB["light"] if per_cell else picture.NAN_RGB
+        cells = picture.heatmap(values, 0.0, 1.0, cell=16, max_side=640, nan=nan)
         what = f"probability of {lens.target_token!r}" if target else "top-1 probability"
+        if per_cell:
+            what = "probability of the token that came next"
         return picture.compose(
             f"LogitLens: {len(self.tokens)} tokens, {self.n_layers} layers",
             [picture.Panel(picture.labelled_heatmap(cells, list(self.rows), list(self.tokens)), f"colour: {what}")],
@@ -196,6 +300,8 @@ class LogitLens(ProtocolWidget):
             out["target_ranks"] = reply.add_array(result.target_ranks.clamp(max=2**31 - 1).to(torch.int32), "int32")
         else:
             out["target_probs"] = out["target_ranks"] = None
+        if lens.target_ids is not None:  # a target per cell (-1: none)
+            out["target_ids"] = reply.add_array(lens.target_ids.to(torch.int32), "int32")
         return reply
 
     @endpoint("target", background=True)
@@ -214,6 +320,11 @@ class LogitLens(ProtocolWidget):
 
     def _retargeted(self, value: Target, ctx: Context | None = None) -> _Snapshot:
         old = self._lens
+        if self._adapter is None or old.resid is None:
+            raise ValueError(
+                "this lens shows fixed predictions (from_log_probs, no model), so its target cannot change: each "
+                "position's target is the token that came next"
+            )
         target_id = None if value is None else single_token_id(self._adapter, value, "target")
         rows = int(old.resid.shape[0])
 
@@ -260,7 +371,7 @@ class LogitLens(ProtocolWidget):
         return value.cpu()
 
     def _check_cell(self, layer: int, position: int, error: type[Exception]) -> None:
-        rows, seq = int(self._lens.resid.shape[0]), int(self._lens.resid.shape[1])
+        rows, seq = int(self._lens.result.top_ids.shape[0]), int(self._lens.result.top_ids.shape[1])
         if not 0 <= layer < rows:
             raise error(f"layer must be a row in 0..{rows - 1} (0 = embeddings, {rows - 1} = the output), got {layer}")
         if not 0 <= position < seq:

@@ -22,6 +22,8 @@ import traitlets
 
 from ..analysis.top_examples import RunningTopK, pad_rows
 from ..capture.adapter import ModelAdapter
+from ..capture.arrays import as_float_tensor, check_finite, token_list
+from ..capture.arrays import labels as arrays_labels
 from ..capture.corpus import Example, TopContexts, plan_corpus, probe_units, resolve_layer_hook
 from ..capture.inputs import as_index
 from ..transport import picture
@@ -79,12 +81,66 @@ class TopExamples(StreamingWidget):
     k = traitlets.Int(0, read_only=True).tag(sync=True)
     n_windows = traitlets.Int(0, read_only=True).tag(sync=True)
     n_tokens = traitlets.Int(0, read_only=True).tag(sync=True)
+    unit_labels = traitlets.List(traitlets.Unicode(), read_only=True, help="per neuron ([] = 'neuron 12')").tag(
+        sync=True
+    )
+    window_name = traitlets.Unicode("window", read_only=True, help="what an example's window is called").tag(sync=True)
     selected = traitlets.Dict().tag(sync=True)
+
+    @classmethod
+    def from_samples(
+        cls,
+        tokens: Sequence[Sequence[Sequence[str]]],
+        activations: Sequence[Sequence[Any]],
+        *,
+        unit_labels: Sequence[str] | None = None,
+        source: str = "given samples",
+    ) -> TopExamples:
+        """Top examples you already have, without a model or a scan: per unit (neuron), its samples' tokens
+        (``tokens[unit][sample]``, a list of strings) and their activations (``activations[unit][sample]``, one
+        number per token; tensors, arrays or lists). Each unit's samples are shown best first (by their largest
+        activation), each with all its tokens; ``unit_labels`` names the units. Activations must be finite.
+        """
+        if isinstance(tokens, str) or not isinstance(tokens, Sequence) or not tokens:
+            raise TypeError("tokens must be a non-empty list (one entry per unit) of lists of samples' token lists")
+        if not isinstance(activations, Sequence) or len(activations) != len(tokens):
+            n = len(activations) if isinstance(activations, Sequence) else type(activations).__name__
+            raise ValueError(f"expected activations for each of the {len(tokens)} units, got {n}")
+        per_unit: list[list[Example]] = []
+        n_tokens = 0
+        for u, (unit_tokens, unit_acts) in enumerate(zip(tokens, activations)):
+            if isinstance(unit_tokens, str) or not isinstance(unit_tokens, Sequence):
+                raise TypeError(
+                    f"tokens[{u}] must be a list of samples (token lists), got {type(unit_tokens).__name__}"
+                )
+            if len(unit_acts) != len(unit_tokens):
+                raise ValueError(
+                    f"unit {u} has {len(unit_tokens)} token samples but {len(unit_acts)} activation samples"
+                )
+            examples = []
+            for i, (sample_tokens, sample_acts) in enumerate(zip(unit_tokens, unit_acts)):
+                where = f"tokens[{u}][{i}]"
+                labels = token_list(sample_tokens, where)
+                acts = as_float_tensor(sample_acts, f"activations[{u}][{i}]").float().reshape(-1).cpu()
+                if acts.numel() != len(labels):
+                    raise ValueError(
+                        f"activations[{u}][{i}] has {acts.numel()} values but {where} has {len(labels)} tokens"
+                    )
+                if not labels:
+                    raise ValueError(f"{where} is empty: expected at least one token")
+                check_finite(acts, f"activations[{u}][{i}]", ("token",))
+                top = int(acts.argmax())
+                examples.append(Example(labels, acts, top, float(acts[top]), i, top, i))
+                n_tokens += len(labels)
+            examples.sort(key=lambda e: -e.value)
+            per_unit.append(examples)
+        names = arrays_labels(unit_labels, len(per_unit), "unit_labels", "one per unit")
+        return cls(_fixed=(per_unit, names, source))
 
     def __init__(
         self,
-        model: Any,
-        corpus: Sequence[str] | str | torch.Tensor | Sequence[torch.Tensor],
+        model: Any = None,
+        corpus: Sequence[str] | str | torch.Tensor | Sequence[torch.Tensor] | None = None,
         hook: str = "blocks.1.mlp.hook_post",
         neurons: Iterable[int] | torch.Tensor | None = None,
         *,
@@ -94,7 +150,17 @@ class TopExamples(StreamingWidget):
         context: int = 20,
         after: int = 4,
         autostart: bool = True,
+        _fixed: tuple[list[list[Example]], list[str], str] | None = None,
     ) -> None:
+        self._fixed: list[list[Example]] | None = None
+        if _fixed is not None:
+            self._init_fixed(*_fixed)
+            return
+        if model is None or corpus is None:
+            raise TypeError(
+                "TopExamples(model, corpus) needs a TransformerLens model and a corpus; to show examples you already "
+                "have use TopExamples.from_samples(tokens, activations)"
+            )
         adapter = ModelAdapter(model)
         for name, value, low in (
             ("k", k, 1),
@@ -131,6 +197,23 @@ class TopExamples(StreamingWidget):
         if autostart:
             self.start()
 
+    def _init_fixed(self, per_unit: list[list[Example]], names: list[str], source: str) -> None:
+        self._fixed = per_unit
+        ids = list(range(len(per_unit)))
+        self._col = {n: n for n in ids}
+        self._k = max((len(e) for e in per_unit), default=0)
+        super().__init__()
+        self.set_trait("hook", source)
+        self.set_trait("neurons", ids)
+        self.set_trait("k", self._k)
+        self.set_trait("n_windows", max((e.window + 1 for ex in per_unit for e in ex), default=0))
+        self.set_trait("n_tokens", sum(len(e.tokens) for ex in per_unit for e in ex))
+        self.set_trait("unit_labels", names)
+        self.set_trait("window_name", "sample")
+        self.set_trait("status", "done")
+        self.set_trait("progress", {"done": 0, "total": 0})
+        self.selected = {"neuron": 0 if ids else None}
+
     # ----- Python API ------------------------------------------------------------------
 
     @property
@@ -141,6 +224,8 @@ class TopExamples(StreamingWidget):
     @property
     def maxima(self) -> torch.Tensor:
         """Best activation so far of each neuron, in the order of ``neurons`` (NaN before any)."""
+        if self._fixed is not None:
+            return torch.tensor([ex[0].value if ex else math.nan for ex in self._fixed], dtype=torch.float32)
         values = self._topk.snapshot()[0][:, 0]
         return torch.where(torch.isinf(values), float("nan"), values).cpu()
 
@@ -152,7 +237,7 @@ class TopExamples(StreamingWidget):
         if neuron is None and bool(torch.isfinite(maxima).any()):
             neuron = self.neurons[int(torch.nan_to_num(maxima, nan=-math.inf).argmax())]
         marked = [self.neurons.index(neuron)] if neuron in self.neurons else []
-        labels = [str(n) for n in self.neurons]
+        labels = list(self.unit_labels) or [str(n) for n in self.neurons]
         bars = picture.bar_chart(maxima, marked, labels=labels, width=min(720, 8 * len(maxima) + 40))
         panels = [picture.Panel(bars, "best activation per neuron")]
         if neuron is not None:
@@ -160,7 +245,8 @@ class TopExamples(StreamingWidget):
             top = max([float(e.activations.max()) for e in examples] + [1e-9])
             for i, e in enumerate(examples):
                 strip = picture.token_strip(e.tokens, e.activations, 0.0, top, width=640, max_tokens=64)
-                panels.append(picture.Panel(strip, f"neuron {neuron}, example {i + 1}: {e.value:.3g}"))
+                name = self.unit_labels[neuron] if self.unit_labels else f"neuron {neuron}"
+                panels.append(picture.Panel(strip, f"{name}, example {i + 1}: {e.value:.3g}"))
         return picture.compose(f"TopExamples: {len(self.neurons)} neurons of {self.hook}", panels, self._picture_note())
 
     @traitlets.validate("selected")
@@ -181,9 +267,13 @@ class TopExamples(StreamingWidget):
     # ----- the scan ----------------------------------------------------------------------
 
     def _n_steps(self) -> int:
+        if self._fixed is not None:  # nothing to scan: the examples were given
+            return 0
         return -(-len(self._rows) // self._batch_size)
 
     def _reset(self) -> None:
+        if self._fixed is not None:
+            return
         self._topk = RunningTopK(len(self._col), self._k, self._adapter.device)
         self._contexts.clear()
 
@@ -219,6 +309,8 @@ class TopExamples(StreamingWidget):
         col = self._col.get(neuron)
         if col is None:
             raise KeyError(f"neuron {neuron!r} was not scanned; scanned neurons: {_describe(self.neurons)}")
+        if self._fixed is not None:
+            return list(self._fixed[col])
 
         def unit(activation: torch.Tensor) -> torch.Tensor:
             return activation.reshape(activation.shape[0], activation.shape[1], -1)[..., neuron]
@@ -229,11 +321,16 @@ class TopExamples(StreamingWidget):
 
     @endpoint("overview")
     def _serve_overview(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
-        values = self._topk.snapshot()[0]
-        maxima = torch.where(torch.isinf(values[:, 0]), float("nan"), values[:, 0])
+        if self._fixed is not None:
+            maxima = self.maxima
+            filled = torch.tensor([len(ex) for ex in self._fixed], dtype=torch.int32)
+        else:
+            values = self._topk.snapshot()[0]
+            maxima = torch.where(torch.isinf(values[:, 0]), float("nan"), values[:, 0])
+            filled = (values > float("-inf")).sum(-1).int()
         reply = Reply({"neurons": list(self.neurons)})
         reply.result["maxima"] = reply.add_array(maxima, "float16")
-        reply.result["filled"] = reply.add_array((values > float("-inf")).sum(-1).int(), "int32")
+        reply.result["filled"] = reply.add_array(filled, "int32")
         return reply
 
     @endpoint("examples", background=True)

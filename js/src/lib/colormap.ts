@@ -177,3 +177,60 @@ export function categoricalColor(index: number, theme: Theme): string {
   const i = Math.trunc(index) % palette.length;
   return palette[i < 0 ? i + palette.length : i] ?? palette[0];
 }
+
+/** A colour scale a view colours by (Python: `mi_widgets/transport/scale.py`, `ColorScale.trait()`). */
+export interface ColorScale {
+  lo: number;
+  hi: number;
+  /** `#rrggbb`, or "" for the views' own maps. */
+  negative: string;
+  positive: string;
+}
+
+export const DEFAULT_SCALE: ColorScale = { lo: 0, hi: 1, negative: "", positive: "" };
+
+/** A `color_scale` trait checked: finite lo < hi and `#rrggbb` colours, else the 0..1 default. */
+export function parseScale(raw: unknown): ColorScale {
+  if (raw === null || typeof raw !== "object") return DEFAULT_SCALE;
+  const r = raw as Partial<Record<keyof ColorScale, unknown>>;
+  const lo = typeof r.lo === "number" && Number.isFinite(r.lo) ? r.lo : 0;
+  const hi = typeof r.hi === "number" && Number.isFinite(r.hi) ? r.hi : 1;
+  const colour = (v: unknown) => (typeof v === "string" && /^#[0-9a-fA-F]{6}$/.test(v) ? v.toLowerCase() : "");
+  if (!(hi > lo)) return DEFAULT_SCALE;
+  return { lo, hi, negative: colour(r.negative), positive: colour(r.positive) };
+}
+
+function hexRgb(hex: string): RGB {
+  return [parseInt(hex.slice(1, 3), 16), parseInt(hex.slice(3, 5), 16), parseInt(hex.slice(5, 7), 16)];
+}
+
+/**
+ * The zero-anchored map over [lo, hi] that CircuitsVis colours by: 0 is the background, `hi` full
+ * positive, `lo` full negative (beyond an end: that end's colour). Entry i is the colour of
+ * v = lo + i/255 (hi - lo), so `colorIndex(v, lo, hi)` looks it up. With no colours given, the
+ * theme's own maps sampled from their zero point (sequential when lo >= 0, else diverging); with
+ * lo = 0, hi = 1 that is exactly `sequentialColormap`. Python twin: `scale.anchored_lut`.
+ */
+export function anchoredColormap(theme: Theme, scale: ColorScale): Colormap {
+  const { lo, hi, negative, positive } = scale;
+  const seq = sequentialColormap(theme).lut;
+  const div = divergingColormap(theme).lut;
+  const at = (lut: Uint8ClampedArray, i: number): RGB => [lut[i * 4], lut[i * 4 + 1], lut[i * 4 + 2]];
+  const custom = negative !== "" || positive !== "";
+  const bg: RGB = theme === "light" ? [255, 255, 255] : [20, 20, 20];
+  const pos = positive !== "" ? hexRgb(positive) : lo >= 0 ? at(seq, 255) : at(div, 255);
+  const neg = negative !== "" ? hexRgb(negative) : at(div, 0);
+  const lut = new Uint8ClampedArray(256 * 4);
+  for (let i = 0; i < 256; i++) {
+    const v = lo + (i / 255) * (hi - lo);
+    const f = v >= 0 ? (hi > 0 ? Math.min(1, Math.max(0, v / hi)) : 0) : lo < 0 ? Math.min(1, Math.max(0, v / lo)) : 0;
+    let c: RGB;
+    if (custom) {
+      const end = v >= 0 ? pos : neg;
+      c = [0, 1, 2].map((k) => Math.round(bg[k] + (end[k] - bg[k]) * f)) as RGB;
+    } else if (lo >= 0) c = at(seq, Math.round(f * 255));
+    else c = at(div, Math.round((v >= 0 ? 0.5 + 0.5 * f : 0.5 - 0.5 * f) * 255));
+    lut.set([c[0], c[1], c[2], 255], i * 4);
+  }
+  return { lut, nan: [...NAN_COLOUR] };
+}

@@ -15,7 +15,14 @@ import "../lib/base.css";
 import "./activation.css";
 
 import { type ArrayHeader, asFloat32, decodeArray } from "../lib/codec";
-import { type Colormap, divergingColormap, type Theme } from "../lib/colormap";
+import {
+  anchoredColormap,
+  type Colormap,
+  type ColorScale,
+  divergingColormap,
+  parseScale,
+  type Theme,
+} from "../lib/colormap";
 import type { Response } from "../lib/protocol";
 import type { Resource } from "../lib/resource";
 import { setLine } from "../lib/text";
@@ -54,7 +61,27 @@ export interface ActivationTraits extends BaseTraits {
   /** Token labels per prompt. */
   tokens: string[][];
   has_direction: boolean;
+  /** What the layer axis and a unit are called ("layer", "neuron"; CircuitsVis's dimension names). */
+  layer_name: string;
+  unit_name: string;
+  /** Per layer / unit / prompt; [] = "L0" / "n12" / the prompt's index. */
+  layer_labels: string[];
+  unit_labels: string[];
+  prompt_labels: string[];
+  /** {} = each unit over +-its max |value| (diverging); else a fixed, zero-anchored scale. */
+  color_scale: Partial<ColorScale>;
   selected: Selected;
+}
+
+/** A fixed colour scale, or null for the shown unit's own +-max |value|. */
+export function fixedScale(raw: unknown): ColorScale | null {
+  return raw !== null && typeof raw === "object" && "lo" in raw && "hi" in raw ? parseScale(raw) : null;
+}
+
+/** `labels[i]` when the list has it, else `fallback`. */
+function labelAt(labels: unknown, i: number, fallback: string): string {
+  const v = Array.isArray(labels) ? labels[i] : undefined;
+  return typeof v === "string" ? v : fallback;
 }
 
 export interface Values {
@@ -147,6 +174,8 @@ export function decodeTop({ result, buffers }: Response): Top {
 
 class ActivationView extends View<ActivationTraits> {
   private readonly layerSelect: HTMLSelectElement;
+  private readonly layerName: HTMLSpanElement;
+  private readonly unitName: HTMLSpanElement;
   private readonly layerLabel: HTMLSpanElement;
   private readonly neuronInput: HTMLInputElement;
   private readonly neuronRange: HTMLSpanElement;
@@ -160,6 +189,7 @@ class ActivationView extends View<ActivationTraits> {
   private readonly top: Resource<TopParams, Top>;
 
   private cmap: Colormap;
+  private fixed: ColorScale | null = null;
   private strips: TokenStrip[] = [];
   private tokens: string[][] = [];
   private layersShown = "";
@@ -169,17 +199,20 @@ class ActivationView extends View<ActivationTraits> {
   constructor(model: ViewModel<ActivationTraits>, host: HTMLElement) {
     super(model, host, { className: "miw-act", testid: "activation-view" });
     this.cmap = divergingColormap(this.theme);
+    this.setScale(this.theme);
 
     const toolbar = el("div", "miw-act-toolbar");
     const layerBox = el("label", "miw-act-field");
-    layerBox.append("layer ");
+    this.layerName = el("span", "", "layer-name");
+    layerBox.append(this.layerName);
     this.layerSelect = el("select", "miw-act-select", "layer-select");
     this.layerSelect.setAttribute("aria-label", "layer");
     this.layerLabel = el("span", "miw-act-layer", "layer-label");
     layerBox.append(this.layerSelect, this.layerLabel);
 
     const neuronBox = el("label", "miw-act-field");
-    neuronBox.append("neuron ");
+    this.unitName = el("span", "", "unit-name");
+    neuronBox.append(this.unitName);
     this.neuronInput = el("input", "miw-act-neuron", "neuron-input");
     this.neuronInput.type = "text";
     this.neuronInput.inputMode = "numeric";
@@ -251,7 +284,15 @@ class ActivationView extends View<ActivationTraits> {
       this.renderReadout();
       this.renderState();
     });
-    this.scope.onChange(["layers", "hooks", "d", "has_direction"], () => this.syncControls());
+    this.scope.onChange(["layers", "hooks", "d", "has_direction", "layer_name", "unit_name", "layer_labels"], () =>
+      this.syncControls(),
+    );
+    this.scope.onChange(["unit_labels"], () => {
+      this.syncControls();
+      this.renderReadout();
+    });
+    this.scope.onChange(["prompt_labels"], () => this.syncTokens());
+    this.scope.onChange(["color_scale"], () => this.applyTheme(this.theme));
     // Read-only in Python, but `set_trait` can still replace it (tests/e2e/test_long_tokens_lab.py).
     this.scope.on("change:tokens", () => {
       this.syncTokens();
@@ -292,12 +333,31 @@ class ActivationView extends View<ActivationTraits> {
   }
 
   protected override applyTheme(theme: Theme): void {
-    this.cmap = divergingColormap(theme);
+    this.setScale(theme);
     for (const s of this.strips) s.invalidateColors();
     this.paint();
   }
 
+  /** The theme's diverging map over +-max |value|, or the fixed scale's anchored map. */
+  private setScale(theme: Theme): void {
+    this.fixed = fixedScale(this.model.get("color_scale"));
+    this.cmap = this.fixed === null ? divergingColormap(theme) : anchoredColormap(theme, this.fixed);
+  }
+
   // ---- model state ----------------------------------------------------------------------
+
+  private layerText(layer: number): string {
+    return labelAt(this.model.get("layer_labels"), this.layers().indexOf(layer), `L${layer}`);
+  }
+
+  private unitText(neuron: number | null): string {
+    return neuron === null ? "direction" : labelAt(this.model.get("unit_labels"), neuron, unitLabel(neuron));
+  }
+
+  private unitNoun(): string {
+    const name = this.model.get("unit_name");
+    return typeof name === "string" && name !== "" ? name : "neuron";
+  }
 
   private layers(): number[] {
     const raw = this.model.get("layers");
@@ -344,14 +404,14 @@ class ActivationView extends View<ActivationTraits> {
     const layers = this.layers();
     const hooks = this.model.get("hooks") ?? [];
     const sel = this.selected();
-    const signature = JSON.stringify([layers, hooks]);
+    const signature = JSON.stringify([layers, hooks, this.model.get("layer_labels")]);
     if (signature !== this.layersShown) {
       this.layersShown = signature;
       this.layerSelect.replaceChildren(
         ...layers.map((layer, i) => {
           const option = document.createElement("option");
           option.value = String(layer);
-          option.textContent = `L${layer}`;
+          option.textContent = this.layerText(layer);
           option.title = String(hooks[i] ?? "");
           return option;
         }),
@@ -361,10 +421,19 @@ class ActivationView extends View<ActivationTraits> {
     this.layerSelect.hidden = !several;
     this.layerSelect.value = String(sel.layer);
     const hook = hooks[layers.indexOf(sel.layer)] ?? "";
-    this.layerLabel.textContent = several ? hook : `L${sel.layer} ${hook}`;
+    this.layerLabel.textContent = several ? hook : `${this.layerText(sel.layer)} ${hook}`.trim();
+    const layerName = this.model.get("layer_name");
+    this.layerName.textContent = `${typeof layerName === "string" && layerName !== "" ? layerName : "layer"} `;
+    this.unitName.textContent = `${this.unitNoun()} `;
+    this.neuronInput.setAttribute(
+      "aria-label",
+      `${this.unitNoun()} (Enter selects, arrows step, Shift+arrows step by 10)`,
+    );
 
     const d = this.d();
-    this.neuronRange.textContent = `of 0..${Math.max(0, d - 1)}`;
+    const named = sel.neuron !== null && Array.isArray(this.model.get("unit_labels"));
+    const unitLabelText = named ? labelAt(this.model.get("unit_labels"), sel.neuron ?? -1, "") : "";
+    this.neuronRange.textContent = `of 0..${Math.max(0, d - 1)}${unitLabelText ? `: ${unitLabelText}` : ""}`;
     this.neuronInput.value = sel.neuron === null ? "" : String(sel.neuron);
     this.setNeuronMessage("");
     this.neuronInput.placeholder = sel.neuron === null ? "direction" : "";
@@ -439,7 +508,7 @@ class ActivationView extends View<ActivationTraits> {
       ...this.strips.map((strip, p) => {
         const row = el("div", "miw-act-row", "prompt-row");
         const label = el("span", "miw-act-row-label miw-muted");
-        label.textContent = String(p);
+        label.textContent = labelAt(this.model.get("prompt_labels"), p, String(p));
         row.append(label, strip.element);
         return row;
       }),
@@ -490,14 +559,15 @@ class ActivationView extends View<ActivationTraits> {
   private paint(): void {
     const v = this.shown;
     const m = v !== null && v.range > 0 ? v.range : 1;
+    const [lo, hi] = this.fixed === null ? [-m, m] : [this.fixed.lo, this.fixed.hi];
     this.strips.forEach((strip, p) => {
       if (v === null) {
-        strip.setWeights(null, this.cmap, -m, m);
+        strip.setWeights(null, this.cmap, lo, hi);
         strip.setTooltips(null);
         return;
       }
       const slice = v.data.subarray(v.offsets[p], v.offsets[p + 1]);
-      strip.setWeights(slice, this.cmap, -m, m);
+      strip.setWeights(slice, this.cmap, lo, hi);
       strip.setTooltips((i) => formatValue(slice[i]));
     });
     if (v === null) {
@@ -506,7 +576,10 @@ class ActivationView extends View<ActivationTraits> {
       return;
     }
     const prompts = this.tokens.length === 1 ? "the prompt" : `all ${this.tokens.length} prompts`;
-    this.scale.textContent = `colour: ${formatValue(-v.range)} … ${formatValue(v.range)} (max |value| of L${v.layer} ${unitLabel(v.neuron)} over ${prompts})`;
+    this.scale.textContent =
+      this.fixed === null
+        ? `colour: ${formatValue(-v.range)} … ${formatValue(v.range)} (max |value| of ${this.layerText(v.layer)} ${this.unitText(v.neuron)} over ${prompts})`
+        : `colour: ${formatValue(lo)} … ${formatValue(hi)} (fixed)`;
     this.root.dataset.painted = v.key;
     this.renderState();
   }
@@ -553,7 +626,7 @@ class ActivationView extends View<ActivationTraits> {
     setLine(
       this.readoutText,
       (quote) =>
-        `prompt ${f.prompt_index}, token ${f.position} ${quote(token)} · L${sel.layer} ${unitLabel(sel.neuron)}: ${value} · top neurons:`,
+        `${labelAt(this.model.get("prompt_labels"), f.prompt_index, `prompt ${f.prompt_index}`)}, token ${f.position} ${quote(token)} · ${this.layerText(sel.layer)} ${this.unitText(sel.neuron)}: ${value} · top ${this.unitNoun()}s:`,
     );
     this.root.dataset.focus = `${f.prompt_index}:${f.position}`;
     this.renderTopFor();
@@ -585,9 +658,9 @@ class ActivationView extends View<ActivationTraits> {
       const b = button("", "miw-button miw-button-small miw-act-top-button", "top-neuron");
       b.dataset.neuron = String(n);
       b.setAttribute("aria-pressed", String(n === current));
-      b.title = `select neuron ${n}`;
+      b.title = `select ${this.unitNoun()} ${n}`;
       const name = el("span", "miw-act-top-name");
-      name.textContent = `n${n}`;
+      name.textContent = this.unitText(n);
       const value = el("span", "miw-act-top-value");
       value.textContent = formatValue(top.values[i]);
       const bar = el("span", "miw-act-top-bar");

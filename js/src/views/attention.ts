@@ -12,7 +12,15 @@ import "../lib/base.css";
 import "./attention.css";
 
 import { type ArrayHeader, decodeArray } from "../lib/codec";
-import { type Colormap, sequentialColormap, type Theme } from "../lib/colormap";
+import {
+  anchoredColormap,
+  type Colormap,
+  type ColorScale,
+  DEFAULT_SCALE,
+  parseScale,
+  type Theme,
+  withEmptyCells,
+} from "../lib/colormap";
 import { CanvasHeatmap, type Cell, colorPixels } from "../lib/heatmap";
 import type { Progress, Response } from "../lib/protocol";
 import type { Resource } from "../lib/resource";
@@ -34,6 +42,13 @@ export interface AttentionTraits extends BaseTraits {
   tokens: string[];
   prompt: string;
   can_rerun: boolean;
+  /** One name per head, layer by layer; [] = "L0H3". */
+  head_names: string[];
+  /** The colour scale (`lib/colormap.ts` `anchoredColormap`); {} = 0..1 in the theme's own map. */
+  color_scale: Partial<ColorScale>;
+  /** Cells above the diagonal are drawn empty (CircuitsVis's `mask_upper_tri`). */
+  mask_upper_tri: boolean;
+  show_axis_labels: boolean;
   /** `{}` until the widget sets it; then all four keys (Python checks them). */
   selected: Partial<Selected>;
 }
@@ -88,6 +103,13 @@ export function decodePattern({ result, buffers }: Response): Pattern {
   return { layer: Number(result.layer), head: Number(result.head), seq, data: decoded.data as Float32Array };
 }
 
+/** A copy of a [seq, seq] pattern with the cells above the diagonal NaN (drawn empty: not shown). */
+export function maskUpperTri(data: Float32Array, seq: number): Float32Array {
+  const out = data.slice();
+  for (let q = 0; q < seq; q++) out.fill(Number.NaN, q * seq + q + 1, (q + 1) * seq);
+  return out;
+}
+
 class AttentionView extends View<AttentionTraits> {
   private readonly prompt: HTMLTextAreaElement;
   private readonly runButton: HTMLButtonElement;
@@ -102,6 +124,9 @@ class AttentionView extends View<AttentionTraits> {
   private readonly patterns: Resource<{ layer: number; head: number }, Pattern>;
 
   private cmap: Colormap;
+  /** The map for the pattern and the strip: `cmap`, with masked cells (NaN above the diagonal) drawn empty. */
+  private cellMap: Colormap;
+  private scale: ColorScale = DEFAULT_SCALE;
   private tokens: string[] = [];
   /** What is drawn, with the revision it was computed for (null: nothing). */
   private overview: (Overview & { revision: number }) | null = null;
@@ -114,7 +139,9 @@ class AttentionView extends View<AttentionTraits> {
 
   constructor(model: AttentionModel, host: HTMLElement) {
     super(model, host, { className: "miw-attn", testid: "attention-view" });
-    this.cmap = sequentialColormap(this.theme);
+    this.scale = parseScale(model.get("color_scale"));
+    this.cmap = anchoredColormap(this.theme, this.scale);
+    this.cellMap = this.masked() ? withEmptyCells(this.cmap, this.theme) : this.cmap;
 
     const header = el("div", "miw-attn-header");
     this.prompt = el("textarea", "miw-attn-prompt", "prompt-input");
@@ -142,7 +169,8 @@ class AttentionView extends View<AttentionTraits> {
     gridPanel.append(this.grid, gridHint);
 
     const main = el("div", "miw-attn-main");
-    this.heatmap = new CanvasHeatmap(this.cmap, { label: "attention pattern: query rows, key columns" });
+    this.heatmap = new CanvasHeatmap(this.cellMap, { label: "attention pattern: query rows, key columns" });
+    this.heatmap.setColormap(this.cellMap, this.scale.lo, this.scale.hi);
     this.heatmap.focusElement.dataset.testid = "pattern-heatmap";
     this.scope.onDispose(() => this.heatmap.dispose());
     this.readout = el("div", "miw-line miw-attn-readout", "readout");
@@ -196,6 +224,12 @@ class AttentionView extends View<AttentionTraits> {
     this.scope.on("change:selected", () => this.syncSelected());
     this.scope.onChange(["n_layers", "n_heads"], () => this.drawGrid());
     this.scope.onChange(["prompt", "can_rerun"], () => this.syncPromptBox());
+    this.scope.onChange(["color_scale", "mask_upper_tri"], () => this.applyTheme(this.theme));
+    this.scope.onChange(["head_names", "show_axis_labels"], () => {
+      this.syncLabels();
+      this.drawGrid();
+      this.updateSelection();
+    });
 
     this.runButton.addEventListener(
       "click",
@@ -220,7 +254,7 @@ class AttentionView extends View<AttentionTraits> {
     );
     this.grid.addEventListener("mousemove", (ev) => {
       const hit = this.gridHit(ev);
-      this.grid.title = hit ? `L${hit.layer}H${hit.head}` : "";
+      this.grid.title = hit ? this.headName(hit.layer, hit.head) : "";
     });
 
     this.heatmap.onHover(
@@ -275,6 +309,17 @@ class AttentionView extends View<AttentionTraits> {
 
   private nHeads(): number {
     return Math.max(0, intOr(this.model.get("n_heads"), 0));
+  }
+
+  private masked(): boolean {
+    return this.model.get("mask_upper_tri") === true;
+  }
+
+  /** A head's given name (`head_names`), else `L{layer}H{head}`. */
+  private headName(layer: number, head: number): string {
+    const names = this.model.get("head_names");
+    const name = Array.isArray(names) ? names[layer * this.nHeads() + head] : undefined;
+    return typeof name === "string" ? name : `L${layer}H${head}`;
   }
 
   /** `selected` cleaned up: layer/head inside the model, query/key inside the prompt or null. */
@@ -337,6 +382,10 @@ class AttentionView extends View<AttentionTraits> {
 
   /** Heatmap axis labels; falls back to indices where the pattern is longer than the tokens. */
   private syncLabels(): void {
+    if (this.model.get("show_axis_labels") === false) {
+      this.heatmap.setLabels([], []);
+      return;
+    }
     const seq = this.pattern?.seq ?? this.tokens.length;
     const labels = Array.from({ length: seq }, (_, i) =>
       i < this.tokens.length ? tokenLabel(this.tokens[i]) : `#${i}`,
@@ -371,8 +420,11 @@ class AttentionView extends View<AttentionTraits> {
   }
 
   protected applyTheme(theme: Theme): void {
-    this.cmap = sequentialColormap(theme);
-    this.heatmap.setColormap(this.cmap, 0, 1);
+    this.scale = parseScale(this.model.get("color_scale"));
+    this.cmap = anchoredColormap(theme, this.scale);
+    this.cellMap = this.masked() ? withEmptyCells(this.cmap, theme) : this.cmap;
+    this.heatmap.setColormap(this.cellMap, this.scale.lo, this.scale.hi);
+    if (this.pattern !== null) this.showPattern(this.pattern);
     this.strip.invalidateColors();
     this.renderThumbs();
     this.drawGrid();
@@ -391,6 +443,7 @@ class AttentionView extends View<AttentionTraits> {
 
   private showPattern(p: Pattern & { revision: number }): void {
     const resized = this.pattern?.seq !== p.seq;
+    if (this.masked()) p = { ...p, data: maskUpperTri(p.data, p.seq) };
     this.pattern = p;
     if (resized) this.syncLabels();
     this.heatmap.setData(p.data, p.seq, p.seq, `${p.revision}:${p.layer}:${p.head}`);
@@ -467,16 +520,17 @@ class AttentionView extends View<AttentionTraits> {
         for (let q = 0; q < p.seq; q++) weights[q] = p.data[q * p.seq + focus.key];
       }
     }
-    this.strip.setWeights(weights, this.cmap, 0, 1);
+    this.strip.setWeights(weights, this.cellMap, this.scale.lo, this.scale.hi);
 
     // One line with each token shortened (whole in the title): a long token must not reflow the strip bar.
     setLine(this.readout, (quote) => {
       const tok = (i: number) => quote(this.tokens[i] ?? "");
-      let text = `L${sel.layer}H${sel.head}`;
+      let text = this.headName(sel.layer, sel.head);
       if (focus.query !== null) text += `  query ${focus.query} ${tok(focus.query)}`;
       if (focus.key !== null) text += `${focus.query !== null ? " ->" : " "} key ${focus.key} ${tok(focus.key)}`;
       if (focus.query !== null && focus.key !== null && p !== null && focus.query < p.seq && focus.key < p.seq) {
-        text += `: ${formatValue(p.data[focus.query * p.seq + focus.key])}`;
+        const masked = this.masked() && focus.key > focus.query;
+        text += masked ? ": masked" : `: ${formatValue(p.data[focus.query * p.seq + focus.key])}`;
       }
       if (focus.query === null && focus.key === null) text += "  hover a cell or token; click to lock";
       return text;
@@ -521,7 +575,7 @@ class AttentionView extends View<AttentionTraits> {
     this.gridSource.width = width;
     this.gridSource.height = L * s;
     const image = ctx.createImageData(width, L * s);
-    colorPixels(arranged, this.cmap, 0, 1, image.data);
+    colorPixels(arranged, this.cmap, this.scale.lo, this.scale.hi, image.data);
     ctx.putImageData(image, 0, 0);
   }
 

@@ -17,7 +17,7 @@ import "../lib/base.css";
 import "./logit_lens.css";
 
 import { type ArrayHeader, asFloat32, asInt32, decodeArray, decodeShaped } from "../lib/codec";
-import { type Colormap, sequentialColormap, type Theme } from "../lib/colormap";
+import { type Colormap, sequentialColormap, type Theme, withEmptyCells } from "../lib/colormap";
 import { CanvasHeatmap, type Cell } from "../lib/heatmap";
 import type { Progress, Response } from "../lib/protocol";
 import { quoteToken, setLine, tokenLabel } from "../lib/text";
@@ -35,6 +35,8 @@ export interface LensTraits extends BaseTraits {
   target: string | number | null;
   target_id: number | null;
   target_token: string;
+  /** False for fixed predictions (`LogitLens.from_log_probs`): no target box. */
+  can_retarget: boolean;
   selected: { layer: number | null; position: number | null };
 }
 
@@ -52,6 +54,8 @@ export interface LensData {
   targetRanks: Int32Array | null;
   targetId: number | null;
   targetToken: string;
+  /** [rows, seq] a target per cell (-1: none; from_log_probs: the token that came next), or null for one target. */
+  targetIds: Int32Array | null;
   /** Token id -> string, for the ids that occur. */
   vocab: Map<number, string>;
 }
@@ -76,6 +80,7 @@ export function decodeLens({ result, buffers }: Response): LensData {
   const vocab = new Map<number, string>();
   for (let i = 0; i < ids.length; i++) vocab.set(ids[i], String(strings[i]));
   const targetId = intOr(result.target_id, null);
+  const targetIds = result.target_ids != null ? asInt32(get("target_ids", [rows, seq])) : null;
   return {
     rows,
     seq,
@@ -86,6 +91,7 @@ export function decodeLens({ result, buffers }: Response): LensData {
     targetRanks,
     targetId,
     targetToken: String(result.target_token ?? ""),
+    targetIds,
     vocab,
   };
 }
@@ -117,6 +123,8 @@ export function cellTop(lens: LensData, row: number, col: number): Array<{ id: n
 }
 
 class LogitLensView extends View<LensTraits> {
+  private readonly targetLabel: HTMLLabelElement;
+  private readonly axes: HTMLDivElement;
   private readonly targetInput: HTMLInputElement;
   private readonly targetButton: HTMLButtonElement;
   private readonly targetInfo: HTMLSpanElement;
@@ -135,6 +143,7 @@ class LogitLensView extends View<LensTraits> {
     this.cmap = sequentialColormap(this.theme);
     const toolbar = el("div", "miw-lens-toolbar");
     const label = el("label", "miw-lens-target");
+    this.targetLabel = label;
     const labelText = el("span", "");
     labelText.textContent = "target token";
     this.targetInput = el("input", "miw-lens-target-input", "target-input");
@@ -150,8 +159,7 @@ class LogitLensView extends View<LensTraits> {
     toolbar.append(label, this.targetButton, this.progress, this.targetInfo, this.scale);
 
     const axes = el("div", "miw-lens-axes");
-    axes.textContent =
-      "rows: the residual stream after each layer, read through the model's final norm and unembedding · columns: the next-token prediction at each position";
+    this.axes = axes;
     this.heatmap = new CanvasHeatmap(this.cmap, {
       label: "logit lens: layers in rows, positions in columns; arrows move, Enter selects",
     });
@@ -181,7 +189,7 @@ class LogitLensView extends View<LensTraits> {
 
   private wire(): void {
     this.scope.onChange(["rows", "tokens"], () => this.syncLabels());
-    this.scope.onChange(["target", "target_token"], () => this.syncTargetBox());
+    this.scope.onChange(["target", "target_token", "can_retarget"], () => this.syncTargetBox());
     this.scope.on("change:selected", () => this.renderSelection());
 
     this.targetButton.addEventListener(
@@ -259,6 +267,12 @@ class LogitLensView extends View<LensTraits> {
   // ---- rendering ------------------------------------------------------------------------
 
   private syncTargetBox(): void {
+    const fixed = this.model.get("can_retarget") === false;
+    this.targetLabel.hidden = fixed;
+    this.targetButton.hidden = fixed;
+    this.axes.textContent = fixed
+      ? "the given log probs (as probabilities) · columns: the next-token prediction at each position"
+      : "rows: the residual stream after each layer, read through the model's final norm and unembedding · columns: the next-token prediction at each position";
     const target = this.model.get("target");
     const token = String(this.model.get("target_token") ?? "");
     if (document.activeElement !== this.targetInput)
@@ -281,12 +295,17 @@ class LogitLensView extends View<LensTraits> {
       this.heatmap.setData(null, 0, 0);
       return;
     }
-    this.heatmap.setColormap(this.cmap, 0, 1);
+    // A per-cell target can be missing (the last position has no next token): drawn empty, not as bad data.
+    this.heatmap.setColormap(lens.targetIds !== null ? withEmptyCells(this.cmap, this.theme) : this.cmap, 0, 1);
     this.heatmap.setCellText(lens.k > 0 ? (r, c) => tokenLabel(cellTop(lens, r, c)[0].token) : null);
     this.heatmap.setData(cellValues(lens), lens.rows, lens.seq, String(lens.revision));
     const target = lens.targetId !== null ? quoteToken(lens.targetToken) : null;
     this.scale.textContent = target !== null ? `colour: P(${target}) 0 … 1` : "colour: top-1 probability 0 … 1";
     this.targetInfo.textContent = target !== null ? `target ${target} (id ${lens.targetId})` : "no target";
+    if (lens.targetIds !== null) {
+      this.scale.textContent = "colour: P(the token that came next) 0 … 1";
+      this.targetInfo.textContent = "target: the token that came next";
+    }
     this.root.dataset.revision = String(lens.revision);
     this.renderSelection();
   }
@@ -336,7 +355,10 @@ class LogitLensView extends View<LensTraits> {
       const i = cell.row * lens.seq + cell.col;
       const odds = `${percent(lens.targetProbs[i])} (rank ${lens.targetRanks[i]})`;
       const t = el("div", "miw-line miw-lens-readout-target", "readout-target");
-      setLine(t, (quote) => `target ${quote(lens.targetToken)}: ${odds}`);
+      const id = lens.targetIds === null ? null : lens.targetIds[i];
+      if (id === null) setLine(t, (quote) => `target ${quote(lens.targetToken)}: ${odds}`);
+      else if (id < 0) setLine(t, "no next token here");
+      else setLine(t, (quote) => `next token ${quote(lens.vocab.get(id) ?? `<${id}>`)}: ${odds}`);
       this.readout.append(t);
     }
   }

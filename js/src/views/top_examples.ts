@@ -33,6 +33,10 @@ export interface TopExamplesTraits extends ScanTraits {
   /** Corpus windows (rows) the scan reads. */
   n_windows: number;
   n_tokens: number;
+  /** Per neuron ([] = "neuron 12"): `TopExamples.from_samples`' unit names. */
+  unit_labels: string[];
+  /** What an example's window is called ("window"; "sample" for given samples). */
+  window_name: string;
   selected: { neuron: number | null };
 }
 
@@ -178,7 +182,11 @@ class TopExamplesView extends View<TopExamplesTraits> {
       this.layout();
       this.draw();
     });
-    this.scope.onChange(["hook", "n_windows", "n_tokens", "k"], () => this.renderInfo());
+    this.scope.onChange(["hook", "n_windows", "n_tokens", "k", "window_name"], () => this.renderInfo());
+    this.scope.onChange(["unit_labels"], () => {
+      this.renderReadout();
+      this.renderExamples();
+    });
     this.heatmap.onHover(
       this.scope.guard("view", (cell: Cell | null) => {
         this.hovered = cell;
@@ -233,13 +241,25 @@ class TopExamplesView extends View<TopExamplesTraits> {
     this.paintStrips();
   }
 
+  /** A neuron's given name (`unit_labels`), else "neuron 12". */
+  private unitName(neuron: number): string {
+    const labels = this.model.get("unit_labels");
+    const name = Array.isArray(labels) ? labels[this.neurons().indexOf(neuron)] : undefined;
+    return typeof name === "string" ? name : `neuron ${neuron}`;
+  }
+
+  private windowName(): string {
+    const name = this.model.get("window_name");
+    return typeof name === "string" && name !== "" ? name : "window";
+  }
+
   // ---- rendering ------------------------------------------------------------------------
 
   private renderInfo(): void {
     const n = this.neurons().length;
     const windows = intOr(this.model.get("n_windows"), 0);
     const tokens = intOr(this.model.get("n_tokens"), 0);
-    this.info.textContent = `${n} neurons of ${String(this.model.get("hook") ?? "?")} · top ${intOr(this.model.get("k"), 0)} · ${windows.toLocaleString("en-US")} windows, ${tokens.toLocaleString("en-US")} tokens`;
+    this.info.textContent = `${n} neurons of ${String(this.model.get("hook") ?? "?")} · top ${intOr(this.model.get("k"), 0)} · ${windows.toLocaleString("en-US")} ${this.windowName()}s, ${tokens.toLocaleString("en-US")} tokens`;
   }
 
   /** Grid shape and labels for the current neurons. */
@@ -291,7 +311,7 @@ class TopExamplesView extends View<TopExamplesTraits> {
     const count = i < 0 ? 0 : o!.filled[i];
     setLine(
       this.readout,
-      `neuron ${neuron}: ${Number.isFinite(best) ? `max ${formatActivation(best)} · ${count} example${count === 1 ? "" : "s"}` : "no examples yet"}`,
+      `${this.unitName(neuron)}: ${Number.isFinite(best) ? `max ${formatActivation(best)} · ${count} example${count === 1 ? "" : "s"}` : "no examples yet"}`,
     );
   }
 
@@ -306,7 +326,7 @@ class TopExamplesView extends View<TopExamplesTraits> {
       return;
     }
     if (shown === null) {
-      this.title.textContent = `neuron ${neuron}: loading…`;
+      this.title.textContent = `${this.unitName(neuron)}: loading…`;
       this.list.replaceChildren();
       delete this.root.dataset.examples;
       return;
@@ -314,16 +334,16 @@ class TopExamplesView extends View<TopExamplesTraits> {
     const m = activationRange(shown.examples);
     this.title.textContent =
       shown.examples.length === 0
-        ? `neuron ${neuron}: no examples yet`
-        : `neuron ${neuron}: top ${shown.examples.length} example${shown.examples.length === 1 ? "" : "s"} · colour: activation, −${formatActivation(m)} … 0 … +${formatActivation(m)}`;
+        ? `${this.unitName(neuron)}: no examples yet`
+        : `${this.unitName(neuron)}: top ${shown.examples.length} example${shown.examples.length === 1 ? "" : "s"} · colour: activation, −${formatActivation(m)} … 0 … +${formatActivation(m)}`;
     const rows = shown.examples.map((e, i) => {
-      const place = `window ${e.window}, token ${e.position}`;
+      const place = `${this.windowName()} ${e.window}, token ${e.position}`;
       const where = el("span", "miw-line miw-topex-where");
       setLine(where, place);
       const { row, strip } = exampleRow(e, i, {
         rowClass: "miw-topex-example",
         valueClass: "miw-topex-value",
-        unit: `neuron ${neuron}`,
+        unit: this.unitName(neuron),
         value: formatActivation(e.value),
         wrapValue: (value) => {
           const meta = el("div", "miw-topex-meta");
