@@ -63,6 +63,16 @@ def _makers(induction: Any, code: Any) -> dict[str, Callable[[], Any]]:
         "PathPatching": lambda: mw.PathPatching(induction, clean=clean, corrupted=corrupted, metric=metric),
         "Grokking": lambda: mw.Grokking(p=13, d_model=16, n_heads=2, d_mlp=16, steps=50, device="cpu", autostart=True),
         "FourierView": lambda: mw.FourierView(_small_modadd()),
+        # the array paths (mi_widgets.circuitsvis): no model
+        "ActivationView.from_activations": lambda: mw.ActivationView.from_activations(
+            list("abc"), torch.randn(3, 2, 4)
+        ),
+        "TopExamples.from_samples": lambda: mw.TopExamples.from_samples(
+            [[["a", "b"]], [["c"]]], [[[1.0, 2.0]], [[3.0]]]
+        ),
+        "LogitLens.from_log_probs": lambda: mw.LogitLens.from_log_probs(
+            torch.tensor([0, 1, 2]), torch.randn(3, 5).log_softmax(-1), str
+        ),
     }
 
 
@@ -89,6 +99,9 @@ WIDGETS = [
     "PathPatching",
     "Grokking",
     "FourierView",
+    "ActivationView.from_activations",
+    "TopExamples.from_samples",
+    "LogitLens.from_log_probs",
 ]
 
 

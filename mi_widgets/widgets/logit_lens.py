@@ -130,12 +130,12 @@ class LogitLens(ProtocolWidget):
         log_probs: Any,
         to_string: Callable[[int], str],
         *,
-        k: int = 10,
+        k: int | None = None,
         row: str = "output",
     ) -> LogitLens:
         """One row of predictions you already have: ``log_probs [seq, d_vocab]`` (or ``[1, seq, d_vocab]``) for
         the next token after each of ``token_ids [seq]``, e.g. ``model(tokens).log_softmax(-1)``. Each cell shows
-        its top-``k`` tokens, and its target is the token that actually came next (the last position has none):
+        its top-``k`` tokens (default 10, or the vocabulary if smaller), and its target is the token that actually came next (the last position has none):
         its probability colours the cell, and the readout gives its rank. ``to_string`` turns an id into text.
         Values are shown as probabilities (``exp``); ``lens.target_probs.log()`` gives the log probs back.
         """
@@ -159,6 +159,8 @@ class LogitLens(ProtocolWidget):
         vocab_size = int(lp.shape[1])
         if bool(((ids < 0) | (ids >= vocab_size)).any()):
             raise ValueError(f"token_ids must be in 0..{vocab_size - 1} (the log probs' vocabulary)")
+        if k is None:
+            k = min(10, vocab_size)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(50, vocab_size):
             raise ValueError(f"k must be an integer in 1..{min(50, vocab_size)} (top tokens per cell), got {k!r}")
         if bool(torch.isnan(lp).any()) or bool((lp == math.inf).any()):
