@@ -434,6 +434,25 @@ def test_bad_input_says_what_was_expected(call: Any, error: type[Exception], pat
         call()
 
 
+def test_meta_tensors_and_non_integer_selections_are_refused() -> None:
+    with pytest.raises(ValueError, match="meta device"):
+        cv.tokens.colored_tokens(["a"], torch.empty(1, device="meta"))
+    with pytest.raises(ValueError, match="meta device"):
+        cv.attention.attention_heads(torch.empty(1, 2, 2, device="meta"), ["a", "b"])
+    view = cv.tokens.colored_tokens_multi(["a", "b"], torch.ones(2, 2))
+    for bad in (1.7, True, "1"):
+        with pytest.raises(Exception, match="must be an integer"):
+            view.selected = {"neuron": bad}
+    ex = cv.topk_samples.topk_samples([[[["a"]], [["b"]]]], [[[[1.0]], [[2.0]]]])
+    with pytest.raises(Exception, match="must be an integer"):
+        ex.selected = {"neuron": 1.7}
+    lens = cv.logits.token_log_probs(torch.tensor([0, 1]), torch.zeros(2, 3), str, top_k=2)
+    with pytest.raises(Exception, match="position"):
+        lens.selected = {"layer": 0, "position": 2}
+    for w in (view, ex, lens):
+        w.close()
+
+
 def test_array_paths_need_no_model_and_keep_selection_two_way() -> None:
     view = mw.ActivationView.from_activations([["a", "b"], ["c"]], [torch.ones(2, 3), torch.zeros(1, 3)])
     view.selected = {"neuron": 2, "prompt_index": 0, "position": 1}

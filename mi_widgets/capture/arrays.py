@@ -39,6 +39,8 @@ def as_float_tensor(value: Any, name: str) -> torch.Tensor:
         raise TypeError(
             f"{name} must be a torch.Tensor, a numpy array or a nested list of numbers, got {type(value).__name__}"
         )
+    if tensor.is_meta:
+        raise ValueError(f"{name} is on the meta device and holds no values: expected a tensor with data")
     if tensor.dtype.is_complex:
         raise TypeError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
     if not tensor.dtype.is_floating_point:

@@ -428,6 +428,8 @@ def _head_names(names: Sequence[str] | None, n_layers: int, n_heads: int) -> tup
 
 def _as_tensor(attention: Any) -> torch.Tensor:
     if isinstance(attention, torch.Tensor):
+        if attention.is_meta:
+            raise ValueError("attention is on the meta device and holds no values: expected a tensor with data")
         return attention.detach()
     if isinstance(attention, np.ndarray):
         return torch.from_numpy(attention)
