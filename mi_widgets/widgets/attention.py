@@ -399,7 +399,11 @@ class AttentionView(ProtocolWidget):
 
 
 def attention_heads(attention: Any, tokens: Sequence[str], *, layer: int = 0, head: int = 0) -> AttentionView:
-    """CircuitsVis-compatible entry point: ``attention`` is ``[heads, query, key]`` (torch or numpy)."""
+    """CircuitsVis-style entry point: ``attention`` is ``[heads, query, key]`` (torch or numpy, float).
+
+    For CircuitsVis's full signature (head names, colours, ``mask_upper_tri``, nested lists) use
+    ``mi_widgets.circuitsvis.attention.attention_heads``.
+    """
     return AttentionView.from_patterns(attention, tokens, layer=layer, head=head)
 
 
