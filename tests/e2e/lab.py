@@ -2,6 +2,10 @@
 
 Shared by the end-to-end tests and ``benchmarks/``. Nothing here downloads a
 browser: Playwright launches ``/usr/bin/chromium``.
+
+Inside :func:`shared_jupyter` (``tests/e2e/conftest.py`` opens one for the whole pytest session),
+:func:`notebook_in_lab` and :func:`chromium_browser` reuse one JupyterLab server and one Chromium instead of
+starting their own; each notebook still gets its own kernel and its own browser context (no shared state).
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +124,22 @@ class JupyterLab:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _api(self, method: str, path: str, timeout: float = 30.0) -> Any:
+        request = urllib.request.Request(f"{self.base_url}/api/{path}?token={self.token}", method=method)
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def shutdown_kernels(self, notebook: str) -> None:
+        """Shut down the kernel of every session open on ``notebook`` (a path relative to ``root_dir``)."""
+        for session in self._api("GET", "sessions"):
+            if session.get("path") == notebook:
+                self._api("DELETE", f"sessions/{urllib.parse.quote(session['id'])}")
+
     def notebook_url(self, notebook: str, workspace: str = "miw") -> str:
         if self.app == "notebook":  # one document per page
             return f"{self.base_url}/notebooks/{notebook}?token={self.token}"
@@ -142,8 +164,83 @@ def running_lab(root_dir: Path, app: str = "jupyterlab") -> Iterator[JupyterLab]
         lab.stop()
 
 
+class SharedJupyter:
+    """One JupyterLab server (on ``root_dir``) and one Chromium, started on first use and started again if they
+    died, for many notebooks in a row. Only a JupyterLab is shared: a Notebook 7 gets a server of its own."""
+
+    def __init__(self, root_dir: Path) -> None:
+        self.root_dir = root_dir.resolve()
+        self._lab: JupyterLab | None = None
+        self._playwright: Any = None
+        self._browser: Any = None
+
+    def lab(self) -> JupyterLab:
+        if self._lab is None or not self._lab.alive:
+            if self._lab is not None:
+                self._lab.stop()
+            self._lab = None
+            self._lab = JupyterLab(self.root_dir).start()
+        return self._lab
+
+    def browser(self) -> Any:
+        if self._browser is None or not self._browser.is_connected():
+            if self._playwright is None:
+                from playwright.sync_api import sync_playwright
+
+                self._playwright = sync_playwright().start()
+            self._browser = self._playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+        return self._browser
+
+    def close(self) -> None:
+        try:
+            if self._browser is not None and self._browser.is_connected():
+                self._browser.close()
+            if self._playwright is not None:
+                self._playwright.stop()
+        finally:
+            self._browser = self._playwright = None
+            if self._lab is not None:
+                self._lab.stop()
+                self._lab = None
+
+
+_shared: SharedJupyter | None = None
+
+
+@contextmanager
+def shared_jupyter(root_dir: Path) -> Iterator[SharedJupyter]:
+    """While open, :func:`notebook_in_lab` (for notebooks under ``root_dir``) and :func:`chromium_browser` reuse one
+    JupyterLab server and one Chromium. ``MIW_E2E_SHARED=0`` turns sharing off: every use starts its own again."""
+    global _shared
+    if os.environ.get("MIW_E2E_SHARED", "1") == "0" or _shared is not None:
+        yield _shared or SharedJupyter(root_dir)
+        return
+    _shared = SharedJupyter(root_dir)
+    try:
+        yield _shared
+    finally:
+        shared, _shared = _shared, None
+        shared.close()
+
+
 @contextmanager
 def chromium_browser() -> Iterator[Any]:
+    """A headless Chromium. Inside :func:`shared_jupyter` it is the shared one; the browser contexts (and pages)
+    opened on it inside the ``with`` are closed on exit."""
+    if _shared is not None:
+        browser = _shared.browser()
+        before = set(browser.contexts)
+        try:
+            yield browser
+        finally:
+            for context in browser.contexts:
+                if context not in before:
+                    with suppress(Exception):  # a crashed browser is launched again on next use
+                        context.close()
+        return
+
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:  # Playwright gives each launch a fresh temporary profile
@@ -160,8 +257,8 @@ class NotebookPage:
     def __init__(self, page: Any) -> None:
         self.page = page
 
-    def open(self, lab: JupyterLab, notebook: str, timeout_ms: int = 60_000) -> NotebookPage:
-        self.page.goto(lab.notebook_url(notebook))
+    def open(self, lab: JupyterLab, notebook: str, timeout_ms: int = 60_000, workspace: str = "miw") -> NotebookPage:
+        self.page.goto(lab.notebook_url(notebook, workspace))
         self.wait_kernel_idle(timeout_ms)
         return self
 
@@ -226,8 +323,10 @@ class NotebookPage:
 def notebook_in_lab(
     root: Path, name: str, cells: list[str], height: int = 1100, app: str = "jupyterlab"
 ) -> Iterator[NotebookPage]:
-    """Write a notebook into ``root``, open it in a fresh JupyterLab (or Notebook 7: ``app="notebook"``) in
-    Chromium and run all its cells.
+    """Write a notebook into ``root``, open it in JupyterLab (or Notebook 7: ``app="notebook"``) in Chromium and
+    run all its cells. The notebook gets a fresh kernel and a fresh browser context. The server and the browser
+    are fresh too, unless :func:`shared_jupyter` is open (JupyterLab only, ``root`` under its folder): then they
+    are the shared ones, and on exit the notebook's kernel is shut down and its browser context closed.
 
     On exit, fails if the page raised an error coming from mi_widgets' front end.
     """
@@ -237,11 +336,36 @@ def notebook_in_lab(
         )
     write_notebook(root / name, cells)
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    with running_lab(root, app) as lab, chromium_browser() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": height})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        nb = NotebookPage(page).open(lab, name)
-        nb.run_all()
+    shared = _shared
+    if shared is not None and app == "jupyterlab" and root.resolve().is_relative_to(shared.root_dir):
+        path = (root.resolve() / name).relative_to(shared.root_dir).as_posix()
+        workspace = "miw-" + secrets.token_hex(4)  # its own saved layout: nothing left over from another notebook
+        with _open_notebook(shared.lab(), path, height, workspace) as nb:
+            yield nb
+        return
+    # A Notebook 7 page's URL holds the notebook's path from the server's root: it gets a server on ``root``.
+    with running_lab(root, app) as lab, _open_notebook(lab, name, height, "miw") as nb:
         yield nb
-        assert not [e for e in errors if "mi_widgets" in e or "miw" in e], errors
+
+
+@contextmanager
+def _open_notebook(lab: JupyterLab, path: str, height: int, workspace: str) -> Iterator[NotebookPage]:
+    with chromium_browser() as browser:
+        context = browser.new_context(viewport={"width": 1400, "height": height})
+        try:
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            nb = NotebookPage(page).open(lab, path, workspace=workspace)
+            nb.run_all()
+            yield nb
+            assert not [e for e in errors if "mi_widgets" in e or "miw" in e], errors
+        finally:
+            # A browser or server that crashed is started again for the next notebook: nothing to close then.
+            with suppress(Exception):
+                context.close()
+            if lab.alive:
+                try:
+                    lab.shutdown_kernels(path)
+                except OSError as e:  # the next notebook gets its own kernel anyway
+                    warnings.warn(f"could not shut down the kernel of {path}: {e}", stacklevel=1)
