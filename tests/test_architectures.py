@@ -119,7 +119,21 @@ def _save(name: str, folder: Path, tokenizer: Any, vocab: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def boot(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any, vocab_size: int) -> Callable[[str], Any]:
+def folder(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any, vocab_size: int) -> Callable[[str], Path]:
+    """``folder(name)``: that architecture's HF folder (random weights, the test tokenizer), saved once per module."""
+    saved: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in saved:
+            saved[name] = tmp_path_factory.mktemp(name)
+            _save(name, saved[name], tokenizer, vocab_size)
+        return saved[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def boot(folder: Callable[[str], Path]) -> Callable[[str], Any]:
     """``boot(name)``: that architecture's bridge, built and booted once per module."""
     from transformer_lens import TransformerBridge
 
@@ -127,9 +141,7 @@ def boot(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any, vocab_size: i
 
     def get(name: str) -> Any:
         if name not in booted:
-            folder = tmp_path_factory.mktemp(name)
-            _save(name, folder, tokenizer, vocab_size)
-            booted[name] = TransformerBridge.boot_transformers(str(folder), device="cpu")
+            booted[name] = TransformerBridge.boot_transformers(str(folder(name)), device="cpu")
         return booted[name]
 
     return get
@@ -312,3 +324,244 @@ def test_readouts_we_cannot_reproduce_are_refused_by_name(name: str, boot: Calla
         mw.LogitLens(model, PROMPT)
     with pytest.raises(ValueError, match=rf"direct logit attribution .* has {part} on the way .* not supported"):
         mw.LogitAttribution(model, PROMPT, **IOI)
+
+
+# ----- every model-taking view on every family, against the HF model's own run ----------------------
+
+GQA = {"mistral", "qwen2", "gemma2", "phi3"}  # fewer key/value heads than query heads
+PATTERN_READ_ONLY = {"opt"}  # TL 4.x runs OPT's attention inside the HF module: hook_pattern edits are discarded
+
+
+class Reference:
+    """The HF model itself (loaded again from the same folder, eager attention, no bridge): its own patterns,
+    residual streams and logits, the numbers every view must reproduce."""
+
+    def __init__(self, path: Path, n_layers: int) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.hf = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation="eager").eval()
+        self.layers = next(
+            m for m in self.hf.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers
+        )  # the decoder layers (transformer.h, gpt_neox.layers, model.layers, model.decoder.layers)
+
+    def run(self, tokens: torch.Tensor) -> dict[str, Any]:
+        """``attentions`` [layers][batch, heads, q, k], ``resid_pre``/``resid_post`` [layers][batch, seq, d], logits."""
+        outs: list[torch.Tensor] = []
+        hooks = [
+            layer.register_forward_hook(lambda _m, _i, o: outs.append(o[0] if isinstance(o, tuple) else o))
+            for layer in self.layers
+        ]
+        try:
+            with torch.no_grad():
+                out = self.hf(tokens, output_attentions=True, output_hidden_states=True)
+        finally:
+            for h in hooks:
+                h.remove()
+        n = len(self.layers)
+        return {
+            "attentions": list(out.attentions),
+            "resid_pre": list(out.hidden_states[:n]),  # the last hidden state is after the final norm
+            "resid_post": [o.reshape(out.hidden_states[0].shape) for o in outs],
+            "logits": out.logits.float(),
+        }
+
+
+@pytest.fixture(scope="module")
+def reference(folder: Callable[[str], Path], boot: Callable[[str], Any]) -> Callable[[str], Reference]:
+    made: dict[str, Reference] = {}
+
+    def get(name: str) -> Reference:
+        if name not in made:
+            made[name] = Reference(folder(name), int(boot(name).cfg.n_layers))
+        return made[name]
+
+    return get
+
+
+def test_attention_view_equals_the_hf_models_own_patterns(
+    arch: tuple[str, Any], reference: Callable[[str], Reference]
+) -> None:
+    """Per layer and head, GQA heads included (each query head reads its group's key/value head), sliding windows
+    (Mistral, Gemma 2) and Gemma 2's attention soft cap applied as the model applies them."""
+    name, model = arch
+    n_kv = getattr(model.cfg, "n_key_value_heads", None) or model.cfg.n_heads
+    assert (n_kv < model.cfg.n_heads) == (name in GQA), name  # the GQA families really are GQA here
+    view = mw.AttentionView(model, PROMPT)
+    ref = reference(name).run(model.to_tokens(PROMPT))["attentions"]
+    patterns = view.patterns
+    assert patterns.shape == (model.cfg.n_layers, model.cfg.n_heads, *ref[0].shape[-2:]), name
+    for layer in range(model.cfg.n_layers):
+        assert torch.allclose(patterns[layer], ref[layer][0], atol=1e-6), (name, layer)
+
+
+def test_activation_view_equals_the_hf_models_residual_streams(
+    arch: tuple[str, Any], reference: Callable[[str], Reference]
+) -> None:
+    name, model = arch
+    prompts = [PROMPT, "The cat sat on the mat."]
+    ref = [reference(name).run(model.to_tokens(p)) for p in prompts]
+    for hook in ("resid_pre", "resid_post"):
+        view = mw.ActivationView(model, prompts, hook)
+        for acts, run in zip(view.activations, ref, strict=True):  # [layers, seq, d] per prompt
+            assert torch.allclose(acts, torch.stack(run[hook])[:, 0], atol=1e-5), (name, hook)
+    mlp = mw.ActivationView(model, PROMPT)  # the default hook, the MLP's hidden layer (gated or not)
+    hf = reference(name).hf.config  # not cfg.d_mlp: TL 4.3 says 256 for this OPT (4 * d_model), not its ffn_dim
+    width = getattr(hf, "intermediate_size", None) or getattr(hf, "ffn_dim", None) or getattr(hf, "n_inner", None)
+    assert mlp.d == (width or 4 * hf.hidden_size) and all(bool(torch.isfinite(a).all()) for a in mlp.activations), name
+
+
+def test_head_scan_runs(arch: tuple[str, Any]) -> None:
+    name, model = arch
+    scan = mw.HeadScan(model, n_batches=1, batch_size=2).wait(60)
+    assert scan.status == "done", (name, scan.error)
+    for score, values in scan.scores.items():
+        assert values.shape == (model.cfg.n_layers, model.cfg.n_heads), (name, score)
+        assert bool(torch.isfinite(values).all()), (name, score)
+    scan.close()
+
+
+def test_patching_metrics_equal_the_hf_models_and_a_manual_patch(
+    arch: tuple[str, Any], reference: Callable[[str], Reference]
+) -> None:
+    """Clean and corrupted metrics are the HF model's logit differences; the residual stream at the one
+    differing position put back in layer 0 gives the clean metric exactly; single cells (a head's output, a
+    key/value head of a GQA model, a pattern) equal a patch done by hand with the bridge's own hooks."""
+    name, model = arch
+    clean = model.to_tokens(PROMPT)
+    at = clean.shape[1] - 3  # close to the end: inside Mistral's and Gemma 2's sliding windows
+    corrupted = clean.clone()
+    corrupted[0, at] = model.to_single_token(" Mary") if int(clean[0, at]) != model.to_single_token(" Mary") else 1
+    answer, wrong = model.to_single_token(" Mary"), model.to_single_token(" John")
+    patch = mw.Patching(model, clean, corrupted, mw.logit_diff([answer], [wrong])).wait(120)
+    assert patch.status == "done", (name, patch.error)
+
+    def diff(logits: torch.Tensor) -> float:
+        return float(logits[0, -1, answer] - logits[0, -1, wrong])
+
+    ref = reference(name)
+    assert patch.clean_metric == pytest.approx(diff(ref.run(clean)["logits"]), abs=1e-4), name
+    assert patch.corrupted_metric == pytest.approx(diff(ref.run(corrupted)["logits"]), abs=1e-4), name
+    raw = patch.raw
+    assert raw["resid_pre"][0, at] == pytest.approx(patch.clean_metric, abs=1e-4), name
+    assert patch.results["resid_pre"][0, at] == pytest.approx(1.0, abs=1e-3), name
+    assert torch.all(raw["resid_pre"][:, :at] == patch.corrupted_metric), name  # before the change: nothing to put back
+    n_kv = getattr(model.cfg, "n_key_value_heads", None) or model.cfg.n_heads
+    assert raw["k"].shape == raw["v"].shape == (model.cfg.n_layers, n_kv), name
+
+    assert raw["q"].shape == raw["head_out"].shape == (model.cfg.n_layers, model.cfg.n_heads), name
+    cells = [
+        ("head_out", "attn.hook_z", 1, (slice(None), slice(None), 1)),
+        ("k", "attn.hook_k", 1, (slice(None), slice(None), n_kv - 1)),
+        ("v", "attn.hook_v", 0, (slice(None), slice(None), 0)),
+    ]
+    if name in PATTERN_READ_ONLY:  # the HF module computes the pattern and reports it after use: refused by name
+        assert "pattern" not in raw, name
+        with pytest.raises(ValueError, match=r"hook_pattern can be read but not patched on this TransformerBridge"):
+            mw.Patching(model, clean, corrupted, mw.logit_diff([answer], [wrong]), components=["pattern"])
+    else:
+        assert raw["pattern"].shape == (model.cfg.n_layers, model.cfg.n_heads), name
+        cells.append(("pattern", "attn.hook_pattern", 1, (slice(None), 2)))
+
+    _, cache = model.run_with_cache(clean)
+    for comp, hook, layer, index in cells:
+        full = f"blocks.{layer}.{hook}"
+
+        def put_back(act: torch.Tensor, hook: Any, full: str = full, index: Any = index) -> torch.Tensor:
+            act = act.clone()
+            act[index] = cache[full][index]
+            return act
+
+        with torch.no_grad():
+            by_hand = diff(model.run_with_hooks(corrupted, fwd_hooks=[(full, put_back)]).float())
+        head = index[2] if comp != "pattern" else index[1]
+        assert by_hand != pytest.approx(patch.corrupted_metric, abs=1e-6), (name, comp)  # the hook changes the run
+        assert float(raw[comp][layer, head]) == pytest.approx(by_hand, abs=1e-4), (name, comp)
+    patch.close()
+
+
+def test_top_examples_runs_and_its_maxima_are_the_models(
+    arch: tuple[str, Any], reference: Callable[[str], Reference]
+) -> None:
+    name, model = arch
+    texts = ["The cat sat on the mat.", "Hello world! Numbers like 1, 2, 3 and 42 appear in text too."]
+    neurons = [0, 5, 63]
+    scan = mw.TopExamples(model, texts, hook="blocks.1.hook_resid_post", neurons=neurons, k=2, batch_size=2).wait(60)
+    assert scan.status == "done", (name, scan.error)
+    runs = [reference(name).run(model.to_tokens(t))["resid_post"][1][0] for t in texts]
+    best = torch.cat(runs).max(0).values[neurons]
+    assert torch.allclose(scan.maxima, best, atol=1e-5), name
+    scan.close()
+
+
+def _hf_heads(name: str, hf: Any, layer: int, n_heads: int) -> tuple[torch.Tensor, ...]:
+    """Per-head ``W_Q, W_K, W_V [heads or kv heads, d_model, d_head]`` and ``W_O [heads, d_head, d_model]`` of one
+    HF layer, read straight from its modules, with the norm the attention reads through and its post-norm."""
+    block = hf.get_decoder().layers[layer] if name not in ("gpt2", "neox", "opt") else None
+    if name == "gpt2":
+        block = hf.transformer.h[layer]
+        q, k, v = block.attn.c_attn.weight.T.split(64)  # Conv1D: [d_in, d_out]
+        o, ln, post = block.attn.c_proj.weight.T, block.ln_1, None
+    elif name == "neox":
+        block = hf.gpt_neox.layers[layer]
+        qkv = block.attention.query_key_value.weight.reshape(n_heads, 3, -1, 64)  # interleaved per head
+        q, k, v = (qkv[:, i].reshape(-1, 64) for i in range(3))
+        o, ln, post = block.attention.dense.weight, block.input_layernorm, None
+    elif name == "opt":
+        block = hf.model.decoder.layers[layer]
+        attn = block.self_attn
+        q, k, v, o = attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.out_proj.weight
+        ln, post = block.self_attn_layer_norm, None
+    elif name == "phi3":
+        attn = block.self_attn
+        n_kv = (attn.qkv_proj.weight.shape[0] - 64) // 2
+        q, k, v = attn.qkv_proj.weight.split([64, n_kv, n_kv])
+        o, ln, post = attn.o_proj.weight, block.input_layernorm, None
+    else:
+        attn = block.self_attn
+        q, k, v = attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight
+        o = attn.dense.weight if name == "phi" else attn.o_proj.weight
+        ln, post = block.input_layernorm, getattr(block, "post_attention_layernorm", None) if name == "gemma2" else None
+    d_head = q.shape[0] // n_heads
+
+    def heads(w: torch.Tensor) -> torch.Tensor:  # [out, d_model] -> [heads, d_model, d_head]
+        return w.detach().float().reshape(-1, d_head, w.shape[-1]).transpose(-1, -2)
+
+    w_o = o.detach().float().T.reshape(n_heads, d_head, -1)  # [d_model, heads * d_head] -> [heads, d_head, d_model]
+    return heads(q), heads(k), heads(v), w_o, ln, post
+
+
+def test_composition_scores_equal_a_computation_from_the_hf_weights(
+    arch: tuple[str, Any], reference: Callable[[str], Reference]
+) -> None:
+    """Every pair's Q-, K- and V-composition from the HF modules' own weights, by the definition (dense
+    ``d_model``-square products): each reader's input norm folded in (weight, Gemma's 1 + w, a LayerNorm's
+    centring), the writer's W_O centred where LayerNorms read it and Gemma 2's post-attention norm folded into it,
+    GQA key/value heads repeated as HF's repeat_kv does. TransformerLens 4.3's own ``all_composition_scores`` on the bridge leaves the norm weights out."""
+    name, model = arch
+    hf, n_layers, n_heads = reference(name).hf, model.cfg.n_layers, model.cfg.n_heads
+    gemma = name == "gemma2"
+    qk, ov = [], []
+    for layer in range(n_layers):
+        w_q, w_k, w_v, w_o, ln, post = _hf_heads(name, hf, layer, n_heads)
+        groups = n_heads // w_k.shape[0]
+        w_k, w_v = w_k.repeat_interleave(groups, 0), w_v.repeat_interleave(groups, 0)
+        d = w_q.shape[1]
+        centre = torch.eye(d) - 1 / d if isinstance(ln, torch.nn.LayerNorm) else torch.eye(d)
+        reads = centre @ torch.diag(_norm_weight(ln, gemma))  # the reader's ln1, on the residual stream
+        writes = torch.diag(_norm_weight(post, True)) if post is not None else centre  # LN readers centre W_O's output
+        qk.append([reads @ w_q[h] @ w_k[h].T @ reads.T for h in range(n_heads)])
+        ov.append([reads @ w_v[h] @ w_o[h] @ writes for h in range(n_heads)])
+    view = mw.CompositionView(model)
+    for mode in "QKV":
+        want = torch.zeros(n_layers, n_heads, n_layers, n_heads)
+        for l1 in range(n_layers):
+            for h1 in range(n_heads):
+                for l2 in range(l1 + 1, n_layers):
+                    for h2 in range(n_heads):
+                        right = {"Q": qk[l2][h2], "K": qk[l2][h2].T, "V": ov[l2][h2]}[mode]
+                        left = ov[l1][h1]
+                        want[l1, h1, l2, h2] = (left @ right).norm() / (left.norm() * right.norm())
+        got = view.scores(mode)
+        assert torch.allclose(got, want, atol=1e-5), (name, mode, (got - want).abs().max())
+    unfolded = model.all_composition_scores("K").scores.detach()
+    assert not torch.allclose(unfolded, view.scores("K"), atol=1e-3), name  # the norm weights matter here

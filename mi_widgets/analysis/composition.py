@@ -40,3 +40,40 @@ def composition_baseline(d_model: int, d_head: int, *, samples: int = 64, seed: 
     middle = w_o @ w_q  # W_V (W_O W_Q) W_K^T
     prod_sq = torch.einsum("sij,sjk,skl,sli->s", middle.transpose(-1, -2), gram(w_v), middle, gram(w_k))
     return float((prod_sq.sqrt() / (ov_sq.sqrt() * qk_sq.sqrt())).mean())
+
+
+def composition_scores(
+    w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor, w_o: torch.Tensor, mode: str = "K"
+) -> torch.Tensor:
+    """Q-, K- or V-composition scores ``[layers, heads, layers, heads]`` (writer, reader) from per-head weights.
+
+    ``w_q``, ``w_k``, ``w_v`` ``[layers, heads, d_model, d_head]`` and ``w_o`` ``[layers, heads, d_head, d_model]``
+    as the residual stream meets them (norm weights folded in, key/value heads repeated per query head).
+    Writer ``W_OV = W_V W_O``; reader ``W_Q W_K^T`` (Q), its transpose (K) or its ``W_OV`` (V), TransformerLens's
+    definitions. Scores where the writer's layer is not before the reader's are 0. Every norm is of a
+    ``[d_model, d_head] @ [d_head, d_model]`` product, taken through the ``d_head``-square triangular factors of
+    QR decompositions (``||A M B^T|| = ||R_A M R_B^T||``), so nothing ``d_model``-square is formed. float32 or wider.
+    """
+    if mode not in COMPOSITION_MODES:
+        raise ValueError(f"mode must be one of {', '.join(COMPOSITION_MODES)}, got {mode!r}")
+    dtype = torch.promote_types(w_q.dtype, torch.float32)
+    w_q, w_k, w_v, w_o = (w.to(dtype) for w in (w_q, w_k, w_v, w_o))
+    n_layers, n_heads = w_q.shape[:2]
+
+    def r(a: torch.Tensor) -> torch.Tensor:  # [..., d_model, d_head] -> R [..., d_head, d_head], a^T a = R^T R
+        return torch.linalg.qr(a, mode="r").R
+
+    # each matrix X = A B^T with A, B [d_model, d_head]: the writer's and the reader's left and right factors
+    left_a, left_b = w_v, w_o.transpose(-1, -2)
+    right_a, right_b = {"Q": (w_q, w_k), "K": (w_k, w_q), "V": (w_v, w_o.transpose(-1, -2))}[mode]
+    ra_left, rb_left, ra_right, rb_right = r(left_a), r(left_b), r(right_a), r(right_b)
+    left_norm = (ra_left @ rb_left.transpose(-1, -2)).flatten(-2).norm(dim=-1)  # [layers, heads]
+    right_norm = (ra_right @ rb_right.transpose(-1, -2)).flatten(-2).norm(dim=-1)
+    scores = torch.zeros(n_layers, n_heads, n_layers, n_heads, dtype=dtype, device=w_q.device)
+    for writer in range(n_layers - 1):  # (A1 B1^T)(A2 B2^T) = A1 (B1^T A2) B2^T, per writer layer to bound memory
+        middle = torch.einsum("hdi,lgdj->hlgij", left_b[writer], right_a[writer + 1 :])
+        product = ra_left[writer][:, None, None] @ middle @ rb_right[writer + 1 :].transpose(-1, -2)[None]
+        norms = product.flatten(-2).norm(dim=-1)  # [heads, later layers, heads]
+        denominator = left_norm[writer][:, None, None] * right_norm[writer + 1 :][None]
+        scores[writer, :, writer + 1 :] = norms / denominator
+    return scores

@@ -14,13 +14,14 @@ from __future__ import annotations
 import difflib
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from ..analysis.attribution import FinalNorm
-from ..analysis.composition import COMPOSITION_MODES
+from ..analysis.composition import COMPOSITION_MODES, composition_scores
 from .inputs import check_text, check_weights_loaded, index_in, prompt_ids, visible_texts
 from .twin import analysis_twin
 
@@ -112,6 +113,37 @@ class ModelAdapter:
         close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; it has {len(names)} hooks, e.g. {names[:3]}"
         raise ValueError(f"unknown hook name {name!r} for this model{hint}")
+
+    def resolve_patch_hook(self, name: str) -> str:
+        """:meth:`resolve_hook` for a hook whose activation a patch replaces: refuses, by name, one whose edits
+        the model discards.
+
+        TransformerLens 4.x bridges whose attention the HF module computes whole (OPT) fire ``hook_pattern``
+        and ``hook_attn_scores`` after the fact: reading them is exact, but an edit there changes nothing
+        (TransformerLens only warns), so a patch would silently show no effect. One tiny run with the hook's
+        layer-0 activation zeroed tells (per hook kind, kept on the adapter).
+        """
+        name = self.resolve_hook(name)
+        kind = re.sub(r"^blocks\.\d+\.", "blocks.0.", name)
+        known = self.__dict__.setdefault("_edits_take_effect", {})
+        if kind not in known:
+            known[kind] = self._edit_takes_effect(kind)
+        if not known[kind]:
+            raise ValueError(
+                f"{name} can be read but not patched on this {type(self.model).__qualname__}: its attention is "
+                "computed inside the HF module, which reports this activation after using it, so an edit there does "
+                "not change the output (patch head_out, q, k, v, resid_pre, attn_out or mlp_out instead)"
+            )
+        return name
+
+    def _edit_takes_effect(self, name: str) -> bool:
+        """Whether zeroing the activation at ``name`` on a two-token run changes the logits at all."""
+        tokens = torch.arange(2, device=self.device)[None]  # two different tokens: a pattern has something to weigh
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # TransformerLens's "the edit is discarded"
+            base = self.run_patched(tokens, {})
+            edited = self.run_patched(tokens, {name: torch.zeros_like})
+        return not torch.equal(base, edited)
 
     def check_layer_head(self, layer: int, head: int) -> None:
         """An IndexError (or TypeError for a non-integer such as 1.7) unless ``layer``/``head`` index this model."""
@@ -510,19 +542,72 @@ class ModelAdapter:
     def composition_scores(self, mode: str = "K") -> torch.Tensor:
         """Q-, K- or V-composition scores ``[layers, heads, layers, heads]`` (writer, reader) from the weights.
 
-        TransformerLens computes them (``all_composition_scores``); the result is detached (it carries
-        grad) and stays on the model's device. See :mod:`mi_widgets.analysis.composition`.
+        TransformerLens's definitions (``all_composition_scores``), computed by
+        :func:`~mi_widgets.analysis.composition.composition_scores` from :meth:`composition_weights`: the
+        weights as the residual stream meets them, norms folded in. TransformerLens 4.x bridges (unprocessed)
+        would leave the norm weights out, which 2.x folds in when it loads a model. On the model's device.
         """
         if mode not in COMPOSITION_MODES:
             raise ValueError(f"mode must be one of {', '.join(COMPOSITION_MODES)}, got {mode!r}")
-        compute = getattr(self.model, "all_composition_scores", None)
-        if not callable(compute):
+        if not self.has_composition_scores:
             raise TypeError(
                 "expected a TransformerLens model with all_composition_scores (TransformerBridge or "
                 f"HookedTransformer), got {type(self.model).__qualname__}"
             )
         with torch.no_grad():
-            return compute(mode).detach()
+            return composition_scores(*self.composition_weights(), mode)
+
+    def composition_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``W_Q``, ``W_K``, ``W_V`` ``[layers, heads, d_model, d_head]`` and ``W_O`` ``[layers, heads, d_head, d_model]``
+        as the residual stream meets them, detached, float32 or wider.
+
+        Key/value heads are repeated for the query heads that share them (grouped-query attention: query head
+        ``h`` reads ``h // (n_heads // n_kv_heads)``, as HF's ``repeat_kv``). Each block's input norm ``ln1`` is
+        folded into its ``W_Q``/``W_K``/``W_V`` (its weight, Gemma's ``1 + w``; a LayerNorm's centring, which
+        also covers 2.x's folded ``LNPre``), a post-attention norm (Gemma 2's ``ln1_post``) into ``W_O``, and
+        with LayerNorms ``W_O``'s output centred (what 2.x's ``center_writing_weights`` does); the per-token
+        scale of a norm does not change a score. So a 4.x bridge scores as 2.x scores the same model loaded
+        with ``from_pretrained`` (folded and centred). Rotary models: the rotation of queries and keys is not
+        in the weights, so Q- and K-composition are those of queries and keys at the same position.
+        """
+        n_heads = self.n_heads
+        stacked = [_stacked(self.model, name) for name in ("W_Q", "W_K", "W_V", "W_O")]
+        if any(w is None or w.ndim != 4 for w in stacked):
+            raise ValueError(
+                f"cannot read W_Q, W_K, W_V, W_O [layers, heads, ...] of this {type(self.model).__qualname__}"
+            )
+        w_q, w_k, w_v, w_o = (w.to(torch.promote_types(w.dtype, torch.float32)) for w in stacked)  # type: ignore[union-attr]
+        w_k, w_v = (
+            w.repeat_interleave(n_heads // w.shape[1], dim=1) if w.shape[1] != n_heads else w for w in (w_k, w_v)
+        )
+        default = str(getattr(self.cfg, "normalization_type", None) or "")
+        reads = []
+        for layer, block in enumerate(_blocks(self.model)):
+            ln = _submodule(block, "ln1")
+            if ln is None or isinstance(ln, torch.nn.Identity) or not default:
+                reads.append((w_q[layer], w_k[layer], w_v[layer]))
+                continue
+            weight, centre = _norm_weight(ln), _norm_kind(ln, default) == "LN"
+
+            def fold(w: torch.Tensor, weight: torch.Tensor | None = weight, centre: bool = centre) -> torch.Tensor:
+                w = w if weight is None else w * weight.to(w)[:, None]  # [heads, d_model, d_head]
+                return w - w.mean(-2, keepdim=True) if centre else w
+
+            reads.append((fold(w_q[layer]), fold(w_k[layer]), fold(w_v[layer])))
+        if reads:
+            w_q, w_k, w_v = (torch.stack(ws) for ws in zip(*reads, strict=True))
+        writes = []
+        for layer, post in enumerate(self.post_attn_norms()):
+            w = w_o[layer]
+            if post is not None:
+                w = w if post.weight is None else w * post.weight.to(w)
+                w = w - w.mean(-1, keepdim=True) if post.kind == "LN" else w
+            writes.append(w)
+        if writes:
+            w_o = torch.stack(writes)
+        if default.startswith("LN"):  # every reader centres the residual stream: only W_O's centred part is read
+            w_o = w_o - w_o.mean(-1, keepdim=True)
+        return w_q, w_k, w_v, w_o
 
     def check_readout(self, what: str) -> None:
         """Refuse, by name, a model whose logits are not ``transform(unembed(ln_final(last hook_resid_post)))``.
@@ -600,6 +685,17 @@ def _param(module: Any, *names: str) -> torch.Tensor | None:
         if isinstance(value, torch.Tensor):
             return value.detach()
     return None
+
+
+def _stacked(model: Any, name: str) -> torch.Tensor | None:
+    """The model's ``name`` (``W_Q`` ...) over layers, detached: read whole, or stacked from its blocks' ``attn``."""
+    w = _param(model, name)
+    if w is None:
+        try:
+            w = torch.stack([getattr(block.attn, name) for block in _blocks(model)]).detach()
+        except (AttributeError, TypeError, RuntimeError):
+            return None
+    return w
 
 
 def _norm_weight(ln: Any) -> torch.Tensor | None:

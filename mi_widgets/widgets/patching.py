@@ -432,7 +432,7 @@ class Patching(_PatchingBase):
         for c in comps:
             if c.name == "mlp_out" and not adapter.has_mlp:
                 raise ValueError("this model is attention-only: it has no mlp_out to patch")
-            adapter.resolve_hook(c.hook_name(0))
+            getattr(adapter, "resolve_patch_hook", adapter.resolve_hook)(c.hook_name(0))
         return list(dict.fromkeys(comps))
 
     def _shape(self, comp: Component) -> tuple[int, ...]:
@@ -653,7 +653,7 @@ class PathPatching(_PatchingBase):
 
 def _has_hook(adapter: ModelAdapter, name: str) -> bool:
     try:
-        adapter.resolve_hook(name)
+        getattr(adapter, "resolve_patch_hook", adapter.resolve_hook)(name)  # nnsight: some hooks are read-only
     except ValueError:
         return False
     return True

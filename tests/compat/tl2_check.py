@@ -52,7 +52,12 @@ assert scan.status == "done", (scan.status, scan.error)
 assert scan.scores["induction"].shape == (2, 4) and torch.isfinite(scan.scores["induction"]).all()
 
 comp = mw.CompositionView(model)
-assert torch.allclose(comp.scores("K"), model.all_composition_scores("K").detach())
+processed = HookedTransformer(cfg)  # the same weights as from_pretrained loads them: LN folded, W_O centred
+processed.load_state_dict(model.state_dict())
+processed.process_weights_(fold_ln=True, center_writing_weights=True, center_unembed=True)
+for mode in "QKV":
+    assert torch.allclose(comp.scores(mode), processed.all_composition_scores(mode).detach(), atol=1e-6), mode
+    assert torch.allclose(mw.CompositionView(processed).scores(mode), comp.scores(mode), atol=1e-6), mode
 assert comp.top("K", k=1)[0][0] == 0
 
 # ActivationView: a TL2 model with MLPs (no tokenizer), ragged token-id prompts, neuron and direction values
