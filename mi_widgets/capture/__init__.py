@@ -2,7 +2,7 @@
 (:class:`ModelAdapter`), read its output (:mod:`.readout`), read corpora in windows it can take (:mod:`.corpus`)
 and stream activations over them (:mod:`.streams`)."""
 
-from .adapter import PATTERN_HOOK, ModelAdapter
+from .adapter import PATTERN_HOOK, ModelAdapter, adapter_for
 from .corpus import (
     Example,
     TopContexts,
@@ -13,6 +13,7 @@ from .corpus import (
     resolve_layer_hook,
     text_batch,
 )
+from .nnsight_adapter import NNsightAdapter
 from .readout import attribution_inputs, residual_streams, single_token_id
 from .streams import ActivationStream, TensorStream
 
@@ -25,6 +26,8 @@ __all__ = [
     "single_token_id",
     "Example",
     "ModelAdapter",
+    "NNsightAdapter",
+    "adapter_for",
     "TopContexts",
     "context_windows",
     "padded_activations",

@@ -228,6 +228,10 @@ class ModelAdapter:
             raise ValueError(f"prompt is {seq} tokens long but the model's context (n_ctx) is {self.n_ctx}: shorten it")
         return tokens.to(self.device)
 
+    def text_ids(self, text: str) -> torch.Tensor:
+        """Token ids ``[seq]`` of ``text`` without a BOS (as it would follow a prompt)."""
+        return self.model.to_tokens(text, prepend_bos=False, truncate=False)[0]
+
     def token_labels(self, tokens: torch.Tensor) -> list[str]:
         """Readable token strings, safe to send to the view (see :func:`.inputs.visible_text`);
         ``<id>`` labels when the model has no tokenizer."""
@@ -661,6 +665,26 @@ class ModelAdapter:
                 "(e.g. 'blocks.0.attn.hook_pattern')"
             )
         return out
+
+
+def adapter_for(model: Any) -> Any:
+    """The adapter for ``model``'s backend: :class:`ModelAdapter` for TransformerLens 4.x / 2.x models,
+    :class:`~.nnsight_adapter.NNsightAdapter` for nnsight models; an adapter passed in is returned as is
+    (``NNsightAdapter(lm, remote=True)``)."""
+    from .nnsight_adapter import NNsightAdapter, is_nnsight_model
+
+    if isinstance(model, (ModelAdapter, NNsightAdapter)):
+        return model
+    if is_nnsight_model(model):
+        return NNsightAdapter(model)
+    return ModelAdapter(model)
+
+
+def require_transformer_lens(adapter: Any, view: str) -> None:
+    """Refuse ``view`` by name on a backend that cannot serve it (it reads TransformerLens weights or modules)."""
+    refuse = getattr(adapter, "require_transformer_lens", None)
+    if callable(refuse):
+        refuse(view)
 
 
 def _bind(fn: Callable[..., None], index: int) -> Callable[[torch.Tensor, Any], None]:

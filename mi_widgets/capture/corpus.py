@@ -75,12 +75,11 @@ def plan_corpus(adapter: ModelAdapter, corpus: Any) -> tuple[list[torch.Tensor],
     if all(isinstance(item, str) for item in corpus):
         if not adapter.has_tokenizer:
             raise ValueError("this model has no tokenizer, so it cannot read a text corpus: pass token ids instead")
-        model = adapter.model
         bos = adapter.bos_id if getattr(adapter.cfg, "default_prepend_bos", True) else None
         for index, text in enumerate(corpus):
             check_text(text, f"corpus[{index}]")  # the tokenizer's own error for a lone surrogate says nothing useful
             tokens = (
-                model.to_tokens(text, prepend_bos=False, truncate=False)[0].cpu()
+                adapter.text_ids(text).cpu()
                 if text
                 else torch.zeros(0, dtype=torch.long)
             )

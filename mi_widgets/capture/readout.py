@@ -290,7 +290,7 @@ def single_token_id(adapter: ModelAdapter, value: Any, what: str = "target") -> 
             f"this model has no tokenizer, so {what} {value!r} cannot be turned into a token: pass its token id (an int)"
         )
     check_text(value, what)
-    ids = adapter.model.to_tokens(value, prepend_bos=False, truncate=False)[0]
+    ids = adapter.text_ids(value)
     if ids.numel() != 1:
         pieces = adapter.token_labels(ids)
         raise ValueError(

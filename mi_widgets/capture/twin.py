@@ -23,6 +23,7 @@ import threading
 import types
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,8 +82,12 @@ def _shared_objects(model: Any) -> dict[int, Any]:
     return shared
 
 
-def make_twin(model: Any) -> Any:
-    """A copy of ``model`` that shares every tensor, the config and the tokenizer; no hooks; eval mode."""
+def make_twin(model: Any, drop: Callable[[str], bool] | None = None) -> Any:
+    """A copy of ``model`` that shares every tensor, the config and the tokenizer; no hooks; eval mode.
+
+    ``drop(name)``: instance attributes of modules left out of the copy (not copied either), e.g. the
+    per-module state a wrapping library (nnsight) keeps there.
+    """
     memo = _shared_objects(model)
     for module in model.modules():
         # The user's hooks are never copied (a hook may hold a lock or a cache that cannot or should not
@@ -98,7 +103,7 @@ def make_twin(model: Any) -> Any:
         # A method patched onto the user's instance (a wrapper, a mock) is shared, not copied, and
         # dropped from the twin below.
         for name, value in vars(module).items():
-            if _patched_method(module, name, value):
+            if _patched_method(module, name, value) or (drop is not None and drop(name)):
                 memo[id(value)] = value
     try:
         with warnings.catch_warnings():  # TL 4.x: the shared config stays bound to the user's bridge, as it should
@@ -112,7 +117,7 @@ def make_twin(model: Any) -> Any:
     for module in twin.modules():
         for name, value in list(vars(module).items()):
             # It would call back into the user's model: the twin uses its class's own method instead.
-            if _patched_method(module, name, value):
+            if _patched_method(module, name, value) or (drop is not None and drop(name)):
                 del module.__dict__[name]
     twin.eval()
     return twin

@@ -31,7 +31,7 @@ from ..analysis.activations import (
     top_units,
     unit_values,
 )
-from ..capture.adapter import ModelAdapter
+from ..capture.adapter import ModelAdapter, adapter_for
 from ..capture.arrays import as_float_tensor, check_finite, is_token_list, labels, token_list
 from ..capture.inputs import index_in
 from ..transport import picture
@@ -127,7 +127,7 @@ class ActivationView(ProtocolWidget):
                     "ActivationView(model, prompts, hook) needs a TransformerLens model and prompts; to show "
                     "activations you already have use ActivationView.from_activations(tokens, activations)"
                 )
-            adapter = ModelAdapter(model)
+            adapter = adapter_for(model)
             self._adapter = adapter
             names = [check_per_token_hook(name) for name in adapter.layer_hooks(hook)]
             token_batches = _prompt_tokens(adapter, prompts)

@@ -20,7 +20,7 @@ import torch
 import traitlets
 
 from ..analysis.attention import check_patterns, pattern_thumbnails
-from ..capture.adapter import ModelAdapter
+from ..capture.adapter import ModelAdapter, adapter_for
 from ..capture.inputs import index_in, visible_texts
 from ..transport import picture
 from ..transport.export import ExportRequest
@@ -91,7 +91,7 @@ class AttentionView(ProtocolWidget):
                 )
             if prompt is None:
                 raise TypeError("AttentionView(model, prompt) needs a prompt: a string or token ids")
-            self._adapter = ModelAdapter(model)
+            self._adapter = adapter_for(model)
             _snapshot = self._compute(prompt)
         self._snapshot = _snapshot
         n_layers, n_heads = len(_snapshot.layers), int(_snapshot.layers[0].shape[0])
@@ -207,7 +207,7 @@ class AttentionView(ProtocolWidget):
             ids = torch.as_tensor(tokens)
             ids = ids[batch_index] if ids.ndim == 2 else ids
             model = getattr(cache, "model", None)
-            tokens = ModelAdapter(model).token_labels(ids) if model is not None else [f"<{i}>" for i in ids.tolist()]
+            tokens = adapter_for(model).token_labels(ids) if model is not None else [f"<{i}>" for i in ids.tolist()]
         return cls._from_fixed(torch.stack(layers).detach(), tokens, layer, head, finite=False)
 
     # ----- Python API ------------------------------------------------------------------

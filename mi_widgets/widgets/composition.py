@@ -18,7 +18,7 @@ import traitlets
 
 from ..analysis.activations import symmetric_range
 from ..analysis.composition import COMPOSITION_MODES, composition_baseline
-from ..capture.adapter import ModelAdapter
+from ..capture.adapter import adapter_for, require_transformer_lens
 from ..capture.inputs import index_in
 from ..transport import picture
 from ..transport.export import ExportRequest
@@ -45,7 +45,8 @@ class CompositionView(ProtocolWidget):
     selected = traitlets.Dict().tag(sync=True)
 
     def __init__(self, model: Any, mode: str = "K", *, relative: bool = True) -> None:
-        adapter = ModelAdapter(model)
+        adapter = adapter_for(model)
+        require_transformer_lens(adapter, "CompositionView (composition scores from W_Q, W_K, W_V, W_O)")
         if not adapter.has_composition_scores:
             raise TypeError(
                 "CompositionView needs a TransformerLens model with all_composition_scores "

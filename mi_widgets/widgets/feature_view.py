@@ -24,7 +24,7 @@ from ..analysis.activations import check_per_token_hook
 from ..analysis.histogram import RunningHistogram
 from ..analysis.sae import as_sae
 from ..analysis.top_examples import RunningTopK
-from ..capture.adapter import ModelAdapter
+from ..capture.adapter import adapter_for
 from ..capture.corpus import Example, TopContexts, plan_corpus, probe_units, text_batch
 from ..capture.inputs import as_index, check_text, describe
 from ..transport import picture
@@ -79,7 +79,7 @@ class FeatureView(StreamingWidget):
         after: int = 4,
         autostart: bool = True,
     ) -> None:
-        adapter = ModelAdapter(model)
+        adapter = adapter_for(model)
         if not adapter.has_tokenizer:
             raise ValueError("FeatureView shows prompts as text, but this model has no tokenizer")
         for name, value in (("k", k), ("batch_size", batch_size), ("context", context), ("after", after)):

@@ -14,7 +14,7 @@ import torch
 import traitlets
 
 from ..analysis import fourier
-from ..capture.adapter import ModelAdapter
+from ..capture.adapter import adapter_for, require_transformer_lens
 from ..capture.inputs import index_in
 from ..capture.modular import check_modular_model, run_all_pairs
 from ..transport import picture
@@ -48,7 +48,8 @@ class FourierView(ProtocolWidget):
     def __init__(
         self, model: Any, p: int | None = None, *, equals: int | None = None, layer: int | None = None
     ) -> None:
-        adapter = ModelAdapter(model)
+        adapter = adapter_for(model)
+        require_transformer_lens(adapter, "FourierView (W_E and a modular-addition model's layout)")
         p, equals, layer = check_modular_model(adapter, p, equals, layer)
         run = run_all_pairs(adapter, p, equals, layer)
         self.run = run

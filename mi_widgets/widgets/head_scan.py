@@ -19,7 +19,7 @@ import torch
 import traitlets
 
 from ..analysis.head_scores import HEAD_TYPES, RunningHeadScores, check_detection_pattern, detection_patterns
-from ..capture.adapter import PATTERN_HOOK, ModelAdapter
+from ..capture.adapter import PATTERN_HOOK, ModelAdapter, adapter_for
 from ..capture.inputs import index_in
 from ..transport import picture
 from ..transport.export import ExportRequest
@@ -61,7 +61,7 @@ class HeadScan(StreamingWidget):
         seed: int = 0,
         autostart: bool = True,
     ) -> None:
-        adapter = ModelAdapter(model)
+        adapter = adapter_for(model)
         for layer in range(adapter.n_layers):  # fail now, not in the worker, if patterns cannot be hooked
             adapter.resolve_hook(PATTERN_HOOK.format(layer=layer))
         self._adapter = adapter

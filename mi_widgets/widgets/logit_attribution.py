@@ -18,7 +18,7 @@ import traitlets
 
 from ..analysis.activations import symmetric_range
 from ..analysis.attribution import Attribution, logit_attribution
-from ..capture.adapter import ModelAdapter
+from ..capture.adapter import adapter_for, require_transformer_lens
 from ..capture.inputs import as_index
 from ..capture.readout import attribution_inputs, single_token_id
 from ..transport import picture
@@ -77,7 +77,8 @@ class LogitAttribution(ProtocolWidget):
         *,
         position: int = -1,
     ) -> None:
-        adapter = ModelAdapter(model)
+        adapter = adapter_for(model)
+        require_transformer_lens(adapter, "LogitAttribution (direct logit attribution through W_O and W_U)")
         tokens = adapter.to_tokens(prompt)
         answer_id = single_token_id(adapter, answer, "answer")
         wrong_id = single_token_id(adapter, wrong, "wrong")

@@ -20,7 +20,7 @@ import torch
 import traitlets
 
 from ..analysis.logit_lens import LensResult, logit_lens
-from ..capture.adapter import ModelAdapter
+from ..capture.adapter import ModelAdapter, adapter_for
 from ..capture.arrays import as_float_tensor
 from ..capture.inputs import as_index, visible_texts
 from ..capture.readout import checked_logit_lens, lens_row_labels, model_unembed, single_token_id, token_strings
@@ -106,7 +106,7 @@ class LogitLens(ProtocolWidget):
                 "LogitLens(model, prompt) needs a TransformerLens model and a prompt; to show log probs you already "
                 "have use LogitLens.from_log_probs(token_ids, log_probs, to_string)"
             )
-        adapter = ModelAdapter(model)
+        adapter = adapter_for(model)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 50:
             raise ValueError(f"k must be an integer in 1..50 (top tokens per cell), got {k!r}")
         self._adapter = adapter

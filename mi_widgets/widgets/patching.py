@@ -30,7 +30,7 @@ from ..analysis.patching import (
     component,
     normalise,
 )
-from ..capture.adapter import ModelAdapter
+from ..capture.adapter import ModelAdapter, adapter_for
 from ..capture.inputs import index_in
 from ..capture.patching import Patch, PatchingRun
 from ..transport import picture
@@ -109,7 +109,7 @@ class _PatchingBase(StreamingWidget):
     selected = traitlets.Dict().tag(sync=True)
 
     def _setup(self, model: Any, clean: Any, corrupted: Any, metric: Any, batch_size: int | None) -> None:
-        adapter = ModelAdapter(model)
+        adapter = adapter_for(model)
         self._adapter = adapter
         clean_ids = prompt_tokens(adapter, clean, "clean")
         corrupted_ids = prompt_tokens(adapter, corrupted, "corrupted")

@@ -28,7 +28,7 @@ from ..analysis.sae import (
     normalize_decoder,
     sae_loss,
 )
-from ..capture.adapter import ModelAdapter
+from ..capture.adapter import adapter_for
 from ..capture.corpus import plan_corpus, probe_units, resolve_layer_hook
 from ..capture.streams import ActivationStream, TensorStream  # also importable from here, as before
 from ..transport import picture
@@ -124,7 +124,7 @@ class SAETrainer(TrainingWidget):
                 raise ValueError(
                     "train an SAE on a model's activations with model, hook= and tokens= (or pass activations=)"
                 )
-            adapter = ModelAdapter(model)
+            adapter = adapter_for(model)
             hook_name = check_per_token_hook(resolve_layer_hook(adapter, hook, layer))
             rows, _ = plan_corpus(adapter, tokens)
             d_in = probe_units(adapter, hook_name, rows[0])

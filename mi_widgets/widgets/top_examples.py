@@ -21,7 +21,7 @@ import torch
 import traitlets
 
 from ..analysis.top_examples import RunningTopK, pad_rows
-from ..capture.adapter import ModelAdapter
+from ..capture.adapter import adapter_for
 from ..capture.arrays import as_float_tensor, check_finite, token_list
 from ..capture.arrays import labels as arrays_labels
 from ..capture.corpus import Example, TopContexts, plan_corpus, probe_units, resolve_layer_hook
@@ -161,7 +161,7 @@ class TopExamples(StreamingWidget):
                 "TopExamples(model, corpus) needs a TransformerLens model and a corpus; to show examples you already "
                 "have use TopExamples.from_samples(tokens, activations)"
             )
-        adapter = ModelAdapter(model)
+        adapter = adapter_for(model)
         for name, value, low in (
             ("k", k, 1),
             ("batch_size", batch_size, 1),
