@@ -78,11 +78,7 @@ def plan_corpus(adapter: ModelAdapter, corpus: Any) -> tuple[list[torch.Tensor],
         bos = adapter.bos_id if getattr(adapter.cfg, "default_prepend_bos", True) else None
         for index, text in enumerate(corpus):
             check_text(text, f"corpus[{index}]")  # the tokenizer's own error for a lone surrogate says nothing useful
-            tokens = (
-                adapter.text_ids(text).cpu()
-                if text
-                else torch.zeros(0, dtype=torch.long)
-            )
+            tokens = adapter.text_ids(text).cpu() if text else torch.zeros(0, dtype=torch.long)
             for window in split_windows(tokens, adapter.n_ctx, bos) if tokens.numel() else []:
                 rows.append(window)
                 sources.append(index)
