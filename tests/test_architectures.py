@@ -1,4 +1,4 @@
-"""LogitLens and LogitAttribution on every decoder architecture we claim, against each model's own output.
+"""Every view that takes a model, on every decoder architecture we claim, against each model's own run.
 
 Tiny random models (2 layers, d_model 64, the local test tokenizer's vocabulary) of each family,
 saved as HF folders and booted with ``TransformerBridge.boot_transformers`` (the real TL 4.x code
@@ -9,6 +9,14 @@ For each: the lens's last row is the model's own next-token distribution at ever
 row agrees with TransformerLens's own ``tools.analysis.logit_lens``, and the attribution's parts sum
 to the model's logit difference (before the soft cap, for Gemma 2) and match a computation by hand
 from ``run_with_cache`` and the HF weights. Readouts we cannot reproduce are refused by name.
+
+Against the HF model itself, loaded again from the same folder with eager attention (``Reference``):
+AttentionView's patterns (GQA heads, sliding windows, Gemma 2's attention soft cap), ActivationView's
+``resid_pre``/``resid_post``, TopExamples' maxima and FeatureView's feature activations, Patching's
+clean and corrupted metrics (and single patches against hand-made ones on the bridge's hooks), and
+CompositionView's scores against the definition computed from the HF modules' weights. HeadScan and
+attribution patching run with finite results. OPT's attention pattern, which TL 4.x reports after the
+HF module used it, is refused as a patching component.
 """
 
 from __future__ import annotations
@@ -462,6 +470,12 @@ def test_patching_metrics_equal_the_hf_models_and_a_manual_patch(
         assert raw["pattern"].shape == (model.cfg.n_layers, model.cfg.n_heads), name
         cells.append(("pattern", "attn.hook_pattern", 1, (slice(None), 2)))
 
+    if name in GQA:  # a click on key/value head 1 opens the first query head of its group, not query head 1
+        patch.selected = {"component": "k", "layer": 1, "head": 1}
+        assert patch.attention.selected["head"] == model.cfg.n_heads // n_kv, name
+    patch.selected = {"component": "head_out", "layer": 1, "head": 1}
+    assert patch.attention.selected["head"] == 1, name
+
     _, cache = model.run_with_cache(clean)
     for comp, hook, layer, index in cells:
         full = f"blocks.{layer}.{hook}"
@@ -565,3 +579,37 @@ def test_composition_scores_equal_a_computation_from_the_hf_weights(
         assert torch.allclose(got, want, atol=1e-5), (name, mode, (got - want).abs().max())
     unfolded = model.all_composition_scores("K").scores.detach()
     assert not torch.allclose(unfolded, view.scores("K"), atol=1e-3), name  # the norm weights matter here
+
+
+def test_attribution_patching_runs(arch: tuple[str, Any]) -> None:
+    """One forward and backward pass with gradients for every default component (GQA keys and values included)."""
+    name, model = arch
+    clean = model.to_tokens(PROMPT)
+    corrupted = clean.clone()
+    corrupted[0, -3] = model.to_single_token(" Mary") if int(clean[0, -3]) != model.to_single_token(" Mary") else 1
+    metric = mw.logit_diff([model.to_single_token(" Mary")], [model.to_single_token(" John")])
+    patch = mw.Patching(model, clean, corrupted, metric, method="attribution", compare=False).wait(60)
+    assert patch.status == "done", (name, patch.error)
+    assert set(patch.attribution) == set(patch._shapes), name
+    for comp, values in patch.attribution.items():
+        assert bool(torch.isfinite(values).all()) and bool((values != 0).any()), (name, comp)
+    patch.close()
+
+
+def test_feature_view_encodes_the_models_residual_stream(
+    arch: tuple[str, Any], reference: Callable[[str], Reference]
+) -> None:
+    from mi_widgets.analysis.sae import SparseAutoencoder
+
+    name, model = arch
+    sae = SparseAutoencoder(
+        64, 16, "relu", hook_name="blocks.1.hook_resid_post", generator=torch.Generator().manual_seed(0)
+    )
+    texts = ["The cat sat on the mat.", "Hello world! Numbers like 1, 2, 3 and 42 appear in text too."]
+    view = mw.FeatureView(sae, model, PROMPT, corpus=texts, k=2, batch_size=2).wait(60)
+    assert view.status == "done", (name, view.error)
+    resid = reference(name).run(model.to_tokens(PROMPT))["resid_post"][1][0]
+    with torch.no_grad():
+        assert torch.allclose(view.feature_acts(0), sae.encode(resid), atol=1e-5), name
+    assert bool(torch.isfinite(view.density).all()), name
+    view.close()

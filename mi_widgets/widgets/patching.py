@@ -252,9 +252,13 @@ class _PatchingBase(StreamingWidget):
     def _open_head(self, change: dict[str, Any]) -> None:
         sel = change["new"]
         if sel.get("head") is not None and getattr(self, "attention", None) is not None:
-            self.attention.selected = {"layer": sel["layer"], "head": sel["head"], "query": None, "key": None}
+            head = sel["head"]
+            shape = getattr(self, "_shapes", {}).get(sel["component"])
+            if shape is not None and len(shape) == 2 and 0 < shape[1] < self.n_heads:  # a GQA key/value head: open
+                head *= self.n_heads // shape[1]  # the first query head of its group (HF's repeat_kv order)
+            self.attention.selected = {"layer": sel["layer"], "head": head, "query": None, "key": None}
             if self.logit_attribution is not None:
-                self.logit_attribution.selected = {"layer": sel["layer"], "head": sel["head"]}
+                self.logit_attribution.selected = {"layer": sel["layer"], "head": head}
 
     # ----- what subclasses fill in ------------------------------------------------------------
 
