@@ -15,6 +15,12 @@ to first painted view, head-switch time (click another head -> repaint) and JS h
 first paint (after a forced GC). See benchmarks/README.md.
 
     python benchmarks/attention.py [--seqs 64,256,512,1024] [--cv-timeout 150] [--repeats 3]
+    python benchmarks/attention.py --long [--seqs 1024,2048,4096] [--repeats 3]
+
+``--long``: AttentionView only, at long contexts (where CircuitsVis cannot paint), into its own section of
+RESULTS.md (``attention_long``) with the long-context targets at 4,096 tokens; past 512 tokens the view
+gets level-of-detail tiles (``tile`` requests) instead of whole heads. It also measures "far" head
+switches (5 heads on, so not a neighbour the view prefetched).
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ N_HEADS = 12
 SEED = 0
 VIEWPORT = {"width": 1400, "height": 1000}
 N_SWITCHES = 10
+N_FAR_SWITCHES = 6  # --long: switches 5 heads on (never a prefetched neighbour)
+EXACT_MAX_SEQ = 512  # mi_widgets.widgets.attention.EXACT_MAX_SEQ: longer prompts go as tiles
+TILE = 512
 MB = 1024 * 1024
 CV_SLOW_RUN_S = 60.0  # a CircuitsVis run slower than this is not repeated
 
@@ -88,6 +97,8 @@ class RunResult:
     switch_ms: list[float] = field(default_factory=list)  # click another head -> repainted + 2 rAFs
     switch_hook_ms: list[float] = field(default_factory=list)  # AttentionView: click -> data-painted set
     switch_reply_ms: list[float] = field(default_factory=list)  # AttentionView: click -> pattern message received
+    switch_far_ms: list[float] = field(default_factory=list)  # --long: switches 5 heads on (not prefetched)
+    bytes_after: int | None = None  # --long: bytes received from first paint to the end of the switches
     first_hook_s: float | None = None  # AttentionView: cell start -> data-painted set
     first_reply_s: float | None = None  # AttentionView: cell start -> first pattern message received
     heap_mb: float | None = None  # JSHeapUsedSize of the page after the first paint, after GC
@@ -109,6 +120,7 @@ class Summary:
     switch_ms: float | None
     switch_hook_ms: float | None  # AttentionView: click -> data-painted, before the 2 rAFs
     switch_reply_ms: float | None  # AttentionView: click -> pattern message received
+    switch_far_ms: float | None
     first_hook_s: float | None
     first_reply_s: float | None
     n_switches: int
@@ -135,6 +147,7 @@ class Summary:
             switch_ms=statistics.median(switches) if switches else None,
             switch_hook_ms=med([s for r in ok for s in r.switch_hook_ms]),
             switch_reply_ms=med([s for r in ok for s in r.switch_reply_ms]),
+            switch_far_ms=med([s for r in ok for s in r.switch_far_ms]),
             first_hook_s=med([r.first_hook_s for r in ok]),
             first_reply_s=med([r.first_reply_s for r in ok]),
             n_switches=len(switches),
@@ -448,8 +461,14 @@ def av_notebook(root: Path, seq: int, run: int) -> str:
 
 
 def pattern_bytes(seq: int) -> int:
-    """Size of one head's pattern as AttentionView sends it: seq x seq float16."""
-    return seq * seq * 2
+    """Size of the message that paints a head: up to EXACT_MAX_SEQ its seq x seq float16 pattern, beyond it
+    its overview tile (the causal lower triangle of the one tile that holds the head, uint8)."""
+    if seq <= EXACT_MAX_SEQ:
+        return seq * seq * 2
+    n = seq
+    while n > TILE:
+        n = -(-n // 2)
+    return n * (n + 1) // 2
 
 
 def head_point(page: Any, layer: int, head: int) -> tuple[float, float]:
@@ -465,7 +484,7 @@ def head_point(page: Any, layer: int, head: int) -> tuple[float, float]:
     return box["x"] + a["x"] + (head + 0.5) * a["w"], box["y"] + a["y"] + (layer + 0.5) * a["h"]
 
 
-def run_attention_view(browser: Any, lab: JupyterLab, seq: int, run: int) -> RunResult:
+def run_attention_view(browser: Any, lab: JupyterLab, seq: int, run: int, far: bool = False) -> RunResult:
     """One AttentionView run in JupyterLab: display the view, count websocket bytes, switch heads."""
     result = RunResult("AttentionView", seq, run)
     name = av_notebook(lab.root_dir, seq, run)
@@ -507,16 +526,23 @@ def run_attention_view(browser: Any, lab: JupyterLab, seq: int, run: int) -> Run
         nb.wait_kernel_idle(60_000)
         result.python_s = float(nb.python_value("build_s"))
         layer, head = (int(x) for x in first["painted"].split(":")[1:])
-        for _ in range(N_SWITCHES):
-            head = (head + 1) % N_HEADS
+        counting.update(on=True, bytes=0)
+        for k in range(N_SWITCHES + (N_FAR_SWITCHES if far else 0)):
+            step = 1 if k < N_SWITCHES else 5
+            head = (head + step) % N_HEADS
             x, y = head_point(page, layer, head)
             page.evaluate(AV_ARM_SWITCH_JS, [layer, head, 30_000, pattern_bytes(seq)])
             page.mouse.click(x, y)
             timing = page.evaluate("() => window.__avSwitch")
+            if k >= N_SWITCHES:
+                result.switch_far_ms.append(timing["ms"])
+                continue
             result.switch_ms.append(timing["ms"])
             result.switch_hook_ms.append(timing["painted_ms"])
             if timing["reply_ms"] is not None:
                 result.switch_reply_ms.append(timing["reply_ms"])
+        counting["on"] = False
+        result.bytes_after = counting["bytes"]
     except Exception as exc:  # noqa: BLE001 - report and go on with the next case
         result.failure = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     finally:
@@ -728,6 +754,74 @@ CircuitsVis with the heap the view added.
     return table
 
 
+def write_long_results(
+    command: str, facts: dict[str, str], summaries: list[Summary], runs: list[RunResult], section: str, title: str
+) -> str:
+    """Write the long-context section (``--long``): AttentionView only, targets at 4,096 tokens and the switch at 1,024."""
+    rows = [
+        "| seq | runs | bytes before first paint | Python build | first paint: overview message / `data-painted` / presented | head switch to the next head (median, n) | head switch 5 heads on (median, n) | bytes received during the switches (median) | JS heap of the view |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        ok = [r for r in runs if r.seq == s.seq and r.failure is None]
+        far_n = sum(len(r.switch_far_ms) for r in ok)
+        after = [r.bytes_after for r in ok if r.bytes_after is not None]
+        paint = s.failure or (f"{fmt_s(s.first_reply_s)} / {fmt_s(s.first_hook_s)} / {fmt_s(s.first_paint_s)}")
+        rows.append(
+            f"| {s.seq} | {s.runs} | {fmt_bytes(s.bytes_sent)} | {fmt_s(s.python_s)} | {paint} "
+            f"| {fmt_ms(s.switch_ms)} (n={s.n_switches}) | {fmt_ms(s.switch_far_ms)} (n={far_n}) "
+            f"| {fmt_bytes(statistics.median(after)) if after else '-'} | {fmt_mb(s.heap_view_mb)} |"
+        )
+
+    def verdict(value: float | None, limit: float) -> str:
+        return "not measured" if value is None else ("**met**" if value < limit else "**not met**")
+
+    by = {s.seq: s for s in summaries}
+    targets = ["| target | measured | verdict |", "|---|---|---|"]
+    if 4096 in by:
+        s = by[4096]
+        targets += [
+            f"| 4,096 tokens: first paint < 1 s | {fmt_s(s.first_paint_s)} | {verdict(s.first_paint_s, TARGET_FIRST_PAINT_S)} |",
+            f"| 4,096 tokens: head switch < 100 ms (median, next head) | {fmt_ms(s.switch_ms)} | {verdict(s.switch_ms, TARGET_SWITCH_MS)} |",
+            f"| 4,096 tokens: head switch < 100 ms (median, 5 heads on: not prefetched) | {fmt_ms(s.switch_far_ms)} | {verdict(s.switch_far_ms, TARGET_SWITCH_MS)} |",
+            f"| 4,096 tokens: < 2 MB before first paint | {fmt_bytes(s.bytes_sent)} | {verdict(s.bytes_sent, TARGET_BYTES)} |",
+        ]
+    if 1024 in by:
+        s = by[1024]
+        targets += [
+            f"| 1,024 tokens: head switch < 100 ms (median, next head) | {fmt_ms(s.switch_ms)} | {verdict(s.switch_ms, TARGET_SWITCH_MS)} |",
+            f"| 1,024 tokens: head switch < 100 ms (median, 5 heads on: not prefetched) | {fmt_ms(s.switch_far_ms)} | {verdict(s.switch_far_ms, TARGET_SWITCH_MS)} |",
+        ]
+    failures = [f"- seq {r.seq} run {r.run}: {r.failure}" for r in runs if r.failure]
+    text = f"""## {title}
+
+Command: `{command}`
+
+Date: {facts["date"]}
+
+Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), no GPU used (the patterns are on the
+CPU), headless Chromium {facts["chromium"]} (`--disable-gpu`, software compositing), Python {platform.python_version()},
+JupyterLab {facts["jupyterlab"]}, anywidget {facts["anywidget"]}, AttentionView bundle {facts["bundle"]}.
+Load average (1 min) at start / end: {facts["load_start"]} / {facts["load_end"]} (other jobs shared the 2 cores).
+
+Data: `make_data(seq, {N_HEADS})` as above ({N_HEADS} heads, causal softmax patterns of random scores), shown with
+`mw.attention_heads(attention, tokens)` in JupyterLab; viewport {VIEWPORT["width"]} x {VIEWPORT["height"]}, the pattern at "fit".
+First paint is timed from running the cell (Python build included) to the frame that shows the head; a head
+switch from the click on the head grid to the frame that shows the new head. "Next head" switches go one head on
+({N_SWITCHES} per run): the view prefetches the overview tiles of the heads beside the one shown, so these are
+drawn from its cache; "5 heads on" switches ({N_FAR_SWITCHES} per run) need a round trip to the kernel. The
+"overview message" is the websocket message of the size of the shown head's overview tile (or whole pattern).
+
+{chr(10).join(rows)}
+
+{chr(10).join(targets)}
+
+{chr(10).join(failures) or "No failures."}
+"""
+    write_section(section, text)
+    return "\n".join(rows)
+
+
 RUNS_JSON = OUTPUT / "attention_runs.json"
 
 
@@ -756,10 +850,10 @@ def report_only() -> int:
 # ----- main --------------------------------------------------------------------------------------
 
 
-def software_facts() -> dict[str, str]:
+def software_facts(root: Path = REPO) -> dict[str, str]:
     from importlib.metadata import version
 
-    bundle = REPO / "mi_widgets" / "static" / "attention.js"
+    bundle = root / "mi_widgets" / "static" / "attention.js"
     return {
         "circuitsvis": version("circuitsvis"),
         "jupyterlab": version("jupyterlab"),
@@ -779,21 +873,35 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="rewrite the attention section of RESULTS.md from the last run's saved JSON",
     )
+    parser.add_argument(
+        "--long",
+        action="store_true",
+        help="AttentionView only at long contexts (default seqs 1024,2048,4096), into section attention_long",
+    )
+    parser.add_argument("--section", default="attention_long", help="--long: the RESULTS.md section to write")
+    parser.add_argument(
+        "--package-root",
+        default=str(REPO),
+        help="checkout whose mi_widgets the kernel imports (e.g. a worktree of an older commit, for a baseline)",
+    )
     args = parser.parse_args(argv)
     if args.report_only:
         return report_only()
+    if args.long and args.seqs == parser.get_default("seqs"):
+        args.seqs = "1024,2048,4096"
     seqs = [int(s) for s in args.seqs.split(",")]
-    tools = {t.strip().lower() for t in args.tools.split(",")}
+    tools = {"attentionview"} if args.long else {t.strip().lower() for t in args.tools.split(",")}
+    package_root = Path(args.package_root).resolve()
     command = "python benchmarks/attention.py " + " ".join(sys.argv[1:] if argv is None else argv)
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    if "attentionview" in tools and not (REPO / "mi_widgets" / "static" / "attention.js").exists():
+    if "attentionview" in tools and not (package_root / "mi_widgets" / "static" / "attention.js").exists():
         print("mi_widgets/static/attention.js is not built: run `npm run build` first", file=sys.stderr)
         return 2
 
-    facts = software_facts()
+    facts = software_facts(package_root)
     facts.update(load_start=f"{os.getloadavg()[0]:.1f}", cv_timeout=f"{args.cv_timeout:g}")
     # The kernel imports mi_widgets from this checkout even when it is not pip-installed.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_root), os.environ.get("PYTHONPATH")]))
     runs: list[RunResult] = []
     summaries: list[Summary] = []
     lab_root = Path(tempfile.mkdtemp(prefix="lab-", dir=OUTPUT))
@@ -819,7 +927,7 @@ def main(argv: list[str] | None = None) -> int:
                 if "attentionview" in tools:
                     case = []
                     for run in range(args.repeats):
-                        r = run_attention_view(browser, lab, seq, run)
+                        r = run_attention_view(browser, lab, seq, run, far=args.long)
                         case.append(r)
                         print(
                             f"AttentionView seq {seq:5d} run {run}: {r.failure or fmt_s(r.first_paint_s)}", flush=True
@@ -831,6 +939,13 @@ def main(argv: list[str] | None = None) -> int:
     facts.update(
         load_end=f"{os.getloadavg()[0]:.1f}", date=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     )
+    if args.long:
+        (OUTPUT / f"{args.section}_runs.json").write_text(
+            json.dumps({"command": command, "facts": facts, "runs": [asdict(r) for r in runs]}, indent=1)
+        )
+        title = "Long-context AttentionView" + ("" if package_root == REPO else f" (baseline: {args.package_root})")
+        print(write_long_results(command, facts, summaries, runs, args.section, title))
+        return 0
     save_runs(command, facts, seqs, runs)
     table = write_results(command, facts, summaries, runs, seqs)
     print()

@@ -1,13 +1,20 @@
 """AttentionView: every head's attention pattern, served on demand from the kernel.
 
 The patterns stay where they were computed (GPU or CPU). The view gets a
-layer x head grid of max-pooled thumbnails up front and one head's full
-pattern per request, in float16 and, for causal patterns, only the lower
-triangle: about 1 MiB per head at 1024 tokens instead of the whole tensor as JSON.
+layer x head grid of max-pooled thumbnails up front and then, per head:
+
+* up to ``EXACT_MAX_SEQ`` tokens, the whole pattern in one ``pattern`` request (float16, for causal patterns
+  only the lower triangle);
+* beyond that, level-of-detail ``tile`` requests: ``TILE`` x ``TILE`` blocks of the pattern max-pooled by
+  ``2**level`` (level 0 = full resolution), quantised to uint8 over the colour scale. The view asks for the
+  one tile that holds the whole head first (its overview), then for the tiles of the visible region at the
+  level its zoom needs. Exact values for the readout and the token strip come from ``line`` requests (one
+  query row or key column, float16).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
@@ -17,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import traitlets
 
 from ..analysis.attention import check_patterns, pattern_thumbnails
@@ -27,6 +35,11 @@ from ..transport.export import ExportRequest
 from ..transport.protocol import Context, Reply
 from ..transport.scale import DEFAULT_SCALE, ColorScale
 from .base import ProtocolWidget, endpoint, int_param, static_asset
+
+#: Longest prompt whose heads go to the view whole (``pattern``); longer ones go as ``tile``s.
+EXACT_MAX_SEQ = 512
+#: Side of a ``tile`` in cells of its level (twin: ``TILE`` in ``js/src/views/attention.ts``).
+TILE = 512
 
 
 @dataclass(frozen=True)
@@ -287,15 +300,106 @@ class AttentionView(ProtocolWidget):
         )
         return reply
 
+    @endpoint("tile")
+    def _serve_tile(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        """One ``TILE`` x ``TILE`` block (fewer at the edges) of a head's pattern max-pooled by ``2**level``.
+
+        Params ``{layer, head, level, row, col}``: ``row``/``col`` count tiles of that level. Values go as uint8
+        over the colour scale's range (what the view can colour; exact values: ``line``); a block that holds only
+        zeros (above the diagonal of a causal head) goes as ``zero: true`` with no buffer. Signed scales keep each
+        block's value of largest magnitude, and a block with a NaN is NaN.
+        """
+        snap = self._snapshot
+        layer, head = int_param(params, "layer"), int_param(params, "head")
+        self._check_head(layer, head)
+        seq = len(snap.tokens)
+        top = tile_levels(seq) - 1
+        level = index_in("tile level", int_param(params, "level"), top + 1, ValueError)
+        factor = 2**level
+        n = -(-seq // factor)  # cells of this level per side
+        n_tiles = -(-n // TILE)
+        row = index_in(f"tile row (level {level}: {n_tiles} tiles per side)", int_param(params, "row"), n_tiles)
+        col = index_in(f"tile col (level {level}: {n_tiles} tiles per side)", int_param(params, "col"), n_tiles)
+        r0, c0 = row * TILE * factor, col * TILE * factor
+        block = snap.layers[layer][head][r0 : r0 + TILE * factor, c0 : c0 + TILE * factor]
+        if snap.mask_upper_tri:  # not shown: not sent (cell (i, j) is above the diagonal when c0 + j > r0 + i)
+            block = torch.tril(block, diagonal=r0 - c0)
+        reply = Reply({"revision": snap.revision, "layer": layer, "head": head, "level": level, "row": row, "col": col})
+        reply.result.update(size=n, tile=TILE)
+        tile = pool_block(block, factor, signed=snap.scale.lo < 0)
+        if not np.any(tile != 0):  # every pooled block is 0 only if every cell is (NaN != 0: sent)
+            reply.result["zero"] = True
+            return reply
+        square = tile.shape[0] == tile.shape[1] and row == col
+        causal = square and not np.any(np.triu(tile, 1) != 0)
+        reply.result["values"] = reply.add_array(
+            tile,
+            "uint8",
+            value_range=(min(0.0, snap.scale.lo), max(0.0, snap.scale.hi)),
+            layout="lower" if causal else "dense",
+        )
+        return reply
+
+    @endpoint("line")
+    def _serve_line(self, params: dict[str, Any], buffers: list[memoryview], ctx: Context) -> Reply:
+        """One query's row (``axis: "query"``) or one key's column (``axis: "key"``) of a head, float16:
+        the exact values behind the readout and the token strip when the view shows tiles."""
+        snap = self._snapshot
+        layer, head = int_param(params, "layer"), int_param(params, "head")
+        self._check_head(layer, head)
+        axis = params.get("axis")
+        if axis not in ("query", "key"):
+            raise ValueError(f"line axis must be 'query' or 'key', got {axis!r}")
+        seq = len(snap.tokens)
+        index = index_in(f"line {axis}", int_param(params, "index"), seq)
+        pattern = snap.layers[layer][head]
+        values = (pattern[index] if axis == "query" else pattern[:, index]).float()
+        if snap.mask_upper_tri:  # drawn empty, as the view draws them
+            positions = torch.arange(seq, device=values.device)
+            above = positions > index if axis == "query" else positions < index
+            values = values.masked_fill(above, math.nan)
+        reply = Reply({"revision": snap.revision, "layer": layer, "head": head, "axis": axis, "index": index})
+        reply.result["values"] = reply.add_array(values.to(torch.float16), "float16")
+        return reply
+
     def _export_requests(self) -> list[ExportRequest]:
-        """The overview, the selected head, then every other head layer by layer (as many as the budget holds)."""
+        """The overview, the selected head, then every other head layer by layer (as many as the budget holds).
+
+        Past ``EXACT_MAX_SEQ`` tokens a head is its tiles: every head's overview tile first (the selected one
+        required), then the selected head's tiles level by level down to full resolution.
+        """
         n_layers, n_heads = len(self._snapshot.layers), int(self._snapshot.layers[0].shape[0])
         layer, head = self._check_head(self.selected.get("layer", 0), self.selected.get("head", 0))
         heads = [(layer, head)] + [(l, h) for l in range(n_layers) for h in range(n_heads) if (l, h) != (layer, head)]
-        return [ExportRequest("overview", {}, "overview", required=True)] + [
-            ExportRequest("pattern", {"layer": l, "head": h}, f"L{l}H{h}", required=(l, h) == (layer, head))
+        overview = [ExportRequest("overview", {}, "overview", required=True)]
+        seq = len(self._snapshot.tokens)
+        if seq <= EXACT_MAX_SEQ:
+            return overview + [
+                ExportRequest("pattern", {"layer": l, "head": h}, f"L{l}H{h}", required=(l, h) == (layer, head))
+                for l, h in heads
+            ]
+        top = tile_levels(seq) - 1
+        tiles = [
+            ExportRequest(
+                "tile",
+                {"layer": l, "head": h, "level": top, "row": 0, "col": 0},
+                f"L{l}H{h} overview",
+                required=(l, h) == (layer, head),
+            )
             for l, h in heads
         ]
+        for level in range(top - 1, -1, -1):
+            n_tiles = math.ceil(math.ceil(seq / 2**level) / TILE)
+            tiles += [
+                ExportRequest(
+                    "tile",
+                    {"layer": layer, "head": head, "level": level, "row": r, "col": c},
+                    f"L{layer}H{head} level {level} tile {r},{c}",
+                )
+                for r in range(n_tiles)
+                for c in range(n_tiles)
+            ]
+        return overview + tiles
 
     def _export_state(self) -> dict[str, Any]:
         return {"can_rerun": False}  # no kernel in the page: the prompt box shows the exported prompt only
@@ -405,6 +509,51 @@ def attention_heads(attention: Any, tokens: Sequence[str], *, layer: int = 0, he
     ``mi_widgets.circuitsvis.attention.attention_heads``.
     """
     return AttentionView.from_patterns(attention, tokens, layer=layer, head=head)
+
+
+def tile_levels(seq: int) -> int:
+    """How many tile levels a ``seq``-token head has: 0 (full resolution) up to the first whose one tile holds
+    the whole head (``ceil(seq / 2**level) <= TILE``); twin ``tileLevels`` in ``js/src/views/attention.ts``."""
+    levels = 1
+    while -(-seq // 2 ** (levels - 1)) > TILE:
+        levels += 1
+    return levels
+
+
+def pool_block(block: torch.Tensor, factor: int, *, signed: bool = False) -> np.ndarray:
+    """Max-pool a ``[rows, cols]`` block by ``factor`` (partial blocks at the right and bottom edges pooled
+    over what they hold), as float32 numpy. ``signed``: each block keeps its value of largest magnitude. A block
+    with a NaN is NaN (``max`` keeps NaN).
+
+    On the CPU this is numpy (one thread: torch's intra-op threads made the same few passes 5x slower on busy
+    shared cores); on another device the pooling runs there and only the pooled tile comes to the CPU.
+    """
+    rows, cols = block.shape
+    pr, pc = -(-rows // factor), -(-cols // factor)
+    if block.device.type != "cpu":
+        x = block.float()[None, None]
+        pooled = F.max_pool2d(x, factor, ceil_mode=True) if factor > 1 else x
+        if signed and factor > 1:
+            lowest = -F.max_pool2d(-x, factor, ceil_mode=True)
+            pooled = torch.where(-lowest > pooled.abs(), lowest, pooled)
+        if factor > 1 and bool(torch.isnan(x).any()):  # max_pool2d may drop NaN
+            pooled = pooled.masked_fill(F.max_pool2d(torch.isnan(x).float(), factor, ceil_mode=True) > 0, math.nan)
+        return pooled[0, 0].cpu().numpy()
+    values = block.detach().float().numpy()
+    if factor == 1:
+        return values
+    if (pr * factor, pc * factor) != (rows, cols):  # repeat the last row/column: the edge blocks' extremes stay
+        values = np.pad(values, ((0, pr * factor - rows), (0, pc * factor - cols)), mode="edge")
+
+    def pool(extreme: Any) -> np.ndarray:  # columns, then rows: factor - 1 elementwise passes each (NaN stays)
+        across = functools.reduce(extreme, [values[:, i::factor] for i in range(factor)])
+        return functools.reduce(extreme, [across[i::factor] for i in range(factor)])
+
+    pooled = pool(np.maximum)
+    if signed:
+        lowest = pool(np.minimum)
+        pooled = np.where(-lowest > np.abs(pooled), lowest, pooled)
+    return pooled
 
 
 def _flag(value: Any, name: str) -> bool:

@@ -194,6 +194,54 @@ export function maxPool(
   return { data, rows: pr, cols: pc };
 }
 
+/**
+ * One level-of-detail tile: a `tile` x `tile` block (fewer at the right and bottom edges) of the matrix
+ * max-pooled by `2 ** level`, at tile position (`row`, `col`) of that level. `values` null: every cell is 0.
+ */
+export interface Tile {
+  level: number;
+  row: number;
+  col: number;
+  height: number;
+  width: number;
+  values: Float32Array | null;
+}
+
+/** A tiled matrix: tiles of `tile` cells (of their level) a side, levels 0 (full resolution) to `levels - 1`. */
+export interface TileGrid {
+  tile: number;
+  levels: number;
+}
+
+export function tileKey(level: number, row: number, col: number): string {
+  return `${level}:${row}:${col}`;
+}
+
+/**
+ * The level whose pooled cells are at least one device pixel for cells of `cell` CSS px at `dpr`
+ * (coarser rather than finer: nearest-neighbour downscaling would drop peaks), within 0..`top`.
+ */
+export function tileLevel(cell: number, dpr: number, top: number): number {
+  const px = cell * dpr;
+  if (!(px > 0) || px >= 1) return px > 0 ? 0 : top;
+  return Math.max(0, Math.min(top, Math.ceil(Math.log2(1 / px) - 1e-9)));
+}
+
+/** Tile positions of `level` that cover cells [r0, r1) x [c0, c1), row by row. */
+export function tilesCovering(
+  level: number,
+  tile: number,
+  [r0, r1]: [number, number],
+  [c0, c1]: [number, number],
+): Array<{ row: number; col: number }> {
+  const span = tile * 2 ** level;
+  const out: Array<{ row: number; col: number }> = [];
+  if (r1 <= r0 || c1 <= c0) return out;
+  for (let r = Math.floor(r0 / span); r <= Math.floor((r1 - 1) / span); r++)
+    for (let c = Math.floor(c0 / span); c <= Math.floor((c1 - 1) / span); c++) out.push({ row: r, col: c });
+  return out;
+}
+
 type CellCallback = (cell: Cell) => void;
 
 export class CanvasHeatmap {
@@ -237,6 +285,10 @@ export class CanvasHeatmap {
   private clickCb: CellCallback = () => {};
   private clearCb: () => void = () => {};
   private paintCb: (tag: string | null) => void = () => {};
+  private tilesCb: (level: number, missing: Array<{ row: number; col: number }>) => void = () => {};
+  /** Tiled mode (`setTiled`): the grid, and the tiles held with their coloured images (built on demand). */
+  private grid: TileGrid | null = null;
+  private readonly tiles = new Map<string, { tile: Tile; image: HTMLCanvasElement | null }>();
 
   constructor(cmap: Colormap, opts: { label?: string } = {}) {
     this.cmap = cmap;
@@ -297,11 +349,58 @@ export class CanvasHeatmap {
     this.paintCb = cb;
   }
 
+  /**
+   * Tiled mode: after each frame, the tiles of the level the zoom needs that cover the visible cells and are
+   * not held (`putTile`) yet; empty when all are held.
+   */
+  onTilesWanted(cb: (level: number, missing: Array<{ row: number; col: number }>) => void): void {
+    this.tilesCb = cb;
+  }
+
+  /**
+   * Show a rows x cols matrix as level-of-detail tiles (`putTile`) instead of values. Each frame draws,
+   * coarsest first, the held tiles from the top level (one tile: the whole matrix) down to the level the
+   * zoom needs, so a finer tile not here yet leaves the coarser one showing. `onPaint` reports `tag` once
+   * the top tile is held. The same tag keeps the tiles held; another drops them.
+   */
+  setTiled(rows: number, cols: number, grid: TileGrid, tag: string): void {
+    if (this.grid === null || this.tag !== tag || rows !== this.rows || cols !== this.cols) this.tiles.clear();
+    const resized = rows !== this.rows || cols !== this.cols;
+    this.values = null;
+    this.grid = grid;
+    this.rows = rows;
+    this.cols = cols;
+    this.tag = tag;
+    if (resized) {
+      this.cursor = null;
+      this.hovered = null;
+    }
+    this.sources.clear();
+    this.schedule();
+  }
+
+  /** Hold a tile of the tiled matrix; the top tile paints at once (so `onPaint` fires before this returns). */
+  putTile(tile: Tile): void {
+    if (this.grid === null) return;
+    const key = tileKey(tile.level, tile.row, tile.col);
+    if (this.tiles.get(key)?.tile === tile) return;
+    this.tiles.set(key, { tile, image: null });
+    if (tile.level === this.grid.levels - 1) this.paint();
+    else this.schedule();
+  }
+
+  /** The tiles held (tiled mode), as `level:row:col` keys. */
+  heldTiles(): string[] {
+    return [...this.tiles.keys()];
+  }
+
   /** Show `values` (row-major rows x cols; null clears). Paints synchronously, so `onPaint` fires before this returns. */
   setData(values: Float32Array | null, rows: number, cols: number, tag: string | null = null): void {
     if (values !== null && values.length !== rows * cols) {
       throw new Error(`heatmap data holds ${values.length} values, but ${rows} x ${cols} needs ${rows * cols}`);
     }
+    this.grid = null;
+    this.tiles.clear();
     const resized = rows !== this.rows || cols !== this.cols;
     this.values = values;
     this.rows = values === null ? 0 : rows;
@@ -320,6 +419,7 @@ export class CanvasHeatmap {
     this.lo = lo;
     this.hi = hi;
     this.sources.clear();
+    for (const t of this.tiles.values()) t.image = null;
     this.schedule();
   }
 
@@ -495,7 +595,77 @@ export class CanvasHeatmap {
       if (width === 0 || height === 0) return; // hidden: the ResizeObserver repaints when it shows again
       this.draw(ctx, layout);
     }
-    this.paintCb(this.tag);
+    const grid = this.grid;
+    if (grid === null) {
+      this.paintCb(this.tag);
+      return;
+    }
+    const top = grid.levels - 1;
+    this.paintCb(this.tiles.has(tileKey(top, 0, 0)) ? this.tag : null);
+    if (width === 0 || height === 0) return;
+    const level = tileLevel(layout.cell, window.devicePixelRatio || 1, top);
+    const rows = visibleRange(layout.scrollTop, height - layout.gutterTop, layout.cell, layout.rows);
+    const cols = visibleRange(layout.scrollLeft, width - layout.gutterLeft, layout.cell, layout.cols);
+    const visible = tilesCovering(level, grid.tile, [rows[0], rows[1]], [cols[0], cols[1]]);
+    this.tilesCb(
+      level,
+      visible.filter((t) => !this.tiles.has(tileKey(level, t.row, t.col))),
+    );
+  }
+
+  /** A tile coloured at one pixel per pooled cell (a zero tile: one pixel of the colour of 0). */
+  private tileImage(entry: { tile: Tile; image: HTMLCanvasElement | null }): HTMLCanvasElement {
+    if (entry.image !== null) return entry.image;
+    const { tile } = entry;
+    const canvas = document.createElement("canvas");
+    const ctx = canvas.getContext("2d");
+    const values = tile.values ?? new Float32Array(1);
+    const [w, h] = tile.values === null ? [1, 1] : [tile.width, tile.height];
+    canvas.width = w;
+    canvas.height = h;
+    if (ctx !== null) {
+      const image = ctx.createImageData(w, h);
+      colorPixels(values, this.cmap, this.lo, this.hi, image.data);
+      ctx.putImageData(image, 0, 0);
+    }
+    entry.image = canvas;
+    return canvas;
+  }
+
+  /** Tiled mode: held tiles from the top level down to the one the zoom needs, coarsest first. */
+  private drawTiles(
+    ctx: CanvasRenderingContext2D,
+    layout: Layout,
+    rows: [number, number],
+    cols: [number, number],
+  ): void {
+    const grid = this.grid;
+    if (grid === null) return;
+    const { cell, gutterLeft: gl, gutterTop: gt, scrollLeft: sl, scrollTop: st } = layout;
+    const top = grid.levels - 1;
+    const want = tileLevel(cell, window.devicePixelRatio || 1, top);
+    ctx.save();
+    ctx.beginPath(); // partial pooled cells at the edges would draw past the matrix
+    ctx.rect(
+      gl,
+      gt,
+      Math.min(layout.width - gl, layout.cols * cell - sl),
+      Math.min(layout.height - gt, layout.rows * cell - st),
+    );
+    ctx.clip();
+    for (let level = top; level >= want; level--) {
+      const span = grid.tile * 2 ** level;
+      for (const { row, col } of tilesCovering(level, grid.tile, rows, cols)) {
+        const entry = this.tiles.get(tileKey(level, row, col));
+        if (entry === undefined) continue;
+        const image = this.tileImage(entry);
+        const f = 2 ** level;
+        const w = entry.tile.values === null ? Math.min(span, layout.cols - col * span) : entry.tile.width * f;
+        const h = entry.tile.values === null ? Math.min(span, layout.rows - row * span) : entry.tile.height * f;
+        ctx.drawImage(image, gl + col * span * cell - sl, gt + row * span * cell - st, w * cell, h * cell);
+      }
+    }
+    ctx.restore();
   }
 
   private draw(ctx: CanvasRenderingContext2D, layout: Layout): void {
@@ -523,6 +693,10 @@ export class CanvasHeatmap {
     ctx.beginPath();
     ctx.rect(gl, gt, layout.width - gl, layout.height - gt);
     ctx.clip();
+    if (this.grid !== null && c1 > c0 && r1 > r0) {
+      ctx.imageSmoothingEnabled = false;
+      this.drawTiles(ctx, layout, [r0, r1], [c0, c1]);
+    }
     if (this.values !== null && c1 > c0 && r1 > r0) {
       ctx.imageSmoothingEnabled = false;
       // Sub-pixel cells: draw a max-pooled image, so no peak falls between device pixels.

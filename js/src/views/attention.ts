@@ -4,6 +4,10 @@
  *
  * Bulk data comes from two resources, `overview` (the thumbnails of every head) and `pattern`
  * (one head, cached per revision); `run` is a command that re-runs the model on a new prompt.
+ * Past `EXACT_MAX_SEQ` tokens a head comes as level-of-detail `tile`s instead (`lib/tiles.ts`): the one
+ * tile that holds the whole head max-pooled (its overview) first, then the tiles of the visible region at
+ * the level the zoom needs (`CanvasHeatmap.setTiled`), with exact values for the readout and the token
+ * strip from `line` requests (one query row or key column).
  * The kernel then bumps `revision`: the view clears what it drew for the old prompt and the
  * resources refetch (`lib/resource.ts`: a reply for an old revision is never drawn).
  */
@@ -21,10 +25,11 @@ import {
   type Theme,
   withEmptyCells,
 } from "../lib/colormap";
-import { CanvasHeatmap, type Cell, colorPixels } from "../lib/heatmap";
-import type { Progress, Response } from "../lib/protocol";
+import { CanvasHeatmap, type Cell, colorPixels, type Tile } from "../lib/heatmap";
+import { isCancelled, type Progress, RemoteError, type Response } from "../lib/protocol";
 import type { Resource } from "../lib/resource";
 import { setLine, tokenLabel } from "../lib/text";
+import { LruCache, tileLevels } from "../lib/tiles";
 import { TokenStrip } from "../lib/tokens";
 import { type BaseTraits, button, clamp, el, intOr, renderView, View, type ViewModel } from "../lib/view";
 
@@ -74,6 +79,14 @@ export interface Pattern {
 
 /** Patterns kept per revision (by layer and head), shown again without asking. */
 const PATTERN_CACHE = 16;
+/** Longest prompt whose heads come whole (`pattern`); longer ones come as tiles (Python: `EXACT_MAX_SEQ`). */
+export const EXACT_MAX_SEQ = 512;
+/** Side of a tile, in cells of its level (Python: `TILE`). */
+export const TILE = 512;
+/** Decoded tiles kept (every head, every level; at most 1 MiB each). */
+const TILE_CACHE = 48;
+/** Decoded query rows / key columns kept for the readout and the strip. */
+const LINE_CACHE = 64;
 const GRID_MARGIN_LEFT = 30;
 const GRID_MARGIN_TOP = 16;
 
@@ -101,6 +114,25 @@ export function decodePattern({ result, buffers }: Response): Pattern {
     throw new Error(`pattern must have shape [seq, seq], got [${decoded.shape.join(", ")}]`);
   }
   return { layer: Number(result.layer), head: Number(result.head), seq, data: decoded.data as Float32Array };
+}
+
+/** Decode and check a `tile` reply (a `zero` tile carries no values: every cell is 0). */
+export function decodeTile({ result, buffers }: Response): Tile {
+  const level = Number(result.level);
+  const row = Number(result.row);
+  const col = Number(result.col);
+  if (result.zero === true) {
+    const size = Number(result.size);
+    const tile = Number(result.tile);
+    const height = Math.min(tile, size - row * tile);
+    const width = Math.min(tile, size - col * tile);
+    if (!(height > 0 && width > 0)) throw new Error(`zero tile ${row},${col} lies outside a ${size}-cell level`);
+    return { level, row, col, height, width, values: null };
+  }
+  const decoded = decodeArray(result.values as ArrayHeader, buffers);
+  if (decoded.shape.length !== 2)
+    throw new Error(`tile must have shape [rows, cols], got [${decoded.shape.join(", ")}]`);
+  return { level, row, col, height: decoded.shape[0], width: decoded.shape[1], values: decoded.data as Float32Array };
 }
 
 /** A copy of a [seq, seq] pattern with the cells above the diagonal NaN (drawn empty: not shown). */
@@ -136,6 +168,14 @@ class AttentionView extends View<AttentionTraits> {
   /** Progress of the latest run; shown while a run is out. */
   private runProgress: Progress = { done: 0, total: 1, label: "" };
   private gridPitch = 0;
+  /** Tiled mode: decoded tiles by `revision:layer:head:level:row:col`, requests out (id -> supersede key). */
+  private readonly tileCache = new LruCache<Tile>(TILE_CACHE);
+  private readonly tilesOut = new Map<string, { supersede: string; overview: boolean }>();
+  /** Tiled mode: the head whose tiles the heatmap shows. */
+  private tiledHead: { revision: number; layer: number; head: number } | null = null;
+  /** Tiled mode: exact rows/columns by `revision:layer:head:axis:index`, and the one out. */
+  private readonly lineCache = new LruCache<Float32Array>(LINE_CACHE);
+  private lineOut: string | null = null;
 
   constructor(model: AttentionModel, host: HTMLElement) {
     super(model, host, { className: "miw-attn", testid: "attention-view" });
@@ -204,7 +244,7 @@ class AttentionView extends View<AttentionTraits> {
     this.patterns = this.scope.resource({
       method: "pattern",
       params: () => {
-        if (this.nLayers() === 0 || this.nHeads() === 0) return null;
+        if (this.nLayers() === 0 || this.nHeads() === 0 || this.tiled()) return null;
         const { layer, head } = this.selected();
         return { layer, head };
       },
@@ -213,6 +253,7 @@ class AttentionView extends View<AttentionTraits> {
       cache: PATTERN_CACHE,
       refetchOn: ["n_layers", "n_heads"],
     });
+    this.syncTiles();
     this.updateSelection();
   }
 
@@ -262,6 +303,7 @@ class AttentionView extends View<AttentionTraits> {
     );
     this.heatmap.onClick(this.scope.guard("view", (cell: Cell) => this.toggleLock(cell.row, cell.col)));
     this.heatmap.onClear(this.scope.guard("view", () => this.unlock()));
+    this.heatmap.onTilesWanted((level, missing) => this.tilesWanted(level, missing));
     this.heatmap.onPaint((tag) => {
       if (tag === null) delete this.root.dataset.painted;
       else this.root.dataset.painted = tag;
@@ -359,7 +401,15 @@ class AttentionView extends View<AttentionTraits> {
       this.heatmap.setData(null, 0, 0);
       this.syncLabels();
     }
+    if (this.tiledHead !== null && this.tiledHead.revision < revision) {
+      this.tiledHead = null;
+      this.heatmap.setData(null, 0, 0);
+    }
+    const current = (key: string) => Number(key.slice(0, key.indexOf(":"))) >= revision;
+    this.tileCache.prune(current);
+    this.lineCache.prune(current);
     this.syncTokens();
+    this.syncTiles();
     this.updateSelection();
   }
 
@@ -374,6 +424,8 @@ class AttentionView extends View<AttentionTraits> {
       return;
     }
     this.tokens = tokens;
+    // params() is null now: nothing asked, nothing drawn (in the constructor the resource comes later)
+    if (this.tiled() && this.patterns !== undefined) void this.patterns.fetch();
     this.strip.setTokens(this.tokens);
     this.strip.invalidateColors();
     this.syncLabels();
@@ -396,6 +448,7 @@ class AttentionView extends View<AttentionTraits> {
   /** Another head asks for its pattern; an echo that keeps layer/head asks nothing (the resource skips it). */
   private syncSelected(): void {
     void this.patterns.fetch();
+    this.syncTiles();
     this.drawGrid();
     this.updateSelection();
   }
@@ -440,6 +493,140 @@ class AttentionView extends View<AttentionTraits> {
   }
 
   // ---- data -----------------------------------------------------------------------------
+
+  /** Heads come as tiles (the prompt is longer than `EXACT_MAX_SEQ`). */
+  private tiled(): boolean {
+    return this.tokens.length > EXACT_MAX_SEQ;
+  }
+
+  private topLevel(): number {
+    return tileLevels(this.tokens.length, TILE) - 1;
+  }
+
+  private tileId(revision: number, layer: number, head: number, level: number, row: number, col: number): string {
+    return `${revision}:${layer}:${head}:${level}:${row}:${col}`;
+  }
+
+  /** Tiled mode: show the selected head's overview tile (cached or asked for); its finer tiles follow. */
+  private syncTiles(): void {
+    if (!this.tiled() || this.nLayers() === 0 || this.nHeads() === 0) return;
+    const revision = this.revision();
+    const { layer, head } = this.selected();
+    const h = this.tiledHead;
+    if (h !== null && h.revision === revision && h.layer === layer && h.head === head) return;
+    const top = this.topLevel();
+    const overview = this.tileCache.get(this.tileId(revision, layer, head, top, 0, 0));
+    if (overview !== undefined) this.showTiles(revision, layer, head, overview);
+    else this.requestTile(revision, layer, head, top, 0, 0);
+  }
+
+  private showTiles(revision: number, layer: number, head: number, overview: Tile): void {
+    const seq = this.tokens.length;
+    if (this.pattern !== null) {
+      this.pattern = null;
+      this.syncLabels();
+    }
+    this.tiledHead = { revision, layer, head };
+    this.heatmap.setTiled(seq, seq, { tile: TILE, levels: this.topLevel() + 1 }, `${revision}:${layer}:${head}`);
+    this.heatmap.putTile(overview);
+    this.updateSelection();
+    // The heads beside this one next: a switch to them is then drawn without a round trip.
+    for (const next of [head + 1, head - 1])
+      if (next >= 0 && next < this.nHeads()) {
+        const id = this.tileId(revision, layer, next, overview.level, 0, 0);
+        if (!this.tileCache.has(id)) this.requestTile(revision, layer, next, overview.level, 0, 0);
+      }
+  }
+
+  /** The heatmap's frame wants these tiles of the shown head: put the cached ones, ask for the rest. */
+  private tilesWanted(level: number, missing: Array<{ row: number; col: number }>): void {
+    const h = this.tiledHead;
+    if (h === null) return;
+    const wanted = new Set<string>();
+    for (const { row, col } of missing) {
+      const id = this.tileId(h.revision, h.layer, h.head, level, row, col);
+      wanted.add(id);
+      const hit = this.tileCache.get(id);
+      if (hit !== undefined) this.heatmap.putTile(hit);
+      else this.requestTile(h.revision, h.layer, h.head, level, row, col);
+    }
+    // Tiles that scrolled away (or of a level the zoom left) are not waited for.
+    for (const [id, out] of this.tilesOut)
+      if (!out.overview && !wanted.has(id)) {
+        this.tilesOut.delete(id);
+        this.scope.client.cancel(out.supersede);
+      }
+  }
+
+  private requestTile(revision: number, layer: number, head: number, level: number, row: number, col: number): void {
+    const id = this.tileId(revision, layer, head, level, row, col);
+    if (this.tilesOut.has(id)) return;
+    const overview = level === this.topLevel();
+    const supersede = `tile:${id}`;
+    this.tilesOut.set(id, { supersede, overview });
+    this.scope.client.request("tile", { layer, head, level, row, col }, { supersede }).then(
+      (reply) => {
+        if (this.tilesOut.get(id)?.supersede === supersede) this.tilesOut.delete(id);
+        if (Number(reply.result?.revision) !== revision || revision < this.revision()) return; // another prompt's
+        let tile: Tile;
+        try {
+          tile = decodeTile(reply);
+        } catch (e) {
+          this.banner.fail("tile", e);
+          return;
+        }
+        this.banner.clear("tile");
+        this.tileCache.set(id, tile);
+        const h = this.tiledHead;
+        const shown = h !== null && h.revision === revision && h.layer === layer && h.head === head;
+        const sel = this.selected();
+        if (shown) this.heatmap.putTile(tile);
+        else if (overview && sel.layer === layer && sel.head === head) this.showTiles(revision, layer, head, tile);
+      },
+      (e) => {
+        if (this.tilesOut.get(id)?.supersede === supersede) this.tilesOut.delete(id);
+        if (isCancelled(e)) return;
+        // An HTML export holds every head's overview and the selected head's tiles: a finer tile it lacks
+        // leaves the coarser one showing.
+        if (!overview && e instanceof RemoteError && e.type === "NotExported") return;
+        this.banner.fail("tile", e);
+      },
+    );
+  }
+
+  /** Tiled mode: the row or column the readout and the strip need now (null: none). */
+  private lineWanted(focus: { query: number | null; key: number | null }): { axis: string; index: number } | null {
+    if (!this.tiled()) return null;
+    if (this.mode === "to" && focus.query !== null) return { axis: "query", index: focus.query };
+    if (this.mode === "by" && focus.key !== null) return { axis: "key", index: focus.key };
+    return null;
+  }
+
+  /** The exact row/column for `want` if here; else ask for it (a newer want supersedes) and return null. */
+  private line(want: { axis: string; index: number }): Float32Array | null {
+    const revision = this.revision();
+    const { layer, head } = this.selected();
+    const id = `${revision}:${layer}:${head}:${want.axis}:${want.index}`;
+    const hit = this.lineCache.get(id);
+    if (hit !== undefined) return hit;
+    if (this.lineOut === id) return null;
+    this.lineOut = id;
+    this.scope.client.request("line", { layer, head, ...want }, { supersede: "line" }).then(
+      (reply) => {
+        if (this.lineOut === id) this.lineOut = null;
+        if (Number(reply.result?.revision) !== revision) return;
+        const decoded = decodeArray(reply.result.values as ArrayHeader, reply.buffers);
+        this.lineCache.set(id, decoded.data as Float32Array);
+        this.updateSelection();
+      },
+      (e) => {
+        if (this.lineOut === id) this.lineOut = null;
+        if (isCancelled(e) || (e instanceof RemoteError && e.type === "NotExported")) return;
+        this.banner.fail("line", e);
+      },
+    );
+    return null;
+  }
 
   private showPattern(p: Pattern & { revision: number }): void {
     const resized = this.pattern?.seq !== p.seq;
@@ -512,7 +699,10 @@ class AttentionView extends View<AttentionTraits> {
     this.strip.setMarks(focus.query, focus.key);
 
     let weights: Float32Array | null = null;
-    if (p !== null) {
+    const want = this.lineWanted(focus);
+    const line = want === null ? null : this.line(want);
+    if (line !== null) weights = line;
+    else if (p !== null) {
       if (this.mode === "to" && focus.query !== null && focus.query < p.seq) {
         weights = p.data.subarray(focus.query * p.seq, (focus.query + 1) * p.seq);
       } else if (this.mode === "by" && focus.key !== null && focus.key < p.seq) {
@@ -531,6 +721,10 @@ class AttentionView extends View<AttentionTraits> {
       if (focus.query !== null && focus.key !== null && p !== null && focus.query < p.seq && focus.key < p.seq) {
         const masked = this.masked() && focus.key > focus.query;
         text += masked ? ": masked" : `: ${formatValue(p.data[focus.query * p.seq + focus.key])}`;
+      } else if (focus.query !== null && focus.key !== null && this.tiled()) {
+        const masked = this.masked() && focus.key > focus.query;
+        const value = line === null ? null : line[this.mode === "to" ? focus.key : focus.query];
+        text += masked ? ": masked" : value === undefined || value === null ? ": …" : `: ${formatValue(value)}`;
       }
       if (focus.query === null && focus.key === null) text += "  hover a cell or token; click to lock";
       return text;
