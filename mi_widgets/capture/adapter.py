@@ -141,9 +141,10 @@ class ModelAdapter:
         tokens = torch.arange(2, device=self.device)[None]  # two different tokens: a pattern has something to weigh
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # TransformerLens's "the edit is discarded"
-            base = self.run_patched(tokens, {})
+            if "_unedited" not in self.__dict__:  # one plain run serves every hook's check
+                self._unedited = self.run_patched(tokens, {})
             edited = self.run_patched(tokens, {name: torch.zeros_like})
-        return not torch.equal(base, edited)
+        return not torch.equal(self._unedited, edited)
 
     def check_layer_head(self, layer: int, head: int) -> None:
         """An IndexError (or TypeError for a non-integer such as 1.7) unless ``layer``/``head`` index this model."""
