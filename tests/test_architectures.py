@@ -470,6 +470,9 @@ def test_patching_metrics_equal_the_hf_models_and_a_manual_patch(
         assert raw["pattern"].shape == (model.cfg.n_layers, model.cfg.n_heads), name
         cells.append(("pattern", "attn.hook_pattern", 1, (slice(None), 2)))
 
+    titles = {c["name"]: c["title"] for c in patch.components}
+    shared = f" ({n_kv} key/value heads, each read by {model.cfg.n_heads // n_kv} query heads)"
+    assert titles["k"] == "head keys" + (shared if name in GQA else "") and titles["q"] == "head queries", name
     if name in GQA:  # a click on key/value head 1 opens the first query head of its group, not query head 1
         patch.selected = {"component": "k", "layer": 1, "head": 1}
         assert patch.attention.selected["head"] == model.cfg.n_heads // n_kv, name

@@ -161,7 +161,14 @@ class _PatchingBase(StreamingWidget):
             (
                 "components",
                 [
-                    {"name": n, "title": _title(n), "rows": _axes(n)[0], "cols": _axes(n)[1], "n_rows": r, "n_cols": c}
+                    {
+                        "name": n,
+                        "title": _title(n, c, adapter.n_heads),
+                        "rows": _axes(n)[0],
+                        "cols": _axes(n)[1],
+                        "n_rows": r,
+                        "n_cols": c,
+                    }
                     for n, (r, c) in grids.items()
                 ],
             ),
@@ -663,8 +670,13 @@ def _has_hook(adapter: ModelAdapter, name: str) -> bool:
     return True
 
 
-def _title(name: str) -> str:
-    return COMPONENTS[name].title if name in COMPONENTS else "sender heads"
+def _title(name: str, n_cols: int = 0, n_heads: int = 0) -> str:
+    if name not in COMPONENTS:
+        return "sender heads"
+    title = COMPONENTS[name].title
+    if COMPONENTS[name].cols == "head" and 0 < n_cols < n_heads:  # grouped-query attention's keys and values
+        title += f" ({n_cols} key/value heads, each read by {n_heads // n_cols} query heads)"
+    return title
 
 
 def _axes(name: str) -> tuple[str, str]:
