@@ -141,8 +141,10 @@ def context_windows(
     windows = list(ends)
     tokens, _ = pad_rows([rows[w][: ends[w]] for w in windows])
     got: list[torch.Tensor] = []
-    adapter.each_activation(tokens.to(adapter.device), [hook], lambda _, a: got.append(unit_values(a).float().cpu()))
-    acts = got[0]
+    adapter.each_activation(
+        tokens.to(adapter.device), [hook], lambda _, a: got.append(unit_values(a).to(torch.float32, copy=True))
+    )
+    acts = got[0]  # on the model's device: only each example's context comes to the host
     out = []
     for value, window, pos in found:
         row = windows.index(window)
@@ -150,7 +152,7 @@ def context_windows(
         out.append(
             Example(
                 tokens=adapter.token_labels(rows[window][start:end]),
-                activations=acts[row, start:end].clone(),
+                activations=acts[row, start:end].to("cpu", torch.float32, copy=True),
                 max_index=pos - start,
                 value=value,
                 window=window,
