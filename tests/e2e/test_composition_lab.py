@@ -36,7 +36,8 @@ def test_click_a_pair_selects_it_in_python(notebook: NotebookPage) -> None:
         "reader": [1, 3],
     }
     readout = page.locator(f"{VIEW} [data-testid=readout]").inner_text()
-    expected = notebook.python_value("f'{float(comp.scores(\"K\")[0, 2, 1, 3]):.3f}'")
+    # the view shows the float16 it was sent, to three places
+    expected = notebook.python_value("f'{float(comp.scores(\"K\")[0, 2, 1, 3].half()):.3f}'")
     assert f"L0H2 → L1H3: K-composition {expected}" in readout
     page.locator(VIEW).screenshot(path=str(OUTPUT / "composition.png"))
 
