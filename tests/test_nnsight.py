@@ -1,8 +1,10 @@
 """The nnsight backend: views on ``nnsight.LanguageModel``s of random-weight HF models, checked against the HF
 model's own outputs (``output_attentions``, ``output_hidden_states``, logits), and the refusals.
 
-Offline: GPT-2 and Llama with grouped-query attention (2 KV heads for 4 query heads) built from configs,
-eager attention, the local test tokenizer. The remote path (``NNsightAdapter(lm, remote=True)``) cannot
+Offline: GPT-2, Llama with grouped-query attention (2 KV heads for 4 query heads), GPT-NeoX (parallel residual),
+Gemma 2 (scaled embeddings, extra norms, soft caps, sliding window), OPT, Phi (parallel) and Phi-3 (fused gate/up),
+built from configs as ``tests/test_architectures.py`` builds them, eager attention, the local test tokenizer;
+post-LN OPT (OPT-350m) is refused, a pre-LN OPT with ``project_in``/``project_out`` is read exactly. The remote path (``NNsightAdapter(lm, remote=True)``) cannot
 reach a hosted engine here: a test checks that the flag reaches ``trace(..., remote=True)`` and that the
 path it takes (activations saved in the trace, read after it) gives the local numbers.
 """
@@ -25,34 +27,118 @@ nnsight = pytest.importorskip("nnsight")
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
-def _hf(name: str, vocab: int, bos: int, attn: str = "eager") -> Any:
+GEMMA2_SOFTCAP = 2.0  # small next to these logits, so the cap visibly changes them
+FAMILIES = ["gpt2", "llama", "neox", "gemma2", "opt", "phi", "phi3"]
+NEW = ["neox", "gemma2", "opt", "phi", "phi3"]  # configured as tests/test_architectures.py configures them
+PARALLEL = {"neox", "phi"}  # attention and MLP both read the block's input: no hook_resid_mid
+
+
+def _config(name: str, vocab: int, bos: int) -> tuple[Any, Any]:
     import transformers
 
     ids = dict(bos_token_id=bos, eos_token_id=bos, pad_token_id=bos)
-    torch.manual_seed(0)
-    if name == "gpt2":
-        config = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=vocab, **ids)
-        cls = transformers.GPT2LMHeadModel
-    else:
-        config = transformers.LlamaConfig(
-            vocab_size=vocab,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,  # grouped-query attention
-            intermediate_size=128,
-            max_position_embeddings=64,
-            initializer_range=0.1,
-            **ids,
-        )
-        cls = transformers.LlamaForCausalLM
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        initializer_range=0.1,
+        **ids,
+    )
+    opt = dict(common, ffn_dim=128, word_embed_proj_dim=64)
+    del opt["intermediate_size"]
+    table: dict[str, tuple[str, str, dict[str, Any]]] = {
+        "gpt2": (
+            "GPT2Config",
+            "GPT2LMHeadModel",
+            dict(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=vocab, **ids),
+        ),
+        "llama": ("LlamaConfig", "LlamaForCausalLM", dict(common, num_key_value_heads=2)),  # grouped-query attention
+        "neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(common, use_parallel_residual=True, rotary_pct=0.25)),
+        "gemma2": (
+            "Gemma2Config",
+            "Gemma2ForCausalLM",
+            dict(
+                common,
+                num_key_value_heads=2,
+                head_dim=16,
+                query_pre_attn_scalar=16,
+                sliding_window=4,
+                final_logit_softcapping=GEMMA2_SOFTCAP,
+                attn_logit_softcapping=5.0,
+            ),
+        ),
+        "opt": ("OPTConfig", "OPTForCausalLM", opt),
+        # OPT-350m's layout: post-LN blocks, project_in/project_out around a 32-wide embedding
+        "opt350m": ("OPTConfig", "OPTForCausalLM", dict(opt, word_embed_proj_dim=32, do_layer_norm_before=False)),
+        # a pre-LN OPT with project_in/project_out (exact: hook_embed is project_in's output, the lens goes through
+        # project_out)
+        "opt_proj": ("OPTConfig", "OPTForCausalLM", dict(opt, word_embed_proj_dim=32)),
+        "phi": ("PhiConfig", "PhiForCausalLM", dict(common, partial_rotary_factor=0.5)),  # parallel attention and MLP
+        "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(common, num_key_value_heads=2)),
+    }
+    config_cls, model_cls, kwargs = table[name]
+    return getattr(transformers, config_cls)(**kwargs), getattr(transformers, model_cls)
+
+
+def _hf(name: str, vocab: int, bos: int, attn: str = "eager") -> Any:
+    config, cls = _config(name, vocab, bos)
     config._attn_implementation = attn
+    torch.manual_seed(0)
     model = cls(config)
     with torch.no_grad():
         for pname, p in model.named_parameters():
             if pname.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))
+            elif name not in ("gpt2", "llama") and ("norm" in pname or "ln" in pname) and pname.endswith("weight"):
+                p.add_(0.3 * torch.randn_like(p))  # Gemma's 1 + w and everyone's w differ from 1
     return model  # in training mode, as a model built from a config is: views must not see dropout
+
+
+def _blocks(hf: Any) -> Any:
+    for path in ("transformer.h", "gpt_neox.layers", "model.decoder.layers", "model.layers"):
+        module = hf
+        try:
+            for part in path.split("."):
+                module = getattr(module, part)
+        except AttributeError:
+            continue
+        return module
+    raise AssertionError(f"no decoder layers in {type(hf).__name__}")
+
+
+def _out_proj(block: Any) -> Any:
+    """The attention output projection: its input is the heads' outputs side by side."""
+    for attn, proj in (("attn", "c_proj"), ("attention", "dense"), ("self_attn", "out_proj"), ("self_attn", "dense"),
+                       ("self_attn", "o_proj")):  # fmt: skip
+        module = getattr(getattr(block, attn, None), proj, None)
+        if module is not None:
+            return module
+    raise AssertionError(f"no attention output projection in {type(block).__name__}")
+
+
+def _readout(hf: Any, resid: torch.Tensor) -> torch.Tensor:
+    """The HF model's own final norm, (project_out,) head and (Gemma 2's) final soft cap, by hand."""
+    kind = hf.config.model_type
+    with torch.no_grad():
+        if kind == "gpt2":
+            x = hf.transformer.ln_f(resid)
+        elif kind == "gpt_neox":
+            x = hf.gpt_neox.final_layer_norm(resid)
+        elif kind == "opt":
+            x = hf.model.decoder.final_layer_norm(resid)
+            if hf.model.decoder.project_out is not None:
+                x = hf.model.decoder.project_out(x)
+        elif kind == "phi":
+            x = hf.model.final_layernorm(resid)
+        else:
+            x = hf.model.norm(resid)
+        logits = hf.lm_head(x)
+        if kind == "gemma2":
+            logits = GEMMA2_SOFTCAP * torch.tanh(logits / GEMMA2_SOFTCAP)
+        return logits
 
 
 def _wrap(hf: Any, tokenizer: Any) -> Any:
@@ -65,13 +151,13 @@ def _wrap(hf: Any, tokenizer: Any) -> Any:
 def models(tokenizer: Any) -> dict[str, tuple[Any, Any]]:
     bos = int(tokenizer.bos_token_id)
     out = {}
-    for name in ("gpt2", "llama"):
+    for name in FAMILIES:
         hf = _hf(name, len(tokenizer), bos)
         out[name] = (_wrap(hf, tokenizer), hf)
     return out
 
 
-@pytest.fixture(params=["gpt2", "llama"])
+@pytest.fixture(params=FAMILIES)
 def pair(request: pytest.FixtureRequest, models: dict[str, tuple[Any, Any]]) -> tuple[Any, Any]:
     return models[request.param]
 
@@ -136,11 +222,9 @@ def test_logit_lens_last_row_is_the_models_next_token_distribution(pair: tuple[A
     target = int(adapter.text_ids(" Mary")[0])
     torch.testing.assert_close(lens.target_probs[-1], real[:, target], atol=1e-7, rtol=1e-5)
     # every earlier row: that layer's residual stream through the model's own final norm and lm_head
-    norm = hf.transformer.ln_f if hasattr(hf, "transformer") else hf.model.norm
-    with torch.no_grad():
-        for row in range(adapter.n_layers):
-            probs = hf.lm_head(norm(out.hidden_states[row][0])).softmax(-1)
-            torch.testing.assert_close(lens.target_probs[row], probs[:, target], atol=1e-6, rtol=1e-5)
+    for row in range(adapter.n_layers):
+        probs = _readout(hf, out.hidden_states[row][0]).softmax(-1)
+        torch.testing.assert_close(lens.target_probs[row], probs[:, target], atol=1e-6, rtol=1e-5)
 
 
 def test_activation_view_values_are_the_models_hidden_states(pair: tuple[Any, Any]) -> None:
@@ -155,6 +239,13 @@ def test_activation_view_values_are_the_models_hidden_states(pair: tuple[Any, An
         torch.testing.assert_close(acts, expected, atol=1e-6, rtol=1e-5)
     mlp = mw.ActivationView(lm, PROMPT, hook="mlp.post", layer=1)
     assert mlp.d == (256 if hasattr(hf, "transformer") else 128)
+    if hf.config.model_type in ("gpt_neox", "phi"):  # parallel blocks: no residual stream between attention and MLP
+        with pytest.raises(
+            BackendUnsupported, match=r"hook_resid_mid is not defined .*(GPT-NeoX|Phi) blocks.*parallel"
+        ):
+            mw.ActivationView(lm, PROMPT, hook="resid_mid")
+    else:
+        assert mw.ActivationView(lm, PROMPT, hook="resid_mid").activations[0].shape[0] == 2
 
 
 def test_head_scan_runs(pair: tuple[Any, Any]) -> None:
@@ -198,7 +289,7 @@ def test_patching_metric_and_a_patch_equal_a_manual_computation(pair: tuple[Any,
     assert patch.status == "done", patch.error
     assert patch.raw["head_out"].shape == (2, 4) and patch.raw["resid_pre"].shape == (2, 8)
     # by hand: block 1's input at position 3 from the clean run, into the corrupted run (plain torch hooks)
-    block = (hf.transformer.h if hasattr(hf, "transformer") else hf.model.layers)[1]
+    block = _blocks(hf)[1]
     kept: dict[str, torch.Tensor] = {}
 
     def keep(module: Any, args: tuple[Any, ...]) -> None:
@@ -286,12 +377,33 @@ def test_read_only_hooks_cannot_be_patched(models: dict[str, tuple[Any, Any]], t
 def test_an_unmapped_architecture_is_refused(tokenizer: Any) -> None:
     import transformers
 
-    config = transformers.GPTNeoXConfig(
-        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=1, num_attention_heads=4, intermediate_size=128
-    )
-    lm = _wrap(transformers.GPTNeoXForCausalLM(config), tokenizer)
-    with pytest.raises(BackendUnsupported, match=r"model_type is 'gpt_neox'.*TransformerBridge"):
+    config = transformers.GPTJConfig(vocab_size=len(tokenizer), n_embd=64, n_layer=1, n_head=4, rotary_dim=8)
+    lm = _wrap(transformers.GPTJForCausalLM(config), tokenizer)
+    with pytest.raises(BackendUnsupported, match=r"model_type is 'gptj'.*TransformerBridge"):
         mw.AttentionView(lm, PROMPT)
+
+
+def test_post_ln_opt_is_refused_by_name(tokenizer: Any) -> None:
+    lm = _wrap(_hf("opt350m", len(tokenizer), int(tokenizer.bos_token_id)), tokenizer)
+    with pytest.raises(BackendUnsupported, match=r"OPT with pre-LN blocks only.*do_layer_norm_before=False"):
+        mw.LogitLens(lm, PROMPT, target=" Mary")
+
+
+def test_opt_with_project_in_and_out_reads_exactly(tokenizer: Any) -> None:
+    """A pre-LN OPT with a 32-wide embedding: hook_embed is project_in's output, the lens reads through project_out."""
+    hf = _hf("opt_proj", len(tokenizer), int(tokenizer.bos_token_id))
+    lm = _wrap(hf, tokenizer)
+    adapter = adapter_for(lm)
+    tokens = adapter.to_tokens(PROMPT)
+    out = hf_run(hf, tokens)
+    lens = mw.LogitLens(lm, PROMPT, target=" Mary", k=5)
+    torch.testing.assert_close(lens.top_probs[-1], out.logits[0].softmax(-1).topk(5).values, atol=1e-6, rtol=1e-5)
+    embed = adapter.capture(tokens, ["hook_embed", "blocks.0.hook_resid_pre"])
+    assert embed["hook_embed"].shape[-1] == 64
+    with torch.no_grad():
+        expected = hf.model.decoder.project_in(hf.model.decoder.embed_tokens(tokens))
+    torch.testing.assert_close(embed["hook_embed"], expected)
+    torch.testing.assert_close(embed["blocks.0.hook_resid_pre"], out.hidden_states[0])
 
 
 # ----- remote ------------------------------------------------------------------------------------
@@ -347,8 +459,7 @@ def test_path_patching_to_the_logits_equals_freezing_heads_by_hand(pair: tuple[A
     pp.start()
     pp.wait()
     assert pp.status == "done", pp.error
-    blocks = hf.transformer.h if hasattr(hf, "transformer") else hf.model.layers
-    outs = [b.attn.c_proj if hasattr(b, "attn") else b.self_attn.o_proj for b in blocks]
+    outs = [_out_proj(b) for b in _blocks(hf)]
     d_head = 16
 
     def z_of(tokens: torch.Tensor) -> list[torch.Tensor]:  # every layer's head outputs, o_proj's input
@@ -385,3 +496,41 @@ def test_path_patching_to_the_logits_equals_freezing_heads_by_hand(pair: tuple[A
     with pytest.raises(ValueError, match="unknown hook name 'blocks.1.attn.hook_q'"):
         mw.PathPatching(lm, clean=clean, corrupted=corrupted, metric=mw.logit_diff(answers, wrong),
                         receivers=[(1, 0, "q")], autostart=False)  # fmt: skip
+
+
+def test_every_patchable_hook_round_trips_and_a_zeroed_mlp_pre_matches_by_hand(pair: tuple[Any, Any]) -> None:
+    """Every hook put back as a new tensor leaves the logits as they were (OPT's flattened MLP, Phi-3's gate half);
+    zeroing ``mlp.hook_pre`` equals zeroing, by hand, what the HF MLP's input projection gives (its gate half)."""
+    lm, hf = pair
+    adapter = adapter_for(lm)
+    tokens = adapter.to_tokens(PROMPT)
+    expected = hf_run(hf, tokens).logits
+    names = [n for n in adapter.hook_names() if adapter._points[n].patchable]
+    got = adapter.run_patched(tokens, {n: (lambda t: t + 0) for n in names})
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    seen = adapter.capture(tokens, [n for n in names if n.startswith("blocks.0.")])
+    assert all(t.shape[:2] == tokens.shape for t in seen.values())
+    # the residual stream adds up: hook_attn_out and hook_mlp_out are what the block adds (Gemma 2: after its norms)
+    pre, attn, mlp, post = (seen[f"blocks.0.hook_{k}"] for k in ("resid_pre", "attn_out", "mlp_out", "resid_post"))
+    if hf.config.model_type in ("gpt_neox", "phi"):
+        torch.testing.assert_close(post, pre + attn + mlp, atol=1e-5, rtol=1e-5)
+    else:
+        mid = adapter.capture(tokens, ["blocks.0.hook_resid_mid"])["blocks.0.hook_resid_mid"]
+        torch.testing.assert_close(mid, pre + attn, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(post, mid + mlp, atol=1e-5, rtol=1e-5)
+    half = hf.config.model_type == "phi3"  # gate_up_proj: [gate, up] side by side
+    mlp_in = adapter._module(f"{adapter.layout.layers}.0.{adapter.layout.mlp_in}")
+
+    def zero(module: Any, args: Any, out: torch.Tensor) -> torch.Tensor:
+        out = out.clone()
+        out[..., : out.shape[-1] // 2 if half else None] = 0
+        return out
+
+    handle = mlp_in.register_forward_hook(zero)
+    try:
+        by_hand = hf_run(hf, tokens).logits
+    finally:
+        handle.remove()
+    ours = adapter.run_patched(tokens, {"blocks.0.mlp.hook_pre": torch.zeros_like})
+    torch.testing.assert_close(ours, by_hand, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(by_hand, expected)

@@ -24,6 +24,16 @@ TransformerLens hook          where (GPT-2 / Llama-style)               patchabl
 ``ln_final.hook_normalized``  the final norm's output                    yes
 ============================  ========================================  ===============
 
+The other architectures (:data:`LAYOUTS`): GPT-NeoX and Phi run attention and the MLP in parallel (both read the
+block's input), so ``hook_resid_mid`` is refused by name there (NeoX: with ``use_parallel_residual=True``).
+Gemma 2's embedding module scales by ``sqrt(d_model)`` itself (``hook_embed`` is the first residual stream);
+its ``hook_attn_out``/``hook_mlp_out`` are the post-attention/post-MLP norms' outputs (what the block adds),
+``hook_resid_mid`` the pre-feedforward norm's input, and the lens applies the final logit soft cap. OPT has no MLP
+module: ``fc1``/``fc2`` see ``[batch * pos, d]``, viewed (and patched) as ``[batch, pos, d]``; ``hook_embed`` is
+``project_in``'s output where the model has one and the readout goes through ``project_out``; post-LN OPT
+(``do_layer_norm_before=False``, OPT-350m) is refused. Phi-3's ``mlp.hook_pre`` is the gate half of
+``gate_up_proj``'s output.
+
 Attention patterns are what the model computes: HF's *eager* attention returns its weights; ``sdpa``
 and ``flash_attention_*`` never form them, so a view that needs patterns refuses such a model and says
 to load it with ``attn_implementation="eager"``.
@@ -71,20 +81,28 @@ class BackendUnsupported(ValueError):
 class Layout:
     """Where a HF architecture keeps what the TransformerLens hooks name (module paths from the HF model's root)."""
 
+    name: str  # the architecture, as refusals name it
     layers: str
-    attn: str  # relative to a layer
+    attn: str  # relative to a layer: output item 0 is hook_attn_out (unless attn_out), item 1 hook_pattern
     attn_out_proj: str  # relative to a layer: its input is hook_z
-    mid_norm: str  # relative to a layer: its input is hook_resid_mid
-    mlp: str
+    mid_norm: str | None  # relative to a layer: its input is hook_resid_mid (None: attention and MLP in parallel)
+    mlp: str  # relative to a layer: its output is hook_mlp_out
     mlp_in: str  # relative to a layer: its output is hook_pre
     mlp_out_proj: str  # relative to a layer: its input is hook_post
     final_norm: str
     embed: str
     pos_embed: str | None
     lm_head: str
+    attn_out: str | None = None  # relative to a layer: a module whose output is hook_attn_out (Gemma 2's post-norm)
+    parallel: str | bool = False  # True, or the config flag that says attention and MLP both read the block input
+    flat_mlp: bool = False  # the MLP's tensors (and resid_mid) are [batch * pos, d] (OPT)
+    gated_in: bool = False  # mlp_in's output is [gate, up] side by side: hook_pre is the gate half (Phi-3)
+    project_in: str | None = None  # a module (when present) mapping embeddings to d_model: hook_embed is its output
+    project_out: str | None = None  # a module (when present) between the final norm and lm_head
 
 
 _GPT2 = Layout(
+    name="GPT-2",
     layers="transformer.h",
     attn="attn",
     attn_out_proj="attn.c_proj",
@@ -97,7 +115,7 @@ _GPT2 = Layout(
     pos_embed="transformer.wpe",
     lm_head="lm_head",
 )
-_LLAMA = Layout(
+_LLAMA = dict(
     layers="model.layers",
     attn="self_attn",
     attn_out_proj="self_attn.o_proj",
@@ -110,10 +128,76 @@ _LLAMA = Layout(
     pos_embed=None,
     lm_head="lm_head",
 )
+_NEOX = Layout(
+    name="GPT-NeoX",
+    layers="gpt_neox.layers",
+    attn="attention",
+    attn_out_proj="attention.dense",
+    mid_norm="post_attention_layernorm",
+    mlp="mlp",
+    mlp_in="mlp.dense_h_to_4h",
+    mlp_out_proj="mlp.dense_4h_to_h",
+    final_norm="gpt_neox.final_layer_norm",
+    embed="gpt_neox.embed_in",
+    pos_embed=None,
+    lm_head="lm_head",
+    parallel="use_parallel_residual",
+)
+# Gemma 2: the embedding module scales by sqrt(d_model) itself (its output is the first residual stream);
+# hook_attn_out and hook_mlp_out are the post-attention and post-MLP norms' outputs (what the residual adds, as
+# in TransformerLens); the final logit soft cap is applied by ``logits_transform``.
+_GEMMA2 = Layout(
+    **dict(_LLAMA, mid_norm="pre_feedforward_layernorm", mlp="post_feedforward_layernorm"),
+    name="Gemma 2",
+    attn_out="post_attention_layernorm",
+)
+# OPT (pre-LN; post-LN OPT-350m is refused): no MLP module, the layer flattens positions around fc1/fc2.
+_OPT = Layout(
+    name="OPT",
+    layers="model.decoder.layers",
+    attn="self_attn",
+    attn_out_proj="self_attn.out_proj",
+    mid_norm="final_layer_norm",
+    mlp="fc2",
+    mlp_in="fc1",
+    mlp_out_proj="fc2",
+    final_norm="model.decoder.final_layer_norm",
+    embed="model.decoder.embed_tokens",
+    pos_embed="model.decoder.embed_positions",
+    lm_head="lm_head",
+    flat_mlp=True,
+    project_in="model.decoder.project_in",
+    project_out="model.decoder.project_out",
+)
+_PHI = Layout(
+    name="Phi",
+    layers="model.layers",
+    attn="self_attn",
+    attn_out_proj="self_attn.dense",
+    mid_norm=None,
+    mlp="mlp",
+    mlp_in="mlp.fc1",
+    mlp_out_proj="mlp.fc2",
+    final_norm="model.final_layernorm",
+    embed="model.embed_tokens",
+    pos_embed=None,
+    lm_head="lm_head",
+    parallel=True,
+)
+_PHI3 = Layout(**dict(_LLAMA, mlp_in="mlp.gate_up_proj"), name="Phi-3", gated_in=True)
 # HF ``config.model_type`` -> layout. Llama-style: pre-norm blocks, residual = x + attn(norm(x)), then
-# x + mlp(norm(x)), embeddings unscaled, logits = lm_head(norm(x)). (Gemma scales its embeddings inside the
-# model and puts norms after attention and MLP; it is not listed.)
-LAYOUTS: dict[str, Layout] = {"gpt2": _GPT2, "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA}
+# x + mlp(norm(x)), embeddings unscaled, logits = lm_head(norm(x)).
+LAYOUTS: dict[str, Layout] = {
+    "gpt2": _GPT2,
+    "llama": Layout(**_LLAMA, name="Llama"),
+    "mistral": Layout(**_LLAMA, name="Mistral"),
+    "qwen2": Layout(**_LLAMA, name="Qwen2"),
+    "gpt_neox": _NEOX,
+    "gemma2": _GEMMA2,
+    "opt": _OPT,
+    "phi": _PHI,
+    "phi3": _PHI3,
+}
 
 
 @dataclass(frozen=True)
@@ -127,6 +211,8 @@ class _Point:
     item: int | None  # index into a tuple output, None for the whole value (or item 0 of a tuple)
     heads: bool = False  # view as [batch, pos, n_heads, d_head]
     patchable: bool = True
+    flat: bool = False  # the module sees [batch * pos, d]: viewed as [batch, pos, d]
+    half: bool = False  # the first half of the last axis (a gated MLP's gate beside its up projection)
 
 
 def is_nnsight_model(model: Any) -> bool:
@@ -161,6 +247,17 @@ class NNsightAdapter:
         self.hf = hf
         self.config = config
         self.layout = LAYOUTS[kind]
+        if kind == "opt" and not getattr(config, "do_layer_norm_before", True):
+            raise BackendUnsupported(
+                "the nnsight backend maps OPT with pre-LN blocks only; this OPT has do_layer_norm_before=False "
+                "(OPT-350m's post-LN blocks: each block's output has been through a norm, there is no final norm "
+                "and project_out reads the stream), so TransformerLens's residual-stream hooks and the logit lens "
+                "would not be what the model computes. Use a pre-LN OPT (125m, 1.3b, ...)"
+            )
+        # what this model lacks or defines differently: hook name -> why it is refused
+        self._refused: dict[str, str] = {}
+        parallel = self.layout.parallel
+        self.parallel = bool(getattr(config, parallel, False) if isinstance(parallel, str) else parallel)
         self.remote = bool(remote)
         if not self.remote:  # a remote model's weights may stay on the meta device here
             check_weights_loaded(hf)
@@ -182,6 +279,14 @@ class NNsightAdapter:
             model_type=kind,
         )
         self._points = self._hook_points()
+        if self.parallel:
+            for l in range(self.n_layers):
+                self._refused[f"blocks.{l}.hook_resid_mid"] = (
+                    f"{self.layout.name} blocks run attention and the MLP in parallel (both read the block's input: "
+                    f"{'use_parallel_residual=True' if isinstance(parallel, str) else 'a parallel block'}), so there "
+                    "is no residual stream between them: read hook_resid_pre, hook_attn_out, hook_mlp_out or "
+                    "hook_resid_post instead"
+                )
 
     # ----- shape of the model ----------------------------------------------------------------------
 
@@ -296,6 +401,10 @@ class NNsightAdapter:
 
     def resolve_hook(self, name: str) -> str:
         """``name`` if this backend maps it onto the model (patterns: only with eager attention); else a clear error."""
+        if name in self._refused:
+            raise BackendUnsupported(
+                f"{name} is not defined for this model on the nnsight backend: {self._refused[name]}"
+            )
         if name in self._points:
             if name.endswith("attn.hook_pattern"):
                 self._check_patterns()
@@ -353,27 +462,51 @@ class NNsightAdapter:
 
     def _hook_points(self) -> dict[str, _Point]:
         lay, n = self.layout, self.n_layers
-        points = [_Point("hook_embed", (0, 0), lay.embed, "output", None)]
+        embed = lay.project_in if lay.project_in and self._has(lay.project_in) else lay.embed
+        points = [_Point("hook_embed", (0, 0), embed, "output", None)]
         if lay.pos_embed:
             points.append(_Point("hook_pos_embed", (0, 1), lay.pos_embed, "output", None))
+        flat = lay.flat_mlp
         for l in range(n):
             block = f"{lay.layers}.{l}"
             at = l + 1
+            attn_out = (
+                _Point(f"blocks.{l}.hook_attn_out", (at, 3), f"{block}.{lay.attn_out}", "output", None)
+                if lay.attn_out
+                else _Point(f"blocks.{l}.hook_attn_out", (at, 3), f"{block}.{lay.attn}", "output", 0)
+            )
             points += [
                 _Point(f"blocks.{l}.hook_resid_pre", (at, 0), block, "input", None),
                 _Point(f"blocks.{l}.attn.hook_z", (at, 1), f"{block}.{lay.attn_out_proj}", "input", None, heads=True),
-                _Point(f"blocks.{l}.hook_attn_out", (at, 2), f"{block}.{lay.attn}", "output", 0),
                 _Point(f"blocks.{l}.attn.hook_pattern", (at, 2), f"{block}.{lay.attn}", "output", 1, patchable=False),
+                attn_out,
                 _Point(
-                    f"blocks.{l}.hook_resid_mid", (at, 3), f"{block}.{lay.mid_norm}", "input", None, patchable=False
+                    f"blocks.{l}.mlp.hook_pre",
+                    (at, 5),
+                    f"{block}.{lay.mlp_in}",
+                    "output",
+                    None,
+                    flat=flat,
+                    half=lay.gated_in,
                 ),
-                _Point(f"blocks.{l}.mlp.hook_pre", (at, 4), f"{block}.{lay.mlp_in}", "output", None),
-                _Point(f"blocks.{l}.mlp.hook_post", (at, 5), f"{block}.{lay.mlp_out_proj}", "input", None),
-                _Point(f"blocks.{l}.hook_mlp_out", (at, 6), f"{block}.{lay.mlp}", "output", None),
-                _Point(f"blocks.{l}.hook_resid_post", (at, 7), block, "output", None),
+                _Point(f"blocks.{l}.mlp.hook_post", (at, 6), f"{block}.{lay.mlp_out_proj}", "input", None, flat=flat),
+                _Point(f"blocks.{l}.hook_mlp_out", (at, 7), f"{block}.{lay.mlp}", "output", None, flat=flat),
+                _Point(f"blocks.{l}.hook_resid_post", (at, 8), block, "output", None),
             ]
+            if lay.mid_norm and not self.parallel:
+                points.append(
+                    _Point(f"blocks.{l}.hook_resid_mid", (at, 4), f"{block}.{lay.mid_norm}", "input", None,
+                           patchable=False, flat=flat)
+                )  # fmt: skip
         points.append(_Point("ln_final.hook_normalized", (n + 1, 0), lay.final_norm, "output", None))
         return {p.name: p for p in points}
+
+    def _has(self, path: str) -> bool:
+        """Whether the HF model has a module at ``path`` (OPT's ``project_in``/``project_out`` may be None)."""
+        try:
+            return isinstance(self._module(path), torch.nn.Module)
+        except (AttributeError, IndexError):
+            return False
 
     # ----- forward passes --------------------------------------------------------------------
 
@@ -492,6 +625,7 @@ class NNsightAdapter:
             else:
                 groups.append((p.path, p.attr, [i]))
         model, lock = self.runner()
+        shape = (int(tokens.shape[0]), int(tokens.shape[-1]))
         seen: set[int] = set()
         saved: list[tuple[int, Any]] = []
         later = self.remote and not patch  # a hosted engine cannot call back into this kernel: read after the trace
@@ -504,7 +638,7 @@ class NNsightAdapter:
                     value = getattr(envoy, attr)
                     changed = False
                     for i in indices:
-                        current = self._view(points[i], value)
+                        current = self._view(points[i], value, shape)
                         if later:
                             saved.append((i, current.save()))
                             continue
@@ -528,7 +662,7 @@ class NNsightAdapter:
             raise TypeError(f"expected the model to return logits [batch, seq, d_vocab], got {type(out).__name__}")
         return out
 
-    def _view(self, point: _Point, value: Any) -> torch.Tensor:
+    def _view(self, point: _Point, value: Any, shape: tuple[int, int]) -> torch.Tensor:
         if isinstance(value, tuple):
             value = value[point.item or 0]
         elif point.item:
@@ -537,6 +671,10 @@ class NNsightAdapter:
             raise BackendUnsupported(
                 f'{point.path} returned no attention weights: load the model with attn_implementation="eager"'
             )
+        if point.flat:
+            value = value.reshape(*shape, value.shape[-1])
+        if point.half:
+            value = value[..., : value.shape[-1] // 2]
         if point.heads:
             value = value.reshape(*value.shape[:-1], self.n_heads, -1)
         return value
@@ -544,6 +682,11 @@ class NNsightAdapter:
     def _put(self, point: _Point, value: Any, new: torch.Tensor) -> Any:
         if point.heads:
             new = new.reshape(*new.shape[:-2], -1)
+        old = value[point.item or 0] if isinstance(value, tuple) else value
+        if point.half:
+            new = torch.cat([new.reshape(*old.shape[:-1], -1), old[..., new.shape[-1] :]], dim=-1)
+        if point.flat:
+            new = new.reshape(old.shape)
         if isinstance(value, tuple):
             at = point.item or 0
             return (*value[:at], new, *value[at + 1 :])
@@ -557,8 +700,13 @@ class NNsightAdapter:
             return self._readout_module(self.layout.final_norm)(resid)
 
     def unembed_before_transform(self, resid: torch.Tensor) -> torch.Tensor:
+        """``lm_head(final_norm(resid))``, through OPT's ``project_out`` between them where the model has one."""
         with torch.no_grad():
-            return self._readout_module(self.layout.lm_head)(self.final_norm(resid))
+            x = self.final_norm(resid)
+            out = self.layout.project_out
+            if out and self._has(out):
+                x = self._readout_module(out)(x)
+            return self._readout_module(self.layout.lm_head)(x)
 
     def unembed(self, resid: torch.Tensor) -> torch.Tensor:
         """Logits from residual vectors through the model's final norm, ``lm_head`` and logit soft cap, if any."""
@@ -574,7 +722,8 @@ class NNsightAdapter:
         return float(cap) if isinstance(cap, (int, float)) and cap > 0 else None
 
     def check_readout(self, what: str) -> None:
-        """The listed layouts read out as ``lm_head(final_norm(last residual))``; the lens checks it on every run."""
+        """The listed layouts read out as ``lm_head([project_out](final_norm(last residual)))`` (then Gemma 2's soft
+        cap); the lens checks it on every run."""
 
     def _readout_module(self, path: str) -> Any:
         module = self._module(path)
