@@ -76,6 +76,7 @@ def _config(name: str, vocab: int, bos: int) -> tuple[Any, Any]:
         # a pre-LN OPT with project_in/project_out (exact: hook_embed is project_in's output, the lens goes through
         # project_out)
         "opt_proj": ("OPTConfig", "OPTForCausalLM", dict(opt, word_embed_proj_dim=32)),
+        "neox_seq": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(common, use_parallel_residual=False, rotary_pct=0.25)),
         "phi": ("PhiConfig", "PhiForCausalLM", dict(common, partial_rotary_factor=0.5)),  # parallel attention and MLP
         "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(common, num_key_value_heads=2)),
     }
@@ -534,3 +535,17 @@ def test_every_patchable_hook_round_trips_and_a_zeroed_mlp_pre_matches_by_hand(p
     ours = adapter.run_patched(tokens, {"blocks.0.mlp.hook_pre": torch.zeros_like})
     torch.testing.assert_close(ours, by_hand, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(by_hand, expected)
+
+
+def test_sequential_neox_reads_resid_mid(tokenizer: Any) -> None:
+    """GPT-NeoX with ``use_parallel_residual=False``: the MLP's norm reads resid_pre + attn_out, so resid_mid exists."""
+    hf = _hf("neox_seq", len(tokenizer), int(tokenizer.bos_token_id))
+    adapter = adapter_for(_wrap(hf, tokenizer))
+    tokens = adapter.to_tokens(PROMPT)
+    got = adapter.capture(
+        tokens, [f"blocks.1.hook_{k}" for k in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")]
+    )
+    pre, attn, mid, mlp, post = got.values()
+    torch.testing.assert_close(mid, pre + attn, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(post, mid + mlp, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pre, hf_run(hf, tokens).hidden_states[1], atol=1e-5, rtol=1e-5)
