@@ -187,7 +187,7 @@ what its replies send).
         "|---|---|---|---|---|---|---|",
         *rows,
     ]
-    return f"""## Device benchmark results ({facts["device"]})
+    return f"""## Device benchmark results: {facts["device"]}
 
 Command: `{command}`
 
@@ -210,6 +210,13 @@ the device). Extra peak memory: {mem_how}, over one untimed pass of the mode (se
 bytes: what that pass read from the device into host memory (`Tensor.cpu`/`.numpy`/`.tolist`/`.item`/`.to(cpu)`).
 
 {chr(10).join(table)}
+
+Reading the numbers: `HeadScan` and `ActivationView` stop the forward pass after the last hook they need (the last
+layer's pattern; layer 6's residual stream, so half the blocks), and neither computes the 768 x 50257 unembedding,
+which `forward` and `run_with_cache` do; `ActivationView` also runs its sequences in batches of up to 16, not
+`--batch-size`. HeadScan's extra memory grows with seq^2: the bridge's attention modules keep their last pattern
+(see the head_scan section). No mode needs anything from the device on the host: logits, caches, patterns and
+activations stay where the model is (on a GPU the last column counts what a pass does read). {"" if on_gpu else "On shared CPU cores repeats vary a lot (min-max, load average): compare the ratios of one run."}
 """
 
 
