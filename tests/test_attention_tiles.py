@@ -72,7 +72,8 @@ def test_tiles_are_max_pooled_blocks_with_edges(
     result, top = tile(long_view, sent, ask, layer=0, head=1, level=2, row=0, col=0)
     assert result["size"] == math.ceil(SEQ / 4) and result["tile"] == TILE and result["revision"] == long_view.revision
     assert result["values"]["dtype"] == "uint8" and result["values"]["layout"] == "lower"  # causal: the triangle only
-    np.testing.assert_allclose(top, reference_pool(head, 4), atol=1 / 254 / 2 + 1e-6)
+    np.testing.assert_allclose(top, reference_pool(head, 4), atol=1 / 254 + 1e-3)  # float16, then uint8
+    np.testing.assert_allclose(long_view._snapshot.top_tiles[0, 1].float().numpy(), reference_pool(head, 4), atol=1e-3)
     # level 0, the bottom edge tile: 76 rows, full resolution
     _, edge = tile(long_view, sent, ask, layer=0, head=1, level=0, row=2, col=1)
     assert edge.shape == (SEQ - 2 * TILE, TILE)
@@ -143,6 +144,9 @@ def test_masked_views_send_nothing_above_the_diagonal(capture: Any, ask: Any) ->
     assert result.get("zero") is True
     _, diagonal = tile(w, sent, ask, layer=0, head=0, level=0, row=1, col=1)
     assert not np.triu(diagonal, 1).any() and (diagonal[np.tril_indices(TILE)] > 0).mean() > 0.99
+    _, top = tile(w, sent, ask, layer=0, head=0, level=2, row=0, col=0)  # from the snapshot's top tiles
+    assert not np.triu(top, 1).any() and np.diag(top).all()
+    assert w._repr_png_()[:4] == b"\x89PNG"  # the picture draws the pooled head
     content, buffers = reply_of(sent, ask(w, "line", {"layer": 0, "head": 0, "axis": "query", "index": 5}))
     row = decode_array(content["result"]["values"], buffers)
     assert np.isnan(row[6:]).all() and not np.isnan(row[:6]).any()
@@ -160,3 +164,16 @@ def test_export_records_overviews_and_the_selected_heads_tiles(long_view: Attent
     assert all(r.params["head"] == 1 for r in tiles if r.params["level"] < 2)
     short = AttentionView.from_patterns(causal(EXACT_MAX_SEQ, 1), [str(i) for i in range(EXACT_MAX_SEQ)])
     assert {r.method for r in short._export_requests()} == {"overview", "pattern"}  # whole heads, as before
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+@pytest.mark.parametrize("signed", [False, True])
+def test_snapshot_pooling_matches_tile_pooling(factor: int, signed: bool) -> None:
+    """The top tiles pooled with the thumbnails (torch, every head at once) equal the tile endpoint's pooling."""
+    from mi_widgets.widgets.attention import _pool_heads
+
+    x = torch.randn(3, 1100, 1100, generator=torch.Generator().manual_seed(0))
+    x[1, 5, 7] = math.nan
+    pooled = _pool_heads(x, factor, signed=signed)
+    for h in range(3):
+        np.testing.assert_array_equal(pooled[h].numpy(), pool_block(x[h], factor, signed=signed))

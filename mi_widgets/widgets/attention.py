@@ -55,6 +55,10 @@ class _Snapshot:
     head_names: tuple[str, ...] = ()  # one per (layer, head), row-major; () = "L0H3"
     mask_upper_tri: bool = False  # cells above the diagonal are drawn empty (causal display)
     show_axis_labels: bool = True
+    # Past EXACT_MAX_SEQ tokens: every head's top-level tile (the head max-pooled to at most TILE a side), float16,
+    # [layers, heads, n, n] where the patterns are (1 MiB per head at most, against 64 MiB for a 4096-token head):
+    # computed with the thumbnails, so the overview tile a head switch asks for is a slice, not a pass over the head.
+    top_tiles: torch.Tensor | None = None
 
 
 class AttentionView(ProtocolWidget):
@@ -178,16 +182,18 @@ class AttentionView(ProtocolWidget):
         layers = list(patterns.unbind(0))
         names = _head_names(head_names, len(layers), int(patterns.shape[1]))
         shown = [torch.tril(p) for p in layers] if mask_upper_tri else layers
+        thumbnails, top_tiles = _summaries(shown, signed=scale.lo < 0)
         snapshot = _Snapshot(
             cls._new_revision(),
             "",
             labels,
             layers,
-            pattern_thumbnails(shown, signed=scale.lo < 0),
+            thumbnails,
             scale,
             names,
             mask_upper_tri,
             show_axis_labels,
+            top_tiles,
         )
         return cls(_snapshot=snapshot, layer=layer, head=head)
 
@@ -321,12 +327,15 @@ class AttentionView(ProtocolWidget):
         row = index_in(f"tile row (level {level}: {n_tiles} tiles per side)", int_param(params, "row"), n_tiles)
         col = index_in(f"tile col (level {level}: {n_tiles} tiles per side)", int_param(params, "col"), n_tiles)
         r0, c0 = row * TILE * factor, col * TILE * factor
-        block = snap.layers[layer][head][r0 : r0 + TILE * factor, c0 : c0 + TILE * factor]
-        if snap.mask_upper_tri:  # not shown: not sent (cell (i, j) is above the diagonal when c0 + j > r0 + i)
-            block = torch.tril(block, diagonal=r0 - c0)
         reply = Reply({"revision": snap.revision, "layer": layer, "head": head, "level": level, "row": row, "col": col})
         reply.result.update(size=n, tile=TILE)
-        tile = pool_block(block, factor, signed=snap.scale.lo < 0)
+        if level == top and snap.top_tiles is not None:  # pooled when the snapshot was made
+            tile = snap.top_tiles[layer, head].float().cpu().numpy()
+        else:
+            block = snap.layers[layer][head][r0 : r0 + TILE * factor, c0 : c0 + TILE * factor]
+            if snap.mask_upper_tri:  # not shown: not sent (cell (i, j) is above the diagonal when c0 + j > r0 + i)
+                block = torch.tril(block, diagonal=r0 - c0)
+            tile = pool_block(block, factor, signed=snap.scale.lo < 0)
         if not np.any(tile != 0):  # every pooled block is 0 only if every cell is (NaN != 0: sent)
             reply.result["zero"] = True
             return reply
@@ -430,8 +439,9 @@ class AttentionView(ProtocolWidget):
 
         layers = adapter.attention_patterns(tokens, on_layer=on_layer)
         text = prompt if isinstance(prompt, str) else ""
+        thumbnails, top_tiles = _summaries(layers)
         return _Snapshot(
-            self._new_revision(), text, adapter.token_labels(tokens[0]), layers, pattern_thumbnails(layers)
+            self._new_revision(), text, adapter.token_labels(tokens[0]), layers, thumbnails, top_tiles=top_tiles
         )
 
     def _apply(self, snapshot: _Snapshot) -> bool:
@@ -470,6 +480,8 @@ class AttentionView(ProtocolWidget):
         overview = picture.heatmap(grid, lo, hi, nan=picture.BACKGROUND, cell=cell, max_side=400, lut=lut)
         layer, head = self._check_head(self.selected.get("layer", 0), self.selected.get("head", 0))
         values = snap.layers[layer][head].float()
+        if snap.top_tiles is not None:  # the view's overview tile, instead of pooling 4096 x 4096 again
+            values = snap.top_tiles[layer, head].float().cpu()
         if snap.mask_upper_tri:  # drawn empty, as the view draws them
             values = values.masked_fill(torch.ones_like(values, dtype=torch.bool).triu(1), math.nan)
         empty = picture.EMPTY_RGB["light"] if snap.mask_upper_tri else picture.NAN_RGB
@@ -518,6 +530,33 @@ def tile_levels(seq: int) -> int:
     while -(-seq // 2 ** (levels - 1)) > TILE:
         levels += 1
     return levels
+
+
+def _summaries(shown: list[torch.Tensor], *, signed: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Thumbnails ``[layers, heads, s, s]`` and, past ``EXACT_MAX_SEQ`` tokens, every head's top-level tile
+    (float16; the thumbnails are pooled from those, so the full patterns are read once)."""
+    seq = int(shown[0].shape[-1])
+    if seq <= EXACT_MAX_SEQ:
+        return pattern_thumbnails(shown, signed=signed), None
+    factor = 2 ** (tile_levels(seq) - 1)
+    tops = [_pool_heads(layer.float(), factor, signed=signed) for layer in shown]
+    return pattern_thumbnails(tops, signed=signed), torch.stack(tops).to(torch.float16)
+
+
+def _pool_heads(heads: torch.Tensor, factor: int, *, signed: bool = False) -> torch.Tensor:
+    """``[heads, rows, cols]`` max-pooled by ``factor`` in one reshape and ``amax`` (which keeps NaN), partial edge
+    blocks over what they hold (the last row/column repeated); ``signed``: the value of largest magnitude."""
+    h, rows, cols = heads.shape
+    pr, pc = -(-rows // factor), -(-cols // factor)
+    if (pr * factor, pc * factor) != (rows, cols):
+        heads = F.pad(heads[None], (0, pc * factor - cols, 0, pr * factor - rows), mode="replicate")[0]
+    # Columns, then rows: two reductions over one dimension each run 2x faster than one over (2, 4) of a 5-d view.
+    across = heads.reshape(h, pr * factor, pc, factor)
+    pooled = across.amax(-1).reshape(h, pr, factor, pc).amax(2)
+    if signed:
+        lowest = across.amin(-1).reshape(h, pr, factor, pc).amin(2)
+        pooled = torch.where(-lowest > pooled.abs(), lowest, pooled)
+    return pooled
 
 
 def pool_block(block: torch.Tensor, factor: int, *, signed: bool = False) -> np.ndarray:
