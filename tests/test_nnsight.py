@@ -28,8 +28,16 @@ PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
 GEMMA2_SOFTCAP = 2.0  # small next to these logits, so the cap visibly changes them
-FAMILIES = ["gpt2", "llama", "neox", "gemma2", "opt", "phi", "phi3"]
-NEW = ["neox", "gemma2", "opt", "phi", "phi3"]  # configured as tests/test_architectures.py configures them
+FAMILIES = ["gpt2", "llama", "mistral", "qwen2", "neox", "gemma2", "opt", "phi", "phi3"]
+NEW = [
+    "mistral",
+    "qwen2",
+    "neox",
+    "gemma2",
+    "opt",
+    "phi",
+    "phi3",
+]  # configured as tests/test_architectures.py configures them
 PARALLEL = {"neox", "phi"}  # attention and MLP both read the block's input: no hook_resid_mid
 
 
@@ -56,6 +64,9 @@ def _config(name: str, vocab: int, bos: int) -> tuple[Any, Any]:
             dict(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=vocab, **ids),
         ),
         "llama": ("LlamaConfig", "LlamaForCausalLM", dict(common, num_key_value_heads=2)),  # grouped-query attention
+        # Llama's layout: Mistral with a sliding window, Qwen2 with biases on q, k and v
+        "mistral": ("MistralConfig", "MistralForCausalLM", dict(common, num_key_value_heads=2, sliding_window=4)),
+        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(common, num_key_value_heads=2)),
         "neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(common, use_parallel_residual=True, rotary_pct=0.25)),
         "gemma2": (
             "Gemma2Config",
