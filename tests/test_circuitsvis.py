@@ -519,3 +519,11 @@ def test_scale_vectors_are_current() -> None:
 if __name__ == "__main__":
     SCALE_VECTORS.write_text(json.dumps(_scale_cases()) + "\n")
     print(f"wrote {SCALE_VECTORS}")
+
+
+def test_token_log_probs_refuses_logits() -> None:
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
+    with pytest.raises(ValueError, match=r"position 0, token 0 is 2.0 > 0: expected log probabilities .*log_softmax"):
+        cv.logits.token_log_probs(torch.tensor([0, 1]), logits, str, top_k=2)
+    view = cv.logits.token_log_probs(torch.tensor([0, 1]), logits.log_softmax(-1), str, top_k=2)
+    view.close()

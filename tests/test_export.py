@@ -129,3 +129,19 @@ def test_a_head_scan_exports_when_it_has_finished(induction: Any) -> None:
     assert head["ok"] and head["result"]["names"] == scan.score_names
     assert _payload(export.html)["state"]["status"] == "done"
     scan.close()
+
+
+def test_a_reply_that_fails_is_left_out_with_its_error_or_stops_the_export(induction: Any) -> None:
+    from mi_widgets.transport.export import ExportRequest
+
+    view = mw.AttentionView(induction, "The cat sat on the mat.")
+    requests = view._export_requests() + [ExportRequest("pattern", {"layer": 9, "head": 0}, "L9H0")]
+    view._export_requests = lambda: requests  # type: ignore[method-assign]
+    with pytest.warns(UserWarning, match="left out 1 of 10"):
+        export = view.to_html()
+    assert export.left_out == ["L9H0 (IndexError: layer must be in 0..1, got 9)"]
+    assert request_key("pattern", {"layer": 9, "head": 0}) not in _payload(export.html)["replies"]
+    requests[-1] = ExportRequest("pattern", {"layer": 9, "head": 0}, "L9H0", required=True)
+    with pytest.raises(RuntimeError, match="cannot export L9H0: IndexError: layer must be in 0..1"):
+        view.to_html()
+    view.close()

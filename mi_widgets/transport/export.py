@@ -3,7 +3,7 @@
 The page carries the view's own bundle (the same ``_esm``/``_css`` the notebook runs), its synced state,
 and the kernel's replies to the requests the view will make (each widget lists them,
 ``ProtocolWidget._export_requests``), recorded here by running the widget's own handlers. In the browser,
-``js/src/pages/export.ts`` stands in for the kernel: an ``OfflineModel`` (``js/src/lib/offline.ts``) answers a
+``js/src/pages/export_page.ts`` stands in for the kernel: an ``OfflineModel`` (``js/src/lib/offline.ts``) answers a
 request from the recorded replies, and a request nobody recorded gets an error reply that says so, which the view
 shows in its banner.
 
@@ -118,6 +118,12 @@ def build_page(
     used = 0
     for request in requests:
         key = request_key(request.method, request.params)
+        failed = next((c["error"] for c, _ in recorded[key] if c.get("ok") is False), None)
+        if failed is not None:  # the widget could not answer it: never write a page that only shows an error
+            if request.required:
+                raise RuntimeError(f"cannot export {request.label or key}: {failed['type']}: {failed['message']}")
+            left_out.append(f"{request.label or key} ({failed['type']}: {failed['message']})")
+            continue
         packed = pack_reply(recorded[key])
         size = len(packed["data"]) + len(json.dumps(packed["messages"]))
         if not request.required and used + size > max_bytes:
@@ -140,8 +146,8 @@ def build_page(
         "css": base64.b64encode(css.encode("utf-8")).decode("ascii"),
     }
     script = PAGE_SCRIPT.read_text(encoding="utf-8")
-    if "</script" in script.lower():
-        raise RuntimeError("export_page.js contains '</script': it cannot be inlined")
+    if "</script" in script.lower() or "<!--" in script:
+        raise RuntimeError("export_page.js contains '</script' or '<!--': it cannot be inlined")
     page = _TEMPLATE.format(
         title=html.escape(title),
         payload=_script_json(payload),

@@ -525,7 +525,7 @@ def attention_heads(attention: Any, tokens: Sequence[str], *, layer: int = 0, he
 
 def tile_levels(seq: int) -> int:
     """How many tile levels a ``seq``-token head has: 0 (full resolution) up to the first whose one tile holds
-    the whole head (``ceil(seq / 2**level) <= TILE``); twin ``tileLevels`` in ``js/src/views/attention.ts``."""
+    the whole head (``ceil(seq / 2**level) <= TILE``); twin ``tileLevels`` in ``js/src/lib/tiles.ts``."""
     levels = 1
     while -(-seq // 2 ** (levels - 1)) > TILE:
         levels += 1

@@ -170,6 +170,12 @@ class LogitLens(ProtocolWidget):
                 f"log_probs at position {position}, token {token} is {float(lp[position, token])}: expected log "
                 "probabilities (finite or -inf)"
             )
+        if bool((lp > 1e-4).any()):  # logits, not log probabilities: exp() would give "probabilities" above 1
+            position, token = (int(i) for i in (lp > 1e-4).nonzero()[0])
+            raise ValueError(
+                f"log_probs at position {position}, token {token} is {float(lp[position, token])} > 0: expected log "
+                "probabilities (pass logits.log_softmax(-1))"
+            )
         if not callable(to_string):
             raise TypeError(f"to_string must be a function from a token id to its text, got {type(to_string).__name__}")
         lp = lp.float()

@@ -29,6 +29,7 @@ async function main(): Promise<void> {
     const model = new OfflineModel(payload.state, payload.replies, () => "left out of this file, or needs a kernel");
     const url = URL.createObjectURL(new Blob([text(payload.esm)], { type: "text/javascript" }));
     const widget = (await import(/* @vite-ignore */ url)).default;
+    URL.revokeObjectURL(url);
     widget.render({ model, el: host });
   } catch (e) {
     const box = document.createElement("pre");

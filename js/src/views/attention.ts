@@ -615,8 +615,13 @@ class AttentionView extends View<AttentionTraits> {
       (reply) => {
         if (this.lineOut === id) this.lineOut = null;
         if (Number(reply.result?.revision) !== revision) return;
-        const decoded = decodeArray(reply.result.values as ArrayHeader, reply.buffers);
-        this.lineCache.set(id, decoded.data as Float32Array);
+        try {
+          const decoded = decodeArray(reply.result.values as ArrayHeader, reply.buffers);
+          this.lineCache.set(id, decoded.data as Float32Array);
+        } catch (e) {
+          this.banner.fail("line", e);
+          return;
+        }
         this.updateSelection();
       },
       (e) => {
