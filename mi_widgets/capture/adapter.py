@@ -56,7 +56,57 @@ class _StopForward(Exception):
     """Raised from the last hook a run needs, to skip the rest of the forward pass."""
 
 
-class ModelAdapter:
+class AdapterBase:
+    """What every adapter (TransformerLens here, nnsight in ``nnsight_adapter.py``) derives the same way: the
+    model's shape from its TransformerLens-style ``cfg``, and hook shorthands from ``hook_names``/``resolve_hook``."""
+
+    cfg: Any
+
+    def hook_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def resolve_hook(self, name: str) -> str:
+        raise NotImplementedError
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.cfg.n_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.cfg.n_heads)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.cfg.n_ctx)
+
+    def check_layer_head(self, layer: int, head: int) -> None:
+        """An IndexError (or TypeError for a non-integer such as 1.7) unless ``layer``/``head`` index this model."""
+        index_in("layer", layer, self.n_layers)
+        index_in("head", head, self.n_heads)
+
+    def layer_hooks(self, spec: str) -> list[str]:
+        """Hook names for ``spec``: a full name (``"blocks.1.mlp.hook_post"``) or a per-layer shorthand
+        (``"mlp.post"``, ``"resid_post"``, ``"attn_out"``, ... see ``HOOK_SHORTHANDS``; ``_`` and ``.``
+        are interchangeable), which means that hook in every layer, in layer order.
+        """
+        if not isinstance(spec, str) or not spec:
+            raise TypeError(f"expected a hook name or shorthand as a string, got {spec!r}")
+        if spec.startswith("blocks.") or spec in self.hook_names():
+            return [self.resolve_hook(spec)]
+        key = spec.removeprefix("hook_")
+        for candidate in (key, key.replace("_", "."), key.replace(".", "_")):
+            if candidate in HOOK_SHORTHANDS:
+                template = HOOK_SHORTHANDS[candidate]
+                return [self.resolve_hook(template.format(layer=layer)) for layer in range(self.n_layers)]
+        close = difflib.get_close_matches(key, list(HOOK_SHORTHANDS), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else f"shorthands are {', '.join(HOOK_SHORTHANDS)}"
+        raise ValueError(
+            f"unknown hook {spec!r}: give a full hook name like 'blocks.0.mlp.hook_post' or a shorthand; {hint}"
+        )
+
+
+class ModelAdapter(AdapterBase):
     """Uniform access to a TransformerLens model (``TransformerBridge`` or ``HookedTransformer``)."""
 
     def __init__(self, model: Any) -> None:
@@ -71,18 +121,6 @@ class ModelAdapter:
         check_weights_loaded(model)  # a meta-device model would fail deep inside torch at the first forward
         self.model = model
         self.cfg = cfg
-
-    @property
-    def n_layers(self) -> int:
-        return int(self.cfg.n_layers)
-
-    @property
-    def n_heads(self) -> int:
-        return int(self.cfg.n_heads)
-
-    @property
-    def n_ctx(self) -> int:
-        return int(self.cfg.n_ctx)
 
     @property
     def device(self) -> torch.device:
@@ -145,31 +183,6 @@ class ModelAdapter:
                 self._unedited = self.run_patched(tokens, {})
             edited = self.run_patched(tokens, {name: torch.zeros_like})
         return not torch.equal(self._unedited, edited)
-
-    def check_layer_head(self, layer: int, head: int) -> None:
-        """An IndexError (or TypeError for a non-integer such as 1.7) unless ``layer``/``head`` index this model."""
-        index_in("layer", layer, self.n_layers)
-        index_in("head", head, self.n_heads)
-
-    def layer_hooks(self, spec: str) -> list[str]:
-        """Hook names for ``spec``: a full name (``"blocks.1.mlp.hook_post"``) or a per-layer shorthand
-        (``"mlp.post"``, ``"resid_post"``, ``"attn_out"``, ... see ``HOOK_SHORTHANDS``; ``_`` and ``.``
-        are interchangeable), which means that hook in every layer, in layer order.
-        """
-        if not isinstance(spec, str) or not spec:
-            raise TypeError(f"expected a hook name or shorthand as a string, got {spec!r}")
-        if spec.startswith("blocks.") or spec in self.hook_names():
-            return [self.resolve_hook(spec)]
-        key = spec.removeprefix("hook_")
-        for candidate in (key, key.replace("_", "."), key.replace(".", "_")):
-            if candidate in HOOK_SHORTHANDS:
-                template = HOOK_SHORTHANDS[candidate]
-                return [self.resolve_hook(template.format(layer=layer)) for layer in range(self.n_layers)]
-        close = difflib.get_close_matches(key, list(HOOK_SHORTHANDS), n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}?" if close else f"shorthands are {', '.join(HOOK_SHORTHANDS)}"
-        raise ValueError(
-            f"unknown hook {spec!r}: give a full hook name like 'blocks.0.mlp.hook_post' or a shorthand; {hint}"
-        )
 
     def runner(self) -> tuple[Any, threading.RLock]:
         """The model's analysis twin and the lock every forward pass on it holds (see :mod:`.twin`)."""

@@ -65,8 +65,8 @@ from typing import Any
 
 import torch
 
-from .adapter import HOOK_SHORTHANDS, PATTERN_HOOK
-from .inputs import check_text, check_weights_loaded, index_in, prompt_ids, visible_texts
+from .adapter import PATTERN_HOOK, AdapterBase
+from .inputs import check_text, check_weights_loaded, prompt_ids, visible_texts
 from .twin import _fingerprint, make_twin
 
 BACKEND = "nnsight"
@@ -222,7 +222,7 @@ def is_nnsight_model(model: Any) -> bool:
     )
 
 
-class NNsightAdapter:
+class NNsightAdapter(AdapterBase):
     """The :class:`~.adapter.ModelAdapter` interface over an nnsight model of a Hugging Face causal LM.
 
     ``remote=True`` sends every trace to ``model.trace(..., remote=True)`` (a hosted engine such as
@@ -289,18 +289,6 @@ class NNsightAdapter:
                 )
 
     # ----- shape of the model ----------------------------------------------------------------------
-
-    @property
-    def n_layers(self) -> int:
-        return int(self.cfg.n_layers)
-
-    @property
-    def n_heads(self) -> int:
-        return int(self.cfg.n_heads)
-
-    @property
-    def n_ctx(self) -> int:
-        return int(self.cfg.n_ctx)
 
     @property
     def device(self) -> torch.device:
@@ -429,27 +417,6 @@ class NNsightAdapter:
                 "attn_out or mlp_out instead)"
             )
         return name
-
-    def check_layer_head(self, layer: int, head: int) -> None:
-        index_in("layer", layer, self.n_layers)
-        index_in("head", head, self.n_heads)
-
-    def layer_hooks(self, spec: str) -> list[str]:
-        """Like :meth:`ModelAdapter.layer_hooks`: a full hook name, or a shorthand meaning that hook in every layer."""
-        if not isinstance(spec, str) or not spec:
-            raise TypeError(f"expected a hook name or shorthand as a string, got {spec!r}")
-        if spec.startswith("blocks.") or spec in self._points:
-            return [self.resolve_hook(spec)]
-        key = spec.removeprefix("hook_")
-        for candidate in (key, key.replace("_", "."), key.replace(".", "_")):
-            if candidate in HOOK_SHORTHANDS:
-                template = HOOK_SHORTHANDS[candidate]
-                return [self.resolve_hook(template.format(layer=layer)) for layer in range(self.n_layers)]
-        close = difflib.get_close_matches(key, list(HOOK_SHORTHANDS), n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}?" if close else f"shorthands are {', '.join(HOOK_SHORTHANDS)}"
-        raise ValueError(
-            f"unknown hook {spec!r}: give a full hook name like 'blocks.0.mlp.hook_post' or a shorthand; {hint}"
-        )
 
     def _check_patterns(self) -> None:
         impl = self.attn_implementation
