@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from mi_widgets.analysis.attention import pool_max
 from mi_widgets.transport import decode_array
 from mi_widgets.widgets import AttentionView
-from mi_widgets.widgets.attention import EXACT_MAX_SEQ, TILE, pool_block, tile_levels
+from mi_widgets.widgets.attention import EXACT_MAX_SEQ, TILE, tile_levels
 
 SEQ = 1100  # > 2 * TILE: level 0 has 3 tiles a side (the last 76 cells wide), level 1 has 2, level 2 has 1
 
@@ -87,15 +88,17 @@ def test_tiles_are_max_pooled_blocks_with_edges(
     assert result["zero"] is True and values is None and "values" not in result
 
 
-def test_pool_block_nan_and_signed() -> None:
+def test_pool_max_nan_and_signed() -> None:
     block = torch.tensor([[0.1, -0.9, 0.2], [0.3, 0.4, math.nan], [0.5, 0.0, 0.1]])
-    pooled = pool_block(block, 2)
+    pooled = pool_max(block, 2).numpy()
     assert pooled.shape == (2, 2)
     assert pooled[0, 0] == pytest.approx(0.4) and math.isnan(pooled[0, 1]) and pooled[1, 0] == pytest.approx(0.5)
-    signed = pool_block(block.nan_to_num(0.0), 2, signed=True)
+    signed = pool_max(block.nan_to_num(0.0), 2, signed=True).numpy()
     assert signed[0, 0] == pytest.approx(-0.9)  # the value of largest magnitude, sign and all
     assert signed[1, 1] == pytest.approx(0.1)  # the edge block holds one cell
-    np.testing.assert_array_equal(pool_block(block, 1), block.numpy())
+    np.testing.assert_array_equal(pool_max(block, 1).numpy(), block.numpy())
+    with pytest.raises(ValueError, match="at least 1"):
+        pool_max(block, 0)
 
 
 def test_bad_tile_params_get_clear_errors(long_view: AttentionView, capture: Any, ask: Any) -> None:
@@ -168,12 +171,20 @@ def test_export_records_overviews_and_the_selected_heads_tiles(long_view: Attent
 
 @pytest.mark.parametrize("factor", [2, 4, 8])
 @pytest.mark.parametrize("signed", [False, True])
-def test_snapshot_pooling_matches_tile_pooling(factor: int, signed: bool) -> None:
-    """The top tiles pooled with the thumbnails (torch, every head at once) equal the tile endpoint's pooling."""
-    from mi_widgets.widgets.attention import _pool_heads
-
-    x = torch.randn(3, 1100, 1100, generator=torch.Generator().manual_seed(0))
+def test_pool_max_over_heads_equals_each_block_by_hand(factor: int, signed: bool) -> None:
+    """Pooling every head at once (the snapshot's top tiles, the tile endpoint) equals a loop over the blocks:
+    partial edge blocks over what they hold, NaN kept, signed keeps the value of largest magnitude."""
+    x = torch.randn(3, 301, 301, generator=torch.Generator().manual_seed(0))
     x[1, 5, 7] = math.nan
-    pooled = _pool_heads(x, factor, signed=signed)
+    pooled = pool_max(x, factor, signed=signed)
+    n = -(-301 // factor)
+    assert pooled.shape == (3, n, n)
     for h in range(3):
-        np.testing.assert_array_equal(pooled[h].numpy(), pool_block(x[h], factor, signed=signed))
+        for i in range(n):
+            for j in [*range(0, n, 7), n - 1]:
+                block = x[h, i * factor : (i + 1) * factor, j * factor : (j + 1) * factor]
+                if bool(torch.isnan(block).any()):
+                    assert math.isnan(pooled[h, i, j])
+                    continue
+                top, low = block.max(), block.min()
+                assert pooled[h, i, j] == (low if signed and -low > top.abs() else top)

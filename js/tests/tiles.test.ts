@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, test } from "vitest";
 import { encodeArray } from "../src/lib/codec";
-import { tileLevel, tilesCovering } from "../src/lib/heatmap";
+import { sequentialColormap } from "../src/lib/colormap";
+import { CanvasHeatmap, HELD_TILES, type Tile, tileLevel, tilesCovering } from "../src/lib/heatmap";
 import { LruCache, tileLevels, tilesPerSide } from "../src/lib/tiles";
 import widget, { EXACT_MAX_SEQ, TILE } from "../src/views/attention";
 import { FakeModel, mountView } from "./helpers";
@@ -52,6 +53,44 @@ describe("tile levels", () => {
     expect(cache.has("1:a") && cache.has("2:c")).toBe(true);
     cache.prune((key) => key.startsWith("2:"));
     expect(cache.size).toBe(1);
+  });
+});
+
+describe("CanvasHeatmap tiled mode", () => {
+  const tile = (level: number, row: number, col: number, fill: number, n = 4): Tile => ({
+    level,
+    row,
+    col,
+    height: n,
+    width: n,
+    values: Float32Array.from({ length: n * n }, (_, i) => fill + i / 100),
+  });
+
+  test("holds at most HELD_TILES tiles, least recently put first out, never the top one", () => {
+    const heatmap = new CanvasHeatmap(sequentialColormap("light"));
+    heatmap.setTiled(4096, 4096, { tile: 4, levels: 11 }, "h");
+    heatmap.putTile(tile(10, 0, 0, 0.5));
+    for (let i = 0; i < HELD_TILES + 10; i++) heatmap.putTile(tile(0, 0, i, 0.1));
+    const held = heatmap.heldTiles();
+    expect(held).toHaveLength(HELD_TILES);
+    expect(held).toContain("10:0:0");
+    expect(held).not.toContain("0:0:0");
+    expect(held).toContain(`0:0:${HELD_TILES + 9}`);
+    heatmap.dispose();
+  });
+
+  test("tileValue reads the finest tile held at a cell", () => {
+    const heatmap = new CanvasHeatmap(sequentialColormap("light"));
+    heatmap.setTiled(16, 16, { tile: 4, levels: 3 }, "h"); // level 2: one 4x4 tile of 4x4 blocks
+    expect(heatmap.tileValue(5, 6)).toBeNull();
+    heatmap.putTile(tile(2, 0, 0, 0.5));
+    expect(heatmap.tileValue(5, 6)).toEqual({ value: expect.closeTo(0.5 + 5 / 100), level: 2 }); // block (1, 1)
+    heatmap.putTile(tile(0, 1, 1, 0.2)); // cells 4..7 x 4..7 at full resolution
+    expect(heatmap.tileValue(5, 6)).toEqual({ value: expect.closeTo(0.2 + 6 / 100), level: 0 }); // (1, 2) in it
+    heatmap.putTile({ level: 1, row: 0, col: 1, height: 4, width: 4, values: null }); // a zero tile
+    expect(heatmap.tileValue(0, 9)).toEqual({ value: 0, level: 1 });
+    expect(heatmap.tileValue(16, 0)).toBeNull();
+    heatmap.dispose();
   });
 });
 
@@ -112,6 +151,28 @@ describe("AttentionView past EXACT_MAX_SEQ", () => {
     expect(model.requests("tile").length).toBe(before); // and its neighbour (head 1) is cached already
   });
 
+  test("fetches the rest of the layer ahead, nearest first, two at a time; a click is not queued behind", async () => {
+    const model = makeModel({ n_heads: 6 });
+    mountView(widget, model, "attention-view");
+    const reply = (r: { id: string; params: Record<string, any> }) => {
+      const t = tileReply(1, r.params.head, 2);
+      model.reply(r.id, t.result, t.buffers);
+    };
+    reply(model.requests("tile")[0]);
+    await tick();
+    const heads = () => model.requests("tile").map((r) => r.params.head);
+    expect(heads()).toEqual([1, 2, 0]); // two out at once
+    reply(model.requests("tile")[1]);
+    await tick();
+    expect(heads()).toEqual([1, 2, 0, 3]);
+    model.set("selected", { layer: 0, head: 5, query: null, key: null }); // not fetched: asked at once
+    expect(heads()).toEqual([1, 2, 0, 3, 5]);
+    for (const r of model.requests("tile").slice(2)) reply(r);
+    await tick();
+    // head 5 shown: its layer again from there (4 next; 0..3 are cached)
+    expect(heads().slice(5)).toEqual([4]);
+  });
+
   test("a tile for an old revision is never drawn; the new revision asks again", async () => {
     const model = makeModel();
     const { root } = mountView(widget, model, "attention-view");
@@ -125,6 +186,24 @@ describe("AttentionView past EXACT_MAX_SEQ", () => {
     model.reply(again.id, tileReply(2, 1, 2).result, tileReply(2, 1, 2).buffers);
     await tick();
     expect(root.dataset.painted).toBe("2:0:1");
+  });
+
+  test("an HTML export without lines: the readout reads the finest tile held, and asks no more lines", async () => {
+    const model = makeModel({ selected: { layer: 0, head: 1, query: 700, key: 3 } });
+    const { q } = mountView(widget, model, "attention-view");
+    const overview = tileReply(1, 1, 2);
+    model.reply(model.requests("tile")[0].id, overview.result, overview.buffers);
+    model.replyError(model.requests("line")[0].id, "NotExported", "not in this export: line");
+    await tick();
+    expect(q("error").textContent).toBe("");
+    // cell (700, 3) is cell (175, 0) of the level-2 overview: value index 175 * 275 = 48125, (48125 % 7) / 7
+    const expected = ((175 * 275) % 7) / 7;
+    expect(q("readout").textContent).toMatch(/: ≈0\.\d+ \(the extreme of its 4×4 block/);
+    const shown = Number(/≈([\d.]+)/.exec(q("readout").textContent ?? "")![1]);
+    expect(Math.abs(shown - expected)).toBeLessThan(0.01);
+    const asked = model.requests("line").length;
+    model.set("selected", { layer: 0, head: 1, query: 701, key: 3 });
+    expect(model.requests("line").length).toBe(asked);
   });
 
   test("the readout shows the exact value from a line request", async () => {
@@ -147,5 +226,22 @@ describe("AttentionView past EXACT_MAX_SEQ", () => {
     model.replyError(model.requests("tile")[0].id, "NotExported", "not in this export: tile");
     await tick();
     expect(q("error").textContent).toContain("not in this export");
+  });
+
+  test("a head fetched ahead that fails shows no error until it is selected", async () => {
+    const model = makeModel();
+    const { q } = mountView(widget, model, "attention-view");
+    const first = tileReply(1, 1, 2);
+    model.reply(model.requests("tile")[0].id, first.result, first.buffers);
+    await tick();
+    const ahead = model.requests("tile")[1];
+    expect(ahead.params.head).toBe(2);
+    model.replyError(ahead.id, "NotExported", "not in this export: L0H2 overview");
+    await tick();
+    expect(q("error").textContent).toBe("");
+    model.set("selected", { layer: 0, head: 2, query: null, key: null });
+    model.replyError(model.requests("tile").at(-1).id, "NotExported", "not in this export: L0H2 overview");
+    await tick();
+    expect(q("error").textContent).toContain("L0H2");
   });
 });

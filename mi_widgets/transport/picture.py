@@ -470,7 +470,7 @@ def png_bytes(image: Image.Image | Drawing, limit: int = MAX_PNG_BYTES) -> bytes
         image = image.image()
     while True:
         buffer = io.BytesIO()
-        image.save(buffer, "PNG", optimize=True)
+        image.save(buffer, "PNG")  # optimize=True: 0.5% smaller, 3x slower (50 ms on a 4096-token AttentionView)
         data = buffer.getvalue()
         if len(data) <= limit or min(image.size) < 32:
             return data

@@ -14,7 +14,6 @@ layer x head grid of max-pooled thumbnails up front and then, per head:
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import threading
@@ -24,10 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import traitlets
 
-from ..analysis.attention import check_patterns, pattern_thumbnails
+from ..analysis.attention import check_patterns, pattern_thumbnails, pool_max
 from ..capture.adapter import ModelAdapter, adapter_for
 from ..capture.inputs import index_in, visible_texts
 from ..transport import picture
@@ -335,7 +333,7 @@ class AttentionView(ProtocolWidget):
             block = snap.layers[layer][head][r0 : r0 + TILE * factor, c0 : c0 + TILE * factor]
             if snap.mask_upper_tri:  # not shown: not sent (cell (i, j) is above the diagonal when c0 + j > r0 + i)
                 block = torch.tril(block, diagonal=r0 - c0)
-            tile = pool_block(block, factor, signed=snap.scale.lo < 0)
+            tile = pool_max(block, factor, signed=snap.scale.lo < 0).cpu().numpy()
         if not np.any(tile != 0):  # every pooled block is 0 only if every cell is (NaN != 0: sent)
             reply.result["zero"] = True
             return reply
@@ -539,60 +537,8 @@ def _summaries(shown: list[torch.Tensor], *, signed: bool = False) -> tuple[torc
     if seq <= EXACT_MAX_SEQ:
         return pattern_thumbnails(shown, signed=signed), None
     factor = 2 ** (tile_levels(seq) - 1)
-    tops = [_pool_heads(layer.float(), factor, signed=signed) for layer in shown]
+    tops = [pool_max(layer, factor, signed=signed) for layer in shown]
     return pattern_thumbnails(tops, signed=signed), torch.stack(tops).to(torch.float16)
-
-
-def _pool_heads(heads: torch.Tensor, factor: int, *, signed: bool = False) -> torch.Tensor:
-    """``[heads, rows, cols]`` max-pooled by ``factor`` in one reshape and ``amax`` (which keeps NaN), partial edge
-    blocks over what they hold (the last row/column repeated); ``signed``: the value of largest magnitude."""
-    h, rows, cols = heads.shape
-    pr, pc = -(-rows // factor), -(-cols // factor)
-    if (pr * factor, pc * factor) != (rows, cols):
-        heads = F.pad(heads[None], (0, pc * factor - cols, 0, pr * factor - rows), mode="replicate")[0]
-    # Columns, then rows: two reductions over one dimension each run 2x faster than one over (2, 4) of a 5-d view.
-    across = heads.reshape(h, pr * factor, pc, factor)
-    pooled = across.amax(-1).reshape(h, pr, factor, pc).amax(2)
-    if signed:
-        lowest = across.amin(-1).reshape(h, pr, factor, pc).amin(2)
-        pooled = torch.where(-lowest > pooled.abs(), lowest, pooled)
-    return pooled
-
-
-def pool_block(block: torch.Tensor, factor: int, *, signed: bool = False) -> np.ndarray:
-    """Max-pool a ``[rows, cols]`` block by ``factor`` (partial blocks at the right and bottom edges pooled
-    over what they hold), as float32 numpy. ``signed``: each block keeps its value of largest magnitude. A block
-    with a NaN is NaN (``max`` keeps NaN).
-
-    On the CPU this is numpy (one thread: torch's intra-op threads made the same few passes 5x slower on busy
-    shared cores); on another device the pooling runs there and only the pooled tile comes to the CPU.
-    """
-    rows, cols = block.shape
-    pr, pc = -(-rows // factor), -(-cols // factor)
-    if block.device.type != "cpu":
-        x = block.float()[None, None]
-        pooled = F.max_pool2d(x, factor, ceil_mode=True) if factor > 1 else x
-        if signed and factor > 1:
-            lowest = -F.max_pool2d(-x, factor, ceil_mode=True)
-            pooled = torch.where(-lowest > pooled.abs(), lowest, pooled)
-        if factor > 1 and bool(torch.isnan(x).any()):  # max_pool2d may drop NaN
-            pooled = pooled.masked_fill(F.max_pool2d(torch.isnan(x).float(), factor, ceil_mode=True) > 0, math.nan)
-        return pooled[0, 0].cpu().numpy()
-    values = block.detach().float().numpy()
-    if factor == 1:
-        return values
-    if (pr * factor, pc * factor) != (rows, cols):  # repeat the last row/column: the edge blocks' extremes stay
-        values = np.pad(values, ((0, pr * factor - rows), (0, pc * factor - cols)), mode="edge")
-
-    def pool(extreme: Any) -> np.ndarray:  # columns, then rows: factor - 1 elementwise passes each (NaN stays)
-        across = functools.reduce(extreme, [values[:, i::factor] for i in range(factor)])
-        return functools.reduce(extreme, [across[i::factor] for i in range(factor)])
-
-    pooled = pool(np.maximum)
-    if signed:
-        lowest = pool(np.minimum)
-        pooled = np.where(-lowest > np.abs(pooled), lowest, pooled)
-    return pooled
 
 
 def _flag(value: Any, name: str) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from .lab import OUTPUT, chromium_browser
 
@@ -14,6 +15,7 @@ pytestmark = pytest.mark.e2e
 
 PROMPT = "The cat sat on the mat. The cat sat on the"
 VIEW = "[data-testid=attention-view]"
+LONG_VALUES = (0.25, 0.75)
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +29,14 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         view.to_html(folder / "budget.html", max_bytes=1)
     out = {"folder": folder, "revision": view.revision, "tokens": list(view.tokens), "included": full.included}
     view.close()
+    # Past EXACT_MAX_SEQ tokens the export holds tiles and no exact lines: head h is LONG_VALUES[h] on and below
+    # the diagonal, so every tile level holds the same value there.
+    seq = 600
+    causal = torch.ones(seq, seq).tril()
+    long_view = mw.attention_heads(torch.stack([v * causal for v in LONG_VALUES]), [f"t{i}" for i in range(seq)])
+    long_view.to_html(folder / "long.html")
+    out["long_revision"] = long_view.revision
+    long_view.close()
     return out
 
 
@@ -100,5 +110,30 @@ def test_a_head_left_out_of_the_budget_says_so_in_the_view(browser: Any, exporte
     banner = page.locator(f"{VIEW} [data-testid=error]")
     banner.wait_for(state="visible", timeout=10_000)
     assert "not in this export: pattern" in banner.inner_text()
+    assert problems == []
+    page.close()
+
+
+def test_a_long_export_reads_hovered_values_from_its_tiles(browser: Any, exported: dict[str, Any]) -> None:
+    """Past 512 tokens the file holds tiles, not exact rows: the readout quotes the tile's value (quantised to
+    1/255 of the scale), with no error, for the selected head and for another one."""
+    page, problems = _open(browser, exported["folder"] / "long.html")
+    rev = exported["long_revision"]
+    readout = page.locator(f"{VIEW} [data-testid=readout]")
+    for head, expected in enumerate(LONG_VALUES):
+        if head:
+            x, y = _cell_point(page, "head-grid", row=0, col=head)
+            page.mouse.click(x, y)
+        page.wait_for_selector(f"{VIEW}[data-painted='{rev}:0:{head}']", timeout=20_000)
+        x, y = _cell_point(page, "pattern-heatmap", row=500, col=100)
+        page.mouse.move(x, y - 3)
+        page.mouse.move(x, y)
+        page.wait_for_function(
+            f"() => /key \\d+ .*: ≈/.test(document.querySelector('{VIEW} [data-testid=readout]').textContent)"
+        )
+        text = readout.inner_text()
+        value = float(text.split("≈")[1].split()[0])
+        assert abs(value - expected) <= 1 / 255 + 0.005, text
+    assert not page.locator(f"{VIEW} [data-testid=error]").is_visible()
     assert problems == []
     page.close()

@@ -38,6 +38,8 @@ export const LABEL_MIN_CELL = 9;
 export const CELL_TEXT_MIN = 22;
 export const MAX_CELL = 48;
 const MAX_LABEL_WIDTH = 96;
+/** Tiled mode: tiles held with their images (up to 2 MiB each); a full view at one level needs at most ~9. */
+export const HELD_TILES = 32;
 const LABEL_PAD = 6;
 const ZOOM_STEP = 1.5;
 
@@ -286,7 +288,8 @@ export class CanvasHeatmap {
   private clearCb: () => void = () => {};
   private paintCb: (tag: string | null) => void = () => {};
   private tilesCb: (level: number, missing: Array<{ row: number; col: number }>) => void = () => {};
-  /** Tiled mode (`setTiled`): the grid, and the tiles held with their coloured images (built on demand). */
+  /** Tiled mode (`setTiled`): the grid, and the tiles held with their coloured images (built on demand), least
+   * recently drawn first: past `HELD_TILES` the oldest go (the top tile stays); `onTilesWanted` asks for them again. */
   private grid: TileGrid | null = null;
   private readonly tiles = new Map<string, { tile: Tile; image: HTMLCanvasElement | null }>();
 
@@ -384,9 +387,34 @@ export class CanvasHeatmap {
     if (this.grid === null) return;
     const key = tileKey(tile.level, tile.row, tile.col);
     if (this.tiles.get(key)?.tile === tile) return;
+    this.tiles.delete(key);
     this.tiles.set(key, { tile, image: null });
-    if (tile.level === this.grid.levels - 1) this.paint();
+    const top = this.grid.levels - 1;
+    for (const [held, entry] of this.tiles) {
+      if (this.tiles.size <= HELD_TILES) break;
+      if (entry.tile.level !== top) this.tiles.delete(held);
+    }
+    if (tile.level === top) this.paint();
     else this.schedule();
+  }
+
+  /**
+   * Tiled mode: the value at (row, col) in the finest tile held there, and that tile's level (0: the cell's own
+   * value, as sent; above 0: the extreme of its 2^level-cell block); null if no tile holds the cell.
+   */
+  tileValue(row: number, col: number): { value: number; level: number } | null {
+    const grid = this.grid;
+    if (grid === null || row < 0 || col < 0 || row >= this.rows || col >= this.cols) return null;
+    for (let level = 0; level < grid.levels; level++) {
+      const f = 2 ** level;
+      const span = grid.tile * f;
+      const entry = this.tiles.get(tileKey(level, Math.floor(row / span), Math.floor(col / span)));
+      if (entry === undefined) continue;
+      const t = entry.tile;
+      if (t.values === null) return { value: 0, level };
+      return { value: t.values[Math.floor((row % span) / f) * t.width + Math.floor((col % span) / f)], level };
+    }
+    return null;
   }
 
   /** The tiles held (tiled mode), as `level:row:col` keys. */
@@ -432,10 +460,11 @@ export class CanvasHeatmap {
       if (ctx === null) return Math.min(MAX_LABEL_WIDTH, 7 * labels.reduce((m, s) => Math.max(m, s.length), 0));
       ctx.font = this.font(12);
       let w = 0;
-      for (const s of labels) w = Math.max(w, ctx.measureText(s).width);
+      for (const s of new Set(labels)) w = Math.max(w, ctx.measureText(s).width); // a prompt repeats its tokens
       return Math.min(MAX_LABEL_WIDTH, Math.ceil(w));
     };
-    this.labelWidth = { rows: measure(this.rowLabels), cols: measure(this.colLabels) };
+    const rows = measure(this.rowLabels);
+    this.labelWidth = { rows, cols: colLabels === rowLabels ? rows : measure(this.colLabels) };
     this.schedule();
   }
 
@@ -656,8 +685,11 @@ export class CanvasHeatmap {
     for (let level = top; level >= want; level--) {
       const span = grid.tile * 2 ** level;
       for (const { row, col } of tilesCovering(level, grid.tile, rows, cols)) {
-        const entry = this.tiles.get(tileKey(level, row, col));
+        const key = tileKey(level, row, col);
+        const entry = this.tiles.get(key);
         if (entry === undefined) continue;
+        this.tiles.delete(key); // drawn: now the most recently used
+        this.tiles.set(key, entry);
         const image = this.tileImage(entry);
         const f = 2 ** level;
         const w = entry.tile.values === null ? Math.min(span, layout.cols - col * span) : entry.tile.width * f;

@@ -3,13 +3,18 @@
  *
  * Tokens are untrusted text and only ever reach the DOM through `textContent`, shortened (see
  * text.ts) with the whole token in the span's title. Weight changes restyle the existing spans in
- * place (skipping unchanged colours), so 1024 tokens stay cheap.
+ * place (skipping unchanged colours), so 1024 tokens stay cheap. The spans go in chunks of
+ * `TOKEN_CHUNK` whose CSS (`content-visibility: auto`) lets the browser skip laying out and painting
+ * the chunks scrolled out of the strip: a 4096-token prompt costs what the visible few hundred do.
  */
 
 import { type Colormap, colorIndex, luminance, rgbAt } from "./colormap";
 import { tokenLabel } from "./text";
 
 export { displayToken } from "./text";
+
+/** Tokens per chunk of the strip (a chunk starts a new line: prompts up to this many read as one flow). */
+export const TOKEN_CHUNK = 256;
 
 export class TokenStrip {
   readonly element: HTMLDivElement;
@@ -66,7 +71,13 @@ export class TokenStrip {
   setTokens(labels: ReadonlyArray<string>): void {
     const frag = document.createDocumentFragment();
     this.labels = labels.map(String);
+    let chunk: HTMLDivElement | null = null;
     this.spans = labels.map((label, i) => {
+      if (i % TOKEN_CHUNK === 0) {
+        chunk = document.createElement("div");
+        chunk.className = "miw-token-chunk";
+        frag.append(chunk);
+      }
       const span = document.createElement("span");
       span.className = "miw-token";
       span.textContent = tokenLabel(String(label));
@@ -75,7 +86,7 @@ export class TokenStrip {
       span.dataset.index = String(i);
       span.setAttribute("role", "option");
       span.tabIndex = -1;
-      frag.append(span);
+      chunk?.append(span);
       return span;
     });
     this.element.replaceChildren(frag);
@@ -139,7 +150,7 @@ export class TokenStrip {
 
   private indexOf(target: EventTarget | null): number | null {
     const span = (target as Element | null)?.closest?.(".miw-token");
-    if (!span || span.parentElement !== this.element) return null;
+    if (!span || span.parentElement?.parentElement !== this.element) return null;
     const i = Number((span as HTMLElement).dataset.index);
     return Number.isInteger(i) ? i : null;
   }

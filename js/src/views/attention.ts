@@ -85,6 +85,9 @@ export const EXACT_MAX_SEQ = 512;
 export const TILE = 512;
 /** Decoded tiles kept (every head, every level; at most 1 MiB each). */
 const TILE_CACHE = 48;
+/** Tiled mode: overview tiles of the shown head's layer fetched ahead (nearest heads first), this many out at once. */
+const PREFETCH_HEADS = 16;
+const PREFETCH_OUT = 2;
 /** Decoded query rows / key columns kept for the readout and the strip. */
 const LINE_CACHE = 64;
 const GRID_MARGIN_LEFT = 30;
@@ -173,9 +176,13 @@ class AttentionView extends View<AttentionTraits> {
   private readonly tilesOut = new Map<string, { supersede: string; overview: boolean }>();
   /** Tiled mode: the head whose tiles the heatmap shows. */
   private tiledHead: { revision: number; layer: number; head: number } | null = null;
+  /** Tiled mode: overview tiles still to fetch ahead, nearest to the shown head first. */
+  private prefetch: Array<{ revision: number; layer: number; head: number }> = [];
   /** Tiled mode: exact rows/columns by `revision:layer:head:axis:index`, and the one out. */
   private readonly lineCache = new LruCache<Float32Array>(LINE_CACHE);
   private lineOut: string | null = null;
+  /** An HTML export holds no `line`s: once one says so, the readout reads the tiles instead of asking again. */
+  private linesExported = true;
 
   constructor(model: AttentionModel, host: HTMLElement) {
     super(model, host, { className: "miw-attn", testid: "attention-view" });
@@ -530,12 +537,26 @@ class AttentionView extends View<AttentionTraits> {
     this.heatmap.setTiled(seq, seq, { tile: TILE, levels: this.topLevel() + 1 }, `${revision}:${layer}:${head}`);
     this.heatmap.putTile(overview);
     this.updateSelection();
-    // The heads beside this one next: a switch to them is then drawn without a round trip.
-    for (const next of [head + 1, head - 1])
-      if (next >= 0 && next < this.nHeads()) {
-        const id = this.tileId(revision, layer, next, overview.level, 0, 0);
-        if (!this.tileCache.has(id)) this.requestTile(revision, layer, next, overview.level, 0, 0);
-      }
+    // Then the other heads of this layer, nearest first, a few at a time (a click on one not here yet is not
+    // queued behind them all): a switch to them is drawn without a round trip.
+    const heads = Array.from({ length: this.nHeads() }, (_, h) => h).filter((h) => h !== head);
+    heads.sort((a, b) => Math.abs(a - head) - Math.abs(b - head) || b - a); // the next head before the previous
+    this.prefetch = heads.slice(0, PREFETCH_HEADS).map((h) => ({ revision, layer, head: h }));
+    this.prefetchNext();
+  }
+
+  /** Ask for the next overview tiles to fetch ahead while fewer than `PREFETCH_OUT` overview tiles are out. */
+  private prefetchNext(): void {
+    const top = this.topLevel();
+    while (this.prefetch.length > 0) {
+      let out = 0;
+      for (const t of this.tilesOut.values()) if (t.overview) out++;
+      if (out >= PREFETCH_OUT) return;
+      const { revision, layer, head } = this.prefetch.shift()!;
+      if (revision !== this.revision()) continue;
+      if (!this.tileCache.has(this.tileId(revision, layer, head, top, 0, 0)))
+        this.requestTile(revision, layer, head, top, 0, 0);
+    }
   }
 
   /** The heatmap's frame wants these tiles of the shown head: put the cached ones, ask for the rest. */
@@ -564,39 +585,47 @@ class AttentionView extends View<AttentionTraits> {
     const overview = level === this.topLevel();
     const supersede = `tile:${id}`;
     this.tilesOut.set(id, { supersede, overview });
-    this.scope.client.request("tile", { layer, head, level, row, col }, { supersede }).then(
-      (reply) => {
-        if (this.tilesOut.get(id)?.supersede === supersede) this.tilesOut.delete(id);
-        if (Number(reply.result?.revision) !== revision || revision < this.revision()) return; // another prompt's
-        let tile: Tile;
-        try {
-          tile = decodeTile(reply);
-        } catch (e) {
+    this.scope.client
+      .request("tile", { layer, head, level, row, col }, { supersede })
+      .then(
+        (reply) => {
+          if (this.tilesOut.get(id)?.supersede === supersede) this.tilesOut.delete(id);
+          if (Number(reply.result?.revision) !== revision || revision < this.revision()) return; // another prompt's
+          let tile: Tile;
+          try {
+            tile = decodeTile(reply);
+          } catch (e) {
+            this.banner.fail("tile", e);
+            return;
+          }
+          this.banner.clear("tile");
+          this.tileCache.set(id, tile);
+          const h = this.tiledHead;
+          const shown = h !== null && h.revision === revision && h.layer === layer && h.head === head;
+          const sel = this.selected();
+          if (shown) this.heatmap.putTile(tile);
+          else if (overview && sel.layer === layer && sel.head === head) this.showTiles(revision, layer, head, tile);
+        },
+        (e) => {
+          if (this.tilesOut.get(id)?.supersede === supersede) this.tilesOut.delete(id);
+          if (isCancelled(e)) return;
+          // An HTML export holds every head's overview and the selected head's tiles: a finer tile it lacks
+          // leaves the coarser one showing.
+          if (!overview && e instanceof RemoteError && e.type === "NotExported") return;
+          // A head fetched ahead and not selected: asked again (and its error shown) if it is selected.
+          const sel = this.selected();
+          if (overview && (sel.layer !== layer || sel.head !== head)) return;
           this.banner.fail("tile", e);
-          return;
-        }
-        this.banner.clear("tile");
-        this.tileCache.set(id, tile);
-        const h = this.tiledHead;
-        const shown = h !== null && h.revision === revision && h.layer === layer && h.head === head;
-        const sel = this.selected();
-        if (shown) this.heatmap.putTile(tile);
-        else if (overview && sel.layer === layer && sel.head === head) this.showTiles(revision, layer, head, tile);
-      },
-      (e) => {
-        if (this.tilesOut.get(id)?.supersede === supersede) this.tilesOut.delete(id);
-        if (isCancelled(e)) return;
-        // An HTML export holds every head's overview and the selected head's tiles: a finer tile it lacks
-        // leaves the coarser one showing.
-        if (!overview && e instanceof RemoteError && e.type === "NotExported") return;
-        this.banner.fail("tile", e);
-      },
-    );
+        },
+      )
+      .then(() => {
+        if (overview) this.prefetchNext(); // after the tile is cached: it is not asked for again
+      });
   }
 
   /** Tiled mode: the row or column the readout and the strip need now (null: none). */
   private lineWanted(focus: { query: number | null; key: number | null }): { axis: string; index: number } | null {
-    if (!this.tiled()) return null;
+    if (!this.tiled() || !this.linesExported) return null;
     if (this.mode === "to" && focus.query !== null) return { axis: "query", index: focus.query };
     if (this.mode === "by" && focus.key !== null) return { axis: "key", index: focus.key };
     return null;
@@ -626,7 +655,12 @@ class AttentionView extends View<AttentionTraits> {
       },
       (e) => {
         if (this.lineOut === id) this.lineOut = null;
-        if (isCancelled(e) || (e instanceof RemoteError && e.type === "NotExported")) return;
+        if (isCancelled(e)) return;
+        if (e instanceof RemoteError && e.type === "NotExported") {
+          this.linesExported = false;
+          this.updateSelection();
+          return;
+        }
         this.banner.fail("line", e);
       },
     );
@@ -729,12 +763,25 @@ class AttentionView extends View<AttentionTraits> {
       } else if (focus.query !== null && focus.key !== null && this.tiled()) {
         const masked = this.masked() && focus.key > focus.query;
         const value = line === null ? null : line[this.mode === "to" ? focus.key : focus.query];
-        text += masked ? ": masked" : value === undefined || value === null ? ": …" : `: ${formatValue(value)}`;
+        if (masked) text += ": masked";
+        else if (value !== null && value !== undefined) text += `: ${formatValue(value)}`;
+        else if (!this.linesExported) text += this.tileReadout(focus.query, focus.key);
+        else text += ": …";
       }
       if (focus.query === null && focus.key === null) text += "  hover a cell or token; click to lock";
       return text;
     });
     this.updateState();
+  }
+
+  /** Without exact lines (an HTML export): the cell's value in the finest tile held, as quantised for colour. */
+  private tileReadout(query: number, key: number): string {
+    const held = this.heatmap.tileValue(query, key);
+    if (held === null) return ": …";
+    const side = 2 ** held.level;
+    return held.level === 0
+      ? `: ≈${formatValue(held.value)}`
+      : `: ≈${formatValue(held.value)} (the extreme of its ${side}×${side} block; zoom in for the cell)`;
   }
 
   private setHover(h: { query: number | null; key: number | null } | null): void {
