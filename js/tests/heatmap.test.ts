@@ -203,6 +203,32 @@ describe("cell text", () => {
   });
 });
 
+describe("fit", () => {
+  test('fit: "rows" fills the height with the rows of a wide matrix and lets the columns scroll', () => {
+    const { ctx } = recordingContext();
+    const spy = vi.spyOn(HTMLCanvasElement.prototype, "getContext").mockImplementation(() => ctx as any);
+    try {
+      const wide = new CanvasHeatmap(sequentialColormap("light"), { fit: "rows" });
+      const square = new CanvasHeatmap(sequentialColormap("light"));
+      for (const h of [wide, square]) {
+        document.body.append(h.element);
+        Object.defineProperty(h.focusElement, "clientWidth", { configurable: true, get: () => 800 });
+        Object.defineProperty(h.focusElement, "clientHeight", { configurable: true, get: () => 216 });
+        h.setData(new Float32Array(5 * 4096), 5, 4096);
+      }
+      expect(Number(square.focusElement.dataset.cellWidth)).toBeLessThan(1); // 4096 columns in 800 px
+      expect(Number(wide.focusElement.dataset.cellWidth)).toBe(40); // (216 - 16 for the scrollbar) / 5 rows
+      wide.setData(new Float32Array(5 * 6), 5, 6); // a short prompt fits whole, as before
+      square.setData(new Float32Array(5 * 6), 5, 6);
+      expect(wide.focusElement.dataset.cellWidth).toBe(square.focusElement.dataset.cellWidth);
+      wide.dispose();
+      square.dispose();
+    } finally {
+      spy.mockRestore();
+    }
+  });
+});
+
 describe("axis labels", () => {
   test("a 10,000-character label is cut before it is measured or drawn", () => {
     const { ctx, calls, measured } = recordingContext();

@@ -147,6 +147,7 @@ describe("LogitLens view", () => {
     await tick();
     expect(root.dataset.loading).toBeUndefined();
     expect(root.dataset.revision).toBe("1");
+    expect(root.dataset.painted).toBe("1"); // the heatmap drew revision 1
     expect(q("scale").textContent).toBe("colour: top-1 probability 0 … 1");
     expect(q("target-info").textContent).toBe("no target");
     expect(q("readout").textContent).toContain("Hover a cell");
@@ -282,6 +283,7 @@ describe("LogitLens view", () => {
     answer(model, "lens", lensReply(2)); // a late reply older than what is drawn changes nothing
     await tick();
     expect(root.dataset.revision).toBe("3");
+    expect(root.dataset.painted).toBe("3");
   });
 
   test("a newer target supersedes an older one: only the newest one's progress and outcome show", async () => {

@@ -40,6 +40,8 @@ export const MAX_CELL = 48;
 const MAX_LABEL_WIDTH = 96;
 /** Tiled mode: tiles held with their images (up to 2 MiB each); a full view at one level needs at most ~9. */
 export const HELD_TILES = 32;
+/** Room left for a horizontal scrollbar when the columns scroll (`fit: "rows"`). */
+const SCROLLBAR = 16;
 const LABEL_PAD = 6;
 const ZOOM_STEP = 1.5;
 
@@ -275,6 +277,7 @@ export class CanvasHeatmap {
 
   private cell = 1;
   private fit = true;
+  private readonly fitRows: boolean;
   private layout: Layout | null = null;
   private crosshair: { row: number | null; col: number | null } = { row: null, col: null };
   private locked: Cell | null = null;
@@ -293,8 +296,13 @@ export class CanvasHeatmap {
   private grid: TileGrid | null = null;
   private readonly tiles = new Map<string, { tile: Tile; image: HTMLCanvasElement | null }>();
 
-  constructor(cmap: Colormap, opts: { label?: string } = {}) {
+  /**
+   * `fit: "rows"` (a wide matrix: a few layers by thousands of positions): when the whole matrix cannot fit at a
+   * readable size, "fit" fills the height with the rows and the columns scroll, instead of shrinking every cell.
+   */
+  constructor(cmap: Colormap, opts: { label?: string; fit?: "both" | "rows" } = {}) {
     this.cmap = cmap;
+    this.fitRows = opts.fit === "rows";
     const doc = document;
     this.element = doc.createElement("div");
     this.element.className = "miw-heatmap";
@@ -530,6 +538,7 @@ export class CanvasHeatmap {
     const g = this.gutters(LABEL_MIN_CELL);
     const withLabels = fitCell(this.rows, this.cols, width - g.left, height - g.top);
     if (withLabels >= LABEL_MIN_CELL) return withLabels;
+    if (this.fitRows) return fitCell(this.rows, 1, Number.POSITIVE_INFINITY, height - g.top - SCROLLBAR);
     return Math.min(fitCell(this.rows, this.cols, width, height), LABEL_MIN_CELL - 0.01);
   }
 
