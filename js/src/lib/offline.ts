@@ -7,7 +7,11 @@
  * not recorded gets an error reply saying so, which the view shows in its banner.
  */
 
+import { LruCache } from "./tiles";
 import type { ViewModel } from "./view";
+
+/** Unpacked replies kept for a request asked again (the views keep what they decoded themselves). */
+const UNPACKED_KEPT = 8;
 
 export interface RecordedMessage {
   /** The message content without its request id. */
@@ -54,7 +58,7 @@ type Handler = (...args: any[]) => void;
 export class OfflineModel implements ViewModel<Record<string, any>> {
   private readonly state: Record<string, any>;
   private readonly handlers = new Map<string, Set<Handler>>();
-  private readonly unpacked = new Map<string, Promise<ArrayBuffer>>();
+  private readonly unpacked = new LruCache<Promise<ArrayBuffer>>(UNPACKED_KEPT);
 
   constructor(
     state: Record<string, any>,
