@@ -62,7 +62,7 @@ def test_modes_and_errors(model: Any) -> None:
     without = ModelAdapter(model)
     without.model = torch.nn.Linear(2, 2)  # a model object that cannot score composition
     assert adapter.has_composition_scores and not without.has_composition_scores
-    with pytest.raises(TypeError, match="all_composition_scores"):
+    with pytest.raises(TypeError, match="W_Q, W_K, W_V, W_O"):
         without.composition_scores()
     with pytest.raises(TypeError, match="expected a TransformerLens model"):
         mw.CompositionView(torch.nn.Linear(2, 2))

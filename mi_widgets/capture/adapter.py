@@ -115,8 +115,8 @@ class ModelAdapter(AdapterBase):
         if cfg is None or missing or not callable(getattr(model, "run_with_hooks", None)):
             raise TypeError(
                 "expected a TransformerLens model (4.x TransformerBridge or 2.x HookedTransformer) "
-                f"with .cfg (n_layers, n_heads, n_ctx) and .run_with_hooks, got {type(model).__module__}."
-                f"{type(model).__qualname__}"
+                "with .cfg (n_layers, n_heads, n_ctx) and .run_with_hooks, or an nnsight LanguageModel, got "
+                f"{type(model).__module__}.{type(model).__qualname__}"
             )
         check_weights_loaded(model)  # a meta-device model would fail deep inside torch at the first forward
         self.model = model
@@ -554,8 +554,9 @@ class ModelAdapter(AdapterBase):
 
     @property
     def has_composition_scores(self) -> bool:
-        """Whether the model computes composition scores (``all_composition_scores``: TL 4.x and 2.x do)."""
-        return callable(getattr(self.model, "all_composition_scores", None))
+        """Whether composition scores can be computed: the model has stacked ``W_Q``, ``W_K``, ``W_V``, ``W_O``
+        (TL 4.x and 2.x do); :meth:`composition_weights` reads them."""
+        return all(hasattr(self.model, name) for name in ("W_Q", "W_K", "W_V", "W_O"))
 
     def composition_scores(self, mode: str = "K") -> torch.Tensor:
         """Q-, K- or V-composition scores ``[layers, heads, layers, heads]`` (writer, reader) from the weights.
@@ -569,7 +570,7 @@ class ModelAdapter(AdapterBase):
             raise ValueError(f"mode must be one of {', '.join(COMPOSITION_MODES)}, got {mode!r}")
         if not self.has_composition_scores:
             raise TypeError(
-                "expected a TransformerLens model with all_composition_scores (TransformerBridge or "
+                "expected a TransformerLens model with stacked W_Q, W_K, W_V, W_O (TransformerBridge or "
                 f"HookedTransformer), got {type(self.model).__qualname__}"
             )
         with torch.no_grad():

@@ -101,7 +101,7 @@ class AttentionView(ProtocolWidget):
         if _snapshot is None:
             if model is None:
                 raise TypeError(
-                    "AttentionView(model, prompt) needs a TransformerLens model; to show patterns you "
+                    "AttentionView(model, prompt) needs a model (a TransformerLens model or an nnsight LanguageModel); to show patterns you "
                     "already have use mw.attention_heads(attention, tokens) or AttentionView.from_cache(cache, tokens)"
                 )
             if prompt is None:

@@ -49,7 +49,7 @@ class CompositionView(ProtocolWidget):
         require_transformer_lens(adapter, "CompositionView (composition scores from W_Q, W_K, W_V, W_O)")
         if not adapter.has_composition_scores:
             raise TypeError(
-                "CompositionView needs a TransformerLens model with all_composition_scores "
+                "CompositionView needs a TransformerLens model with stacked W_Q, W_K, W_V, W_O "
                 f"(TransformerBridge or HookedTransformer), got {type(model).__qualname__}"
             )
         self._adapter = adapter
