@@ -165,6 +165,13 @@ describe("HeadScan", () => {
     expect(model.saves).toBe(1);
   });
 
+  test("in an HTML export (can_start: false) Start and Stop are hidden", () => {
+    const model = makeModel({ can_start: false, status: "done" });
+    const { q } = mount(model);
+    expect(q<HTMLButtonElement>("start-button").hidden).toBe(true);
+    expect(q<HTMLButtonElement>("stop-button").hidden).toBe(true);
+  });
+
   test("Start/Stop follow status; Stop sends a stop request; status text and progress", async () => {
     const model = makeModel();
     const { root, q } = mount(model);
@@ -172,6 +179,7 @@ describe("HeadScan", () => {
     const stop = q<HTMLButtonElement>("stop-button");
     expect(stop.disabled).toBe(true);
     expect(start.disabled).toBe(false);
+    expect(start.hidden || stop.hidden).toBe(false);
 
     start.click();
     expect(model.requests("start")).toHaveLength(1);

@@ -57,6 +57,9 @@ class BackgroundTask(ProtocolWidget):
     progress = traitlets.Dict(read_only=True).tag(sync=True)
     error = traitlets.Unicode("", read_only=True).tag(sync=True)
 
+    def _export_state(self) -> dict[str, Any]:
+        return {"can_start": False}  # no kernel in an HTML export: the toolbar hides Start and Stop
+
     _thread_name = "mi_widgets-task"
 
     def __init__(self, **kwargs: Any) -> None:

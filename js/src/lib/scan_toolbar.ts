@@ -3,7 +3,8 @@
  * Start, Stop, a progress bar and a status line that follow the `status` / `progress` traits.
  * The view's partial results are its own resources with `policy: "coalesce"` (`resource.ts`), so a
  * fast scan's revision bumps fold into one more fetch and cannot starve the view. The root element
- * gets `data-status` and `data-done` (for tests and styling).
+ * gets `data-status` and `data-done` (for tests and styling). In an HTML export (state `can_start: false`)
+ * Start and Stop are hidden: there is no kernel to run anything.
  */
 
 import "./scan_toolbar.css";
@@ -21,6 +22,8 @@ export interface ScanTraits extends BaseTraits {
   status: string;
   progress: { done?: number; total?: number };
   error: string;
+  /** Only in an HTML export's state: false (no kernel). */
+  can_start?: boolean;
 }
 
 export interface ScanToolbarOptions {
@@ -83,6 +86,8 @@ export class ScanToolbar {
     const total = Math.max(0, Number(raw.total) || 0);
     const done = clamp(Number(raw.done) || 0, 0, total || Infinity);
     const running = status === "running";
+    const kernel = this.scope.model.get("can_start") !== false; // false only in an HTML export
+    this.startButton.hidden = this.stopButton.hidden = !kernel;
     this.startButton.disabled = running || this.scope.busy("start");
     this.stopButton.disabled = !running || this.scope.busy("stop");
 
