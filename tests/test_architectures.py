@@ -1,9 +1,8 @@
 """Every view that takes a model, on every decoder architecture we claim, against each model's own run.
 
-Tiny random models (2 layers, d_model 64, the local test tokenizer's vocabulary) of each family,
-saved as HF folders and booted with ``TransformerBridge.boot_transformers`` (the real TL 4.x code
-path). Weights are drawn larger than the HF default and norms and biases are perturbed, so logits are
-big enough for Gemma 2's soft cap to matter and every norm weight and bias term is exercised.
+Tiny random models of each family (``tests/hf_tiny.py``: 2 layers, d_model 64, the local test tokenizer's
+vocabulary, norms and biases perturbed), saved as HF folders and booted with
+``TransformerBridge.boot_transformers`` (the real TL 4.x code path).
 
 For each: the lens's last row is the model's own next-token distribution at every position, every
 row agrees with TransformerLens's own ``tools.analysis.logit_lens``, and the attribution's parts sum
@@ -31,98 +30,16 @@ import torch
 import mi_widgets as mw
 from mi_widgets.capture.adapter import ModelAdapter
 
+from .hf_tiny import FAMILIES, GEMMA2_SOFTCAP, tiny_model
+
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 IOI = dict(answer=" Mary", wrong=" John")
-GEMMA2_SOFTCAP = 2.0  # small next to this model's logits (up to ~2), so the cap visibly changes them
-
-
-def _configs(vocab: int, bos: int) -> dict[str, tuple[str, str, dict[str, Any]]]:
-    """Per architecture: HF config class, model class, config arguments (all 2 layers, d_model 64, 4 heads)."""
-    ids = dict(bos_token_id=bos, eos_token_id=bos, pad_token_id=bos)
-    common = dict(
-        vocab_size=vocab,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=128,
-        **ids,
-    )
-    return {
-        "gpt2": (
-            "GPT2Config",
-            "GPT2LMHeadModel",
-            dict(n_layer=2, n_head=4, n_embd=64, n_positions=128, vocab_size=vocab, **ids),
-        ),
-        "neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(common, use_parallel_residual=True, rotary_pct=0.25)),
-        "llama": ("LlamaConfig", "LlamaForCausalLM", dict(common, num_key_value_heads=4)),
-        "mistral": ("MistralConfig", "MistralForCausalLM", dict(common, num_key_value_heads=2, sliding_window=4)),
-        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(common, num_key_value_heads=2)),
-        "gemma2": (
-            "Gemma2Config",
-            "Gemma2ForCausalLM",
-            dict(
-                common,
-                num_key_value_heads=2,
-                head_dim=16,
-                query_pre_attn_scalar=16,
-                sliding_window=4,
-                final_logit_softcapping=GEMMA2_SOFTCAP,
-                attn_logit_softcapping=5.0,
-            ),
-        ),
-        "opt": (
-            "OPTConfig",
-            "OPTForCausalLM",
-            dict(
-                vocab_size=vocab,
-                hidden_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                ffn_dim=128,
-                max_position_embeddings=128,
-                word_embed_proj_dim=64,
-                **ids,
-            ),
-        ),
-        "phi": ("PhiConfig", "PhiForCausalLM", dict(common, partial_rotary_factor=0.5)),  # parallel attention and MLP
-        "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(common, num_key_value_heads=2)),
-        # OPT-350m's layout: post-LN blocks, project_in/project_out around a 32-wide embedding
-        "opt350m": (
-            "OPTConfig",
-            "OPTForCausalLM",
-            dict(
-                vocab_size=vocab,
-                hidden_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                ffn_dim=128,
-                max_position_embeddings=128,
-                word_embed_proj_dim=32,
-                do_layer_norm_before=False,
-                **ids,
-            ),
-        ),
-    }
-
-
-SUPPORTED = ["gpt2", "neox", "llama", "mistral", "qwen2", "gemma2", "opt", "phi", "phi3"]
+SUPPORTED = FAMILIES
 REFUSED = {"opt350m": "project_out"}
 
 
 def _save(name: str, folder: Path, tokenizer: Any, vocab: int) -> None:
-    import transformers
-
-    config_cls, model_cls, kwargs = _configs(vocab, int(tokenizer.bos_token_id))[name]
-    torch.manual_seed(0)
-    hf = getattr(transformers, model_cls)(getattr(transformers, config_cls)(**kwargs, initializer_range=0.1))
-    with torch.no_grad():
-        for pname, p in hf.named_parameters():
-            if ("norm" in pname or "ln" in pname) and pname.endswith("weight"):
-                p.add_(0.3 * torch.randn_like(p))  # Gemma's 1 + w and everyone's w differ from 1
-            elif pname.endswith("bias"):
-                p.copy_(0.1 * torch.randn_like(p))
-    hf.save_pretrained(folder)
+    tiny_model(name, vocab, int(tokenizer.bos_token_id)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
 
@@ -336,7 +253,7 @@ def test_readouts_we_cannot_reproduce_are_refused_by_name(name: str, boot: Calla
 
 # ----- every model-taking view on every family, against the HF model's own run ----------------------
 
-GQA = {"mistral", "qwen2", "gemma2", "phi3"}  # fewer key/value heads than query heads
+GQA = {"llama", "mistral", "qwen2", "gemma2", "phi3"}  # fewer key/value heads than query heads
 PATTERN_READ_ONLY = {"opt"}  # TL 4.x runs OPT's attention inside the HF module: hook_pattern edits are discarded
 
 

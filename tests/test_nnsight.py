@@ -3,7 +3,7 @@ model's own outputs (``output_attentions``, ``output_hidden_states``, logits), a
 
 Offline: GPT-2, Llama with grouped-query attention (2 KV heads for 4 query heads), GPT-NeoX (parallel residual),
 Gemma 2 (scaled embeddings, extra norms, soft caps, sliding window), OPT, Phi (parallel) and Phi-3 (fused gate/up),
-built from configs as ``tests/test_architectures.py`` builds them, eager attention, the local test tokenizer;
+built from configs by ``tests/hf_tiny.py`` (as ``tests/test_architectures.py`` builds them), eager attention;
 post-LN OPT (OPT-350m) is refused, a pre-LN OPT with ``project_in``/``project_out`` is read exactly. The remote path (``NNsightAdapter(lm, remote=True)``) cannot
 reach a hosted engine here: a test checks that the flag reaches ``trace(..., remote=True)`` and that the
 path it takes (activations saved in the trace, read after it) gives the local numbers.
@@ -22,91 +22,19 @@ import mi_widgets as mw
 from mi_widgets.capture import ModelAdapter, NNsightAdapter, adapter_for
 from mi_widgets.capture.nnsight_adapter import BackendUnsupported
 
+from .hf_tiny import FAMILIES, GEMMA2_SOFTCAP, tiny_model
+
 nnsight = pytest.importorskip("nnsight")
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
 
-GEMMA2_SOFTCAP = 2.0  # small next to these logits, so the cap visibly changes them
-FAMILIES = ["gpt2", "llama", "mistral", "qwen2", "neox", "gemma2", "opt", "phi", "phi3"]
-NEW = [
-    "mistral",
-    "qwen2",
-    "neox",
-    "gemma2",
-    "opt",
-    "phi",
-    "phi3",
-]  # configured as tests/test_architectures.py configures them
 PARALLEL = {"neox", "phi"}  # attention and MLP both read the block's input: no hook_resid_mid
 
 
-def _config(name: str, vocab: int, bos: int) -> tuple[Any, Any]:
-    import transformers
-
-    ids = dict(bos_token_id=bos, eos_token_id=bos, pad_token_id=bos)
-    common = dict(
-        vocab_size=vocab,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=64,
-        initializer_range=0.1,
-        **ids,
-    )
-    opt = dict(common, ffn_dim=128, word_embed_proj_dim=64)
-    del opt["intermediate_size"]
-    table: dict[str, tuple[str, str, dict[str, Any]]] = {
-        "gpt2": (
-            "GPT2Config",
-            "GPT2LMHeadModel",
-            dict(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=vocab, **ids),
-        ),
-        "llama": ("LlamaConfig", "LlamaForCausalLM", dict(common, num_key_value_heads=2)),  # grouped-query attention
-        # Llama's layout: Mistral with a sliding window, Qwen2 with biases on q, k and v
-        "mistral": ("MistralConfig", "MistralForCausalLM", dict(common, num_key_value_heads=2, sliding_window=4)),
-        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(common, num_key_value_heads=2)),
-        "neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(common, use_parallel_residual=True, rotary_pct=0.25)),
-        "gemma2": (
-            "Gemma2Config",
-            "Gemma2ForCausalLM",
-            dict(
-                common,
-                num_key_value_heads=2,
-                head_dim=16,
-                query_pre_attn_scalar=16,
-                sliding_window=4,
-                final_logit_softcapping=GEMMA2_SOFTCAP,
-                attn_logit_softcapping=5.0,
-            ),
-        ),
-        "opt": ("OPTConfig", "OPTForCausalLM", opt),
-        # OPT-350m's layout: post-LN blocks, project_in/project_out around a 32-wide embedding
-        "opt350m": ("OPTConfig", "OPTForCausalLM", dict(opt, word_embed_proj_dim=32, do_layer_norm_before=False)),
-        # a pre-LN OPT with project_in/project_out (exact: hook_embed is project_in's output, the lens goes through
-        # project_out)
-        "opt_proj": ("OPTConfig", "OPTForCausalLM", dict(opt, word_embed_proj_dim=32)),
-        "neox_seq": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(common, use_parallel_residual=False, rotary_pct=0.25)),
-        "phi": ("PhiConfig", "PhiForCausalLM", dict(common, partial_rotary_factor=0.5)),  # parallel attention and MLP
-        "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(common, num_key_value_heads=2)),
-    }
-    config_cls, model_cls, kwargs = table[name]
-    return getattr(transformers, config_cls)(**kwargs), getattr(transformers, model_cls)
-
-
 def _hf(name: str, vocab: int, bos: int, attn: str = "eager") -> Any:
-    config, cls = _config(name, vocab, bos)
-    config._attn_implementation = attn
-    torch.manual_seed(0)
-    model = cls(config)
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            if pname.endswith("bias"):
-                p.copy_(0.1 * torch.randn_like(p))
-            elif name not in ("gpt2", "llama") and ("norm" in pname or "ln" in pname) and pname.endswith("weight"):
-                p.add_(0.3 * torch.randn_like(p))  # Gemma's 1 + w and everyone's w differ from 1
-    return model  # in training mode, as a model built from a config is: views must not see dropout
+    """``tests/hf_tiny.py``'s model, with eager attention unless asked (the views read patterns from it)."""
+    return tiny_model(name, vocab, bos, attn)
 
 
 def _blocks(hf: Any) -> Any:
@@ -191,7 +119,7 @@ def test_adapter_for_picks_the_backend(pair: tuple[Any, Any], native_model: Any)
     assert isinstance(adapter, NNsightAdapter) and adapter.backend == "nnsight"
     assert adapter_for(adapter) is adapter
     assert isinstance(adapter_for(native_model), ModelAdapter)
-    assert (adapter.n_layers, adapter.n_heads, adapter.n_ctx) == (2, 4, 64)
+    assert (adapter.n_layers, adapter.n_heads, adapter.n_ctx) == (2, 4, 128)
     assert adapter.device == torch.device("cpu") and adapter.dtype == torch.float32
     tokens = adapter.to_tokens(PROMPT)
     assert int(tokens[0, 0]) == adapter.bos_id  # BOS in front, as TransformerLens's to_tokens
@@ -349,8 +277,8 @@ def test_unknown_hook_lists_what_exists(models: dict[str, tuple[Any, Any]]) -> N
 
 def test_prompt_longer_than_the_context_is_refused(models: dict[str, tuple[Any, Any]]) -> None:
     lm, _ = models["gpt2"]
-    with pytest.raises(ValueError, match=r"70 tokens long but the model's context \(n_ctx\) is 64"):
-        mw.AttentionView(lm, list(range(70)))
+    with pytest.raises(ValueError, match=r"130 tokens long but the model's context \(n_ctx\) is 128"):
+        mw.AttentionView(lm, list(range(130)))
     with pytest.raises(ValueError, match="token ids must be in"):
         mw.AttentionView(lm, [0, 10**6])
 
