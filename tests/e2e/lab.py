@@ -106,19 +106,9 @@ class JupyterLab:
             if self.app == "jupyterlab"
             else "--JupyterNotebookApp.expose_app_in_browser=True",
         ]
-        log = self.log_path.open("wb")
-        self._proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root_dir)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"{self.app} exited early:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/api/status?token={self.token}", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.3)
-        raise TimeoutError(f"{self.app} did not answer within {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+        ready = f"{self.base_url}/api/status?token={self.token}"
+        self._proc = start_server(self.app, cmd, env, self.root_dir, self.log_path, ready, timeout)
+        return self
 
     @property
     def base_url(self) -> str:
@@ -146,13 +136,44 @@ class JupyterLab:
         return f"{self.base_url}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={self.token}"
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+        stop_server(self._proc)
         shutil.rmtree(self._home, ignore_errors=True)
+
+
+def start_server(
+    name: str, cmd: list[str], env: dict[str, str], cwd: Path, log_path: Path, ready_url: str, timeout: float
+) -> subprocess.Popen[bytes]:
+    """Run ``cmd`` (its output to ``log_path``) and wait until ``ready_url`` answers 200; if it exits or never
+    answers, the error quotes the end of its log."""
+    log = log_path.open("wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+
+    def tail() -> str:
+        return log_path.read_text(errors="replace")[-3000:]
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited early:\n{tail()}")
+        try:
+            with urllib.request.urlopen(ready_url, timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.3)
+    stop_server(proc)
+    raise TimeoutError(f"{name} did not answer within {timeout}s:\n{tail()}")
+
+
+def stop_server(proc: subprocess.Popen[bytes] | None) -> None:
+    """Terminate a server from :func:`start_server` (killed if it does not exit within 10 s)."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 @contextmanager

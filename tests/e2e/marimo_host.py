@@ -12,14 +12,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .lab import CHROMIUM, OUTPUT, _free_port, chromium_browser
+from .lab import CHROMIUM, OUTPUT, _free_port, chromium_browser, start_server, stop_server
 
 
 class MarimoApp:
@@ -46,19 +44,9 @@ class MarimoApp:
         marimo = Path(sys.executable).with_name("marimo")
         cmd = [str(marimo), "run", str(self.app), "--headless", "--host=127.0.0.1", f"--port={self.port}"]
         cmd += ["--no-token", "--no-sandbox", "--no-check"]
-        log = self.log_path.open("wb")
-        self._proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.app.parent)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"marimo exited early:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.3)
-        raise TimeoutError(f"marimo did not answer within {timeout}s:\n{self.log()}")
+        ready = f"{self.base_url}/health"
+        self._proc = start_server("marimo", cmd, env, self.app.parent, self.log_path, ready, timeout)
+        return self
 
     @property
     def base_url(self) -> str:
@@ -68,13 +56,7 @@ class MarimoApp:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
+        stop_server(self._proc)
         shutil.rmtree(self._home, ignore_errors=True)
 
 
