@@ -126,7 +126,7 @@ def test_state_holds_no_big_arrays(view: Any) -> None:
 
 
 def test_without_model_points_at_attention_heads() -> None:
-    with pytest.raises(TypeError, match="attention_heads"):
+    with pytest.raises(TypeError, match="TransformerLens, or an nnsight LanguageModel.*attention_heads"):
         AttentionView()
     with pytest.raises(TypeError, match="needs a prompt"):
         AttentionView(object(), None)

@@ -124,8 +124,9 @@ class ActivationView(ProtocolWidget):
         if _arrays is None:
             if model is None or prompts is None:
                 raise TypeError(
-                    "ActivationView(model, prompts, hook) needs a model (a TransformerLens model or an nnsight LanguageModel) and prompts; to show "
-                    "activations you already have use ActivationView.from_activations(tokens, activations)"
+                    "ActivationView(model, prompts, hook) needs a model (TransformerLens, or an nnsight "
+                    "LanguageModel) and prompts; to show activations you already have use "
+                    "ActivationView.from_activations(tokens, activations)"
                 )
             adapter = adapter_for(model)
             self._adapter = adapter

@@ -101,8 +101,9 @@ class AttentionView(ProtocolWidget):
         if _snapshot is None:
             if model is None:
                 raise TypeError(
-                    "AttentionView(model, prompt) needs a model (a TransformerLens model or an nnsight LanguageModel); to show patterns you "
-                    "already have use mw.attention_heads(attention, tokens) or AttentionView.from_cache(cache, tokens)"
+                    "AttentionView(model, prompt) needs a model (TransformerLens, or an nnsight LanguageModel); "
+                    "to show patterns you already have use mw.attention_heads(attention, tokens) or "
+                    "AttentionView.from_cache(cache, tokens)"
                 )
             if prompt is None:
                 raise TypeError("AttentionView(model, prompt) needs a prompt: a string or token ids")

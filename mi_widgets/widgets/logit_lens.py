@@ -103,8 +103,9 @@ class LogitLens(ProtocolWidget):
             return
         if model is None or prompt is None:
             raise TypeError(
-                "LogitLens(model, prompt) needs a model (a TransformerLens model or an nnsight LanguageModel) and a prompt; to show log probs you already "
-                "have use LogitLens.from_log_probs(token_ids, log_probs, to_string)"
+                "LogitLens(model, prompt) needs a model (TransformerLens, or an nnsight LanguageModel) and a "
+                "prompt; to show log probs you already have use LogitLens.from_log_probs(token_ids, log_probs, "
+                "to_string)"
             )
         adapter = adapter_for(model)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 50:

@@ -158,8 +158,8 @@ class TopExamples(StreamingWidget):
             return
         if model is None or corpus is None:
             raise TypeError(
-                "TopExamples(model, corpus) needs a model (a TransformerLens model or an nnsight LanguageModel) and a corpus; to show examples you already "
-                "have use TopExamples.from_samples(tokens, activations)"
+                "TopExamples(model, corpus) needs a model (TransformerLens, or an nnsight LanguageModel) and a "
+                "corpus; to show examples you already have use TopExamples.from_samples(tokens, activations)"
             )
         adapter = adapter_for(model)
         for name, value, low in (
