@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, test, vi } from "vitest";
 import { sequentialColormap } from "../src/lib/colormap";
 import { TOKEN_CHARS } from "../src/lib/text";
-import { displayToken, TokenStrip } from "../src/lib/tokens";
+import { displayToken, TOKEN_CHUNK, TokenStrip } from "../src/lib/tokens";
 
 const cmap = sequentialColormap("light");
 
@@ -56,6 +56,23 @@ describe("TokenStrip escaping", () => {
 });
 
 describe("TokenStrip behaviour", () => {
+  test("spans go in chunks of TOKEN_CHUNK; hovering and clicking a span in any chunk names its index", () => {
+    const strip = mount(Array.from({ length: 2 * TOKEN_CHUNK + 5 }, (_, i) => `t${i}`));
+    const chunks = [...strip.element.children];
+    expect(chunks.map((c) => c.className)).toEqual(["miw-token-chunk", "miw-token-chunk", "miw-token-chunk"]);
+    expect(chunks.map((c) => c.children.length)).toEqual([TOKEN_CHUNK, TOKEN_CHUNK, 5]);
+    const hovered: Array<number | null> = [];
+    const clicked: number[] = [];
+    strip.onHover((i) => hovered.push(i));
+    strip.onClick((i) => clicked.push(i));
+    const last = spans(strip)[2 * TOKEN_CHUNK + 4];
+    last.dispatchEvent(new MouseEvent("mouseover", { bubbles: true }));
+    last.dispatchEvent(new MouseEvent("click", { bubbles: true }));
+    chunks[1].dispatchEvent(new MouseEvent("mouseover", { bubbles: true })); // a chunk's own box is no token
+    expect(hovered).toEqual([2 * TOKEN_CHUNK + 4]);
+    expect(clicked).toEqual([2 * TOKEN_CHUNK + 4]);
+  });
+
   test("a very long token is shown shortened, whole in its tooltip", () => {
     const long = "x".repeat(10_000);
     const strip = mount(["a", long, "b"]);
