@@ -810,10 +810,11 @@ Data: `make_data(seq, {N_HEADS})` as above ({N_HEADS} heads, causal softmax patt
 First paint is timed from running the cell (Python build included) to the frame that shows the head; a head
 switch from the click on the head grid to the frame that shows the new head. First come {N_FAR_SWITCHES} switches
 5 heads on (heads 5, 10, 3, 8: never shown), then {N_SWITCHES} switches one head on (4 of them to a head shown
-before). After its first paint the view fetches the overview tiles of the shown head's layer ahead (nearest heads
-first, two requests out at a time), so here, with one layer, the switches are usually drawn from its cache; a head
-not fetched yet (another layer, or clicked within the first few hundred ms) costs a kernel round trip. The "overview message" is the websocket message of the size of the shown head's overview
-tile (or whole pattern). Past 512 tokens the view gets level-of-detail tiles, so for seq 1024 these rows
+before). After its first paint the view fetches overview tiles ahead (the heads an arrow key reaches, then the rest
+of the shown head's layer; two requests out at a time), so here, with one layer, the switches are usually drawn
+from its cache; a head not fetched yet (another layer, or clicked within the first few hundred ms) costs a kernel
+round trip. The "overview message" is the websocket message of the size of the shown head's overview tile (or
+whole pattern). Past 512 tokens the view gets level-of-detail tiles, so for seq 1024 these rows
 supersede the AttentionView row of the CircuitsVis comparison above when both are from the current code.
 
 {chr(10).join(rows)}

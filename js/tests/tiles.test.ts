@@ -173,6 +173,26 @@ describe("AttentionView past EXACT_MAX_SEQ", () => {
     expect(heads().slice(5)).toEqual([4]);
   });
 
+  test("fetched ahead: the heads an arrow key reaches (beside, then above and below) before the rest", async () => {
+    const model = makeModel({ n_layers: 3, n_heads: 4, selected: { layer: 1, head: 1, query: null, key: null } });
+    mountView(widget, model, "attention-view");
+    const asked = () => model.requests("tile").map((r) => [r.params.layer, r.params.head]);
+    for (let i = 0; i < 4; i++) {
+      const r = model.requests("tile")[i];
+      const t = tileReply(1, r.params.head, 2);
+      model.reply(r.id, { ...t.result, layer: r.params.layer }, t.buffers);
+      await tick();
+    }
+    expect(asked()).toEqual([
+      [1, 1],
+      [1, 2],
+      [1, 0],
+      [2, 1],
+      [0, 1],
+      [1, 3],
+    ]);
+  });
+
   test("a tile for an old revision is never drawn; the new revision asks again", async () => {
     const model = makeModel();
     const { root } = mountView(widget, model, "attention-view");

@@ -85,7 +85,8 @@ export const EXACT_MAX_SEQ = 512;
 export const TILE = 512;
 /** Decoded tiles kept (every head, every level; at most 1 MiB each). */
 const TILE_CACHE = 48;
-/** Tiled mode: overview tiles of the shown head's layer fetched ahead (nearest heads first), this many out at once. */
+/** Tiled mode: overview tiles fetched ahead after a head is shown (the heads an arrow key reaches, then the rest of
+ * its layer), at most this many heads, this many requests out at once. */
 const PREFETCH_HEADS = 16;
 const PREFETCH_OUT = 2;
 /** Decoded query rows / key columns kept for the readout and the strip. */
@@ -537,11 +538,17 @@ class AttentionView extends View<AttentionTraits> {
     this.heatmap.setTiled(seq, seq, { tile: TILE, levels: this.topLevel() + 1 }, `${revision}:${layer}:${head}`);
     this.heatmap.putTile(overview);
     this.updateSelection();
-    // Then the other heads of this layer, nearest first, a few at a time (a click on one not here yet is not
-    // queued behind them all): a switch to them is drawn without a round trip.
+    // Then, a few at a time (a click on a head not here yet is not queued behind them all), the heads an arrow key
+    // reaches (beside it, then above and below) and the rest of this layer, nearest first: a switch to them is
+    // drawn without a round trip.
     const heads = Array.from({ length: this.nHeads() }, (_, h) => h).filter((h) => h !== head);
     heads.sort((a, b) => Math.abs(a - head) - Math.abs(b - head) || b - a); // the next head before the previous
-    this.prefetch = heads.slice(0, PREFETCH_HEADS).map((h) => ({ revision, layer, head: h }));
+    const near = heads.slice(0, 2).map((h) => ({ revision, layer, head: h }));
+    const across = [layer + 1, layer - 1]
+      .filter((l) => l >= 0 && l < this.nLayers())
+      .map((l) => ({ revision, layer: l, head }));
+    const rest = heads.slice(2).map((h) => ({ revision, layer, head: h }));
+    this.prefetch = [...near, ...across, ...rest].slice(0, PREFETCH_HEADS);
     this.prefetchNext();
   }
 
