@@ -285,6 +285,23 @@ def test_train_mode_model_is_analysed_in_eval_mode_and_left_in_train_mode(gpt2_b
         gpt2_bridge.eval()
 
 
+def test_the_twin_keeps_no_attention_patterns_after_a_run(gpt2_bridge: Any) -> None:
+    """TransformerLens 4.x's joint-QKV attention bridges keep each forward pass's pattern (``_pattern``); on the
+    twin that would hold [batch, heads, seq, seq] per layer until its next run (GBs on long prompts), so a run drops
+    them. The user's model is not the twin: what its own calls keep is left to it."""
+    adapter = ModelAdapter(gpt2_bridge)
+    twin, _ = adapter.runner()
+    kept = [m for m in twin.modules() if hasattr(m, "_pattern")]
+    assert kept, "this TransformerLens keeps no _pattern: the test checks nothing here"
+    mw.ActivationView(gpt2_bridge, PROMPT, "resid_post").close()  # a run to the logits' last hook
+    view = mw.LogitLens(gpt2_bridge, PROMPT)  # a run to the logits
+    assert all(m._pattern is None for m in kept)
+    view.close()
+    with torch.no_grad():
+        gpt2_bridge(PROMPT)  # the user's own call
+    assert any(getattr(m, "_pattern", None) is not None for m in gpt2_bridge.modules()), "the user's model is untouched"
+
+
 def test_twin_follows_the_model(native_model: Any) -> None:
     adapter = ModelAdapter(native_model)
     twin, lock = adapter.runner()

@@ -23,7 +23,7 @@ import torch
 from ..analysis.attribution import FinalNorm
 from ..analysis.composition import COMPOSITION_MODES, composition_scores
 from .inputs import check_text, check_weights_loaded, index_in, prompt_ids, visible_texts
-from .twin import analysis_twin
+from .twin import analysis_twin, forget_last_patterns
 
 PATTERN_HOOK = "blocks.{layer}.attn.hook_pattern"
 EMBED_HOOK = "hook_embed"
@@ -408,6 +408,8 @@ class ModelAdapter(AdapterBase):
                 )
             except _StopForward:
                 pass
+            finally:
+                forget_last_patterns(twin)
         missing = [name for name in resolved if name not in seen]
         if missing:
             raise RuntimeError(f"the model ran but these hooks did not fire: {missing}")
@@ -673,6 +675,8 @@ class ModelAdapter(AdapterBase):
                 out = twin.run_with_hooks(tokens, return_type=None if stop_early else "logits", fwd_hooks=hooks)
             except _StopForward:
                 pass
+            finally:
+                forget_last_patterns(twin)
         missing = [resolved[i] for i in range(len(resolved)) if i not in seen]
         if missing:
             raise RuntimeError(

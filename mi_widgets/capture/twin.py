@@ -128,6 +128,15 @@ def _patched_method(module: Any, name: str, value: Any) -> bool:
     return callable(value) and not isinstance(value, torch.nn.Module) and callable(getattr(type(module), name, None))
 
 
+def forget_last_patterns(twin: Any) -> None:
+    """Drop the attention patterns a TransformerLens 4.x bridge keeps after each forward pass (``_pattern`` on its
+    joint-QKV attention bridges, ``[batch, heads, seq, seq]`` per layer, read by nothing): on the twin they would
+    hold memory until its next run (2 GiB for 4 layers x 8 heads at 4,096 tokens; on a GPU, GPU memory)."""
+    for module in twin.modules():
+        if getattr(module, "_pattern", None) is not None:
+            module._pattern = None
+
+
 def analysis_twin(model: Any) -> tuple[Any, threading.RLock]:
     """The current twin of ``model`` and the lock that serialises forward passes on it.
 
