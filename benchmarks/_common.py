@@ -32,6 +32,27 @@ SEED = 0
 MIB = 2**20
 
 
+def make_tokens(n_seqs: int, seq: int) -> torch.Tensor:
+    """``[n_seqs, seq]`` on the CPU: BOS, then a random block of (seq - 1) // 2 tokens repeated until seq is full
+    (induction heads have something to do)."""
+    gen = torch.Generator().manual_seed(SEED)
+    block = torch.randint(0, BOS_ID, (n_seqs, (seq - 1) // 2), generator=gen)
+    body = block.repeat(1, 3)[:, : seq - 1]
+    return torch.cat([torch.full((n_seqs, 1), BOS_ID), body], dim=1)
+
+
+def forward_passes(model: Any, tokens: torch.Tensor, batch_size: int) -> Callable[[], None]:
+    """The baseline every model benchmark times: plain forward passes over ``tokens`` in batches, no grad."""
+    batches = tokens.to(next(model.parameters()).device).split(batch_size)
+
+    def forward() -> None:
+        with torch.no_grad():
+            for batch in batches:
+                model(batch)
+
+    return forward
+
+
 def build_model(folder: Path) -> None:
     """Save a random gpt2-small and a word-level tokenizer (word ``t<i>`` is token id ``i``).
 

@@ -45,7 +45,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks._results import RESULTS_MD, write_section  # noqa: E402
-from tests.e2e.lab import JupyterLab, NotebookPage, chromium_browser, running_lab, write_notebook  # noqa: E402
+from tests.e2e.lab import JupyterLab, NotebookPage, cell_point, chromium_browser, running_lab, write_notebook  # noqa: E402
 
 OUTPUT = REPO / "benchmarks" / "output"
 VIEW = "[data-testid=attention-view]"
@@ -471,19 +471,6 @@ def pattern_bytes(seq: int) -> int:
     return n * (n + 1) // 2
 
 
-def head_point(page: Any, layer: int, head: int) -> tuple[float, float]:
-    """Page coordinates of head (layer, head) in the head grid, from its data-origin-*/data-cell-* hooks."""
-    grid = page.locator(f"{VIEW} [data-testid=head-grid]")
-    grid.scroll_into_view_if_needed()
-    box = grid.bounding_box()
-    if box is None:
-        raise RuntimeError("head grid is not visible")
-    a = grid.evaluate(
-        "e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth, h: +e.dataset.cellHeight})"
-    )
-    return box["x"] + a["x"] + (head + 0.5) * a["w"], box["y"] + a["y"] + (layer + 0.5) * a["h"]
-
-
 def run_attention_view(browser: Any, lab: JupyterLab, seq: int, run: int, far: bool = False) -> RunResult:
     """One AttentionView run in JupyterLab: display the view, count websocket bytes, switch heads."""
     result = RunResult("AttentionView", seq, run)
@@ -531,7 +518,7 @@ def run_attention_view(browser: Any, lab: JupyterLab, seq: int, run: int, far: b
         for k in range(n_far + N_SWITCHES):
             step = 5 if k < n_far else 1
             head = (head + step) % N_HEADS
-            x, y = head_point(page, layer, head)
+            x, y = cell_point(page, f"{VIEW} [data-testid=head-grid]", layer, head)
             page.evaluate(AV_ARM_SWITCH_JS, [layer, head, 30_000, pattern_bytes(seq)])
             page.mouse.click(x, y)
             timing = page.evaluate("() => window.__avSwitch")

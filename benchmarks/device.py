@@ -44,12 +44,13 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402  (sets the offline environment variables)
-    BOS_ID,
     GPT2_SMALL,
     MIB,
     SEED,
     build_model,
+    forward_passes,
     load_model,
+    make_tokens,
     page_in,
     peak,
     reset_peak,
@@ -63,26 +64,11 @@ HOOK = "blocks.6.hook_resid_post"
 MMAP_THRESHOLD = "65536"
 
 
-def make_tokens(n_seqs: int, seq: int) -> torch.Tensor:
-    """``[n_seqs, seq]`` on the CPU: BOS, then a random block of (seq - 1) // 2 tokens repeated until seq is full."""
-    gen = torch.Generator().manual_seed(SEED)
-    block = torch.randint(0, BOS_ID, (n_seqs, (seq - 1) // 2), generator=gen)
-    body = block.repeat(1, 3)[:, : seq - 1]
-    return torch.cat([torch.full((n_seqs, 1), BOS_ID), body], dim=1)
-
-
 def prepare(mode: str, model: Any, tokens: torch.Tensor, batch_size: int) -> Callable[[], Any]:
     """Set a mode up (not timed) and return the call that is timed."""
-    device = next(model.parameters()).device
-    batches = tokens.to(device).split(batch_size)
     if mode == "forward":
-
-        def forward() -> None:
-            with torch.no_grad():
-                for batch in batches:
-                    model(batch)
-
-        return forward
+        return forward_passes(model, tokens, batch_size)
+    batches = tokens.to(next(model.parameters()).device).split(batch_size)
     if mode == "run_with_cache":
 
         def cache() -> None:

@@ -39,12 +39,13 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402  (sets the offline environment variables)
-    BOS_ID,
     GPT2_SMALL,
     MIB,
     SEED,
     build_model,
+    forward_passes,
     load_model,
+    make_tokens,
     page_in,
     peak,
     reset_peak,
@@ -64,14 +65,6 @@ TARGET_RATIO = 1.2
 AGREE_TOL = 1e-5
 
 
-def make_tokens(n_seqs: int, seq: int) -> torch.Tensor:
-    """``[n_seqs, seq]``: BOS, then a random block of (seq - 1) // 2 tokens repeated until seq is full."""
-    gen = torch.Generator().manual_seed(SEED)
-    block = torch.randint(0, BOS_ID, (n_seqs, (seq - 1) // 2), generator=gen)
-    body = block.repeat(1, 3)[:, : seq - 1]
-    return torch.cat([torch.full((n_seqs, 1), BOS_ID), body], dim=1)
-
-
 def as_text(row: torch.Tensor) -> str:
     """The text ``detect_head`` tokenizes back into ``row`` (the bridge prepends BOS itself)."""
     return " ".join(f"t{int(i)}" for i in row[1:])
@@ -80,14 +73,7 @@ def as_text(row: torch.Tensor) -> str:
 def prepare(mode: str, model: Any, tokens: torch.Tensor, batch_size: int) -> Callable[[], Any]:
     """Set a mode up (not timed) and return the call that is timed."""
     if mode == "forward":
-        batches = tokens.to(next(model.parameters()).device).split(batch_size)
-
-        def forward() -> None:
-            with torch.no_grad():
-                for batch in batches:
-                    model(batch)
-
-        return forward
+        return forward_passes(model, tokens, batch_size)
     if mode == "HeadScan":
         from mi_widgets.widgets.head_scan import HeadScan
 

@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
 from benchmarks._common import SEED  # noqa: E402  (offline env)
 from benchmarks._results import write_section  # noqa: E402
 from benchmarks.attention import close_quietly, fmt_bytes, fmt_ms, new_page, software_facts  # noqa: E402
-from tests.e2e.lab import NotebookPage, chromium_browser, running_lab, write_notebook  # noqa: E402
+from tests.e2e.lab import NotebookPage, cell_point, chromium_browser, running_lab, write_notebook  # noqa: E402
 
 OUTPUT = REPO / "benchmarks" / "output"
 MODEL_DIR = OUTPUT / "long_model"
@@ -181,9 +181,7 @@ def hover_point(page: Any, view: str, testid: str, seq: int, k: int) -> tuple[fl
         el = page.locator(target)
         el.evaluate(f"e => {{ e.scrollLeft = Math.max(0, {position} * +e.dataset.cellWidth - e.clientWidth / 2); }}")
         page.wait_for_timeout(100)  # the scroll's frame
-        box = el.bounding_box()
-        a = el.evaluate("e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth})")
-        return box["x"] + a["x"] + (position + 0.5) * a["w"], box["y"] + a["y"] + 0.5 * a["w"]
+        return cell_point(page, target, 0, position)
     token = page.locator(target).nth(position)
     token.scroll_into_view_if_needed()
     box = token.bounding_box()

@@ -58,7 +58,8 @@ class _StopForward(Exception):
 
 class AdapterBase:
     """What every adapter (TransformerLens here, nnsight in ``nnsight_adapter.py``) derives the same way: the
-    model's shape from its TransformerLens-style ``cfg``, and hook shorthands from ``hook_names``/``resolve_hook``."""
+    model's shape from its TransformerLens-style ``cfg``, hook shorthands from ``hook_names``/``resolve_hook``, and
+    patterns and captures from ``each_activation``."""
 
     cfg: Any
 
@@ -84,6 +85,58 @@ class AdapterBase:
         """An IndexError (or TypeError for a non-integer such as 1.7) unless ``layer``/``head`` index this model."""
         index_in("layer", layer, self.n_layers)
         index_in("head", head, self.n_heads)
+
+    def each_activation(
+        self, tokens: torch.Tensor, names: Sequence[str], fn: Callable[[int, torch.Tensor], None]
+    ) -> None:
+        raise NotImplementedError
+
+    def attention_patterns(
+        self,
+        tokens: torch.Tensor,
+        layers: Iterable[int] | None = None,
+        on_layer: Callable[[int], None] | None = None,
+    ) -> list[torch.Tensor]:
+        """Attention patterns ``[n_heads, query, key]`` per layer, for batch item 0.
+
+        ``on_layer(layer)`` runs as each layer's pattern arrives (progress,
+        cancellation: an exception it raises aborts the run and removes the hooks).
+        """
+        found: dict[int, torch.Tensor] = {}
+
+        def keep(layer: int, pattern: torch.Tensor) -> None:
+            found[layer] = pattern[0].detach()
+            if on_layer is not None:
+                on_layer(layer)
+
+        wanted = self.each_pattern(tokens, keep, layers)
+        return [found[l] for l in wanted]
+
+    def each_pattern(
+        self,
+        tokens: torch.Tensor,
+        fn: Callable[[int, torch.Tensor], None],
+        layers: Iterable[int] | None = None,
+    ) -> list[int]:
+        """Run the model and call ``fn(layer, pattern [batch, heads, query, key])`` inside each pattern hook.
+
+        See :meth:`each_activation`. Returns the layers visited, in order.
+        """
+        wanted = sorted(set(range(self.n_layers) if layers is None else layers))
+        for layer in wanted:
+            self.check_layer_head(layer, 0)
+        names = [PATTERN_HOOK.format(layer=l) for l in wanted]
+        self.each_activation(tokens, names, lambda index, pattern: fn(wanted[index], pattern))
+        return wanted
+
+    def capture(self, tokens: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Activations of ``names`` (full hook names) for ``tokens``, on the model's device.
+
+        For reductions over many batches prefer :meth:`each_activation`, which keeps nothing.
+        """
+        out: dict[str, torch.Tensor] = {}
+        self.each_activation(tokens, names, lambda i, t: out.__setitem__(names[i], t.detach().clone()))
+        return out
 
     def layer_hooks(self, spec: str) -> list[str]:
         """Hook names for ``spec``: a full name (``"blocks.1.mlp.hook_post"``) or a per-layer shorthand
@@ -257,44 +310,6 @@ class ModelAdapter(AdapterBase):
                 pass
         return [f"<{int(i)}>" for i in ids.tolist()]
 
-    def attention_patterns(
-        self,
-        tokens: torch.Tensor,
-        layers: Iterable[int] | None = None,
-        on_layer: Callable[[int], None] | None = None,
-    ) -> list[torch.Tensor]:
-        """Attention patterns ``[n_heads, query, key]`` per layer, for batch item 0.
-
-        ``on_layer(layer)`` runs as each layer's pattern arrives (progress,
-        cancellation: an exception it raises aborts the run and removes the hooks).
-        """
-        found: dict[int, torch.Tensor] = {}
-
-        def keep(layer: int, pattern: torch.Tensor) -> None:
-            found[layer] = pattern[0].detach()
-            if on_layer is not None:
-                on_layer(layer)
-
-        wanted = self.each_pattern(tokens, keep, layers)
-        return [found[l] for l in wanted]
-
-    def each_pattern(
-        self,
-        tokens: torch.Tensor,
-        fn: Callable[[int, torch.Tensor], None],
-        layers: Iterable[int] | None = None,
-    ) -> list[int]:
-        """Run the model and call ``fn(layer, pattern [batch, heads, query, key])`` inside each pattern hook.
-
-        See :meth:`each_activation`. Returns the layers visited, in order.
-        """
-        wanted = sorted(set(range(self.n_layers) if layers is None else layers))
-        for layer in wanted:
-            self.check_layer_head(layer, 0)
-        names = [PATTERN_HOOK.format(layer=l) for l in wanted]
-        self.each_activation(tokens, names, lambda index, pattern: fn(wanted[index], pattern))
-        return wanted
-
     def each_activation(
         self, tokens: torch.Tensor, names: Sequence[str], fn: Callable[[int, torch.Tensor], None]
     ) -> None:
@@ -308,15 +323,6 @@ class ModelAdapter(AdapterBase):
         model (from a cell, while a scan runs) and these never meet.
         """
         self._run(tokens, names, fn, stop_early=True)
-
-    def capture(self, tokens: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Activations of ``names`` (full hook names) for ``tokens``, on the model's device.
-
-        For reductions over many batches prefer :meth:`each_activation`, which keeps nothing.
-        """
-        out: dict[str, torch.Tensor] = {}
-        self.each_activation(tokens, names, lambda i, t: out.__setitem__(names[i], t.detach().clone()))
-        return out
 
     # ----- the readout: what the model does after its last residual stream ----------------------
 

@@ -58,14 +58,14 @@ import difflib
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 
-from .adapter import PATTERN_HOOK, AdapterBase
+from .adapter import AdapterBase
 from .inputs import check_text, check_weights_loaded, prompt_ids, visible_texts
 from .twin import _fingerprint, make_twin
 
@@ -483,43 +483,11 @@ class NNsightAdapter(AdapterBase):
             return self.model, _remote_lock(self.model)
         return _nnsight_twin(self.model, self.hf, self._tokenizer)
 
-    def attention_patterns(
-        self,
-        tokens: torch.Tensor,
-        layers: Iterable[int] | None = None,
-        on_layer: Callable[[int], None] | None = None,
-    ) -> list[torch.Tensor]:
-        """Attention patterns ``[n_heads, query, key]`` per layer, for batch item 0 (see ``ModelAdapter``)."""
-        found: dict[int, torch.Tensor] = {}
-
-        def keep(layer: int, pattern: torch.Tensor) -> None:
-            found[layer] = pattern[0].detach()
-            if on_layer is not None:
-                on_layer(layer)
-
-        wanted = self.each_pattern(tokens, keep, layers)
-        return [found[l] for l in wanted]
-
-    def each_pattern(
-        self, tokens: torch.Tensor, fn: Callable[[int, torch.Tensor], None], layers: Iterable[int] | None = None
-    ) -> list[int]:
-        wanted = sorted(set(range(self.n_layers) if layers is None else layers))
-        for layer in wanted:
-            self.check_layer_head(layer, 0)
-        names = [PATTERN_HOOK.format(layer=l) for l in wanted]
-        self.each_activation(tokens, names, lambda index, pattern: fn(wanted[index], pattern))
-        return wanted
-
     def each_activation(
         self, tokens: torch.Tensor, names: Sequence[str], fn: Callable[[int, torch.Tensor], None]
     ) -> None:
         """Run the model and call ``fn(i, activation)`` with the activation of ``names[i]`` (stops after the last)."""
         self._trace(tokens, names, _reader(fn), stop=True, logits=False, grad=False)
-
-    def capture(self, tokens: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        self.each_activation(tokens, names, lambda i, t: out.__setitem__(names[i], t.detach().clone()))
-        return out
 
     def run_to_logits(
         self, tokens: torch.Tensor, names: Sequence[str], fn: Callable[[int, torch.Tensor], None]

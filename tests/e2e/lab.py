@@ -328,16 +328,23 @@ class NotebookPage:
             time.sleep(0.2)
 
     def click_cell(self, selector: str, row: int, col: int) -> None:
-        """Click cell (row, col) of the CanvasHeatmap at ``selector``, placed by its data-origin-*/data-cell-* attributes."""
-        el = self.page.locator(selector)
-        el.scroll_into_view_if_needed()
-        box = el.bounding_box()
-        assert box is not None, f"{selector} is not visible"
-        at: dict[str, Any] = el.evaluate(
-            "e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth, h: +e.dataset.cellHeight})"
-        )
-        assert at["w"] > 2, f"cells of {selector} are too small to click: {at}"
-        self.page.mouse.click(box["x"] + at["x"] + (col + 0.5) * at["w"], box["y"] + at["y"] + (row + 0.5) * at["h"])
+        """Click cell (row, col) of the CanvasHeatmap at ``selector`` (see :func:`cell_point`)."""
+        width = float(self.page.locator(selector).evaluate("e => +e.dataset.cellWidth"))
+        assert width > 2, f"cells of {selector} are too small to click: {width} px"
+        self.page.mouse.click(*cell_point(self.page, selector, row, col))
+
+
+def cell_point(page: Any, selector: str, row: int, col: int) -> tuple[float, float]:
+    """Page coordinates of cell (row, col) of the grid at ``selector`` (a CanvasHeatmap, AttentionView's head grid),
+    scrolled into view, from the element's data-origin-*/data-cell-* attributes."""
+    el = page.locator(selector)
+    el.scroll_into_view_if_needed()
+    box = el.bounding_box()
+    assert box is not None, f"{selector} is not visible"
+    at: dict[str, Any] = el.evaluate(
+        "e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth, h: +e.dataset.cellHeight})"
+    )
+    return box["x"] + at["x"] + (col + 0.5) * at["w"], box["y"] + at["y"] + (row + 0.5) * at["h"]
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .lab import OUTPUT, NotebookPage, notebook_in_lab
+from .lab import OUTPUT, NotebookPage, cell_point, notebook_in_lab
 
 pytestmark = pytest.mark.e2e
 
@@ -31,17 +31,6 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NotebookPage]
 
 def _revision(nb: NotebookPage) -> int:
     return int(nb.python_value("view.revision"))
-
-
-def _cell_point(nb: NotebookPage, testid: str, row: int, col: int) -> tuple[float, float]:
-    """Page coordinates of a cell from the element's data-origin-*/data-cell-* attributes."""
-    el = nb.page.locator(f"{VIEW} [data-testid={testid}]")
-    box = el.bounding_box()
-    assert box is not None, f"{testid} is not visible"
-    attrs: dict[str, Any] = el.evaluate(
-        "e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth, h: +e.dataset.cellHeight})"
-    )
-    return box["x"] + attrs["x"] + (col + 0.5) * attrs["w"], box["y"] + attrs["y"] + (row + 0.5) * attrs["h"]
 
 
 def _wait_selected(nb: NotebookPage, expected: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
@@ -69,7 +58,7 @@ def test_renders_with_tokens_and_screenshot(notebook: NotebookPage) -> None:
 
 def test_click_head_syncs_selection(notebook: NotebookPage) -> None:
     page = notebook.page
-    x, y = _cell_point(notebook, "head-grid", row=0, col=2)
+    x, y = cell_point(notebook.page, f"{VIEW} [data-testid=head-grid]", row=0, col=2)
     page.mouse.click(x, y)
     revision = _revision(notebook)
     page.wait_for_selector(f"{VIEW}[data-painted='{revision}:0:2']", timeout=10_000)
@@ -91,7 +80,7 @@ def test_click_token_and_cell_lock_query_key(notebook: NotebookPage) -> None:
     page = notebook.page
     page.locator(f"{VIEW} [data-testid=token][data-index='5']").click()
     assert _wait_selected(notebook, {"query": 5})["query"] == 5
-    x, y = _cell_point(notebook, "pattern-heatmap", row=8, col=3)
+    x, y = cell_point(notebook.page, f"{VIEW} [data-testid=pattern-heatmap]", row=8, col=3)
     page.mouse.click(x, y)
     selected = _wait_selected(notebook, {"query": 8, "key": 3})
     assert (selected["query"], selected["key"]) == (8, 3)
@@ -144,7 +133,7 @@ def test_bad_prompt_shows_error_and_view_survives(notebook: NotebookPage) -> Non
     error.wait_for(state="visible", timeout=30_000)
     assert "n_ctx" in error.inner_text()
     assert _revision(notebook) == before  # nothing the user had is lost
-    x, y = _cell_point(notebook, "head-grid", row=1, col=1)
+    x, y = cell_point(notebook.page, f"{VIEW} [data-testid=head-grid]", row=1, col=1)
     page.mouse.click(x, y)
     page.wait_for_selector(f"{VIEW}[data-painted='{before}:1:1']", timeout=10_000)
     assert notebook.python_value("1 + 1") == 2  # the kernel keeps working

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from .lab import OUTPUT, chromium_browser
+from .lab import OUTPUT, cell_point, chromium_browser
 
 pytestmark = pytest.mark.e2e
 
@@ -65,16 +65,6 @@ def _open(browser: Any, path: Path) -> tuple[Any, list[str]]:
     return page, refused + errors
 
 
-def _cell_point(page: Any, testid: str, row: int, col: int) -> tuple[float, float]:
-    el = page.locator(f"{VIEW} [data-testid={testid}]")
-    box = el.bounding_box()
-    assert box is not None, f"{testid} is not visible"
-    a = el.evaluate(
-        "e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth, h: +e.dataset.cellHeight})"
-    )
-    return box["x"] + a["x"] + (col + 0.5) * a["w"], box["y"] + a["y"] + (row + 0.5) * a["h"]
-
-
 def test_opens_from_disk_and_answers_hover_and_head_switches(browser: Any, exported: dict[str, Any]) -> None:
     page, problems = _open(browser, exported["folder"] / "attention.html")
     rev = exported["revision"]
@@ -83,12 +73,16 @@ def test_opens_from_disk_and_answers_hover_and_head_switches(browser: Any, expor
     assert not page.locator(f"{VIEW} [data-testid=prompt-input]").is_visible()  # no kernel to re-run with
     assert "9 of 9 parts" in page.inner_text("#miw-note")
 
-    x, y = _cell_point(page, "pattern-heatmap", row=8, col=3)  # hover: the readout quotes the cell's weight
+    x, y = cell_point(
+        page, f"{VIEW} [data-testid=pattern-heatmap]", row=8, col=3
+    )  # hover: the readout quotes the cell's weight
     page.mouse.move(x, y)
     page.wait_for_function(
         f"() => /query 8 .* key 3 .*: \\d/.test(document.querySelector('{VIEW} [data-testid=readout]').textContent)"
     )
-    x, y = _cell_point(page, "head-grid", row=0, col=2)  # click another head: its pattern comes from the file
+    x, y = cell_point(
+        page, f"{VIEW} [data-testid=head-grid]", row=0, col=2
+    )  # click another head: its pattern comes from the file
     page.mouse.click(x, y)
     page.wait_for_selector(f"{VIEW}[data-painted='{rev}:0:2']", timeout=10_000)
     page.locator(f"{VIEW} [data-testid=head-grid]").focus()
@@ -105,7 +99,7 @@ def test_a_head_left_out_of_the_budget_says_so_in_the_view(browser: Any, exporte
     rev = exported["revision"]
     page.wait_for_selector(f"{VIEW}[data-painted='{rev}:1:0']", timeout=20_000)
     assert "left out over the 0 MiB budget: L0H0" in page.inner_text("#miw-note")
-    x, y = _cell_point(page, "head-grid", row=0, col=1)
+    x, y = cell_point(page, f"{VIEW} [data-testid=head-grid]", row=0, col=1)
     page.mouse.click(x, y)
     banner = page.locator(f"{VIEW} [data-testid=error]")
     banner.wait_for(state="visible", timeout=10_000)
@@ -122,10 +116,10 @@ def test_a_long_export_reads_hovered_values_from_its_tiles(browser: Any, exporte
     readout = page.locator(f"{VIEW} [data-testid=readout]")
     for head, expected in enumerate(LONG_VALUES):
         if head:
-            x, y = _cell_point(page, "head-grid", row=0, col=head)
+            x, y = cell_point(page, f"{VIEW} [data-testid=head-grid]", row=0, col=head)
             page.mouse.click(x, y)
         page.wait_for_selector(f"{VIEW}[data-painted='{rev}:0:{head}']", timeout=20_000)
-        x, y = _cell_point(page, "pattern-heatmap", row=500, col=100)
+        x, y = cell_point(page, f"{VIEW} [data-testid=pattern-heatmap]", row=500, col=100)
         page.mouse.move(x, y - 3)
         page.mouse.move(x, y)
         page.wait_for_function(

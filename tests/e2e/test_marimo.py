@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .lab import OUTPUT
+from .lab import OUTPUT, cell_point
 from .marimo_host import marimo_page
 
 pytestmark = pytest.mark.e2e
@@ -145,18 +145,6 @@ def _wait_js(page: Any, selector: str, predicate: str, timeout_s: float = 30.0) 
         time.sleep(0.1)
 
 
-def _cell_point(page: Any, selector: str, row: int, col: int) -> tuple[float, float]:
-    """Page coordinates of a heatmap cell from the element's data-origin-*/data-cell-* attributes."""
-    el = page.locator(selector)
-    el.scroll_into_view_if_needed()
-    box = el.bounding_box()
-    assert box is not None, f"{selector} is not visible"
-    at: dict[str, Any] = el.evaluate(
-        "e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth, h: +e.dataset.cellHeight})"
-    )
-    return box["x"] + at["x"] + (col + 0.5) * at["w"], box["y"] + at["y"] + (row + 0.5) * at["h"]
-
-
 def test_attention_renders_with_tokens(page: Any) -> None:
     state = _state(page)
     tokens = state["attention"]["tokens"]
@@ -172,7 +160,7 @@ def test_attention_renders_with_tokens(page: Any) -> None:
 
 def test_click_head_reruns_downstream_cell_with_selection(page: Any) -> None:
     revision = _state(page)["attention"]["revision"]
-    x, y = _cell_point(page, f"{ATTN} [data-testid=head-grid]", row=0, col=2)
+    x, y = cell_point(page, f"{ATTN} [data-testid=head-grid]", row=0, col=2)
     page.mouse.click(x, y)
     page.locator(f"{ATTN}[data-painted='{revision}:0:2']").wait_for(timeout=10_000)
     # No button pressed: the change came from the page, so marimo re-ran the readout cell by itself.

@@ -8,11 +8,10 @@ attention, wrapped in ``nnsight.LanguageModel``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from .lab import OUTPUT, NotebookPage, notebook_in_lab
+from .lab import OUTPUT, NotebookPage, cell_point, notebook_in_lab
 
 pytestmark = pytest.mark.e2e
 
@@ -58,16 +57,6 @@ def _revision(nb: NotebookPage) -> int:
     return int(nb.python_value("view.revision"))
 
 
-def _cell_point(nb: NotebookPage, testid: str, row: int, col: int) -> tuple[float, float]:
-    el = nb.page.locator(f"{VIEW} [data-testid={testid}]")
-    box = el.bounding_box()
-    assert box is not None, f"{testid} is not visible"
-    attrs: dict[str, Any] = el.evaluate(
-        "e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth, h: +e.dataset.cellHeight})"
-    )
-    return box["x"] + attrs["x"] + (col + 0.5) * attrs["w"], box["y"] + attrs["y"] + (row + 0.5) * attrs["h"]
-
-
 def test_renders_the_models_own_patterns(notebook: NotebookPage) -> None:
     tokens = notebook.python_value("view.tokens")
     strip = notebook.page.locator(f"{VIEW} [data-testid=token-strip] [data-testid=token]")
@@ -84,7 +73,7 @@ def test_renders_the_models_own_patterns(notebook: NotebookPage) -> None:
 
 
 def test_click_head_syncs_selection(notebook: NotebookPage) -> None:
-    x, y = _cell_point(notebook, "head-grid", row=0, col=2)
+    x, y = cell_point(notebook.page, f"{VIEW} [data-testid=head-grid]", row=0, col=2)
     notebook.page.mouse.click(x, y)
     notebook.page.wait_for_selector(f"{VIEW}[data-painted='{_revision(notebook)}:0:2']", timeout=10_000)
     selected = notebook.python_eventually("view.selected['head']", 2)

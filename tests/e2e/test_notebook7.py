@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from .lab import OUTPUT, NotebookPage, notebook_in_lab
+from .lab import OUTPUT, NotebookPage, cell_point, notebook_in_lab
 
 pytestmark = pytest.mark.e2e
 
@@ -41,14 +40,7 @@ def test_it_is_notebook_7(notebook: NotebookPage) -> None:
 def test_attention_view_click_a_head_and_rerun_a_prompt(notebook: NotebookPage) -> None:
     page = notebook.page
     view = page.locator(VIEW).first
-    grid = view.locator("[data-testid=head-grid]")
-    grid.scroll_into_view_if_needed()
-    box = grid.bounding_box()
-    assert box is not None
-    at: dict[str, Any] = grid.evaluate(
-        "e => ({x: +e.dataset.originX, y: +e.dataset.originY, w: +e.dataset.cellWidth, h: +e.dataset.cellHeight})"
-    )
-    page.mouse.click(box["x"] + at["x"] + 2.5 * at["w"], box["y"] + at["y"] + 0.5 * at["h"])  # layer 0, head 2
+    page.mouse.click(*cell_point(page, f"{VIEW} >> nth=0 >> [data-testid=head-grid]", row=0, col=2))  # layer 0, head 2
     assert notebook.python_eventually("[view.selected['layer'], view.selected['head']]", [0, 2]) == [0, 2]
     revision = int(notebook.python_value("view.revision"))
     page.wait_for_function(f"() => {FIRST}.dataset.painted === '{revision}:0:2'", timeout=10_000)
